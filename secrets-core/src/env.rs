@@ -1,0 +1,345 @@
+//! Typed reading of configuration from the environment, in one place.
+//!
+//! Every reader takes the variable name (or a list of aliases, first set wins) and
+//! returns a [`SecretError`] of kind `config` that names the variable and says
+//! what is wrong. Values of variables read with [`Env::secret`] never appear in
+//! an error. Reading goes through [`EnvSource`] so tests and embedders can supply
+//! a map instead of the process environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::error::{Result, SecretError};
+
+/// Where variables come from: the process environment or a map.
+pub trait EnvSource: Send + Sync {
+    /// The raw value of `name`, if set.
+    fn var_os(&self, name: &str) -> Option<OsString>;
+}
+
+/// The environment of this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        self.get(name).map(OsString::from)
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        self.get(name).map(OsString::from)
+    }
+}
+
+impl EnvSource for [(&str, &str)] {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| OsString::from(v))
+    }
+}
+
+impl<const N: usize> EnvSource for [(&str, &str); N] {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        self.as_slice().var_os(name)
+    }
+}
+
+/// Parses a truthy (`1,true,yes,on`) or falsy (`0,false,no,off,""`) word, any case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Typed access to an [`EnvSource`].
+///
+/// ```
+/// use std::time::Duration;
+/// use secrets_core::Env;
+/// let vars = [("MLFLOW_SECRETS_MAX_RETRIES", "5"), ("MLFLOW_SECRETS_CACHE_DISABLED", "YES")];
+/// let env = Env::new(&vars);
+/// assert_eq!(env.u32("MLFLOW_SECRETS_MAX_RETRIES", 3)?, 5);
+/// assert!(env.flag("MLFLOW_SECRETS_CACHE_DISABLED", false)?);
+/// assert_eq!(env.seconds("MLFLOW_SECRETS_BASE_DELAY", Duration::from_secs(1))?, Duration::from_secs(1));
+/// # Ok::<(), secrets_core::SecretError>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    source: &'a dyn EnvSource,
+}
+
+impl fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Env { .. }")
+    }
+}
+
+impl Env<'static> {
+    /// Reads the process environment.
+    pub fn process() -> Self {
+        Self {
+            source: &ProcessEnv,
+        }
+    }
+}
+
+impl<'a> Env<'a> {
+    /// Reads `source`.
+    pub fn new(source: &'a dyn EnvSource) -> Self {
+        Self { source }
+    }
+
+    /// The raw value of `name`; a value that is not UTF-8 is an error naming it.
+    fn raw(&self, name: &str) -> Result<Option<String>> {
+        self.source
+            .var_os(name)
+            .map(|raw| {
+                raw.into_string()
+                    .map_err(|_| SecretError::config(name, "is not valid UTF-8"))
+            })
+            .transpose()
+    }
+
+    /// The first of `names` that is set to a non-blank value, with the value
+    /// trimmed. A value that is not UTF-8 is an error naming the variable.
+    pub fn lookup<'n>(&self, names: &[&'n str]) -> Result<Option<(&'n str, String)>> {
+        for &name in names {
+            if let Some(value) = self.raw(name)? {
+                let trimmed = value.trim();
+                if !trimmed.is_empty() {
+                    return Ok(Some((name, trimmed.to_owned())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A text value from the first set alias.
+    pub fn string(&self, names: &[&str]) -> Result<Option<String>> {
+        Ok(self.lookup(names)?.map(|(_, v)| v))
+    }
+
+    /// A secret value from the first set alias; errors never include the value.
+    pub fn secret(&self, names: &[&str]) -> Result<Option<SecretString>> {
+        for &name in names {
+            if let Some(value) = self.raw(name)? {
+                let value = Zeroizing::new(value);
+                let trimmed = value.trim();
+                if !trimmed.is_empty() {
+                    return Ok(Some(trimmed.into()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A value parsed with `FromStr`; `what` names the expected kind of value.
+    pub fn parse<T>(&self, name: &str, what: &str) -> Result<Option<T>>
+    where
+        T: FromStr,
+    {
+        let Some((name, value)) = self.lookup(&[name])? else {
+            return Ok(None);
+        };
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| SecretError::config(name, format!("{} is not {what}", shown(&value))))
+    }
+
+    /// A boolean (see [`parse_bool`]); an empty value is `false`, unset is `default`.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool> {
+        let Some(value) = self.raw(name)? else {
+            return Ok(default);
+        };
+        parse_bool(&value).ok_or_else(|| {
+            SecretError::config(
+                name,
+                format!(
+                    "{} is not a boolean (use 1/true/yes/on or 0/false/no/off)",
+                    shown(&value)
+                ),
+            )
+        })
+    }
+
+    /// A non-negative whole number.
+    pub fn u32(&self, name: &str, default: u32) -> Result<u32> {
+        Ok(self
+            .parse(name, "a whole number (0 or more)")?
+            .unwrap_or(default))
+    }
+
+    /// A duration in seconds, fractions allowed (`1.5`), not negative.
+    pub fn seconds(&self, name: &str, default: Duration) -> Result<Duration> {
+        let Some((name, value)) = self.lookup(&[name])? else {
+            return Ok(default);
+        };
+        value
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| {
+                SecretError::config(
+                    name,
+                    format!("{} is not a number of seconds (0 or more)", shown(&value)),
+                )
+            })
+    }
+
+    /// A comma-separated list; blank items are dropped. `None` when unset or blank.
+    pub fn list(&self, name: &str) -> Result<Option<Vec<String>>> {
+        Ok(self.lookup(&[name])?.map(|(_, value)| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }))
+    }
+}
+
+/// Shows a bad (non-secret) value in an error: quoted, escaped, cut at 64 characters.
+fn shown(value: &str) -> String {
+    const LIMIT: usize = 64;
+    if value.chars().count() <= LIMIT {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(LIMIT).collect();
+        format!("{head:?}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn bool_words() {
+        for t in ["1", "true", "YES", "On", " true "] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "false", "No", "OFF", ""] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn bad_flag_names_the_variable() {
+        let env = [("MLFLOW_SECRETS_REQUIRE_TLS", "sure")];
+        let err = Env::new(&env)
+            .flag("MLFLOW_SECRETS_REQUIRE_TLS", false)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string().contains("MLFLOW_SECRETS_REQUIRE_TLS"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a boolean"), "{err}");
+    }
+
+    #[test]
+    fn empty_flag_is_false_and_unset_is_default() {
+        let env = [("A", "")];
+        assert!(!Env::new(&env).flag("A", true).unwrap());
+        assert!(Env::new(&env).flag("B", true).unwrap());
+    }
+
+    #[test]
+    fn numbers_and_seconds() {
+        let env = [
+            ("N", " 7 "),
+            ("S", "1.5"),
+            ("NEG", "-1"),
+            ("BAD", "ten"),
+            ("INF", "inf"),
+        ];
+        let env = Env::new(&env);
+        assert_eq!(env.u32("N", 3).unwrap(), 7);
+        assert_eq!(env.u32("MISSING", 3).unwrap(), 3);
+        assert_eq!(
+            env.seconds("S", Duration::ZERO).unwrap(),
+            Duration::from_millis(1500)
+        );
+        for bad in ["NEG", "BAD", "INF"] {
+            let err = env.seconds(bad, Duration::ZERO).unwrap_err();
+            assert!(err.to_string().starts_with(bad), "{err}");
+        }
+        assert!(
+            env.u32("NEG", 0)
+                .unwrap_err()
+                .to_string()
+                .contains("\"-1\" is not a whole number")
+        );
+    }
+
+    #[test]
+    fn aliases_first_set_wins_and_blank_is_unset() {
+        let env = [
+            ("MLFLOW_AWS_SECRET_NAME", "  "),
+            ("MLFLOW_AWS_SECRET_ID", "prod/mlflow"),
+        ];
+        let env = Env::new(&env);
+        assert_eq!(
+            env.lookup(&["MLFLOW_AWS_SECRET_NAME", "MLFLOW_AWS_SECRET_ID"])
+                .unwrap(),
+            Some(("MLFLOW_AWS_SECRET_ID", "prod/mlflow".to_owned()))
+        );
+    }
+
+    #[test]
+    fn lists_drop_blank_items() {
+        let env = [("L", " vault, ,file ,"), ("E", " ")];
+        let env = Env::new(&env);
+        assert_eq!(
+            env.list("L").unwrap(),
+            Some(vec!["vault".into(), "file".into()])
+        );
+        assert_eq!(env.list("E").unwrap(), None);
+    }
+
+    #[test]
+    fn secret_errors_never_show_the_value() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            struct Bad;
+            impl EnvSource for Bad {
+                fn var_os(&self, _: &str) -> Option<OsString> {
+                    Some(OsString::from_vec(b"sekrit\xff".to_vec()))
+                }
+            }
+            let err = Env::new(&Bad).secret(&["VAULT_TOKEN"]).unwrap_err();
+            assert_eq!(err.to_string(), "VAULT_TOKEN: is not valid UTF-8 (config)");
+        }
+    }
+
+    #[test]
+    fn long_bad_values_are_cut() {
+        let long = "x".repeat(500);
+        let env = [("N", long.as_str())];
+        let err = Env::new(&env).u32("N", 0).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+    }
+}

@@ -1,0 +1,44 @@
+//! The shared vocabulary of mlflow-secrets-auth: what a secret means
+//! ([`Credential`]), the header it becomes ([`AuthHeader`]), which hosts may
+//! receive it ([`HostAllowlist`]), how it is hidden from people and logs
+//! ([`mask`], [`redact`]), the errors of every layer ([`SecretError`]), typed
+//! configuration reading ([`Env`]), and the [`SecretProvider`] trait with the
+//! built-in [`FileProvider`].
+//!
+//! No network and no async runtime here: every other crate of the workspace
+//! builds on this one.
+//!
+//! ```
+//! use secrets_core::{AuthHeader, AuthMode, Credential, HeaderName, HostAllowlist};
+//! let allow = HostAllowlist::parse("mlflow.example.com")?;
+//! assert!(allow.permits("https://mlflow.example.com/api/2.0/mlflow/experiments/search"));
+//! let credential = Credential::parse(r#"{"token": "abc123"}"#)?;
+//! let header = AuthHeader::build(&credential, AuthMode::Bearer, &HeaderName::authorization())?;
+//! assert_eq!(header.to_string(), "Authorization: Bearer ***");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod allowlist;
+mod credential;
+mod env;
+mod error;
+mod file;
+mod header;
+mod provider;
+mod redact;
+
+pub use allowlist::{HostAllowlist, InvalidHostPattern};
+pub use credential::{Credential, MAX_SECRET_BYTES};
+pub use env::{Env, EnvSource, ProcessEnv, parse_bool};
+pub use error::{ErrorKind, Result, SecretError};
+pub use file::FileProvider;
+pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
+pub use provider::{
+    FetchedSecret, ProviderDescription, ProviderKind, ProviderSettings, SecretMeta, SecretProvider,
+    UnknownProvider,
+};
+pub use redact::{REDACTED, mask, redact};
+/// The `secrecy` crate, re-exported so users match its version.
+pub use secrecy;

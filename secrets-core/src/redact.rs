@@ -1,0 +1,151 @@
+//! Masking of secrets for display ([`mask`]) and redaction of log text ([`redact`]).
+//! Every layer calls these two; there is no other implementation.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// What replaces a redacted value.
+pub const REDACTED: &str = "***";
+
+/// Masks a secret for display: `abcd…wxyz` when longer than 8 characters, else `***`.
+///
+/// ```
+/// use secrets_core::mask;
+/// assert_eq!(mask("abcdefghijwxyz"), "abcd…wxyz");
+/// assert_eq!(mask("short"), "***");
+/// ```
+pub fn mask(secret: &str) -> String {
+    let count = secret.chars().count();
+    if count <= 8 {
+        return REDACTED.to_owned();
+    }
+    let head: String = secret.chars().take(4).collect();
+    let tail: String = secret.chars().skip(count - 4).collect();
+    format!("{head}…{tail}")
+}
+
+struct Rule {
+    pattern: Regex,
+    replacement: &'static str,
+}
+
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    let rule = |pattern: &str, replacement| Rule {
+        pattern: Regex::new(pattern).expect("redaction patterns are valid"),
+        replacement,
+    };
+    vec![
+        // URL userinfo: scheme://user:pass@host → scheme://***@host
+        rule(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@", "${1}***@"),
+        // JSON / Python-dict fields: "password": "…", 'api_token': '…'
+        rule(
+            r#"(?i)(["']?[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*["']?\s*[:=]\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"#,
+            "${1}\"***\"",
+        ),
+        // Unquoted key=value / key: value pairs (query strings, env dumps).
+        rule(
+            r#"(?i)(\b[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*\s*[:=]\s*)[^\s"',;&]+"#,
+            "${1}***",
+        ),
+        // Auth schemes: Bearer …, Basic …
+        rule(
+            r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]+",
+            "${1}${2}***",
+        ),
+        // JSON Web Tokens anywhere.
+        rule(
+            r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+            REDACTED,
+        ),
+    ]
+});
+
+/// Redacts credentials from free text before it reaches a log: `Bearer …`,
+/// `Basic …`, JWTs, `token`/`password`/`secret`/`key` fields (JSON or `k=v`), and URL
+/// userinfo. Text with nothing to redact is returned borrowed.
+///
+/// ```
+/// use secrets_core::redact;
+/// assert_eq!(redact("Authorization: Bearer abc.def"), "Authorization: Bearer ***");
+/// assert_eq!(redact(r#"{"password": "hunter2"}"#), r#"{"password": "***"}"#);
+/// assert_eq!(redact("https://bob:pw@mlflow.example.com/"), "https://***@mlflow.example.com/");
+/// ```
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    for rule in RULES.iter() {
+        if let Cow::Owned(replaced) = rule.pattern.replace_all(&out, rule.replacement) {
+            out = Cow::Owned(replaced);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_short_and_long() {
+        assert_eq!(mask(""), "***");
+        assert_eq!(mask("12345678"), "***");
+        assert_eq!(mask("123456789"), "1234…6789");
+        assert_eq!(mask("äöüßäöüßä"), "äöüß…öüßä");
+    }
+
+    #[test]
+    fn redacts_auth_schemes() {
+        assert_eq!(
+            redact("authorization: bearer eyJabc"),
+            "authorization: bearer ***"
+        );
+        assert_eq!(
+            redact("sent Basic YWxpY2U6cHc= to host"),
+            "sent Basic *** to host"
+        );
+    }
+
+    #[test]
+    fn redacts_jwts() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig-nature_x";
+        assert_eq!(redact(&format!("got {jwt} back")), "got *** back");
+    }
+
+    #[test]
+    fn redacts_json_fields() {
+        assert_eq!(
+            redact(r#"{"username": "alice", "password": "p\"w", "api_key": "k"}"#),
+            r#"{"username": "alice", "password": "***", "api_key": "***"}"#
+        );
+        assert_eq!(
+            redact(r#"{'client_secret': 'xyz', "access_token":"abc"}"#),
+            r#"{'client_secret': "***", "access_token":"***"}"#
+        );
+    }
+
+    #[test]
+    fn redacts_key_value_pairs() {
+        assert_eq!(
+            redact("VAULT_TOKEN=s.abc123 other=1"),
+            "VAULT_TOKEN=*** other=1"
+        );
+        assert_eq!(redact("?secret=abc&x=1"), "?secret=***&x=1");
+    }
+
+    #[test]
+    fn redacts_url_userinfo() {
+        assert_eq!(
+            redact("GET https://alice:pw@h.example/x and http://tok@h2/"),
+            "GET https://***@h.example/x and http://***@h2/"
+        );
+    }
+
+    #[test]
+    fn leaves_clean_text_borrowed() {
+        assert!(matches!(
+            redact("cache hit for vault:https://v:8200::secret/x"),
+            Cow::Borrowed(_)
+        ));
+    }
+}

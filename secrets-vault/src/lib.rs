@@ -1,0 +1,5 @@
+//! The HashiCorp Vault / OpenBao provider of mlflow-secrets-auth.
+//!
+//! Work in progress: this crate does not export anything yet.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
