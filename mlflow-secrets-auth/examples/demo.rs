@@ -50,9 +50,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("  {verdict:<6}  {url}");
     }
 
-    let log_line =
-        format!(r#"GET https://bob:pw@mlflow.example.com {{"password": "correct-horse-battery"}}"#);
-    println!("log redaction {}", redact(&log_line));
+    let log_line = r#"GET https://bob:pw@mlflow.example.com {"password": "correct-horse-battery"}"#;
+    println!("log redaction {}", redact(log_line));
 
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -206,13 +206,22 @@ fn string_field(map: &Map<String, Value>, field: &str) -> Result<SecretString> {
             "secret JSON field `{field}` is empty"
         ))),
         Some(other) => Err(SecretError::invalid_secret(format!(
-            "secret JSON field `{field}` is a {}, expected a string",
-            json_type(other)
+            "secret JSON field `{field}` is {}, expected a string",
+            with_article(json_type(other))
         ))),
         None => Err(SecretError::invalid_secret(format!(
             "secret JSON field `{field}` is missing"
         ))),
     }
+}
+
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {noun}")
 }
 
 fn json_type(value: &Value) -> &'static str {
