@@ -6,6 +6,7 @@
 //! parsers in this crate describe bad input by its shape, not its content.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What went wrong, at the level a caller decides on.
@@ -64,11 +65,14 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error of any layer, with its [`ErrorKind`], the provider it came from (when
 /// known), a message, and for throttling or an open circuit the time to wait.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cheap to clone (the cause is shared), so one failed fetch can be handed to
+/// every caller that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub struct SecretError {
     kind: ErrorKind,
     provider: Option<&'static str>,
@@ -133,8 +137,11 @@ impl SecretError {
 
     /// Attaches the underlying cause. Its `Display` must not contain a secret.
     #[must_use]
-    pub fn with_source(mut self, source: impl Into<Source>) -> Self {
-        self.source = Some(source.into());
+    pub fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Arc::new(source));
         self
     }
 
