@@ -1,5 +1,35 @@
-//! The credential cache of mlflow-secrets-auth: generic over key, value and error, with no dependency on any provider or SDK.
+//! The credential cache of mlflow-secrets-auth, usable on its own: generic over
+//! key, value and error, with no dependency on any provider or SDK.
 //!
-//! Work in progress: this crate does not export anything yet.
+//! What [`SecretCache::get_or_fetch`] guarantees:
+//! - **Fresh hit**: answered under one shard's read lock with an `Arc` clone;
+//!   nothing awaited, nothing allocated.
+//! - **Single flight**: concurrent callers missing on one key share one fetch;
+//!   its result (value or error) reaches all of them; errors are not cached.
+//! - **Refresh ahead**: past a fraction of its TTL (default 0.8) the first hit
+//!   starts one background refresh; every caller keeps the current value.
+//! - **Stale if error**: an expired value is served within its grace period when
+//!   the fetch fails with an error the caller's predicate calls transient,
+//!   reported as [`Outcome::Stale`] and counted. Other errors never serve stale.
+//! - **Lifetimes**: the TTL is clamped to bounds, shortened by up to 10 % of
+//!   jitter, and by the expiry the backend reported ([`EntryMeta`]).
+//! - **Bounded**: at most `capacity` entries (default 1024), least recently used
+//!   evicted; values are dropped (and, for `secrecy` types, wiped) when the last
+//!   `Arc` goes.
+//! - **Robust**: a fetch that panics or whose caller is dropped does not wedge
+//!   the key; waiters start over.
+//!
+//! Time comes from a [`Clock`]; tests use [`ManualClock`] or tokio's paused clock
+//! through [`TokioClock`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod cache;
+mod clock;
+mod config;
+mod stats;
+
+pub use cache::{EntryInfo, EntryState, Lookup, Outcome, SecretCache};
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
+pub use config::{CacheConfig, EntryMeta, StaleGrace};
+pub use stats::CacheStats;

@@ -137,10 +137,7 @@ impl SecretError {
 
     /// Attaches the underlying cause. Its `Display` must not contain a secret.
     #[must_use]
-    pub fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
         self
     }

@@ -1,0 +1,675 @@
+//! [`SecretCache`]: the map, single-flight fetches, refresh ahead, stale if
+//! error, and least-recently-used eviction.
+//!
+//! Layout: the keys are spread over [`SHARDS`] maps, each behind its own
+//! `RwLock`. A fresh hit takes one shard's read lock, clones an `Arc` and
+//! reads the clock; nothing is awaited and nothing is allocated. A key's slot
+//! holds its entry (if any) and the fetch in flight (if any); callers that miss
+//! while a fetch is in flight subscribe to its result instead of fetching.
+//! The fetch runs in the task of the caller that started it, guarded so that a
+//! cancelled or panicking fetch clears the flight and its waiters start over.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{CacheConfig, EntryMeta};
+use crate::stats::{CacheStats, Counters};
+
+/// Number of independently locked maps.
+const SHARDS: usize = 16;
+
+/// A value from the cache and how it was obtained.
+#[derive(Debug)]
+pub struct Lookup<V, E> {
+    /// The value, shared with the cache.
+    pub value: Arc<V>,
+    /// Where it came from.
+    pub outcome: Outcome<E>,
+}
+
+impl<V, E: Clone> Clone for Lookup<V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            value: Arc::clone(&self.value),
+            outcome: self.outcome.clone(),
+        }
+    }
+}
+
+/// How a [`Lookup`] was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<E> {
+    /// From a valid entry, without waiting.
+    Hit,
+    /// This call ran the fetch.
+    Fetched,
+    /// This call waited on a fetch another call had started.
+    Coalesced,
+    /// The fetch failed with a transient error and the expired value was
+    /// served instead, within the stale grace. Worth a warning.
+    Stale {
+        /// The error that made the fetch fail.
+        error: E,
+        /// How long ago the value expired.
+        expired_for: Duration,
+    },
+}
+
+/// The state of one entry, as [`SecretCache::entries`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// Valid, no fetch in flight.
+    Fresh,
+    /// Valid or not, a fetch for it is in flight.
+    Refreshing,
+    /// Expired, but may still be served on transient errors.
+    Stale,
+    /// Expired past its grace; kept only until replaced or evicted.
+    Expired,
+}
+
+/// One entry, as [`SecretCache::entries`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo<K> {
+    /// The key.
+    pub key: K,
+    /// Time since the value was fetched.
+    pub age: Duration,
+    /// Time left until it expires (zero once expired).
+    pub remaining: Duration,
+    /// Its state.
+    pub state: EntryState,
+}
+
+type Published<V, E> = Option<Result<Lookup<V, E>, E>>;
+
+struct Entry<V> {
+    value: Arc<V>,
+    fetched_at: Duration,
+    refresh_at: Duration,
+    expires_at: Duration,
+    stale_until: Duration,
+    refresh_claimed: AtomicBool,
+    /// The clock's milliseconds at the last hit, for LRU eviction.
+    last_used: AtomicU64,
+}
+
+struct Flight<V, E> {
+    id: u64,
+    result: watch::Receiver<Published<V, E>>,
+}
+
+struct Slot<V, E> {
+    entry: Option<Entry<V>>,
+    flight: Option<Flight<V, E>>,
+}
+
+type Shard<K, V, E> = ShardedLock<HashMap<K, Slot<V, E>, RandomState>>;
+
+struct Inner<K, V, E> {
+    config: CacheConfig,
+    is_transient: Box<dyn Fn(&E) -> bool + Send + Sync>,
+    clock: Arc<dyn Clock>,
+    hasher: RandomState,
+    shards: Box<[Shard<K, V, E>]>,
+    /// Slots holding an entry.
+    len: AtomicUsize,
+    next_flight: AtomicU64,
+    counters: Counters,
+}
+
+/// An in-memory cache of values fetched from a slow, fallible backend.
+///
+/// Cheap to clone (clones share the cache); `Send + Sync` when its types are.
+/// Background refreshes need a tokio runtime; without one they are skipped and
+/// the entry is fetched again when it expires.
+///
+/// ```
+/// use std::time::Duration;
+/// use secrets_cache::{CacheConfig, EntryMeta, Outcome, SecretCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Values are tokens, errors are messages; errors starting "timeout" are transient.
+/// let cache: SecretCache<String, String, String> =
+///     SecretCache::new(CacheConfig::default(), |e: &String| e.starts_with("timeout"));
+/// let key = "vault:https://vault:8200::secret/mlflow".to_owned();
+/// let first = cache
+///     .get_or_fetch(&key, || async { Ok(("token".to_owned(), EntryMeta::default())) })
+///     .await
+///     .unwrap();
+/// assert_eq!(first.outcome, Outcome::Fetched);
+/// let second = cache
+///     .get_or_fetch(&key, || async { unreachable!("fresh entries are not fetched") })
+///     .await
+///     .unwrap();
+/// assert_eq!((second.value.as_str(), second.outcome), ("token", Outcome::Hit));
+/// # }
+/// ```
+pub struct SecretCache<K, V, E> {
+    inner: Arc<Inner<K, V, E>>,
+}
+
+impl<K, V, E> Clone for SecretCache<K, V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V, E> fmt::Debug for SecretCache<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretCache")
+            .field("config", &self.inner.config)
+            .field("entries", &self.inner.len.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, E> SecretCache<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
+    /// A cache on the system clock. `is_transient` decides which fetch errors
+    /// may be answered with a stale value.
+    pub fn new(
+        config: CacheConfig,
+        is_transient: impl Fn(&E) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_clock(config, is_transient, Arc::new(SystemClock))
+    }
+
+    /// A cache reading time from `clock` (see [`crate::ManualClock`], [`crate::TokioClock`]).
+    pub fn with_clock(
+        config: CacheConfig,
+        is_transient: impl Fn(&E) -> bool + Send + Sync + 'static,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let hasher = RandomState::default();
+        let shards = (0..SHARDS)
+            .map(|_| ShardedLock::new(HashMap::with_hasher(hasher.clone())))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                config: config.sanitized(),
+                is_transient: Box::new(is_transient),
+                clock,
+                hasher,
+                shards,
+                len: AtomicUsize::new(0),
+                next_flight: AtomicU64::new(1),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The configuration in force (with out-of-range values corrected).
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    /// The value for `key`: from a valid entry without waiting, else from `fetch`,
+    /// shared with every concurrent caller missing on the same key.
+    ///
+    /// - A hit past the refresh-ahead point starts one background refresh with
+    ///   this call's `fetch` and still returns the current value at once.
+    /// - A failed fetch reaches every waiter and is not cached; if the key held
+    ///   an expired value within its stale grace and `is_transient(error)`, that
+    ///   value is returned instead, as [`Outcome::Stale`].
+    pub async fn get_or_fetch<F, Fut>(&self, key: &K, fetch: F) -> Result<Lookup<V, E>, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(V, EntryMeta), E>> + Send + 'static,
+    {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        if inner.config.enabled {
+            let shard = inner.read(key);
+            if let Some(entry) = shard.get(key).and_then(|slot| slot.entry.as_ref())
+                && now < entry.expires_at
+            {
+                inner.touch(entry, now);
+                let value = Arc::clone(&entry.value);
+                let refresh = now >= entry.refresh_at && entry.claim_refresh();
+                drop(shard);
+                inner.counters.hits.incr();
+                if refresh {
+                    Inner::start_refresh(inner, key, fetch);
+                }
+                return Ok(Lookup {
+                    value,
+                    outcome: Outcome::Hit,
+                });
+            }
+        }
+        let result = Inner::miss(inner, key, fetch).await;
+        let counters = &inner.counters;
+        match &result {
+            Ok(Lookup {
+                outcome: Outcome::Hit,
+                ..
+            }) => counters.hits.incr(),
+            Ok(Lookup {
+                outcome: Outcome::Coalesced,
+                ..
+            }) => {
+                counters.misses.incr();
+                counters.coalesced.incr();
+            }
+            Ok(Lookup {
+                outcome: Outcome::Stale { .. },
+                ..
+            }) => {
+                counters.misses.incr();
+                counters.stale_served.incr();
+            }
+            Ok(_) | Err(_) => counters.misses.incr(),
+        }
+        result
+    }
+
+    /// Drops the entry of `key`. A fetch already in flight for it still answers
+    /// its waiters, but its value is not stored; the next call fetches anew.
+    pub fn invalidate(&self, key: &K) {
+        let mut shard = self.inner.write(key);
+        if let Some(slot) = shard.remove(key)
+            && slot.entry.is_some()
+        {
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every entry (fetches in flight are treated as by [`Self::invalidate`]).
+    pub fn clear(&self) {
+        for shard in self.inner.shards.iter() {
+            let mut shard = shard.write().unwrap_or_else(|e| e.into_inner());
+            let removed = shard.values().filter(|slot| slot.entry.is_some()).count();
+            shard.clear();
+            self.inner.len.fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.inner.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters since the cache was made.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot(self.len())
+    }
+
+    /// Every entry with its age, remaining TTL and state (no values).
+    pub fn entries(&self) -> Vec<EntryInfo<K>> {
+        let now = self.inner.clock.now();
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            for (key, slot) in shard.iter() {
+                let Some(entry) = &slot.entry else { continue };
+                let state = if slot.flight.is_some() {
+                    EntryState::Refreshing
+                } else if now < entry.expires_at {
+                    EntryState::Fresh
+                } else if now < entry.stale_until {
+                    EntryState::Stale
+                } else {
+                    EntryState::Expired
+                };
+                out.push(EntryInfo {
+                    key: key.clone(),
+                    age: now.saturating_sub(entry.fetched_at),
+                    remaining: entry.expires_at.saturating_sub(now),
+                    state,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl<V> Entry<V> {
+    fn claim_refresh(&self) -> bool {
+        !self.refresh_claimed.load(Ordering::Relaxed)
+            && self
+                .refresh_claimed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl<K: Hash + Eq, V, E> Inner<K, V, E> {
+    fn shard(&self, key: &K) -> &Shard<K, V, E> {
+        let hash = self.hasher.hash_one(key);
+        &self.shards[(hash >> 40) as usize % SHARDS]
+    }
+
+    fn read(&self, key: &K) -> ShardedLockReadGuard<'_, HashMap<K, Slot<V, E>, RandomState>> {
+        self.shard(key).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, key: &K) -> ShardedLockWriteGuard<'_, HashMap<K, Slot<V, E>, RandomState>> {
+        self.shard(key).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self, entry: &Entry<V>, now: Duration) {
+        let ms = now.as_millis() as u64;
+        // Store only when the millisecond changed: threads hitting one key do
+        // not keep writing its cache line.
+        if entry.last_used.load(Ordering::Relaxed) != ms {
+            entry.last_used.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Role<V, E> {
+    Lead(u64, watch::Sender<Published<V, E>>),
+    Wait(watch::Receiver<Published<V, E>>),
+    Hit(Arc<V>),
+}
+
+impl<K, V, E> Inner<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
+    fn new_flight(&self, slot: &mut Slot<V, E>) -> (u64, watch::Sender<Published<V, E>>) {
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        slot.flight = Some(Flight { id, result: rx });
+        (id, tx)
+    }
+
+    async fn miss<F, Fut>(this: &Arc<Self>, key: &K, fetch: F) -> Result<Lookup<V, E>, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(V, EntryMeta), E>> + Send + 'static,
+    {
+        let mut fetch = Some(fetch);
+        loop {
+            let role = {
+                let now = this.clock.now();
+                let mut shard = this.write(key);
+                let slot = shard.entry(key.clone()).or_insert(Slot {
+                    entry: None,
+                    flight: None,
+                });
+                match (&slot.flight, &slot.entry) {
+                    (Some(flight), _) => Role::Wait(flight.result.clone()),
+                    (None, Some(entry)) if this.config.enabled && now < entry.expires_at => {
+                        this.touch(entry, now);
+                        Role::Hit(Arc::clone(&entry.value))
+                    }
+                    (None, _) => {
+                        let (id, tx) = this.new_flight(slot);
+                        Role::Lead(id, tx)
+                    }
+                }
+            };
+            match role {
+                Role::Hit(value) => {
+                    return Ok(Lookup {
+                        value,
+                        outcome: Outcome::Hit,
+                    });
+                }
+                Role::Wait(mut rx) => {
+                    // `Err`: the fetch was cancelled or panicked; start over.
+                    if let Ok(published) = rx.wait_for(Option::is_some).await
+                        && let Some(result) = published.clone()
+                    {
+                        return result.map(|lookup| match lookup.outcome {
+                            Outcome::Fetched => Lookup {
+                                outcome: Outcome::Coalesced,
+                                ..lookup
+                            },
+                            _ => lookup,
+                        });
+                    }
+                }
+                Role::Lead(id, tx) => {
+                    let fetch = fetch.take().expect("a caller leads at most once");
+                    let result = Self::lead(this, key.clone(), id, tx, fetch).await;
+                    if result.is_err() {
+                        this.counters.failures.incr();
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Runs `fetch` as flight `id` of `key`, stores its value (if the flight is
+    /// still the key's), and publishes the result to the flight's waiters.
+    async fn lead<F, Fut>(
+        this: &Arc<Self>,
+        key: K,
+        id: u64,
+        tx: watch::Sender<Published<V, E>>,
+        fetch: F,
+    ) -> Result<Lookup<V, E>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, EntryMeta), E>>,
+    {
+        let mut guard = FlightGuard {
+            inner: this,
+            key,
+            id,
+            tx: Some(tx),
+        };
+        this.counters.fetches.incr();
+        let fetched = fetch().await;
+        let now = this.clock.now();
+        let (result, grew) = {
+            let mut shard = this.write(&guard.key);
+            match shard
+                .get_mut(&guard.key)
+                .filter(|slot| slot.flight.as_ref().is_some_and(|f| f.id == id))
+            {
+                // Invalidated while fetching: answer the waiters, store nothing.
+                None => (
+                    fetched.map(|(value, _)| Lookup {
+                        value: Arc::new(value),
+                        outcome: Outcome::Fetched,
+                    }),
+                    false,
+                ),
+                Some(slot) => {
+                    slot.flight = None;
+                    let settled = this.settle(slot, fetched, now);
+                    if slot.entry.is_none() {
+                        shard.remove(&guard.key);
+                    }
+                    settled
+                }
+            }
+        };
+        if let Some(tx) = guard.tx.take() {
+            tx.send_replace(Some(result.clone()));
+        }
+        if grew && this.len.fetch_add(1, Ordering::Relaxed) >= this.config.capacity {
+            this.evict_lru();
+        }
+        result
+    }
+
+    /// Applies a fetch's result to its key's slot: a value replaces the entry;
+    /// an error is answered with the entry while it is valid, with the expired
+    /// entry within its grace if the error is transient, else passed on.
+    /// The flag says whether the cache gained an entry.
+    fn settle(
+        &self,
+        slot: &mut Slot<V, E>,
+        fetched: Result<(V, EntryMeta), E>,
+        now: Duration,
+    ) -> (Result<Lookup<V, E>, E>, bool) {
+        let error = match fetched {
+            Ok((value, meta)) => {
+                let value = Arc::new(value);
+                let mut grew = false;
+                if self.config.enabled {
+                    grew = slot.entry.is_none();
+                    slot.entry = Some(self.new_entry(Arc::clone(&value), &meta, now));
+                }
+                let lookup = Lookup {
+                    value,
+                    outcome: Outcome::Fetched,
+                };
+                return (Ok(lookup), grew);
+            }
+            Err(error) => error,
+        };
+        let answer = match &slot.entry {
+            // A refresh ahead failed while the entry is still valid.
+            Some(entry) if now < entry.expires_at => Ok(Lookup {
+                value: Arc::clone(&entry.value),
+                outcome: Outcome::Hit,
+            }),
+            Some(entry) if now < entry.stale_until && (self.is_transient)(&error) => Ok(Lookup {
+                value: Arc::clone(&entry.value),
+                outcome: Outcome::Stale {
+                    error,
+                    expired_for: now - entry.expires_at,
+                },
+            }),
+            _ => Err(error),
+        };
+        (answer, false)
+    }
+
+    fn new_entry(&self, value: Arc<V>, meta: &EntryMeta, now: Duration) -> Entry<V> {
+        let (ttl, backend_limited) = self.config.lifetime(meta);
+        let expires_at = now + ttl;
+        let refresh_at = if self.config.refresh_ahead >= 1.0 {
+            expires_at
+        } else {
+            now + ttl.mul_f64(self.config.refresh_ahead)
+        };
+        Entry {
+            value,
+            fetched_at: now,
+            refresh_at,
+            expires_at,
+            stale_until: expires_at + self.config.grace(ttl, backend_limited),
+            refresh_claimed: AtomicBool::new(false),
+            last_used: AtomicU64::new(now.as_millis() as u64),
+        }
+    }
+
+    /// Starts one background refresh of `key` (the caller claimed it).
+    fn start_refresh<F, Fut>(this: &Arc<Self>, key: &K, fetch: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(V, EntryMeta), E>> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (id, tx) = {
+            let mut shard = this.write(key);
+            let Some(slot) = shard.get_mut(key) else {
+                return;
+            };
+            if slot.flight.is_some() {
+                return;
+            }
+            this.new_flight(slot)
+        };
+        this.counters.refreshes.incr();
+        let this = Arc::clone(this);
+        let key = key.clone();
+        runtime.spawn(async move {
+            let refreshed = Self::lead(&this, key, id, tx, fetch).await;
+            if !matches!(
+                refreshed,
+                Ok(Lookup {
+                    outcome: Outcome::Fetched,
+                    ..
+                })
+            ) {
+                this.counters.refresh_failures.incr();
+            }
+        });
+    }
+
+    /// Drops least recently used entries until the cache is within capacity.
+    /// Keys with a fetch in flight are never evicted.
+    fn evict_lru(&self) {
+        while self.len.load(Ordering::Relaxed) > self.config.capacity {
+            let mut oldest: Option<(usize, K, u64)> = None;
+            for (i, shard) in self.shards.iter().enumerate() {
+                let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+                for (key, slot) in shard.iter() {
+                    if let (Some(entry), None) = (&slot.entry, &slot.flight) {
+                        let used = entry.last_used.load(Ordering::Relaxed);
+                        if oldest.as_ref().is_none_or(|(_, _, u)| used < *u) {
+                            oldest = Some((i, key.clone(), used));
+                        }
+                    }
+                }
+            }
+            let Some((i, key, used)) = oldest else { return };
+            let mut shard = self.shards[i].write().unwrap_or_else(|e| e.into_inner());
+            let still_oldest = shard.get(&key).is_some_and(|slot| {
+                slot.flight.is_none()
+                    && slot
+                        .entry
+                        .as_ref()
+                        .is_some_and(|e| e.last_used.load(Ordering::Relaxed) == used)
+            });
+            if still_oldest {
+                shard.remove(&key);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.counters.evictions.incr();
+            }
+        }
+    }
+}
+
+/// Clears a flight that ends without publishing (cancelled or panicked fetch),
+/// so that its waiters start over instead of waiting forever.
+struct FlightGuard<'a, K: Hash + Eq, V, E> {
+    inner: &'a Inner<K, V, E>,
+    key: K,
+    id: u64,
+    tx: Option<watch::Sender<Published<V, E>>>,
+}
+
+impl<K: Hash + Eq, V, E> Drop for FlightGuard<'_, K, V, E> {
+    fn drop(&mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        let mut shard = self.inner.write(&self.key);
+        if let Some(slot) = shard.get_mut(&self.key)
+            && slot.flight.as_ref().is_some_and(|f| f.id == self.id)
+        {
+            slot.flight = None;
+            if slot.entry.is_none() {
+                shard.remove(&self.key);
+            }
+        }
+        drop(shard);
+        // Dropping the sender wakes the waiters, who find no flight and retry.
+        drop(tx);
+    }
+}

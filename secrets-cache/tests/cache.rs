@@ -1,0 +1,626 @@
+//! Behaviour of `SecretCache` on an injected clock: single flight, refresh
+//! ahead, stale if error, lifetimes, eviction, and robustness against
+//! cancelled and panicking fetches. No test sleeps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use secrets_cache::{
+    CacheConfig, EntryMeta, EntryState, ManualClock, Outcome, SecretCache, StaleGrace,
+};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, PartialEq)]
+struct TestError {
+    transient: bool,
+}
+
+const TRANSIENT: TestError = TestError { transient: true };
+const PERMANENT: TestError = TestError { transient: false };
+
+type Cache = SecretCache<String, String, TestError>;
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// TTL 100 s, no jitter, refresh ahead at 80 %, stale grace 30 s.
+fn config() -> CacheConfig {
+    CacheConfig::default()
+        .with_ttl(secs(100))
+        .with_jitter(0.0)
+        .with_stale_grace(StaleGrace::For(secs(30)))
+}
+
+fn cache_with(config: CacheConfig) -> (Cache, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let cache = SecretCache::with_clock(config, |e: &TestError| e.transient, clock.clone());
+    (cache, clock)
+}
+
+fn key(k: &str) -> String {
+    k.to_owned()
+}
+
+type Fetch = std::pin::Pin<Box<dyn Future<Output = Result<(String, EntryMeta), TestError>> + Send>>;
+
+/// Counts calls and returns `value` (after waiting on `gate`, if given).
+#[derive(Clone, Default)]
+struct Backend {
+    calls: Arc<AtomicUsize>,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Backend {
+    fn gated() -> (Self, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        let backend = Self {
+            calls: Arc::default(),
+            gate: Some(gate.clone()),
+        };
+        (backend, gate)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn answer(&self, result: Result<&str, TestError>) -> impl FnOnce() -> Fetch + Send + 'static {
+        self.answer_with(result.map(|v| (v.to_owned(), EntryMeta::default())))
+    }
+
+    fn answer_with(
+        &self,
+        result: Result<(String, EntryMeta), TestError>,
+    ) -> impl FnOnce() -> Fetch + Send + 'static {
+        let backend = self.clone();
+        move || {
+            Box::pin(async move {
+                backend.calls.fetch_add(1, Ordering::SeqCst);
+                if let Some(gate) = &backend.gate {
+                    gate.acquire().await.expect("gate open").forget();
+                }
+                result
+            })
+        }
+    }
+}
+
+/// Lets spawned tasks run until they are all parked.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn thousand_concurrent_callers_cause_one_fetch() {
+    let (cache, _clock) = cache_with(config());
+    for round in 0..2 {
+        let (backend, gate) = Backend::gated();
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let cache = cache.clone();
+                let fetch = backend.answer(Ok("v"));
+                tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+            })
+            .collect();
+        settle().await;
+        gate.add_permits(Semaphore::MAX_PERMITS);
+        for task in tasks {
+            assert_eq!(*task.await.unwrap().unwrap().value, "v");
+        }
+        assert_eq!(backend.calls(), 1, "round {round}");
+        cache.invalidate(&key("k"));
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.fetches, 2);
+    assert_eq!(stats.coalesced, 2 * 999);
+    assert_eq!(stats.misses, 2000);
+}
+
+#[tokio::test]
+async fn refresh_ahead_serves_the_old_value_and_refreshes_once() {
+    let (cache, clock) = cache_with(config());
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
+        .await
+        .unwrap();
+
+    clock.advance(secs(81));
+    let (refresher, gate) = Backend::gated();
+    for _ in 0..50 {
+        let hit = cache
+            .get_or_fetch(&key("k"), refresher.answer(Ok("v2")))
+            .await
+            .unwrap();
+        assert_eq!((hit.value.as_str(), hit.outcome), ("v1", Outcome::Hit));
+    }
+    settle().await;
+    assert_eq!(refresher.calls(), 1, "exactly one background refresh");
+    assert_eq!(cache.entries()[0].state, EntryState::Refreshing);
+
+    gate.add_permits(1);
+    settle().await;
+    let hit = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("unused")))
+        .await
+        .unwrap();
+    assert_eq!((hit.value.as_str(), hit.outcome), ("v2", Outcome::Hit));
+    assert_eq!(cache.stats().refreshes, 1);
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test]
+async fn failed_refresh_keeps_the_entry_until_expiry() {
+    let (cache, clock) = cache_with(config());
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
+        .await
+        .unwrap();
+    clock.advance(secs(90));
+    let hit = cache
+        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
+        .await
+        .unwrap();
+    assert_eq!(*hit.value, "v1");
+    settle().await;
+    let stats = cache.stats();
+    assert_eq!((stats.refreshes, stats.refresh_failures), (1, 1));
+    let hit = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("never")))
+        .await
+        .unwrap();
+    assert_eq!((hit.value.as_str(), hit.outcome), ("v1", Outcome::Hit));
+}
+
+#[tokio::test]
+async fn stale_value_served_on_transient_error_within_grace_only() {
+    let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
+        .await
+        .unwrap();
+
+    clock.advance(secs(110));
+    let stale = cache
+        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
+        .await
+        .unwrap();
+    assert_eq!(*stale.value, "v1");
+    assert_eq!(
+        stale.outcome,
+        Outcome::Stale {
+            error: TRANSIENT,
+            expired_for: secs(10)
+        }
+    );
+    assert_eq!(cache.stats().stale_served, 1);
+    assert_eq!(cache.entries()[0].state, EntryState::Stale);
+
+    clock.advance(secs(21));
+    let err = cache
+        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, TRANSIENT);
+}
+
+#[tokio::test]
+async fn permanent_error_never_serves_stale() {
+    let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
+        .await
+        .unwrap();
+    clock.advance(secs(101));
+    let err = cache
+        .get_or_fetch(&key("k"), backend.answer(Err(PERMANENT)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, PERMANENT);
+    assert_eq!(cache.stats().stale_served, 0);
+}
+
+#[tokio::test]
+async fn no_stale_when_grace_is_never() {
+    let (cache, clock) = cache_with(config().with_stale_grace(StaleGrace::Never));
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
+        .await
+        .unwrap();
+    clock.advance(secs(101));
+    assert!(
+        cache
+            .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn backend_expiry_shorter_than_ttl_wins_and_is_never_served_stale() {
+    let (cache, clock) = cache_with(config());
+    let backend = Backend::default();
+    let meta = EntryMeta::default().with_valid_for(secs(10));
+    cache
+        .get_or_fetch(&key("k"), backend.answer_with(Ok(("v1".into(), meta))))
+        .await
+        .unwrap();
+    assert_eq!(cache.entries()[0].remaining, secs(10));
+    clock.advance(secs(11));
+    let err = cache
+        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
+        .await;
+    assert!(
+        err.is_err(),
+        "a value past its backend expiry is never served"
+    );
+    let fresh = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (fresh.value.as_str(), fresh.outcome),
+        ("v2", Outcome::Fetched)
+    );
+}
+
+#[tokio::test]
+async fn ttl_from_fetch_is_clamped() {
+    let (cache, _clock) = cache_with(config());
+    let backend = Backend::default();
+    for (k, ttl, want) in [("low", 1, 60), ("mid", 200, 200), ("high", 99_999, 3600)] {
+        let meta = EntryMeta::default().with_ttl(secs(ttl));
+        cache
+            .get_or_fetch(&key(k), backend.answer_with(Ok(("v".into(), meta))))
+            .await
+            .unwrap();
+        let info = cache.entries().into_iter().find(|e| e.key == k).unwrap();
+        assert_eq!(info.remaining, secs(want), "{k}");
+    }
+}
+
+#[tokio::test]
+async fn jitter_stays_within_bounds() {
+    let (cache, _clock) = cache_with(config().with_jitter(0.1).with_capacity(2000));
+    let backend = Backend::default();
+    for i in 0..1000 {
+        cache
+            .get_or_fetch(&format!("k{i}"), backend.answer(Ok("v")))
+            .await
+            .unwrap();
+    }
+    let remaining: Vec<Duration> = cache.entries().into_iter().map(|e| e.remaining).collect();
+    assert_eq!(remaining.len(), 1000);
+    assert!(remaining.iter().all(|r| *r >= secs(90) && *r <= secs(100)));
+    let distinct: std::collections::HashSet<_> = remaining.iter().collect();
+    assert!(
+        distinct.len() > 900,
+        "jitter spreads expiries: {}",
+        distinct.len()
+    );
+}
+
+#[tokio::test]
+async fn errors_are_not_cached() {
+    let (cache, _clock) = cache_with(config());
+    let backend = Backend::default();
+    let err = cache
+        .get_or_fetch(&key("k"), backend.answer(Err(PERMANENT)))
+        .await;
+    assert_eq!(err.unwrap_err(), PERMANENT);
+    assert!(cache.is_empty());
+    let ok = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v")))
+        .await
+        .unwrap();
+    assert_eq!((ok.value.as_str(), ok.outcome), ("v", Outcome::Fetched));
+    assert_eq!(cache.stats().failures, 1);
+}
+
+#[tokio::test]
+async fn an_error_reaches_every_waiter() {
+    let (cache, _clock) = cache_with(config());
+    let (backend, gate) = Backend::gated();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            let fetch = backend.answer(Err(PERMANENT));
+            tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+        })
+        .collect();
+    settle().await;
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap_err(), PERMANENT);
+    }
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test]
+async fn cancelled_fetch_does_not_wedge_the_key() {
+    let (cache, _clock) = cache_with(config());
+    let (stuck, _never_opened) = Backend::gated();
+    let leader = {
+        let cache = cache.clone();
+        let fetch = stuck.answer(Ok("never"));
+        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+    };
+    settle().await;
+    let backend = Backend::default();
+    let waiter = {
+        let cache = cache.clone();
+        let fetch = backend.answer(Ok("v"));
+        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+    };
+    settle().await;
+    assert_eq!(backend.calls(), 0, "the waiter joined the stuck flight");
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!((got.value.as_str(), got.outcome), ("v", Outcome::Fetched));
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test]
+async fn panicking_fetch_does_not_wedge_the_key() {
+    let (cache, _clock) = cache_with(config());
+    let (gate_backend, gate) = Backend::gated();
+    let panicker = {
+        let cache = cache.clone();
+        let wait = gate_backend.answer(Ok("unused"));
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch(&key("k"), move || async move {
+                    let _ = wait().await;
+                    panic!("backend client bug");
+                })
+                .await
+        })
+    };
+    settle().await;
+    let backend = Backend::default();
+    let waiter = {
+        let cache = cache.clone();
+        let fetch = backend.answer(Ok("v"));
+        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+    };
+    settle().await;
+    gate.add_permits(1);
+    assert!(panicker.await.unwrap_err().is_panic());
+    assert_eq!(*waiter.await.unwrap().unwrap().value, "v");
+    let again = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("x")))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, Outcome::Hit);
+}
+
+#[tokio::test]
+async fn invalidate_during_a_fetch_does_not_store_its_value() {
+    let (cache, _clock) = cache_with(config());
+    let (backend, gate) = Backend::gated();
+    let first = {
+        let cache = cache.clone();
+        let fetch = backend.answer(Ok("old"));
+        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+    };
+    settle().await;
+    cache.invalidate(&key("k"));
+    gate.add_permits(1);
+    assert_eq!(*first.await.unwrap().unwrap().value, "old");
+    assert!(cache.is_empty());
+    let fresh = Backend::default();
+    let got = cache
+        .get_or_fetch(&key("k"), fresh.answer(Ok("new")))
+        .await
+        .unwrap();
+    assert_eq!((got.value.as_str(), got.outcome), ("new", Outcome::Fetched));
+}
+
+#[tokio::test]
+async fn least_recently_used_entry_is_evicted() {
+    let (cache, clock) = cache_with(config().with_capacity(2));
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("a"), backend.answer(Ok("a")))
+        .await
+        .unwrap();
+    clock.advance(secs(1));
+    cache
+        .get_or_fetch(&key("b"), backend.answer(Ok("b")))
+        .await
+        .unwrap();
+    clock.advance(secs(1));
+    let hit = cache
+        .get_or_fetch(&key("a"), backend.answer(Ok("x")))
+        .await
+        .unwrap();
+    assert_eq!(hit.outcome, Outcome::Hit);
+    clock.advance(secs(1));
+    cache
+        .get_or_fetch(&key("c"), backend.answer(Ok("c")))
+        .await
+        .unwrap();
+
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.stats().evictions, 1);
+    let mut keys: Vec<String> = cache.entries().into_iter().map(|e| e.key).collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "c"]);
+}
+
+#[tokio::test]
+async fn disabled_cache_fetches_every_time_but_shares_flights() {
+    let (cache, _clock) = cache_with(config().with_enabled(false));
+    let backend = Backend::default();
+    for _ in 0..3 {
+        let got = cache
+            .get_or_fetch(&key("k"), backend.answer(Ok("v")))
+            .await
+            .unwrap();
+        assert_eq!(got.outcome, Outcome::Fetched);
+    }
+    assert_eq!(backend.calls(), 3);
+    assert!(cache.is_empty());
+
+    let (gated, gate) = Backend::gated();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let cache = cache.clone();
+            let fetch = gated.answer(Ok("v"));
+            tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+        })
+        .collect();
+    settle().await;
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(gated.calls(), 1);
+}
+
+#[tokio::test]
+async fn values_are_dropped_when_invalidated() {
+    struct Tracked(Arc<AtomicBool>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let cache: SecretCache<String, Tracked, TestError> =
+        SecretCache::new(config(), |e: &TestError| e.transient);
+    let flag = dropped.clone();
+    let got = cache
+        .get_or_fetch(&key("k"), move || async move {
+            Ok((Tracked(flag), EntryMeta::default()))
+        })
+        .await
+        .unwrap();
+    drop(got);
+    assert!(!dropped.load(Ordering::SeqCst), "the cache still holds it");
+    cache.invalidate(&key("k"));
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn clear_drops_everything() {
+    let (cache, _clock) = cache_with(config());
+    let backend = Backend::default();
+    for k in ["a", "b", "c"] {
+        cache
+            .get_or_fetch(&key(k), backend.answer(Ok("v")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.len(), 3);
+    cache.clear();
+    assert!(cache.is_empty() && cache.entries().is_empty());
+}
+
+#[tokio::test]
+async fn entries_show_age_remaining_and_state() {
+    let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v")))
+        .await
+        .unwrap();
+    clock.advance(secs(40));
+    let info = &cache.entries()[0];
+    assert_eq!(
+        (info.age, info.remaining, info.state),
+        (secs(40), secs(60), EntryState::Fresh)
+    );
+    clock.advance(secs(70));
+    assert_eq!(cache.entries()[0].state, EntryState::Stale);
+    clock.advance(secs(30));
+    assert_eq!(cache.entries()[0].state, EntryState::Expired);
+}
+
+#[tokio::test]
+async fn hit_rate_counts_hits_and_misses() {
+    let (cache, _clock) = cache_with(config());
+    let backend = Backend::default();
+    for _ in 0..4 {
+        cache
+            .get_or_fetch(&key("k"), backend.answer(Ok("v")))
+            .await
+            .unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (3, 1));
+    assert!((stats.hit_rate() - 0.75).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_mixed_gets_and_invalidates_add_up() {
+    const TASKS: usize = 8;
+    const OPS: usize = 100_000;
+    const KEYS: usize = 16;
+    let (cache, _clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let cache = cache.clone();
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
+                let mut gets = 0;
+                let mut state = t as u64 * 7919 + 1;
+                for _ in 0..OPS {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let key = &keys[(state % KEYS as u64) as usize];
+                    if state % 50 == 0 {
+                        cache.invalidate(key);
+                    } else {
+                        let got = cache.get_or_fetch(key, backend.answer(Ok("v"))).await;
+                        assert_eq!(*got.unwrap().value, "v");
+                        gets += 1;
+                    }
+                }
+                gets
+            })
+        })
+        .collect();
+    let mut gets = 0;
+    for task in tasks {
+        gets += tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.hits + stats.misses, gets);
+    assert_eq!(stats.fetches as usize, backend.calls());
+    assert_eq!(stats.misses, stats.fetches + stats.coalesced);
+    assert!(stats.hits > stats.misses, "{stats:?}");
+    assert!(cache.len() <= KEYS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn follows_tokios_paused_clock() {
+    let cache: Cache = SecretCache::with_clock(
+        config().with_refresh_ahead(1.0),
+        |e: &TestError| e.transient,
+        Arc::new(secrets_cache::TokioClock),
+    );
+    let backend = Backend::default();
+    cache.get_or_fetch(&key("k"), backend.answer(Ok("v1"))).await.unwrap();
+    tokio::time::advance(secs(99)).await;
+    let hit = cache.get_or_fetch(&key("k"), backend.answer(Ok("v2"))).await.unwrap();
+    assert_eq!(hit.outcome, Outcome::Hit);
+    tokio::time::advance(secs(2)).await;
+    let fetched = cache.get_or_fetch(&key("k"), backend.answer(Ok("v2"))).await.unwrap();
+    assert_eq!((fetched.value.as_str(), fetched.outcome), ("v2", Outcome::Fetched));
+}
