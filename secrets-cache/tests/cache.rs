@@ -616,11 +616,23 @@ async fn follows_tokios_paused_clock() {
         Arc::new(secrets_cache::TokioClock),
     );
     let backend = Backend::default();
-    cache.get_or_fetch(&key("k"), backend.answer(Ok("v1"))).await.unwrap();
+    cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
+        .await
+        .unwrap();
     tokio::time::advance(secs(99)).await;
-    let hit = cache.get_or_fetch(&key("k"), backend.answer(Ok("v2"))).await.unwrap();
+    let hit = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v2")))
+        .await
+        .unwrap();
     assert_eq!(hit.outcome, Outcome::Hit);
     tokio::time::advance(secs(2)).await;
-    let fetched = cache.get_or_fetch(&key("k"), backend.answer(Ok("v2"))).await.unwrap();
-    assert_eq!((fetched.value.as_str(), fetched.outcome), ("v2", Outcome::Fetched));
+    let fetched = cache
+        .get_or_fetch(&key("k"), backend.answer(Ok("v2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (fetched.value.as_str(), fetched.outcome),
+        ("v2", Outcome::Fetched)
+    );
 }
