@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use secrets_cache::{
-    CacheConfig, EntryMeta, EntryState, ManualClock, Outcome, SecretCache, StaleGrace,
+    CacheConfig, EntryMeta, EntryState, Lookup, ManualClock, Outcome, SecretCache, StaleGrace,
 };
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, PartialEq)]
 struct TestError {
@@ -87,6 +88,32 @@ impl Backend {
     }
 }
 
+/// One `get_or_fetch` of key `k` answered by `backend` with `answer`.
+async fn ask(
+    cache: &Cache,
+    backend: &Backend,
+    k: &str,
+    answer: Result<&str, TestError>,
+) -> Result<Lookup<String, TestError>, TestError> {
+    cache.get_or_fetch(&key(k), backend.answer(answer)).await
+}
+
+/// Spawns `n` tasks asking for key `k`, answered by `backend` with `answer`.
+fn spawn_asks(
+    cache: &Cache,
+    backend: &Backend,
+    n: usize,
+    answer: Result<&'static str, TestError>,
+) -> Vec<JoinHandle<Result<Lookup<String, TestError>, TestError>>> {
+    (0..n)
+        .map(|_| {
+            let cache = cache.clone();
+            let fetch = backend.answer(answer.clone());
+            tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
+        })
+        .collect()
+}
+
 /// Lets spawned tasks run until they are all parked.
 async fn settle() {
     for _ in 0..20 {
@@ -99,13 +126,7 @@ async fn thousand_concurrent_callers_cause_one_fetch() {
     let (cache, _clock) = cache_with(config());
     for round in 0..2 {
         let (backend, gate) = Backend::gated();
-        let tasks: Vec<_> = (0..1000)
-            .map(|_| {
-                let cache = cache.clone();
-                let fetch = backend.answer(Ok("v"));
-                tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-            })
-            .collect();
+        let tasks = spawn_asks(&cache, &backend, 1000, Ok("v"));
         settle().await;
         gate.add_permits(Semaphore::MAX_PERMITS);
         for task in tasks {
@@ -124,18 +145,12 @@ async fn thousand_concurrent_callers_cause_one_fetch() {
 async fn refresh_ahead_serves_the_old_value_and_refreshes_once() {
     let (cache, clock) = cache_with(config());
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
 
     clock.advance(secs(81));
     let (refresher, gate) = Backend::gated();
     for _ in 0..50 {
-        let hit = cache
-            .get_or_fetch(&key("k"), refresher.answer(Ok("v2")))
-            .await
-            .unwrap();
+        let hit = ask(&cache, &refresher, "k", Ok("v2")).await.unwrap();
         assert_eq!((hit.value.as_str(), hit.outcome), ("v1", Outcome::Hit));
     }
     settle().await;
@@ -144,10 +159,7 @@ async fn refresh_ahead_serves_the_old_value_and_refreshes_once() {
 
     gate.add_permits(1);
     settle().await;
-    let hit = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("unused")))
-        .await
-        .unwrap();
+    let hit = ask(&cache, &backend, "k", Ok("unused")).await.unwrap();
     assert_eq!((hit.value.as_str(), hit.outcome), ("v2", Outcome::Hit));
     assert_eq!(cache.stats().refreshes, 1);
     assert_eq!(backend.calls(), 1);
@@ -157,23 +169,14 @@ async fn refresh_ahead_serves_the_old_value_and_refreshes_once() {
 async fn failed_refresh_keeps_the_entry_until_expiry() {
     let (cache, clock) = cache_with(config());
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
     clock.advance(secs(90));
-    let hit = cache
-        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
-        .await
-        .unwrap();
+    let hit = ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
     assert_eq!(*hit.value, "v1");
     settle().await;
     let stats = cache.stats();
     assert_eq!((stats.refreshes, stats.refresh_failures), (1, 1));
-    let hit = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("never")))
-        .await
-        .unwrap();
+    let hit = ask(&cache, &backend, "k", Ok("never")).await.unwrap();
     assert_eq!((hit.value.as_str(), hit.outcome), ("v1", Outcome::Hit));
 }
 
@@ -181,16 +184,10 @@ async fn failed_refresh_keeps_the_entry_until_expiry() {
 async fn stale_value_served_on_transient_error_within_grace_only() {
     let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
 
     clock.advance(secs(110));
-    let stale = cache
-        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
-        .await
-        .unwrap();
+    let stale = ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
     assert_eq!(*stale.value, "v1");
     assert_eq!(
         stale.outcome,
@@ -203,8 +200,7 @@ async fn stale_value_served_on_transient_error_within_grace_only() {
     assert_eq!(cache.entries()[0].state, EntryState::Stale);
 
     clock.advance(secs(21));
-    let err = cache
-        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
+    let err = ask(&cache, &backend, "k", Err(TRANSIENT))
         .await
         .unwrap_err();
     assert_eq!(err, TRANSIENT);
@@ -214,13 +210,9 @@ async fn stale_value_served_on_transient_error_within_grace_only() {
 async fn permanent_error_never_serves_stale() {
     let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
     clock.advance(secs(101));
-    let err = cache
-        .get_or_fetch(&key("k"), backend.answer(Err(PERMANENT)))
+    let err = ask(&cache, &backend, "k", Err(PERMANENT))
         .await
         .unwrap_err();
     assert_eq!(err, PERMANENT);
@@ -231,17 +223,9 @@ async fn permanent_error_never_serves_stale() {
 async fn no_stale_when_grace_is_never() {
     let (cache, clock) = cache_with(config().with_stale_grace(StaleGrace::Never));
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
     clock.advance(secs(101));
-    assert!(
-        cache
-            .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
-            .await
-            .is_err()
-    );
+    assert!(ask(&cache, &backend, "k", Err(TRANSIENT)).await.is_err());
 }
 
 #[tokio::test]
@@ -255,17 +239,12 @@ async fn backend_expiry_shorter_than_ttl_wins_and_is_never_served_stale() {
         .unwrap();
     assert_eq!(cache.entries()[0].remaining, secs(10));
     clock.advance(secs(11));
-    let err = cache
-        .get_or_fetch(&key("k"), backend.answer(Err(TRANSIENT)))
-        .await;
+    let err = ask(&cache, &backend, "k", Err(TRANSIENT)).await;
     assert!(
         err.is_err(),
         "a value past its backend expiry is never served"
     );
-    let fresh = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v2")))
-        .await
-        .unwrap();
+    let fresh = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
     assert_eq!(
         (fresh.value.as_str(), fresh.outcome),
         ("v2", Outcome::Fetched)
@@ -312,15 +291,10 @@ async fn jitter_stays_within_bounds() {
 async fn errors_are_not_cached() {
     let (cache, _clock) = cache_with(config());
     let backend = Backend::default();
-    let err = cache
-        .get_or_fetch(&key("k"), backend.answer(Err(PERMANENT)))
-        .await;
+    let err = ask(&cache, &backend, "k", Err(PERMANENT)).await;
     assert_eq!(err.unwrap_err(), PERMANENT);
     assert!(cache.is_empty());
-    let ok = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v")))
-        .await
-        .unwrap();
+    let ok = ask(&cache, &backend, "k", Ok("v")).await.unwrap();
     assert_eq!((ok.value.as_str(), ok.outcome), ("v", Outcome::Fetched));
     assert_eq!(cache.stats().failures, 1);
 }
@@ -329,13 +303,7 @@ async fn errors_are_not_cached() {
 async fn an_error_reaches_every_waiter() {
     let (cache, _clock) = cache_with(config());
     let (backend, gate) = Backend::gated();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let cache = cache.clone();
-            let fetch = backend.answer(Err(PERMANENT));
-            tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-        })
-        .collect();
+    let tasks = spawn_asks(&cache, &backend, 20, Err(PERMANENT));
     settle().await;
     gate.add_permits(Semaphore::MAX_PERMITS);
     for task in tasks {
@@ -348,18 +316,10 @@ async fn an_error_reaches_every_waiter() {
 async fn cancelled_fetch_does_not_wedge_the_key() {
     let (cache, _clock) = cache_with(config());
     let (stuck, _never_opened) = Backend::gated();
-    let leader = {
-        let cache = cache.clone();
-        let fetch = stuck.answer(Ok("never"));
-        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-    };
+    let leader = spawn_asks(&cache, &stuck, 1, Ok("never")).remove(0);
     settle().await;
     let backend = Backend::default();
-    let waiter = {
-        let cache = cache.clone();
-        let fetch = backend.answer(Ok("v"));
-        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-    };
+    let waiter = spawn_asks(&cache, &backend, 1, Ok("v")).remove(0);
     settle().await;
     assert_eq!(backend.calls(), 0, "the waiter joined the stuck flight");
     leader.abort();
@@ -387,19 +347,12 @@ async fn panicking_fetch_does_not_wedge_the_key() {
     };
     settle().await;
     let backend = Backend::default();
-    let waiter = {
-        let cache = cache.clone();
-        let fetch = backend.answer(Ok("v"));
-        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-    };
+    let waiter = spawn_asks(&cache, &backend, 1, Ok("v")).remove(0);
     settle().await;
     gate.add_permits(1);
     assert!(panicker.await.unwrap_err().is_panic());
     assert_eq!(*waiter.await.unwrap().unwrap().value, "v");
-    let again = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("x")))
-        .await
-        .unwrap();
+    let again = ask(&cache, &backend, "k", Ok("x")).await.unwrap();
     assert_eq!(again.outcome, Outcome::Hit);
 }
 
@@ -407,21 +360,14 @@ async fn panicking_fetch_does_not_wedge_the_key() {
 async fn invalidate_during_a_fetch_does_not_store_its_value() {
     let (cache, _clock) = cache_with(config());
     let (backend, gate) = Backend::gated();
-    let first = {
-        let cache = cache.clone();
-        let fetch = backend.answer(Ok("old"));
-        tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-    };
+    let first = spawn_asks(&cache, &backend, 1, Ok("old")).remove(0);
     settle().await;
     cache.invalidate(&key("k"));
     gate.add_permits(1);
     assert_eq!(*first.await.unwrap().unwrap().value, "old");
     assert!(cache.is_empty());
     let fresh = Backend::default();
-    let got = cache
-        .get_or_fetch(&key("k"), fresh.answer(Ok("new")))
-        .await
-        .unwrap();
+    let got = ask(&cache, &fresh, "k", Ok("new")).await.unwrap();
     assert_eq!((got.value.as_str(), got.outcome), ("new", Outcome::Fetched));
 }
 
@@ -429,26 +375,14 @@ async fn invalidate_during_a_fetch_does_not_store_its_value() {
 async fn least_recently_used_entry_is_evicted() {
     let (cache, clock) = cache_with(config().with_capacity(2));
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("a"), backend.answer(Ok("a")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "a", Ok("a")).await.unwrap();
     clock.advance(secs(1));
-    cache
-        .get_or_fetch(&key("b"), backend.answer(Ok("b")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "b", Ok("b")).await.unwrap();
     clock.advance(secs(1));
-    let hit = cache
-        .get_or_fetch(&key("a"), backend.answer(Ok("x")))
-        .await
-        .unwrap();
+    let hit = ask(&cache, &backend, "a", Ok("x")).await.unwrap();
     assert_eq!(hit.outcome, Outcome::Hit);
     clock.advance(secs(1));
-    cache
-        .get_or_fetch(&key("c"), backend.answer(Ok("c")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "c", Ok("c")).await.unwrap();
 
     assert_eq!(cache.len(), 2);
     assert_eq!(cache.stats().evictions, 1);
@@ -462,23 +396,14 @@ async fn disabled_cache_fetches_every_time_but_shares_flights() {
     let (cache, _clock) = cache_with(config().with_enabled(false));
     let backend = Backend::default();
     for _ in 0..3 {
-        let got = cache
-            .get_or_fetch(&key("k"), backend.answer(Ok("v")))
-            .await
-            .unwrap();
+        let got = ask(&cache, &backend, "k", Ok("v")).await.unwrap();
         assert_eq!(got.outcome, Outcome::Fetched);
     }
     assert_eq!(backend.calls(), 3);
     assert!(cache.is_empty());
 
     let (gated, gate) = Backend::gated();
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            let cache = cache.clone();
-            let fetch = gated.answer(Ok("v"));
-            tokio::spawn(async move { cache.get_or_fetch(&key("k"), fetch).await })
-        })
-        .collect();
+    let tasks = spawn_asks(&cache, &gated, 10, Ok("v"));
     settle().await;
     gate.add_permits(Semaphore::MAX_PERMITS);
     for task in tasks {
@@ -530,10 +455,7 @@ async fn clear_drops_everything() {
 async fn entries_show_age_remaining_and_state() {
     let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v")).await.unwrap();
     clock.advance(secs(40));
     let info = &cache.entries()[0];
     assert_eq!(
@@ -551,10 +473,7 @@ async fn hit_rate_counts_hits_and_misses() {
     let (cache, _clock) = cache_with(config());
     let backend = Backend::default();
     for _ in 0..4 {
-        cache
-            .get_or_fetch(&key("k"), backend.answer(Ok("v")))
-            .await
-            .unwrap();
+        ask(&cache, &backend, "k", Ok("v")).await.unwrap();
     }
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.misses), (3, 1));
@@ -616,21 +535,12 @@ async fn follows_tokios_paused_clock() {
         Arc::new(secrets_cache::TokioClock),
     );
     let backend = Backend::default();
-    cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v1")))
-        .await
-        .unwrap();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
     tokio::time::advance(secs(99)).await;
-    let hit = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v2")))
-        .await
-        .unwrap();
+    let hit = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
     assert_eq!(hit.outcome, Outcome::Hit);
     tokio::time::advance(secs(2)).await;
-    let fetched = cache
-        .get_or_fetch(&key("k"), backend.answer(Ok("v2")))
-        .await
-        .unwrap();
+    let fetched = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
     assert_eq!(
         (fetched.value.as_str(), fetched.outcome),
         ("v2", Outcome::Fetched)

@@ -253,20 +253,22 @@ impl zeroize::Zeroize for JsonTree {
 }
 
 #[cfg(test)]
+pub(crate) fn token(s: &str) -> Credential {
+    Credential::Token(s.into())
+}
+
+#[cfg(test)]
+pub(crate) fn user_pass(u: &str, p: &str) -> Credential {
+    Credential::UserPassword {
+        username: u.into(),
+        password: p.into(),
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-
-    fn token(s: &str) -> Credential {
-        Credential::Token(s.into())
-    }
-
-    fn user_pass(u: &str, p: &str) -> Credential {
-        Credential::UserPassword {
-            username: u.into(),
-            password: p.into(),
-        }
-    }
 
     #[test]
     fn json_token() {

@@ -262,6 +262,7 @@ fn check_header_safe(value: &str, field: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credential::{token, user_pass};
     use crate::error::ErrorKind;
 
     fn custom() -> HeaderName {
@@ -270,17 +271,6 @@ mod tests {
 
     fn value(h: &AuthHeader) -> &str {
         h.value().expose_secret()
-    }
-
-    fn token(s: &str) -> Credential {
-        Credential::Token(s.into())
-    }
-
-    fn user_pass(u: &str, p: &str) -> Credential {
-        Credential::UserPassword {
-            username: u.into(),
-            password: p.into(),
-        }
     }
 
     #[test]

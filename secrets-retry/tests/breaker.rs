@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use secrets_retry::{
     Backoff, BreakerConfig, BreakerError, BreakerOpen, BreakerState, CircuitBreaker, Failure,
-    Jitter, RetryDecision, RetryPolicy, StopReason,
+    Jitter, RetryDecision, RetryError, RetryPolicy, StopReason,
 };
 use tokio::sync::Semaphore;
 
@@ -244,17 +244,15 @@ async fn isolate_and_reset() {
     succeed(&b).await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn retry_does_not_hammer_an_open_breaker() {
-    let b = breaker(2);
-    let calls = AtomicUsize::new(0);
-    let start = tokio::time::Instant::now();
-    let policy = RetryPolicy::default()
-        .with_max_retries(5)
-        .with_backoff(Backoff::default().with_jitter(Jitter::None));
-    let err = policy
+/// Runs an operation that always answers 503 behind `b`, counting its calls.
+async fn run_503(
+    policy: &RetryPolicy,
+    b: &CircuitBreaker,
+    calls: &AtomicUsize,
+) -> RetryError<&'static str> {
+    policy
         .run_with(
-            Some(&b),
+            Some(b),
             |_: &&str| RetryDecision::Retry,
             |_| {},
             || {
@@ -263,7 +261,18 @@ async fn retry_does_not_hammer_an_open_breaker() {
             },
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_does_not_hammer_an_open_breaker() {
+    let b = breaker(2);
+    let calls = AtomicUsize::new(0);
+    let start = tokio::time::Instant::now();
+    let policy = RetryPolicy::default()
+        .with_max_retries(5)
+        .with_backoff(Backoff::default().with_jitter(Jitter::None));
+    let err = run_503(&policy, &b, &calls).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -279,18 +288,7 @@ async fn retry_does_not_hammer_an_open_breaker() {
     assert_eq!(start.elapsed(), secs(1), "no wait after the circuit opened");
 
     // A later run is refused before calling anything.
-    let err = policy
-        .run_with(
-            Some(&b),
-            |_: &&str| RetryDecision::Retry,
-            |_| {},
-            || {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async { Result::<(), _>::Err("503") }
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = run_503(&policy, &b, &calls).await;
     assert_eq!((err.attempts, err.reason), (0, StopReason::CircuitOpen));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
