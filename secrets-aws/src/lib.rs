@@ -1,5 +1,441 @@
 //! The AWS Secrets Manager provider of mlflow-secrets-auth.
 //!
-//! Work in progress: this crate does not export anything yet.
+//! [`AwsSecretsManagerProvider`] reads one secret (by name or ARN, optionally a
+//! version stage or version id) with the official AWS SDK and hands its text to
+//! the rest of the chain. The SDK's own retries are off and its timeouts are
+//! set: the retry layer above owns attempts and timing. SDK errors are mapped
+//! onto [`secrets_core::ErrorKind`]s.
+//!
+//! ```no_run
+//! # async fn demo() -> secrets_core::Result<()> {
+//! use secrets_aws::AwsSecretsManagerProvider;
+//! use secrets_core::{Env, SecretProvider};
+//! let provider = AwsSecretsManagerProvider::from_env(&Env::process())?;
+//! let credential = provider.fetch().await?.credential()?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod errors;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
+use secrets_core::{
+    Env, FetchedSecret, ProviderDescription, Result, SecretError, SecretMeta, SecretProvider,
+};
+use tokio::sync::OnceCell;
+
+/// The provider's name.
+pub const NAME: &str = "aws-secrets-manager";
+
+const SECRET_VARS: [&str; 2] = ["MLFLOW_AWS_SECRET_NAME", "MLFLOW_AWS_SECRET_ID"];
+const VERSION_VAR: &str = "MLFLOW_AWS_SECRET_VERSION";
+const REGION_VARS: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
+const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"];
+const TIMEOUT_VAR: &str = "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC";
+
+/// The default per-attempt timeout of one call.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which version of the secret to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretVersion {
+    /// The version carrying this staging label (`AWSCURRENT`, `AWSPENDING`, any label).
+    Stage(String),
+    /// The version with this id (a UUID).
+    Id(String),
+}
+
+impl SecretVersion {
+    /// Reads a version: a UUID-shaped value is a version id, anything else a stage.
+    pub fn parse(value: &str) -> Self {
+        let value = value.trim();
+        if is_uuid(value) {
+            Self::Id(value.to_owned())
+        } else {
+            Self::Stage(value.to_owned())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Stage(s) | Self::Id(s) => s,
+        }
+    }
+}
+
+fn is_uuid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Builds an [`AwsSecretsManagerProvider`] from code.
+#[derive(Clone, Default)]
+pub struct AwsSecretsManagerBuilder {
+    secret_id: Option<String>,
+    version: Option<SecretVersion>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    credentials: Option<Credentials>,
+    request_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for AwsSecretsManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSecretsManagerBuilder")
+            .field("secret_id", &self.secret_id)
+            .field("version", &self.version)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsSecretsManagerBuilder {
+    /// The secret's name or ARN (required).
+    #[must_use]
+    pub fn secret_id(mut self, id: impl Into<String>) -> Self {
+        self.secret_id = Some(id.into());
+        self
+    }
+
+    /// The version to read (default: the current one).
+    #[must_use]
+    pub fn version(mut self, version: SecretVersion) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The region (default: the AWS SDK's region chain).
+    #[must_use]
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// An endpoint to use instead of AWS's (a local server in tests, a VPC endpoint).
+    #[must_use]
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Static credentials instead of the standard AWS credential chain.
+    #[must_use]
+    pub fn static_credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "mlflow-secrets-auth",
+        ));
+        self
+    }
+
+    /// The timeout of one call, connection included (default 10 s).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// The timeout of connecting (default: the request timeout, at most 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The provider. Fails when no secret id was given.
+    pub fn build(self) -> Result<AwsSecretsManagerProvider> {
+        let secret_id = self
+            .secret_id
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                SecretError::config(SECRET_VARS[0], "is not set (the secret's name or ARN)")
+                    .with_provider(NAME)
+            })?;
+        let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let connect_timeout = self
+            .connect_timeout
+            .unwrap_or_else(|| request_timeout.min(Duration::from_secs(5)));
+        Ok(AwsSecretsManagerProvider {
+            secret_id,
+            version: self.version,
+            region: self.region,
+            endpoint_url: self.endpoint_url,
+            credentials: self.credentials,
+            request_timeout,
+            connect_timeout,
+            client: OnceCell::new(),
+        })
+    }
+}
+
+/// Reads one secret from AWS Secrets Manager.
+pub struct AwsSecretsManagerProvider {
+    secret_id: String,
+    version: Option<SecretVersion>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    credentials: Option<Credentials>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    /// Built at the first fetch and reused (one connection pool).
+    client: OnceCell<Client>,
+}
+
+impl fmt::Debug for AwsSecretsManagerProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSecretsManagerProvider")
+            .field("secret_id", &self.secret_id)
+            .field("version", &self.version)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsSecretsManagerProvider {
+    /// A builder.
+    pub fn builder() -> AwsSecretsManagerBuilder {
+        AwsSecretsManagerBuilder::default()
+    }
+
+    /// Reads `MLFLOW_AWS_SECRET_NAME` (alias `MLFLOW_AWS_SECRET_ID`),
+    /// `MLFLOW_AWS_SECRET_VERSION`, `AWS_REGION` / `AWS_DEFAULT_REGION`,
+    /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` / `AWS_ENDPOINT_URL` and
+    /// `MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC`. Credentials come from the standard
+    /// AWS chain when the first fetch builds the client.
+    pub fn from_env(env: &Env<'_>) -> Result<Self> {
+        let with_provider = |e: SecretError| e.with_provider(NAME);
+        let mut builder = Self::builder().request_timeout(
+            env.seconds(TIMEOUT_VAR, DEFAULT_REQUEST_TIMEOUT)
+                .map_err(with_provider)?,
+        );
+        if let Some(id) = env.string(&SECRET_VARS).map_err(with_provider)? {
+            builder = builder.secret_id(id);
+        }
+        if let Some(version) = env.string(&[VERSION_VAR]).map_err(with_provider)? {
+            builder = builder.version(SecretVersion::parse(&version));
+        }
+        if let Some(region) = env.string(&REGION_VARS).map_err(with_provider)? {
+            builder = builder.region(region);
+        }
+        if let Some(url) = env.string(&ENDPOINT_VARS).map_err(with_provider)? {
+            builder = builder.endpoint_url(url);
+        }
+        builder.build()
+    }
+
+    /// The secret's name or ARN.
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    async fn client(&self) -> Result<&Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let timeouts = TimeoutConfig::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .operation_attempt_timeout(self.request_timeout)
+                    .operation_timeout(self.request_timeout)
+                    .build();
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .retry_config(RetryConfig::disabled())
+                    .timeout_config(timeouts);
+                if let Some(region) = &self.region {
+                    loader = loader.region(Region::new(region.clone()));
+                }
+                if let Some(url) = &self.endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                if let Some(credentials) = &self.credentials {
+                    loader = loader.credentials_provider(SharedCredentialsProvider::new(
+                        credentials.clone(),
+                    ));
+                }
+                let config = loader.load().await;
+                if config.region().is_none() {
+                    return Err(SecretError::config(
+                        REGION_VARS[0],
+                        "is not set, and no region was found in the AWS profile (set AWS_REGION or AWS_DEFAULT_REGION)",
+                    )
+                    .with_provider(NAME));
+                }
+                Ok(Client::new(&config))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl SecretProvider for AwsSecretsManagerProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cache_key(&self) -> String {
+        format!(
+            "aws:{}:{}:{}",
+            self.region.as_deref().unwrap_or("default"),
+            self.secret_id,
+            self.version
+                .as_ref()
+                .map_or("AWSCURRENT", SecretVersion::as_str)
+        )
+    }
+
+    async fn fetch(&self) -> Result<FetchedSecret> {
+        let client = self.client().await?;
+        let mut request = client.get_secret_value().secret_id(&self.secret_id);
+        request = match &self.version {
+            None => request,
+            Some(SecretVersion::Stage(stage)) => request.version_stage(stage),
+            Some(SecretVersion::Id(id)) => request.version_id(id),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| errors::map(e, &self.secret_id).with_provider(NAME))?;
+        let text = match (output.secret_string, output.secret_binary) {
+            (Some(text), _) => text,
+            (None, Some(binary)) => String::from_utf8(binary.into_inner()).map_err(|_| {
+                SecretError::invalid_secret(format!(
+                    "secret `{}` holds SecretBinary that is not UTF-8 text",
+                    self.secret_id
+                ))
+                .with_provider(NAME)
+            })?,
+            (None, None) => {
+                return Err(SecretError::invalid_secret(format!(
+                    "secret `{}` has neither SecretString nor SecretBinary",
+                    self.secret_id
+                ))
+                .with_provider(NAME));
+            }
+        };
+        let mut meta = SecretMeta::default();
+        if let Some(version) = output.version_id {
+            meta = meta.with_version(version);
+        }
+        Ok(FetchedSecret {
+            text: text.into(),
+            meta,
+        })
+    }
+
+    fn describe(&self) -> ProviderDescription {
+        let mut description = ProviderDescription::new(NAME)
+            .field(
+                "region",
+                self.region.as_deref().unwrap_or("(AWS default chain)"),
+            )
+            .field("secret", &self.secret_id)
+            .field(
+                "version",
+                self.version
+                    .as_ref()
+                    .map_or("AWSCURRENT", SecretVersion::as_str),
+            );
+        if let Some(url) = &self.endpoint_url {
+            description = description.field("endpoint", url);
+        }
+        description.field(
+            "credentials",
+            if self.credentials.is_some() {
+                "static (builder)"
+            } else {
+                "AWS default chain"
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_shaped_versions_are_ids() {
+        assert_eq!(
+            SecretVersion::parse("EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE"),
+            SecretVersion::Stage("EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE".into())
+        );
+        assert_eq!(
+            SecretVersion::parse("a1b2c3d4-5678-90ab-cdef-1234567890ab"),
+            SecretVersion::Id("a1b2c3d4-5678-90ab-cdef-1234567890ab".into())
+        );
+        assert_eq!(
+            SecretVersion::parse("AWSPENDING"),
+            SecretVersion::Stage("AWSPENDING".into())
+        );
+    }
+
+    #[test]
+    fn from_env_reads_aliases_and_names_missing_secret() {
+        let vars = [
+            ("MLFLOW_AWS_SECRET_ID", "prod/mlflow"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("MLFLOW_AWS_SECRET_VERSION", "AWSPREVIOUS"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+        ];
+        let provider = AwsSecretsManagerProvider::from_env(&Env::new(&vars)).unwrap();
+        assert_eq!(
+            provider.cache_key(),
+            "aws:eu-west-1:prod/mlflow:AWSPREVIOUS"
+        );
+        assert_eq!(
+            provider.describe().to_string(),
+            "aws-secrets-manager: region=eu-west-1, secret=prod/mlflow, version=AWSPREVIOUS, \
+             endpoint=http://127.0.0.1:5000, credentials=AWS default chain"
+        );
+
+        let none: [(&str, &str); 0] = [];
+        let err = AwsSecretsManagerProvider::from_env(&Env::new(&none)).unwrap_err();
+        assert_eq!(err.kind(), secrets_core::ErrorKind::Config);
+        assert!(err.to_string().contains("MLFLOW_AWS_SECRET_NAME"), "{err}");
+    }
+
+    #[test]
+    fn bad_timeout_names_the_variable() {
+        let vars = [
+            ("MLFLOW_AWS_SECRET_NAME", "x"),
+            ("MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC", "soon"),
+        ];
+        let err = AwsSecretsManagerProvider::from_env(&Env::new(&vars)).unwrap_err();
+        assert!(err.to_string().contains(TIMEOUT_VAR), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let provider = AwsSecretsManagerProvider::builder()
+            .secret_id("s")
+            .static_credentials("AKIDEXAMPLE", "wJalrXUtnFEMI-secret")
+            .build()
+            .unwrap();
+        let shown = format!("{provider:?}");
+        assert!(!shown.contains("wJalrXUtnFEMI-secret") && !shown.contains("AKIDEXAMPLE"));
+    }
+}

@@ -1,7 +1,10 @@
 //! Development tasks, run as `cargo xtask <task>`:
 //!
-//! - `ci`: everything CI checks — format, clippy (`-D warnings`), all tests,
-//!   docs (`-D warnings`) and the facade's feature matrix.
+//! - `ci`: everything CI checks — the test servers (`test-env`), format,
+//!   clippy (`-D warnings`), all tests, docs (`-D warnings`) and the facade's
+//!   feature matrix.
+//! - `test-env`: installs the servers backend tests start (moto, ...) into
+//!   `.venv/`, from pinned versions; does nothing when they are up to date.
 //! - `demo`: the end-to-end demo of the README.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -11,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci|demo>";
+const USAGE: &str = "usage: cargo xtask <ci|test-env|demo>";
 
 /// Provider features of the facade; each must build alone.
 const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure"];
@@ -20,6 +23,7 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1);
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("test-env") => test_env(),
         Some("demo") => demo(),
         Some(other) => bail!("unknown task `{other}`\n{USAGE}"),
         None => bail!("{USAGE}"),
@@ -50,7 +54,55 @@ fn run(step: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The virtual environment of the test servers (`SECRETS_TESTKIT_VENV` or `.venv`).
+fn venv() -> PathBuf {
+    std::env::var_os("SECRETS_TESTKIT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"))
+}
+
+fn test_env() -> Result<()> {
+    let venv = venv();
+    let requirements = root().join("xtask/test-env-requirements.txt");
+    let constraints = root().join("xtask/test-env-constraints.txt");
+    let wanted = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&requirements).context("reading test-env-requirements.txt")?,
+        std::fs::read_to_string(&constraints).context("reading test-env-constraints.txt")?
+    );
+    let stamp = venv.join(".test-env-installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
+        eprintln!("test-env: {} is up to date", venv.display());
+        return Ok(());
+    }
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        run(
+            "test-env: create the virtual environment",
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        )?;
+    }
+    run(
+        "test-env: install the test servers",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("-r")
+            .arg(&requirements)
+            .arg("-c")
+            .arg(&constraints),
+    )?;
+    std::fs::write(&stamp, wanted).context("writing the test-env stamp")?;
+    Ok(())
+}
+
 fn ci() -> Result<()> {
+    test_env()?;
     run("format", cargo().args(["fmt", "--all", "--check"]))?;
     run(
         "clippy",
@@ -66,7 +118,12 @@ fn ci() -> Result<()> {
     )?;
     run(
         "tests",
-        cargo().args(["test", "--workspace", "--all-features"]),
+        cargo()
+            .args(["test", "--workspace", "--all-features"])
+            // Backend tests must not skip for want of a server, and the AWS SDK
+            // must never look for instance metadata off this machine.
+            .env("SECRETS_REQUIRE_SERVERS", "1")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
     )?;
     run(
         "docs",

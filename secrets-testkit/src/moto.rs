@@ -1,0 +1,56 @@
+//! [`MotoServer`]: a real moto server (AWS APIs, Secrets Manager among them)
+//! on a free loopback port.
+
+use std::time::Duration;
+
+use crate::binaries::ServerPolicy;
+use crate::net::http;
+use crate::process::{ServerProcess, ServerSpec};
+
+/// The region tests use.
+pub const REGION: &str = "us-east-1";
+/// The access key moto accepts while it does not enforce IAM.
+pub const ACCESS_KEY: &str = "testing";
+/// The secret key moto accepts while it does not enforce IAM.
+pub const SECRET_KEY: &str = "testing";
+
+/// A running moto server; killed on drop.
+#[derive(Debug)]
+pub struct MotoServer {
+    process: ServerProcess,
+}
+
+impl MotoServer {
+    /// Starts moto, or returns `None` (with a loud SKIPPED line) when
+    /// `moto_server` is missing and servers are not required.
+    pub fn start(test: &str) -> Option<Self> {
+        Self::start_with_env(test, &[])
+    }
+
+    /// Starts moto with extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`
+    /// to make it check credentials.
+    pub fn start_with_env(test: &str, env: &[(&str, &str)]) -> Option<Self> {
+        let binary = ServerPolicy::from_env().require("moto_server", test)?;
+        let process = ServerProcess::start(&ServerSpec {
+            name: "moto_server",
+            binary: &binary,
+            args: &["-H", "127.0.0.1", "-p", "{port}"],
+            env,
+            ready_path: "/moto-api/",
+            startup_timeout: Duration::from_secs(30),
+        });
+        Some(Self { process })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn url(&self) -> String {
+        self.process.url()
+    }
+
+    /// Forgets every resource (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        let response =
+            http(self.process.addr(), "POST", "/moto-api/reset", &[], b"").expect("moto reset");
+        assert_eq!(response.status, 200, "moto reset: {}", response.body);
+    }
+}
