@@ -54,6 +54,12 @@ impl EnvSource for [(&str, &str)] {
     }
 }
 
+impl<T: EnvSource + ?Sized> EnvSource for &T {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        (**self).var_os(name)
+    }
+}
+
 impl<const N: usize> EnvSource for [(&str, &str); N] {
     fn var_os(&self, name: &str) -> Option<OsString> {
         self.as_slice().var_os(name)

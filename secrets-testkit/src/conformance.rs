@@ -150,12 +150,16 @@ pub async fn malformed(store: &dyn SecretStore) {
 
 /// A new version is served once stored.
 pub async fn rotation(store: &dyn SecretStore) {
-    store.put_text("conf-rotation", "tok-before-7").await;
+    store
+        .put_text("conf-rotation", r#"{"token": "tok-before-7"}"#)
+        .await;
     assert_eq!(
         fetch_credential(store, "conf-rotation").await,
         token("tok-before-7")
     );
-    store.put_text("conf-rotation", "tok-after-7").await;
+    store
+        .put_text("conf-rotation", r#"{"token": "tok-after-7"}"#)
+        .await;
     assert_eq!(
         fetch_credential(store, "conf-rotation").await,
         token("tok-after-7")
@@ -167,7 +171,7 @@ pub async fn name_with_slashes(store: &dyn SecretStore) {
     stored_and_read(
         store,
         "team/mlflow/auth-8",
-        "tok-slash-8",
+        r#"{"token": "tok-slash-8"}"#,
         token("tok-slash-8"),
     )
     .await;

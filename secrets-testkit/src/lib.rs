@@ -6,6 +6,9 @@
 //!   when it is missing;
 //! - [`process`]: a server process on a free loopback port, killed on drop;
 //! - [`moto`]: the moto server (AWS);
+//! - [`openbao`]: the OpenBao dev server (Vault);
+//! - [`fault`]: a proxy in front of a real server that answers chosen
+//!   requests with errors;
 //! - [`net`]: a minimal HTTP client, a listener that never answers, a closed port;
 //! - [`conformance`]: the cases every provider passes against its real server.
 #![forbid(unsafe_code)]
@@ -13,8 +16,10 @@
 
 pub mod binaries;
 pub mod conformance;
+pub mod fault;
 pub mod moto;
 pub mod net;
+pub mod openbao;
 pub mod process;
 
 pub use binaries::{ServerPolicy, require_binary, venv_dir, workspace_root};

@@ -1,5 +1,531 @@
 //! The HashiCorp Vault / OpenBao provider of mlflow-secrets-auth.
 //!
-//! Work in progress: this crate does not export anything yet.
+//! [`VaultProvider`] reads one KV secret with `vaultrs` and hands its data map,
+//! as JSON, to the rest of the chain (`secrets-core` picks the token or the
+//! username and password out of it).
+//!
+//! - Auth: a token (`VAULT_TOKEN`), or AppRole (`VAULT_ROLE_ID` +
+//!   `VAULT_SECRET_ID`): logged in once, logged in again before the token
+//!   expires or when Vault answers 403 on a token that worked (once per fetch).
+//! - KV version: detected per mount (`sys/internal/ui/mounts/<path>`) and
+//!   remembered; where that lookup is denied, KV v2 is tried, then KV v1.
+//!   `secret/x` and `secret/data/x` both name the same KV v2 secret.
+//! - A KV v1 `lease_duration` becomes the secret's validity, so a cache never
+//!   keeps it longer.
+//!
+//! ```no_run
+//! # async fn demo() -> secrets_core::Result<()> {
+//! use secrets_core::{Env, SecretProvider};
+//! use secrets_vault::VaultProvider;
+//! let provider = VaultProvider::from_env(&Env::process())?;
+//! let credential = provider.fetch().await?.credential()?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod errors;
+mod kv;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use secrets_core::secrecy::{ExposeSecret, SecretString};
+use secrets_core::{
+    Env, FetchedSecret, ProviderDescription, Result, SecretError, SecretProvider, mask,
+};
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+
+use crate::errors::Action;
+pub use crate::kv::KvMount;
+
+/// The provider's name.
+pub const NAME: &str = "vault";
+
+/// The default per-request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the provider authenticates to Vault.
+#[derive(Clone)]
+pub enum VaultAuth {
+    /// A token.
+    Token(SecretString),
+    /// AppRole login.
+    AppRole {
+        /// The role id.
+        role_id: String,
+        /// The secret id.
+        secret_id: SecretString,
+        /// The auth mount (default `approle`).
+        mount: String,
+    },
+}
+
+impl fmt::Debug for VaultAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token(_) => f.write_str("Token(***)"),
+            Self::AppRole { role_id, mount, .. } => f
+                .debug_struct("AppRole")
+                .field("role_id", &mask(role_id))
+                .field("secret_id", &"***")
+                .field("mount", mount)
+                .finish(),
+        }
+    }
+}
+
+/// Builds a [`VaultProvider`] from code.
+#[derive(Debug, Clone, Default)]
+pub struct VaultProviderBuilder {
+    address: Option<String>,
+    path: Option<String>,
+    auth: Option<VaultAuth>,
+    namespace: Option<String>,
+    ca_cert: Option<PathBuf>,
+    skip_verify: bool,
+    request_timeout: Option<Duration>,
+}
+
+impl VaultProviderBuilder {
+    /// The server address, e.g. `https://vault.example.com:8200` (required).
+    #[must_use]
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The secret's path, e.g. `secret/mlflow/auth` (required).
+    #[must_use]
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Authenticate with a token.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Some(VaultAuth::Token(SecretString::from(token.into())));
+        self
+    }
+
+    /// Authenticate with AppRole on `mount`.
+    #[must_use]
+    pub fn approle(
+        mut self,
+        role_id: impl Into<String>,
+        secret_id: impl Into<String>,
+        mount: impl Into<String>,
+    ) -> Self {
+        self.auth = Some(VaultAuth::AppRole {
+            role_id: role_id.into(),
+            secret_id: SecretString::from(secret_id.into()),
+            mount: mount.into(),
+        });
+        self
+    }
+
+    /// A Vault Enterprise / OpenBao namespace.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// A PEM file with the CA certificate(s) to trust.
+    #[must_use]
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+
+    /// Turns TLS certificate checks off. Dangerous; reported as a warning.
+    #[must_use]
+    pub fn skip_verify(mut self, skip: bool) -> Self {
+        self.skip_verify = skip;
+        self
+    }
+
+    /// The timeout of one request (default 10 s).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// The provider; fails naming what is missing.
+    pub fn build(self) -> Result<VaultProvider> {
+        let missing = |var: &str, what: &str| {
+            SecretError::config(var, format!("is not set ({what})")).with_provider(NAME)
+        };
+        let address = self
+            .address
+            .filter(|a| !a.trim().is_empty())
+            .ok_or_else(|| missing("VAULT_ADDR", "the Vault server's address"))?;
+        let path = self
+            .path
+            .map(|p| p.trim().trim_matches('/').to_owned())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| missing("MLFLOW_VAULT_SECRET_PATH", "the secret's path"))?;
+        let auth = self.auth.ok_or_else(|| {
+            missing(
+                "VAULT_TOKEN",
+                "set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole",
+            )
+        })?;
+        Ok(VaultProvider {
+            address: address.trim_end_matches('/').to_owned(),
+            path,
+            auth,
+            namespace: self.namespace.filter(|n| !n.trim().is_empty()),
+            ca_cert: self.ca_cert,
+            skip_verify: self.skip_verify,
+            request_timeout: self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            session: tokio::sync::Mutex::new(None),
+            mount: Mutex::new(None),
+        })
+    }
+}
+
+/// A logged-in client.
+struct Session {
+    client: VaultClient,
+    /// When an AppRole token should be replaced (before it expires).
+    renew_at: Option<Instant>,
+}
+
+/// Reads one KV secret from Vault or OpenBao.
+pub struct VaultProvider {
+    address: String,
+    path: String,
+    auth: VaultAuth,
+    namespace: Option<String>,
+    ca_cert: Option<PathBuf>,
+    skip_verify: bool,
+    request_timeout: Duration,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// The KV mount and version, once known.
+    mount: Mutex<Option<KvMount>>,
+}
+
+impl fmt::Debug for VaultProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultProvider")
+            .field("address", &self.address)
+            .field("namespace", &self.namespace)
+            .field("path", &self.path)
+            .field("auth", &self.auth)
+            .field("skip_verify", &self.skip_verify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultProvider {
+    /// A builder.
+    pub fn builder() -> VaultProviderBuilder {
+        VaultProviderBuilder::default()
+    }
+
+    /// Reads `VAULT_ADDR`, `VAULT_TOKEN` or `VAULT_ROLE_ID` + `VAULT_SECRET_ID`
+    /// (`MLFLOW_VAULT_APPROLE_MOUNT`), `VAULT_NAMESPACE`, `VAULT_CACERT`,
+    /// `VAULT_SKIP_VERIFY`, `MLFLOW_VAULT_SECRET_PATH` and
+    /// `MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC`.
+    pub fn from_env(env: &Env<'_>) -> Result<Self> {
+        Self::builder_from_env(env)
+            .and_then(VaultProviderBuilder::build)
+            .map_err(|e| e.with_provider(NAME))
+    }
+
+    fn builder_from_env(env: &Env<'_>) -> Result<VaultProviderBuilder> {
+        let mut builder = Self::builder()
+            .skip_verify(env.flag("VAULT_SKIP_VERIFY", false)?)
+            .request_timeout(env.seconds(
+                "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC",
+                DEFAULT_REQUEST_TIMEOUT,
+            )?);
+        if let Some(address) = env.string(&["VAULT_ADDR"])? {
+            builder = builder.address(address);
+        }
+        if let Some(path) = env.string(&["MLFLOW_VAULT_SECRET_PATH"])? {
+            builder = builder.path(path);
+        }
+        if let Some(namespace) = env.string(&["VAULT_NAMESPACE"])? {
+            builder = builder.namespace(namespace);
+        }
+        if let Some(ca) = env.string(&["VAULT_CACERT"])? {
+            builder = builder.ca_cert(ca);
+        }
+        let token = env.secret(&["VAULT_TOKEN"])?;
+        let role_id = env.string(&["VAULT_ROLE_ID"])?;
+        let secret_id = env.secret(&["VAULT_SECRET_ID"])?;
+        builder.auth = match (token, role_id, secret_id) {
+            (Some(token), _, _) => Some(VaultAuth::Token(token)),
+            (None, Some(role_id), Some(secret_id)) => Some(VaultAuth::AppRole {
+                role_id,
+                secret_id,
+                mount: env
+                    .string(&["MLFLOW_VAULT_APPROLE_MOUNT"])?
+                    .unwrap_or_else(|| "approle".to_owned()),
+            }),
+            (None, Some(_), None) => {
+                return Err(SecretError::config(
+                    "VAULT_SECRET_ID",
+                    "is not set, but VAULT_ROLE_ID is (AppRole needs both)",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(SecretError::config(
+                    "VAULT_ROLE_ID",
+                    "is not set, but VAULT_SECRET_ID is (AppRole needs both)",
+                ));
+            }
+            (None, None, None) => None,
+        };
+        Ok(builder)
+    }
+
+    /// Configuration a person should be warned about (e.g. TLS checks off).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.skip_verify {
+            warnings.push(format!(
+                "VAULT_SKIP_VERIFY is set: TLS certificates of {} are NOT checked; anyone on the network path can read the credential",
+                self.address
+            ));
+        }
+        if self.address.starts_with("http://") {
+            warnings.push(format!(
+                "VAULT_ADDR {} is plain http: tokens and secrets cross the network unencrypted",
+                self.address
+            ));
+        }
+        warnings
+    }
+
+    /// The KV mount, once detected.
+    pub fn kv_mount(&self) -> Option<KvMount> {
+        self.mount.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn new_client(&self, token: &str) -> Result<VaultClient> {
+        let mut settings = VaultClientSettingsBuilder::default();
+        settings
+            .address(&self.address)
+            .token(token)
+            .verify(!self.skip_verify)
+            .timeout(Some(self.request_timeout))
+            .namespace(self.namespace.clone())
+            .ca_certs(
+                self.ca_cert
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            );
+        let settings = settings.build().map_err(|e| {
+            SecretError::config("VAULT_ADDR", format!("{} is not usable: {e}", self.address))
+        })?;
+        VaultClient::new(settings)
+            .map_err(|e| errors::map(&e, Action::Read(&self.path), &self.address))
+    }
+
+    /// The current session; a new one when there is none, when an AppRole
+    /// token is about to expire, or when `replace` is set.
+    async fn session(&self, replace: bool) -> Result<Arc<Session>> {
+        let mut slot = self.session.lock().await;
+        if let Some(session) = slot.as_ref()
+            && !replace
+            && session.renew_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(Arc::clone(session));
+        }
+        let session = Arc::new(self.login().await?);
+        *slot = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    async fn login(&self) -> Result<Session> {
+        match &self.auth {
+            VaultAuth::Token(token) => Ok(Session {
+                client: self.new_client(token.expose_secret())?,
+                renew_at: None,
+            }),
+            VaultAuth::AppRole {
+                role_id,
+                secret_id,
+                mount,
+            } => {
+                let mut client = self.new_client("")?;
+                let auth = vaultrs::auth::approle::login(
+                    &client,
+                    mount,
+                    role_id,
+                    secret_id.expose_secret(),
+                )
+                .await
+                .map_err(|e| errors::map(&e, Action::Login(mount), &self.address))?;
+                client.set_token(&auth.client_token);
+                // Wipe our copy of the token (the client keeps its own).
+                drop(SecretString::from(auth.client_token));
+                // Log in again once 80 % of the token's lifetime has passed.
+                let renew_at = (auth.lease_duration > 0).then(|| {
+                    Instant::now() + Duration::from_secs(auth.lease_duration).mul_f64(0.8)
+                });
+                Ok(Session { client, renew_at })
+            }
+        }
+    }
+
+    fn is_approle(&self) -> bool {
+        matches!(self.auth, VaultAuth::AppRole { .. })
+    }
+}
+
+#[async_trait]
+impl SecretProvider for VaultProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cache_key(&self) -> String {
+        format!(
+            "vault:{}:{}:{}",
+            self.address,
+            self.namespace.as_deref().unwrap_or(""),
+            self.path
+        )
+    }
+
+    async fn fetch(&self) -> Result<FetchedSecret> {
+        let result = async {
+            let session = self.session(false).await?;
+            match kv::read(self, &session.client).await {
+                // A token that worked may have been revoked or expired early:
+                // log in again, once.
+                Err(e)
+                    if self.is_approle()
+                        && e.kind() == secrets_core::ErrorKind::PermissionDenied =>
+                {
+                    let session = self.session(true).await?;
+                    kv::read(self, &session.client).await
+                }
+                other => other,
+            }
+        }
+        .await;
+        result.map_err(|e| e.with_provider(NAME))
+    }
+
+    fn describe(&self) -> ProviderDescription {
+        let kv = match self.kv_mount() {
+            Some(mount) => format!("v{} (mount {})", mount.version, mount.mount),
+            None => "not detected yet".to_owned(),
+        };
+        let auth = match &self.auth {
+            VaultAuth::Token(_) => "token".to_owned(),
+            VaultAuth::AppRole { role_id, mount, .. } => {
+                format!("approle (mount {mount}, role_id {})", mask(role_id))
+            }
+        };
+        ProviderDescription::new(NAME)
+            .field("address", &self.address)
+            .field("namespace", self.namespace.as_deref().unwrap_or("(none)"))
+            .field("path", &self.path)
+            .field("kv", kv)
+            .field("auth", auth)
+            .field("tls_verify", if self.skip_verify { "OFF" } else { "on" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrets_core::ErrorKind;
+
+    fn env_provider(vars: &[(&str, &str)]) -> Result<VaultProvider> {
+        VaultProvider::from_env(&Env::new(&vars))
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[], "VAULT_ADDR"),
+            (
+                &[("VAULT_ADDR", "http://v:8200")],
+                "MLFLOW_VAULT_SECRET_PATH",
+            ),
+            (
+                &[
+                    ("VAULT_ADDR", "http://v:8200"),
+                    ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+                ],
+                "VAULT_TOKEN",
+            ),
+            (
+                &[
+                    ("VAULT_ADDR", "http://v:8200"),
+                    ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+                    ("VAULT_ROLE_ID", "role"),
+                ],
+                "VAULT_SECRET_ID",
+            ),
+            (
+                &[
+                    ("VAULT_ADDR", "http://v:8200"),
+                    ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+                    ("VAULT_SECRET_ID", "sid-secret"),
+                ],
+                "VAULT_ROLE_ID",
+            ),
+        ];
+        for (vars, named) in cases {
+            let err = env_provider(vars).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains(named), "{named}: {err}");
+            assert!(!err.to_string().contains("sid-secret"));
+        }
+    }
+
+    #[test]
+    fn cache_key_describe_and_debug_show_no_secret() {
+        let provider = env_provider(&[
+            ("VAULT_ADDR", "https://vault.example.com:8200/"),
+            ("MLFLOW_VAULT_SECRET_PATH", "/secret/mlflow/auth/"),
+            ("VAULT_NAMESPACE", "team-a"),
+            ("VAULT_ROLE_ID", "0f3e-role-id-4c21"),
+            ("VAULT_SECRET_ID", "s3cr3t-secret-id"),
+            ("VAULT_SKIP_VERIFY", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            provider.cache_key(),
+            "vault:https://vault.example.com:8200:team-a:secret/mlflow/auth"
+        );
+        let described = provider.describe().to_string();
+        assert!(
+            described.contains("approle (mount approle, role_id 0f3e…4c21)"),
+            "{described}"
+        );
+        assert!(described.contains("tls_verify=OFF"), "{described}");
+        for shown in [described, format!("{provider:?}")] {
+            assert!(!shown.contains("s3cr3t-secret-id"), "{shown}");
+        }
+        assert!(provider.warnings()[0].contains("VAULT_SKIP_VERIFY"));
+    }
+
+    #[test]
+    fn token_wins_over_approle() {
+        let provider = env_provider(&[
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+            ("VAULT_TOKEN", "root-token"),
+            ("VAULT_ROLE_ID", "r"),
+            ("VAULT_SECRET_ID", "s"),
+        ])
+        .unwrap();
+        assert!(matches!(provider.auth, VaultAuth::Token(_)));
+        assert!(provider.warnings()[0].contains("plain http"));
+    }
+}

@@ -1,0 +1,277 @@
+//! [`FaultProxy`]: an HTTP/1.1 proxy on loopback in front of a real server
+//! that answers chosen requests itself (a 403, a 503, a 429 with Retry-After)
+//! and forwards everything else, so tests can make a real server fail in ways
+//! it cannot be told to.
+//!
+//! Each connection carries one request (`Connection: close`), which every
+//! HTTP client handles.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A canned answer for requests whose path starts with a prefix.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Requests whose path starts with this are answered by the proxy.
+    pub path_prefix: String,
+    /// The status to answer with.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body (sent as `application/json`).
+    pub body: String,
+}
+
+impl Fault {
+    /// Answers requests under `path_prefix` with `status` and `body`.
+    pub fn new(path_prefix: &str, status: u16, body: &str) -> Self {
+        Self {
+            path_prefix: path_prefix.to_owned(),
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+
+    /// Adds a header to the answer.
+    #[must_use]
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    faults: Mutex<Vec<Fault>>,
+    answered: AtomicUsize,
+    forwarded: AtomicUsize,
+}
+
+/// A forwarding proxy with injectable faults; stops on drop.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream`.
+    pub fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let shared = Arc::new(Shared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state, stopping) = (shared.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let state = state.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve(client, upstream, &state);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self {
+            addr,
+            shared,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Adds a fault (checked before earlier ones).
+    pub fn inject(&self, fault: Fault) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(0, fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear(&self) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Requests answered by a fault so far.
+    pub fn answered(&self) -> usize {
+        self.shared.answered.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded to the server so far.
+    pub fn forwarded(&self) -> usize {
+        self.shared.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result<()> {
+    client.set_nonblocking(false)?;
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "content-length" {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            if name == "connection" || name == "keep-alive" {
+                continue;
+            }
+        }
+        headers.push(line);
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let mut client = client;
+
+    let fault = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|f| path.starts_with(&f.path_prefix))
+        .cloned();
+    if let Some(fault) = fault {
+        shared.answered.fetch_add(1, Ordering::SeqCst);
+        let mut response = format!(
+            "HTTP/1.1 {} Fault\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            fault.status,
+            fault.body.len()
+        );
+        for (name, value) in &fault.headers {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&fault.body);
+        return client.write_all(response.as_bytes());
+    }
+
+    shared.forwarded.fetch_add(1, Ordering::SeqCst);
+    let mut server = TcpStream::connect(upstream)?;
+    let mut head = request_line;
+    for header in headers {
+        head.push_str(&header);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    server.write_all(head.as_bytes())?;
+    server.write_all(&body)?;
+    // The upstream closes after one response: relay it, then close.
+    let mut response = Vec::new();
+    server.read_to_end(&mut response)?;
+    let response = force_close(&response);
+    client.write_all(&response)
+}
+
+/// Rewrites the response head so the client closes the connection after it.
+fn force_close(response: &[u8]) -> Vec<u8> {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return response.to_vec();
+    };
+    let head = String::from_utf8_lossy(&response[..end]);
+    let mut out: Vec<u8> = head
+        .split("\r\n")
+        .filter(|line| {
+            let lower = line.to_ascii_lowercase();
+            !lower.starts_with("connection:") && !lower.starts_with("keep-alive:")
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        .into_bytes();
+    out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    out.extend_from_slice(&response[end + 4..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::http;
+
+    /// A one-shot upstream that answers 200 "upstream".
+    fn upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
+                );
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn forwards_unless_a_fault_matches() {
+        let proxy = FaultProxy::start(upstream());
+        let addr: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
+        assert_eq!(
+            http(addr, "GET", "/v1/x", &[], b"").unwrap().body,
+            "upstream"
+        );
+        proxy.inject(Fault::new(
+            "/v1/sys/",
+            403,
+            r#"{"errors":["permission denied"]}"#,
+        ));
+        let denied = http(addr, "GET", "/v1/sys/internal/ui/mounts/x", &[], b"").unwrap();
+        assert_eq!(
+            (denied.status, denied.body.as_str()),
+            (403, r#"{"errors":["permission denied"]}"#)
+        );
+        assert_eq!(http(addr, "GET", "/v1/x", &[], b"").unwrap().status, 200);
+        assert_eq!((proxy.answered(), proxy.forwarded()), (1, 2));
+    }
+}

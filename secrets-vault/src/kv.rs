@@ -1,0 +1,184 @@
+//! Reading the secret from a KV mount: which mount and engine version hold the
+//! path (asked of Vault once, then remembered), and the read itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rustify_derive::Endpoint;
+use secrets_core::{ErrorKind, FetchedSecret, Result, SecretError, SecretMeta};
+use serde::Deserialize;
+use serde_json::Value;
+use vaultrs::client::VaultClient;
+
+use crate::VaultProvider;
+use crate::errors::{self, Action};
+
+/// The KV mount holding the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvMount {
+    /// The mount path, without slashes (`secret`).
+    pub mount: String,
+    /// The KV engine version, 1 or 2.
+    pub version: u8,
+}
+
+/// `GET /v1/sys/internal/ui/mounts/<path>`: the mount that serves a path.
+#[derive(Debug, Endpoint)]
+#[endpoint(path = "sys/internal/ui/mounts/{self.path}", response = "MountInfo")]
+struct ReadMountInfo {
+    #[endpoint(skip)]
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct MountInfo {
+    path: String,
+    #[serde(default)]
+    options: Option<HashMap<String, String>>,
+}
+
+impl KvMount {
+    /// The path of the secret inside this mount (`secret/data/x` → `x` on KV v2).
+    fn relative<'p>(&self, path: &'p str) -> &'p str {
+        let inside = path
+            .strip_prefix(self.mount.as_str())
+            .map_or(path, |rest| rest.trim_start_matches('/'));
+        if self.version == 2 {
+            inside.strip_prefix("data/").unwrap_or(inside)
+        } else {
+            inside
+        }
+    }
+}
+
+/// Reads the provider's secret, finding its mount first if not yet known.
+pub(crate) async fn read(provider: &VaultProvider, client: &VaultClient) -> Result<FetchedSecret> {
+    let known = provider.kv_mount();
+    if let Some(mount) = known {
+        return read_at(provider, client, &mount).await;
+    }
+    let mount = match detect(provider, client).await? {
+        Some(mount) => mount,
+        None => return read_by_trying(provider, client).await,
+    };
+    remember(provider, &mount);
+    read_at(provider, client, &mount).await
+}
+
+fn remember(provider: &VaultProvider, mount: &KvMount) {
+    *provider.mount.lock().unwrap_or_else(|e| e.into_inner()) = Some(mount.clone());
+}
+
+/// Asks Vault which mount serves the path; `None` when the token may not ask.
+async fn detect(provider: &VaultProvider, client: &VaultClient) -> Result<Option<KvMount>> {
+    let endpoint = ReadMountInfo {
+        path: provider.path.clone(),
+    };
+    match vaultrs::api::exec_with_result(client, endpoint).await {
+        Ok(info) => {
+            let version = info
+                .options
+                .as_ref()
+                .and_then(|o| o.get("version"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            Ok(Some(KvMount {
+                mount: info.path.trim_matches('/').to_owned(),
+                version,
+            }))
+        }
+        Err(e) if matches!(errors::status(&e), Some(400 | 403 | 404 | 405)) => Ok(None),
+        Err(e) => Err(errors::map(
+            &e,
+            Action::Detect(&provider.path),
+            &provider.address,
+        )),
+    }
+}
+
+/// Without mount information: the first path segment is the mount; KV v2 is
+/// tried, then KV v1. The version that answers is remembered.
+async fn read_by_trying(provider: &VaultProvider, client: &VaultClient) -> Result<FetchedSecret> {
+    let first = provider
+        .path
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut last = None;
+    for version in [2, 1] {
+        let mount = KvMount {
+            mount: first.clone(),
+            version,
+        };
+        match read_at(provider, client, &mount).await {
+            Ok(fetched) => {
+                remember(provider, &mount);
+                return Ok(fetched);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("both KV versions were tried"))
+}
+
+async fn read_at(
+    provider: &VaultProvider,
+    client: &VaultClient,
+    mount: &KvMount,
+) -> Result<FetchedSecret> {
+    let path = mount.relative(&provider.path);
+    let failed = |e: vaultrs::error::ClientError| {
+        errors::map(&e, Action::Read(&provider.path), &provider.address)
+    };
+    let (data, meta) = if mount.version == 2 {
+        let data: Value = vaultrs::kv2::read(client, &mount.mount, path)
+            .await
+            .map_err(failed)?;
+        (data, SecretMeta::default())
+    } else {
+        let raw = vaultrs::kv1::get_raw(client, &mount.mount, path)
+            .await
+            .map_err(failed)?;
+        let mut meta = SecretMeta::default();
+        if let Ok(lease) = u64::try_from(raw.lease_duration)
+            && lease > 0
+        {
+            meta = meta.with_valid_for(Duration::from_secs(lease));
+        }
+        (raw.data, meta)
+    };
+    if !data.is_object() {
+        return Err(SecretError::invalid_secret(format!(
+            "secret `{}` holds no key/value data",
+            provider.path
+        )));
+    }
+    Ok(FetchedSecret {
+        text: data.to_string().into(),
+        meta,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        let v2 = KvMount {
+            mount: "secret".into(),
+            version: 2,
+        };
+        assert_eq!(v2.relative("secret/mlflow/auth"), "mlflow/auth");
+        assert_eq!(v2.relative("secret/data/mlflow/auth"), "mlflow/auth");
+        let v1 = KvMount {
+            mount: "team/kv1".into(),
+            version: 1,
+        };
+        assert_eq!(v1.relative("team/kv1/data/x"), "data/x");
+    }
+}

@@ -1,0 +1,429 @@
+//! The Vault provider against a real OpenBao dev server on loopback: the
+//! conformance cases on KV v2 and KV v1 mounts, AppRole (login, wrong secret
+//! id, denied path, a token revoked or expired between fetches), KV version
+//! detection and its fallback, leases, namespaces, and failures (sealed,
+//! down, a server that never answers).
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use secrets_core::{Credential, ErrorKind, SecretProvider};
+use secrets_testkit::conformance::{SecretStore, fetch_credential};
+use secrets_testkit::fault::{Fault, FaultProxy};
+use secrets_testkit::net::{Blackhole, closed_port};
+use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
+use secrets_vault::{KvMount, VaultProvider, VaultProviderBuilder};
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn token(text: &str) -> Credential {
+    Credential::Token(text.into())
+}
+
+/// A provider builder for `path` on `url` with the root token.
+fn provider(url: &str, path: &str) -> VaultProviderBuilder {
+    VaultProvider::builder()
+        .address(url)
+        .path(path)
+        .token(ROOT_TOKEN)
+        .request_timeout(Duration::from_secs(5))
+}
+
+/// A KV mount on a running server, as the conformance suite's store.
+struct KvStore {
+    bao: OpenBao,
+    mount: &'static str,
+    version: u8,
+}
+
+impl KvStore {
+    fn write(&self, name: &str, data: &str) {
+        let path = format!("{}/{name}", self.mount);
+        if self.version == 2 {
+            let body = format!(r#"{{"data": {data}}}"#);
+            self.bao
+                .admin("POST", &path.replacen('/', "/data/", 1), &body);
+        } else {
+            self.bao.admin("POST", &path, data);
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for KvStore {
+    async fn put_text(&self, name: &str, text: &str) {
+        assert!(
+            json(text).is_object(),
+            "Vault holds key/value maps; {text:?} is not one"
+        );
+        self.write(name, text);
+    }
+
+    async fn put_binary(&self, _name: &str, _bytes: &[u8]) {
+        panic!("Vault has no binary secrets");
+    }
+
+    fn provider(&self, name: &str) -> Box<dyn SecretProvider> {
+        let path = format!("{}/{name}", self.mount);
+        Box::new(provider(&self.bao.url(), &path).build().unwrap())
+    }
+}
+
+async fn kv2_store(test: &str) -> Option<KvStore> {
+    let bao = OpenBao::start(test)?;
+    Some(KvStore {
+        bao,
+        mount: "secret",
+        version: 2,
+    })
+}
+
+async fn kv1_store(test: &str) -> Option<KvStore> {
+    let bao = OpenBao::start(test)?;
+    bao.admin(
+        "POST",
+        "sys/mounts/kv1",
+        r#"{"type": "kv", "options": {"version": "1"}}"#,
+    );
+    Some(KvStore {
+        bao,
+        mount: "kv1",
+        version: 1,
+    })
+}
+
+mod kv2 {
+    use super::*;
+    secrets_testkit::conformance_tests!(
+        kv2_store;
+        json_token,
+        json_user_password,
+        not_found,
+        malformed,
+        rotation,
+        name_with_slashes,
+    );
+}
+
+mod kv1 {
+    use super::*;
+    secrets_testkit::conformance_tests!(
+        kv1_store;
+        json_token,
+        json_user_password,
+        not_found,
+        malformed,
+        rotation,
+        name_with_slashes,
+    );
+}
+
+#[tokio::test]
+async fn kv2_reads_by_logical_and_data_path_and_detects_the_mount() {
+    let Some(store) = kv2_store("kv2_paths").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-kv2"}"#);
+    for path in ["secret/mlflow/auth", "secret/data/mlflow/auth"] {
+        let vault = provider(&store.bao.url(), path).build().unwrap();
+        let fetched = vault.fetch().await.unwrap();
+        assert_eq!(fetched.credential().unwrap(), token("tok-kv2"), "{path}");
+        assert_eq!(
+            vault.kv_mount(),
+            Some(KvMount {
+                mount: "secret".into(),
+                version: 2
+            })
+        );
+        assert!(
+            vault
+                .describe()
+                .to_string()
+                .contains("kv=v2 (mount secret)")
+        );
+    }
+}
+
+#[tokio::test]
+async fn kv1_lease_becomes_the_validity() {
+    let Some(store) = kv1_store("kv1_lease").await else {
+        return;
+    };
+    store.write("leased", r#"{"token": "tok-lease", "ttl": "30s"}"#);
+    let fetched = store.provider("leased").fetch().await.unwrap();
+    assert_eq!(fetched.meta.valid_for, Some(Duration::from_secs(30)));
+    assert_eq!(fetched.credential().unwrap(), token("tok-lease"));
+}
+
+#[tokio::test]
+async fn a_soft_deleted_kv2_secret_is_not_found() {
+    let Some(store) = kv2_store("soft_deleted").await else {
+        return;
+    };
+    store.write("gone", r#"{"token": "tok-gone"}"#);
+    store.bao.admin("DELETE", "secret/data/gone", "");
+    let err = store.provider("gone").fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+/// Enables AppRole with a role whose tokens may read `allowed` only.
+fn approle(bao: &OpenBao, allowed: &str, token_ttl: &str) -> (String, String) {
+    bao.admin("POST", "sys/auth/approle", r#"{"type": "approle"}"#);
+    let policy = format!(r#"path "{allowed}" {{ capabilities = ["read"] }}"#);
+    bao.admin(
+        "PUT",
+        "sys/policies/acl/mlflow-read",
+        &serde_json::json!({ "policy": policy }).to_string(),
+    );
+    bao.admin(
+        "POST",
+        "auth/approle/role/mlflow",
+        &serde_json::json!({
+            "token_policies": ["mlflow-read"],
+            "token_ttl": token_ttl,
+            "token_max_ttl": token_ttl,
+        })
+        .to_string(),
+    );
+    let role_id = json(
+        &bao.admin("GET", "auth/approle/role/mlflow/role-id", "")
+            .body,
+    )["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = json(
+        &bao.admin("POST", "auth/approle/role/mlflow/secret-id", "")
+            .body,
+    )["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (role_id, secret_id)
+}
+
+fn approle_provider(bao: &OpenBao, path: &str, role_id: &str, secret_id: &str) -> VaultProvider {
+    VaultProvider::builder()
+        .address(bao.url())
+        .path(path)
+        .approle(role_id, secret_id, "approle")
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn approle_end_to_end() {
+    let Some(store) = kv2_store("approle").await else {
+        return;
+    };
+    store.write(
+        "mlflow/auth",
+        r#"{"username": "ml", "password": "pw-approle"}"#,
+    );
+    store.write("other/team", r#"{"token": "tok-other"}"#);
+    let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", "1h");
+
+    let allowed = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
+    assert_eq!(
+        allowed.fetch().await.unwrap().credential().unwrap(),
+        Credential::UserPassword {
+            username: "ml".into(),
+            password: "pw-approle".into()
+        }
+    );
+
+    let denied_path = approle_provider(&store.bao, "secret/other/team", &role_id, &secret_id);
+    let err = denied_path.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("secret/other/team"), "{err}");
+
+    let wrong_secret = approle_provider(
+        &store.bao,
+        "secret/mlflow/auth",
+        &role_id,
+        "00000000-0000-0000-0000-000000000000",
+    );
+    let err = wrong_secret.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("AppRole login"), "{err}");
+    assert!(!err.to_string().contains(&secret_id));
+}
+
+#[tokio::test]
+async fn approle_logs_in_again_after_its_token_is_revoked() {
+    let Some(store) = kv2_store("approle_revoked").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-relogin"}"#);
+    let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", "1h");
+    let vault = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token("tok-relogin")
+    );
+
+    // Revoke every token the role has issued: the provider's token now gets 403.
+    let accessors = json(&store.bao.admin("LIST", "auth/token/accessors", "").body);
+    let mut revoked = 0;
+    for accessor in accessors["data"]["keys"].as_array().unwrap() {
+        let lookup = store.bao.admin(
+            "POST",
+            "auth/token/lookup-accessor",
+            &serde_json::json!({ "accessor": accessor }).to_string(),
+        );
+        if json(&lookup.body)["data"]["path"] == "auth/approle/login" {
+            store.bao.admin(
+                "POST",
+                "auth/token/revoke-accessor",
+                &serde_json::json!({ "accessor": accessor }).to_string(),
+            );
+            revoked += 1;
+        }
+    }
+    assert_eq!(revoked, 1, "the provider's token was revoked");
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token("tok-relogin")
+    );
+}
+
+#[tokio::test]
+async fn approle_logs_in_again_when_its_token_expires() {
+    let Some(store) = kv2_store("approle_expiry").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-expiry"}"#);
+    let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", "1s");
+    let vault = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token("tok-expiry")
+    );
+    // The 1 s token expires (renewal is due after 0.8 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token("tok-expiry")
+    );
+}
+
+#[tokio::test]
+async fn without_the_mounts_endpoint_kv2_and_kv1_are_found_by_trying() {
+    let Some(store) = kv1_store("fallback").await else {
+        return;
+    };
+    store.bao.admin(
+        "POST",
+        "secret/data/fb",
+        r#"{"data": {"token": "tok-fb2"}}"#,
+    );
+    store.bao.admin("POST", "kv1/fb", r#"{"token": "tok-fb1"}"#);
+    // A server (or policy) that refuses the mounts lookup.
+    let proxy = FaultProxy::start(store.bao.addr());
+    proxy.inject(Fault::new(
+        "/v1/sys/internal/ui/mounts/",
+        403,
+        r#"{"errors": ["permission denied"]}"#,
+    ));
+    for (path, expected, version) in [("secret/fb", "tok-fb2", 2), ("kv1/fb", "tok-fb1", 1)] {
+        let vault = provider(&proxy.url(), path).build().unwrap();
+        assert_eq!(
+            vault.fetch().await.unwrap().credential().unwrap(),
+            token(expected),
+            "{path}"
+        );
+        assert_eq!(vault.kv_mount().map(|m| m.version), Some(version), "{path}");
+        // Remembered: the next fetch reads directly.
+        let before = proxy.answered();
+        vault.fetch().await.unwrap();
+        assert_eq!(proxy.answered(), before, "no second lookup");
+    }
+    assert!(proxy.answered() >= 2, "the lookups were refused");
+}
+
+#[tokio::test]
+async fn namespaces_are_honoured() {
+    let Some(bao) = OpenBao::start("namespaces") else {
+        return;
+    };
+    bao.admin("POST", "sys/namespaces/team-a", "");
+    let in_ns = |method, path, body| {
+        let response = bao.call(ROOT_TOKEN, Some("team-a"), method, path, body);
+        assert!(response.status < 300, "{path}: {}", response.body);
+    };
+    in_ns(
+        "POST",
+        "sys/mounts/kv",
+        r#"{"type": "kv", "options": {"version": "2"}}"#,
+    );
+    in_ns("POST", "kv/data/mlflow", r#"{"data": {"token": "tok-ns"}}"#);
+    let vault = provider(&bao.url(), "kv/mlflow")
+        .namespace("team-a")
+        .build()
+        .unwrap();
+    assert_eq!(
+        vault.cache_key(),
+        format!("vault:{}:team-a:kv/mlflow", bao.url())
+    );
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token("tok-ns")
+    );
+    let outside = provider(&bao.url(), "kv/mlflow").build().unwrap();
+    assert!(
+        outside.fetch().await.is_err(),
+        "the secret exists only in team-a"
+    );
+}
+
+#[tokio::test]
+async fn a_sealed_server_is_transient() {
+    let Some(store) = kv2_store("sealed").await else {
+        return;
+    };
+    store.write("x", r#"{"token": "tok-sealed"}"#);
+    store.bao.admin("PUT", "sys/seal", "");
+    let err = store.provider("x").fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn a_down_server_is_transient() {
+    let vault = provider(&format!("http://{}", closed_port()), "secret/x")
+        .build()
+        .unwrap();
+    let err = vault.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert_eq!(err.provider(), Some("vault"));
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_within_the_request_timeout() {
+    let hole = Blackhole::start();
+    let vault = provider(&hole.url(), "secret/x")
+        .request_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = vault.fetch().await.unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "gave up after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_credential_helper_reads_through_the_store() {
+    let Some(store) = kv2_store("helper").await else {
+        return;
+    };
+    store.put_text("h", r#"{"token": "tok-h"}"#).await;
+    assert_eq!(fetch_credential(&store, "h").await, token("tok-h"));
+}
