@@ -1,13 +1,26 @@
 //! [`ServerProcess`]: a real server started on a free loopback port, waited for
 //! until it answers, and killed when dropped (also when the test panics).
+//!
+//! The server runs in its own process group under a small `sh` guard that
+//! holds a pipe from the test process: when the handle is dropped — or the
+//! test process exits in any way, even killed — the pipe closes and the guard
+//! kills the whole group, child processes included (MLflow starts workers).
+//! No server outlives its test binary.
 
 use std::fs::File;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::net::{free_port, http};
+
+/// Runs the server in the background, then waits for it; a watcher kills the
+/// whole process group once standard input (the test's pipe) closes.
+/// (Background jobs of a non-interactive shell read /dev/null, so the watcher
+/// reads the pipe through a copy of it on fd 3.)
+const GUARD: &str = r#"exec 3<&0; (read _ <&3; kill -TERM 0) & "$@" < /dev/null 3<&- & wait $!"#;
 
 /// How to start one kind of server.
 #[derive(Debug, Clone)]
@@ -31,6 +44,8 @@ pub struct ServerSpec<'a> {
 pub struct ServerProcess {
     name: String,
     child: Child,
+    /// Closing this makes the guard kill the server's process group.
+    lifeline: Option<ChildStdin>,
     addr: SocketAddr,
     log: PathBuf,
 }
@@ -45,21 +60,28 @@ impl ServerProcess {
             let port = free_port();
             let log = std::env::temp_dir().join(format!("{}-{port}.log", spec.name));
             let log_file = File::create(&log).expect("create the server log");
-            let child = Command::new(spec.binary)
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(GUARD)
+                .arg("sh")
+                .arg(spec.binary)
                 .args(
                     spec.args
                         .iter()
                         .map(|a| a.replace("{port}", &port.to_string())),
                 )
                 .envs(spec.env.iter().copied())
-                .stdin(Stdio::null())
+                .process_group(0)
+                .stdin(Stdio::piped())
                 .stdout(log_file.try_clone().expect("log handle"))
                 .stderr(log_file)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", spec.binary.display()));
+            let lifeline = child.stdin.take();
             let mut server = Self {
                 name: spec.name.to_owned(),
                 child,
+                lifeline,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 log,
             };
@@ -113,7 +135,8 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The guard sees the pipe close and kills the group.
+        drop(self.lifeline.take());
         let _ = self.child.wait();
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
