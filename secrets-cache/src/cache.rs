@@ -113,6 +113,15 @@ struct Flight<V, E> {
 struct Slot<V, E> {
     entry: Option<Entry<V>>,
     flight: Option<Flight<V, E>>,
+    /// Set while the expired entry is being served because fetches fail.
+    stale: Option<StaleServe<E>>,
+}
+
+/// The last transient failure, and when to try the backend again; until
+/// then, callers get the stale value at once instead of each trying.
+struct StaleServe<E> {
+    error: E,
+    retry_at: Duration,
 }
 
 type Shard<K, V, E> = ShardedLock<HashMap<K, Slot<V, E>, RandomState>>;
@@ -385,6 +394,7 @@ enum Role<V, E> {
     Lead(u64, watch::Sender<Published<V, E>>),
     Wait(watch::Receiver<Published<V, E>>),
     Hit(Arc<V>),
+    Stale(Lookup<V, E>),
 }
 
 impl<K, V, E> Inner<K, V, E>
@@ -413,20 +423,33 @@ where
                 let slot = shard.entry(key.clone()).or_insert(Slot {
                     entry: None,
                     flight: None,
+                    stale: None,
                 });
-                match (&slot.flight, &slot.entry) {
-                    (Some(flight), _) => Role::Wait(flight.result.clone()),
-                    (None, Some(entry)) if this.config.enabled && now < entry.expires_at => {
+                match (&slot.flight, &slot.entry, &slot.stale) {
+                    (Some(flight), _, _) => Role::Wait(flight.result.clone()),
+                    (None, Some(entry), _) if this.config.enabled && now < entry.expires_at => {
                         this.touch(entry, now);
                         Role::Hit(Arc::clone(&entry.value))
                     }
-                    (None, _) => {
+                    (None, Some(entry), Some(stale))
+                        if now < stale.retry_at && now < entry.stale_until =>
+                    {
+                        Role::Stale(Lookup {
+                            value: Arc::clone(&entry.value),
+                            outcome: Outcome::Stale {
+                                error: stale.error.clone(),
+                                expired_for: now - entry.expires_at,
+                            },
+                        })
+                    }
+                    (None, _, _) => {
                         let (id, tx) = this.new_flight(slot);
                         Role::Lead(id, tx)
                     }
                 }
             };
             match role {
+                Role::Stale(lookup) => return Ok(lookup),
                 Role::Hit(value) => {
                     return Ok(Lookup {
                         value,
@@ -531,6 +554,7 @@ where
                 if self.config.enabled {
                     grew = slot.entry.is_none();
                     slot.entry = Some(self.new_entry(Arc::clone(&value), &meta, now));
+                    slot.stale = None;
                 }
                 let lookup = Lookup {
                     value,
@@ -546,13 +570,19 @@ where
                 value: Arc::clone(&entry.value),
                 outcome: Outcome::Hit,
             }),
-            Some(entry) if now < entry.stale_until && (self.is_transient)(&error) => Ok(Lookup {
-                value: Arc::clone(&entry.value),
-                outcome: Outcome::Stale {
-                    error,
-                    expired_for: now - entry.expires_at,
-                },
-            }),
+            Some(entry) if now < entry.stale_until && (self.is_transient)(&error) => {
+                slot.stale = Some(StaleServe {
+                    error: error.clone(),
+                    retry_at: now + self.config.stale_retry_after,
+                });
+                Ok(Lookup {
+                    value: Arc::clone(&entry.value),
+                    outcome: Outcome::Stale {
+                        error,
+                        expired_for: now - entry.expires_at,
+                    },
+                })
+            }
             _ => Err(error),
         };
         (answer, false)

@@ -45,6 +45,10 @@ pub struct CacheConfig {
     pub refresh_ahead: f64,
     /// How long past expiry an entry may be served on transient errors.
     pub stale_grace: StaleGrace,
+    /// While a stale entry is served, how long to wait after a failed fetch
+    /// before the backend is tried again (default 5 s); calls in between get
+    /// the stale value at once.
+    pub stale_retry_after: Duration,
     /// Most entries kept; the least recently used goes first (default 1024, at least 1).
     pub capacity: usize,
     /// `false` = keep nothing: every call fetches (concurrent calls still share a fetch).
@@ -60,6 +64,7 @@ impl Default for CacheConfig {
             jitter: 0.1,
             refresh_ahead: 0.8,
             stale_grace: StaleGrace::SameAsTtl,
+            stale_retry_after: Duration::from_secs(5),
             capacity: 1024,
             enabled: true,
         }
@@ -100,6 +105,13 @@ impl CacheConfig {
     #[must_use]
     pub fn with_stale_grace(mut self, grace: StaleGrace) -> Self {
         self.stale_grace = grace;
+        self
+    }
+
+    /// Sets how long stale serving waits before trying the backend again.
+    #[must_use]
+    pub fn with_stale_retry_after(mut self, wait: Duration) -> Self {
+        self.stale_retry_after = wait;
         self
     }
 

@@ -546,3 +546,34 @@ async fn follows_tokios_paused_clock() {
         ("v2", Outcome::Fetched)
     );
 }
+
+#[tokio::test]
+async fn while_stale_the_backend_is_tried_once_per_retry_window() {
+    let (cache, clock) = cache_with(
+        config()
+            .with_refresh_ahead(1.0)
+            .with_stale_retry_after(secs(5)),
+    );
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    clock.advance(secs(101));
+    let failing = Backend::default();
+    for _ in 0..10 {
+        let got = ask(&cache, &failing, "k", Err(TRANSIENT)).await.unwrap();
+        assert_eq!(*got.value, "v1");
+        assert!(matches!(got.outcome, Outcome::Stale { .. }));
+    }
+    assert_eq!(failing.calls(), 1, "one backend attempt per window");
+    clock.advance(secs(5));
+    ask(&cache, &failing, "k", Err(TRANSIENT)).await.unwrap();
+    assert_eq!(failing.calls(), 2);
+    let recovered = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
+    assert_eq!(*recovered.value, "v1", "still inside the new window");
+    clock.advance(secs(5));
+    let recovered = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
+    assert_eq!(
+        (recovered.value.as_str(), recovered.outcome),
+        ("v2", Outcome::Fetched)
+    );
+    assert_eq!(cache.stats().stale_served, 12);
+}
