@@ -1,11 +1,41 @@
-//! mlflow-secrets-auth: fetch an MLflow credential from a secret manager, cache
-//! it, and attach it as an HTTP auth header only to allowed hosts.
+//! mlflow-secrets-auth: fetch an MLflow credential from a secret manager —
+//! Vault / OpenBao, AWS Secrets Manager, Azure Key Vault or a mounted file —
+//! cache it, retry and circuit-break the backend calls, and attach it as an
+//! HTTP auth header only to allowed hosts.
 //!
-//! Work in progress: for now this crate re-exports the shared vocabulary of
-//! [`secrets_core`] (credentials, headers, the host allowlist, redaction, the
-//! provider trait and the file provider). The provider chain, the cache and the
-//! retry layer are composed here next.
+//! - [`SecretsAuth`]: `header_for(url)` through allowlist → cache → provider
+//!   chain (with retries, breakers and failover) → header.
+//! - [`blocking::SecretsAuth`] for synchronous callers.
+//! - [`middleware::SecretsAuthMiddleware`] for `reqwest-middleware` (feature
+//!   `middleware`): attaches the header per request and per redirect hop,
+//!   refetches once on 401/403.
+//! - [`Config`]: every environment variable of the Python package of the same name.
+//!
+//! Provider crates are behind the features `vault`, `aws`, `azure`; the file
+//! provider is always there.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub use secrets_core::*;
+mod auth;
+pub mod blocking;
+mod chain;
+mod config;
+mod logging;
+#[cfg(feature = "middleware")]
+pub mod middleware;
+
+pub use auth::{ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
+pub use config::{Config, LogLevel, Warning};
+pub use logging::{RedactingWriter, init_logging, subscriber};
+pub use secrets_cache::CacheStats;
+pub use secrets_core::{
+    AuthHeader, AuthMode, Credential, Env, EnvSource, ErrorKind, FetchedSecret, FileProvider,
+    HeaderName, HostAllowlist, ProviderDescription, ProviderKind, ProviderSettings, Result,
+    SecretError, SecretMeta, SecretProvider, mask, redact, secrecy,
+};
+pub use secrets_retry::BreakerState;
+
+/// Whether a provider is compiled into this build (its crate feature is on).
+pub fn provider_compiled_in(kind: ProviderKind) -> bool {
+    chain::compiled_in(kind)
+}

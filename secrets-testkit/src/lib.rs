@@ -6,6 +6,8 @@
 //!   when it is missing;
 //! - [`process`]: a server process on a free loopback port, killed on drop;
 //! - [`moto`]: the moto server (AWS);
+//! - [`mlflow`]: an MLflow tracking server with basic auth;
+//! - [`capture`]: a server that records every header it receives;
 //! - [`openbao`]: the OpenBao dev server (Vault);
 //! - [`fault`]: a proxy in front of a real server that answers chosen
 //!   requests with errors;
@@ -15,8 +17,10 @@
 #![deny(missing_docs)]
 
 pub mod binaries;
+pub mod capture;
 pub mod conformance;
 pub mod fault;
+pub mod mlflow;
 pub mod moto;
 pub mod net;
 pub mod openbao;

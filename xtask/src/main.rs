@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <ci|test-env|demo>";
 
 /// Provider features of the facade; each must build alone.
-const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure"];
+const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1);

@@ -1,0 +1,347 @@
+//! [`SecretsAuth`]: the request path — host check, cache, provider chain,
+//! header — and its status.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use secrets_cache::{
+    CacheConfig, CacheStats, Clock, EntryMeta, Outcome, SecretCache, StaleGrace, SystemClock,
+};
+use secrets_core::{
+    AuthHeader, Env, ErrorKind, ProviderDescription, ProviderSettings, Result, SecretError,
+    SecretProvider,
+};
+use secrets_retry::BreakerState;
+use url::{Host, Url};
+
+use crate::chain::{Chain, Served};
+use crate::config::{Config, Warning};
+
+struct Inner {
+    config: Config,
+    warnings: Vec<Warning>,
+    chain: Chain,
+    cache: SecretCache<(), Served, SecretError>,
+    warned_plain_http: AtomicBool,
+}
+
+/// Fetches, caches and attaches the credential. Cheap to clone; `Send + Sync`.
+///
+/// ```no_run
+/// # async fn demo() -> secrets_core::Result<()> {
+/// use mlflow_secrets_auth::SecretsAuth;
+/// let auth = SecretsAuth::from_env()?;
+/// if let Some(header) = auth.header_for("https://mlflow.example.com/api/2.0/mlflow/experiments/search").await? {
+///     println!("{header}"); // masked: "Authorization: Bearer abcd…wxyz"
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SecretsAuth {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SecretsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsAuth")
+            .field("providers", &self.provider_names())
+            .field("allowlist", &self.inner.config.allowlist.to_string())
+            .field("header", &self.inner.config.header_name.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`SecretsAuth::status`] says about one provider (never a secret).
+#[derive(Debug, Clone)]
+pub struct ProviderStatus {
+    /// The provider's name.
+    pub name: &'static str,
+    /// Whether it is configured and in the chain.
+    pub configured: bool,
+    /// Why it is not, when it is not.
+    pub problem: Option<String>,
+    /// Its redacted configuration.
+    pub description: Option<ProviderDescription>,
+    /// Its circuit breaker.
+    pub circuit: Option<BreakerState>,
+    /// The kind of its last failure, cleared by a success.
+    pub last_error: Option<ErrorKind>,
+}
+
+/// Builds a [`SecretsAuth`] from code.
+pub struct SecretsAuthBuilder {
+    config: Config,
+    providers: Vec<(Arc<dyn SecretProvider>, ProviderSettings)>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for SecretsAuthBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsAuthBuilder")
+            .field("config", &self.config)
+            .field("providers", &self.providers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretsAuthBuilder {
+    /// Uses `config` (its `enabled` list is ignored: the chain is what
+    /// [`Self::provider`] adds).
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Appends a provider to the chain (tried in the order added).
+    #[must_use]
+    pub fn provider(
+        mut self,
+        provider: impl SecretProvider + 'static,
+        settings: ProviderSettings,
+    ) -> Self {
+        self.providers.push((Arc::new(provider), settings));
+        self
+    }
+
+    /// Reads time from `clock` (tests use a manual clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The configured [`SecretsAuth`].
+    pub fn build(self) -> SecretsAuth {
+        let chain = Chain::new(&self.config, self.providers);
+        SecretsAuth::assemble(self.config, Vec::new(), chain, self.clock)
+    }
+}
+
+fn is_loopback(host: Option<Host<&str>>) -> bool {
+    match host {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(Host::Domain(domain)) => {
+            let domain = domain.trim_end_matches('.');
+            domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+impl SecretsAuth {
+    /// Reads every variable from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_source(&Env::process())
+    }
+
+    /// Reads every variable from `env`.
+    pub fn from_source(env: &Env<'_>) -> Result<Self> {
+        let (config, mut warnings) = Config::from_source(env)?;
+        let chain = Chain::from_env(&config, env, &mut warnings);
+        Ok(Self::assemble(
+            config,
+            warnings,
+            chain,
+            Arc::new(SystemClock),
+        ))
+    }
+
+    /// A builder.
+    pub fn builder() -> SecretsAuthBuilder {
+        SecretsAuthBuilder {
+            config: Config::default(),
+            providers: Vec::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    fn assemble(
+        config: Config,
+        warnings: Vec<Warning>,
+        chain: Chain,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let grace = match config.stale_if_error {
+            None => StaleGrace::SameAsTtl,
+            Some(d) if d.is_zero() => StaleGrace::Never,
+            Some(d) => StaleGrace::For(d),
+        };
+        let cache_config = CacheConfig::default()
+            .with_ttl_bounds(config.ttl_min, config.ttl_max)
+            .with_stale_grace(grace)
+            .with_capacity(16)
+            .with_enabled(!config.cache_disabled);
+        let cache = SecretCache::with_clock(cache_config, SecretError::is_transient, clock);
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                warnings,
+                chain,
+                cache,
+                warned_plain_http: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Warnings about the configuration (no allowlist, clamped TTLs, skipped providers, ...).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.inner.warnings
+    }
+
+    fn provider_names(&self) -> Vec<&'static str> {
+        self.inner
+            .chain
+            .links
+            .iter()
+            .map(|l| l.provider.name())
+            .collect()
+    }
+
+    /// Whether the credential may go to `url`: `Ok(false)` for a host outside
+    /// the allowlist (or no http(s) URL); an error for plain http to a
+    /// non-loopback host under `MLFLOW_SECRETS_REQUIRE_TLS`.
+    pub fn permits(&self, url: &Url) -> Result<bool> {
+        if !self.inner.config.allowlist.permits_url(url) {
+            tracing::debug!(host = ?url.host_str(), "host not allowed: no credential attached");
+            return Ok(false);
+        }
+        if url.scheme() == "http" && !is_loopback(url.host()) {
+            let host = url.host_str().unwrap_or_default();
+            if self.inner.config.require_tls {
+                return Err(SecretError::config(
+                    "MLFLOW_SECRETS_REQUIRE_TLS",
+                    format!("refusing to send the credential over plain http to {host}"),
+                ));
+            }
+            if !self.inner.warned_plain_http.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    host,
+                    "sending the credential over plain http; set MLFLOW_SECRETS_REQUIRE_TLS=true to refuse"
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    /// The header for a request to `url`, or `None` when the credential may not
+    /// go there (nothing is fetched then). Unparsable URLs get `None`.
+    pub async fn header_for(&self, url: &str) -> Result<Option<AuthHeader>> {
+        match Url::parse(url) {
+            Ok(url) => self.header_for_url(&url).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// [`Self::header_for`] for a parsed URL.
+    pub async fn header_for_url(&self, url: &Url) -> Result<Option<AuthHeader>> {
+        if !self.permits(url)? {
+            return Ok(None);
+        }
+        Ok(Some(self.current().await?.header.clone()))
+    }
+
+    /// The current credential's header, from the cache or the chain.
+    async fn current(&self) -> Result<Arc<Served>> {
+        let inner = Arc::clone(&self.inner);
+        let lookup = self
+            .inner
+            .cache
+            .get_or_fetch(&(), move || async move { inner.fetch().await })
+            .await?;
+        match &lookup.outcome {
+            Outcome::Hit => tracing::trace!("credential cache hit"),
+            Outcome::Fetched => tracing::debug!(
+                provider = self.inner.chain.links[lookup.value.index].provider.name(),
+                "credential fetched"
+            ),
+            Outcome::Coalesced => tracing::debug!("credential fetch shared with another caller"),
+            Outcome::Stale { error, expired_for } => tracing::warn!(
+                expired_for_s = expired_for.as_secs_f64(),
+                error = %secrets_core::redact(&error.to_string()),
+                "backend unavailable: serving the cached credential past its expiry"
+            ),
+        }
+        Ok(lookup.value)
+    }
+
+    /// Fetches the credential now (unless cached) so the first request does not wait.
+    pub async fn warm(&self) -> Result<()> {
+        self.current().await.map(drop)
+    }
+
+    /// Drops the cached credential: the next request fetches it again.
+    pub fn invalidate(&self) {
+        tracing::debug!("credential invalidated");
+        self.inner.cache.invalidate(&());
+    }
+
+    /// Cache counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Every enabled provider: configured or not, circuit, last error kind.
+    pub fn status(&self) -> Vec<ProviderStatus> {
+        let chain = &self.inner.chain;
+        let mut out: Vec<ProviderStatus> = chain
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, link)| ProviderStatus {
+                name: link.provider.name(),
+                configured: true,
+                problem: None,
+                description: Some(link.provider.describe()),
+                circuit: Some(chain.breaker_state(i)),
+                last_error: *link.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+            })
+            .collect();
+        out.extend(chain.unusable.iter().map(|u| ProviderStatus {
+            name: u.name,
+            configured: false,
+            problem: Some(u.error.to_string()),
+            description: None,
+            circuit: None,
+            last_error: Some(u.error.kind()),
+        }));
+        out
+    }
+}
+
+impl Inner {
+    async fn fetch(&self) -> Result<(Served, EntryMeta)> {
+        let (served, meta) = self.chain.fetch().await?;
+        let ttl = self.chain.links[served.index].settings.ttl;
+        let mut entry = EntryMeta::default().with_ttl(ttl);
+        if let Some(valid_for) = meta.valid_for {
+            entry = entry.with_valid_for(valid_for);
+        }
+        Ok((served, entry))
+    }
+}
+
+/// The total time a fetch may take with this configuration: every attempt
+/// timing out plus the waits between them, bounded by the deadline.
+pub fn worst_case_fetch_time(config: &Config) -> Duration {
+    let attempts = config.max_retries + 1;
+    let mut total = config.request_timeout * attempts;
+    let mut delay = config.base_delay;
+    for _ in 0..config.max_retries {
+        total += delay.min(config.max_delay).mul_f64(1.1);
+        delay = delay.saturating_mul(2);
+    }
+    total.min(config.fetch_deadline)
+}

@@ -1,0 +1,282 @@
+//! The provider chain: each enabled provider, built from its variables, with
+//! its settings and its own circuit breaker; and fetching through the chain
+//! with retries and failover.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrets_core::{
+    AuthHeader, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings, Result, SecretError,
+    SecretMeta, SecretProvider,
+};
+use secrets_retry::{
+    Backoff, BreakerConfig, BreakerState, CircuitBreaker, Failure, Jitter, RetryDecision,
+    RetryError, RetryPolicy,
+};
+
+use crate::config::{Config, Warning};
+
+/// One configured provider in the chain.
+pub(crate) struct Link {
+    pub(crate) provider: Arc<dyn SecretProvider>,
+    pub(crate) settings: ProviderSettings,
+    pub(crate) breaker: CircuitBreaker,
+    pub(crate) last_error: Mutex<Option<ErrorKind>>,
+}
+
+/// A provider that is enabled but cannot be used, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct Unusable {
+    pub(crate) name: &'static str,
+    pub(crate) error: SecretError,
+}
+
+/// Builds the provider of `kind` from `env`.
+fn build(kind: ProviderKind, env: &Env<'_>) -> Result<Arc<dyn SecretProvider>> {
+    match kind {
+        ProviderKind::File => Ok(Arc::new(secrets_core::FileProvider::from_env(env)?)),
+        #[cfg(feature = "vault")]
+        ProviderKind::Vault => Ok(Arc::new(secrets_vault::VaultProvider::from_env(env)?)),
+        #[cfg(feature = "aws")]
+        ProviderKind::AwsSecretsManager => Ok(Arc::new(
+            secrets_aws::AwsSecretsManagerProvider::from_env(env)?,
+        )),
+        #[allow(unreachable_patterns)]
+        other => Err(SecretError::config(
+            "MLFLOW_SECRETS_AUTH_ENABLE",
+            format!(
+                "provider `{other}` is not compiled into this build (enable the crate feature `{}`)",
+                feature_of(other)
+            ),
+        )),
+    }
+}
+
+/// The crate feature that compiles a provider in.
+pub(crate) fn feature_of(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Vault => "vault",
+        ProviderKind::AwsSecretsManager => "aws",
+        ProviderKind::AzureKeyVault => "azure",
+        ProviderKind::File => "(always)",
+    }
+}
+
+/// Whether a provider kind is compiled into this build.
+pub(crate) fn compiled_in(kind: ProviderKind) -> bool {
+    match kind {
+        ProviderKind::File => true,
+        ProviderKind::Vault => cfg!(feature = "vault"),
+        ProviderKind::AwsSecretsManager => cfg!(feature = "aws"),
+        ProviderKind::AzureKeyVault => false,
+    }
+}
+
+/// The chain of enabled providers, in order.
+pub(crate) struct Chain {
+    pub(crate) links: Vec<Link>,
+    pub(crate) unusable: Vec<Unusable>,
+    policy: RetryPolicy,
+    deadline: Duration,
+    header_name: HeaderName,
+}
+
+impl Chain {
+    /// Builds every enabled provider from `env`; misconfigured ones are kept
+    /// aside (reported, never tried).
+    pub(crate) fn from_env(config: &Config, env: &Env<'_>, warnings: &mut Vec<Warning>) -> Self {
+        let mut entries = Vec::new();
+        let mut unusable = Vec::new();
+        for &kind in &config.enabled {
+            let built = build(kind, env).and_then(|provider| {
+                let (settings, warning) = config.provider_settings(kind, env)?;
+                warnings.extend(warning);
+                Ok((provider, settings))
+            });
+            match built {
+                Ok(pair) => entries.push(pair),
+                Err(error) => {
+                    warnings.push(Warning(format!("provider `{kind}` skipped: {error}")));
+                    unusable.push(Unusable {
+                        name: kind.name(),
+                        error,
+                    });
+                }
+            }
+        }
+        let mut chain = Self::new(config, entries);
+        chain.unusable = unusable;
+        chain
+    }
+
+    /// A chain of the given providers (tried in this order).
+    pub(crate) fn new(
+        config: &Config,
+        providers: Vec<(Arc<dyn SecretProvider>, ProviderSettings)>,
+    ) -> Self {
+        let breaker = BreakerConfig::default()
+            .with_threshold(config.breaker_threshold)
+            .with_open_for(config.breaker_open_for);
+        let links = providers
+            .into_iter()
+            .map(|(provider, settings)| Link {
+                provider,
+                settings,
+                breaker: CircuitBreaker::new(breaker),
+                last_error: Mutex::new(None),
+            })
+            .collect();
+        let backoff = Backoff::default()
+            .with_base(config.base_delay)
+            .with_max(config.max_delay)
+            .with_jitter(Jitter::Proportional(0.1));
+        Self {
+            links,
+            unusable: Vec::new(),
+            policy: RetryPolicy::default()
+                .with_max_retries(config.max_retries)
+                .with_backoff(backoff)
+                .with_attempt_timeout(config.request_timeout),
+            deadline: config.fetch_deadline,
+            header_name: config.header_name.clone(),
+        }
+    }
+
+    /// Fetches the credential: providers in order, each under retry and its
+    /// breaker; a transient failure (or open circuit) moves on to the next
+    /// provider, any other failure is returned as is.
+    pub(crate) async fn fetch(&self) -> Result<(Served, SecretMeta)> {
+        if self.links.is_empty() {
+            let why = match self.unusable.first() {
+                Some(u) => format!("no usable provider (`{}`: {})", u.name, u.error),
+                None => "no provider is enabled (set MLFLOW_SECRETS_AUTH_ENABLE)".to_owned(),
+            };
+            return Err(SecretError::config("MLFLOW_SECRETS_AUTH_ENABLE", why));
+        }
+        let start = Instant::now();
+        let mut failures = Vec::new();
+        for (index, link) in self.links.iter().enumerate() {
+            let name = link.provider.name();
+            let left = self.deadline.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                failures.push(format!("{name}: not tried, the fetch deadline passed"));
+                break;
+            }
+            let result = self.fetch_one(link, left).await;
+            *link.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                result.as_ref().err().map(SecretError::kind);
+            match result {
+                Ok((header, meta)) => {
+                    if index > 0 {
+                        tracing::info!(provider = name, "credential served by a fallback provider");
+                    }
+                    return Ok((Served { header, index }, meta));
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(
+                        provider = name,
+                        error = %secrets_core::redact(&error.to_string()),
+                        "provider failed transiently; trying the next one"
+                    );
+                    failures.push(error.to_string());
+                    if index + 1 == self.links.len() {
+                        let kind = error.kind();
+                        return Err(SecretError::new(
+                            kind,
+                            format!("every provider failed: {}", failures.join("; ")),
+                        )
+                        .with_retry_after(error.retry_after()));
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(SecretError::new(
+            ErrorKind::Timeout,
+            format!("every provider failed: {}", failures.join("; ")),
+        ))
+    }
+
+    async fn fetch_one(&self, link: &Link, deadline: Duration) -> Result<(AuthHeader, SecretMeta)> {
+        let name = link.provider.name();
+        let provider = Arc::clone(&link.provider);
+        let before = link.breaker.state();
+        let result = self
+            .policy
+            .clone()
+            .with_deadline(deadline)
+            .run_with(
+                Some(&link.breaker),
+                classify,
+                |event| {
+                    tracing::debug!(
+                        provider = name,
+                        attempt = event.attempt,
+                        delay_ms = event.delay.as_millis() as u64,
+                        failure = %secrets_core::redact(&event.failure.to_string()),
+                        "retrying"
+                    );
+                },
+                || {
+                    let provider = Arc::clone(&provider);
+                    async move { provider.fetch().await }
+                },
+            )
+            .await;
+        let after = link.breaker.state();
+        if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
+            tracing::info!(provider = name, from = ?before, to = ?after, "circuit breaker changed");
+        }
+        let fetched = result.map_err(|e| retry_error(e, name, self.policy.attempt_timeout()))?;
+        let credential = fetched.credential().map_err(|e| e.with_provider(name))?;
+        let header = AuthHeader::build(&credential, link.settings.auth_mode, &self.header_name)
+            .map_err(|e| e.with_provider(name))?;
+        Ok((header, fetched.meta))
+    }
+
+    /// The breaker states, for status output.
+    pub(crate) fn breaker_state(&self, index: usize) -> BreakerState {
+        self.links[index].breaker.state()
+    }
+}
+
+/// The header and which link served it.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) header: AuthHeader,
+    pub(crate) index: usize,
+}
+
+fn classify(error: &SecretError) -> RetryDecision {
+    match error.kind() {
+        ErrorKind::Throttled => error
+            .retry_after()
+            .map_or(RetryDecision::Retry, RetryDecision::RetryAfter),
+        kind if kind.is_transient() => RetryDecision::Retry,
+        _ => RetryDecision::Stop,
+    }
+}
+
+/// Turns the retry layer's verdict back into a provider error.
+fn retry_error(
+    error: RetryError<SecretError>,
+    provider: &'static str,
+    timeout: Option<Duration>,
+) -> SecretError {
+    let attempts = error.attempts;
+    match error.failure {
+        Failure::Error(e) => e.with_provider(provider),
+        Failure::TimedOut(after) => SecretError::new(
+            ErrorKind::Timeout,
+            format!(
+                "no answer within {:.1}s (attempt {attempts}, per-attempt timeout {:.1}s)",
+                after.as_secs_f64(),
+                timeout.unwrap_or(after).as_secs_f64()
+            ),
+        )
+        .with_provider(provider),
+        Failure::CircuitOpen(open) => SecretError::new(ErrorKind::CircuitOpen, open.to_string())
+            .with_retry_after(open.retry_after())
+            .with_provider(provider),
+    }
+}

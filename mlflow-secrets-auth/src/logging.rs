@@ -1,0 +1,114 @@
+//! Logging: a `tracing` subscriber for the level of `MLFLOW_SECRETS_LOG_LEVEL`
+//! whose every line passes through [`secrets_core::redact`]. Library code never
+//! installs a subscriber by itself; applications call [`init_logging`].
+
+use std::io::{self, Write};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::LogLevel;
+
+/// A writer that redacts credentials from what it writes, line by line.
+#[derive(Debug)]
+pub struct RedactingWriter<W: Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: Write> RedactingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    fn flush_lines(&mut self, all: bool) -> io::Result<()> {
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            self.inner
+                .write_all(secrets_core::redact(&text).as_bytes())?;
+        }
+        if all && !self.pending.is_empty() {
+            let text = String::from_utf8_lossy(&self.pending).into_owned();
+            self.pending.clear();
+            self.inner
+                .write_all(secrets_core::redact(&text).as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        self.flush_lines(false)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_lines(true)?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RedactingWriter<W> {
+    fn drop(&mut self) {
+        let _ = self.flush_lines(true);
+    }
+}
+
+/// Makes a [`RedactingWriter`] around what `M` makes.
+#[derive(Debug, Clone)]
+pub struct Redacting<M>(pub M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter::new(self.0.make_writer())
+    }
+}
+
+/// A subscriber writing redacted lines at `level` to what `writer` makes.
+pub fn subscriber<M>(level: LogLevel, writer: M) -> impl tracing::Subscriber + Send + Sync
+where
+    M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_max_level(level.as_tracing())
+        .with_writer(Redacting(writer))
+        .with_ansi(false)
+        .finish()
+}
+
+/// Installs a global subscriber writing redacted lines to stderr at `level`.
+/// Fails when the process already has one.
+pub fn init_logging(level: LogLevel) -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
+    tracing::subscriber::set_global_default(subscriber(level, io::stderr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_redacted_even_when_split_across_writes() {
+        let mut out = Vec::new();
+        {
+            let mut writer = RedactingWriter::new(&mut out);
+            writer.write_all(b"Authorization: Bea").unwrap();
+            writer
+                .write_all(b"rer tok-secret-123\nnext line\n")
+                .unwrap();
+            writer.write_all(b"tail password=hunter2").unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "Authorization: Bearer ***\nnext line\ntail password=***"
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! `SecretsAuth` end to end against real backends (moto, OpenBao, files):
+//! the allowlist before any fetch, single flight at the backend, stale
+//! credentials during an outage, bounded time against a hanging backend, the
+//! breaker, failover between providers, and logs free of the secret.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use mlflow_secrets_auth::{
+    AuthMode, Config, ErrorKind, FileProvider, HostAllowlist, LogLevel, ProviderSettings,
+    SecretsAuth, secrecy::ExposeSecret, worst_case_fetch_time,
+};
+use secrets_aws::AwsSecretsManagerProvider;
+use secrets_cache::ManualClock;
+use secrets_testkit::fault::{Fault, FaultProxy};
+use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
+use secrets_testkit::net::Blackhole;
+
+const TOKEN: &str = "tok-request-path-5f2a9c";
+
+fn settings(ttl: u64) -> ProviderSettings {
+    ProviderSettings {
+        auth_mode: AuthMode::Bearer,
+        ttl: Duration::from_secs(ttl),
+    }
+}
+
+/// Fast retries for tests: 1 retry, 20 ms backoff, 1 s per attempt.
+fn config() -> Config {
+    let mut config = Config::default();
+    config.allowlist = HostAllowlist::parse("mlflow.example.com").unwrap();
+    config.max_retries = 1;
+    config.base_delay = Duration::from_millis(20);
+    config.max_delay = Duration::from_millis(100);
+    config.request_timeout = Duration::from_secs(1);
+    config.fetch_deadline = Duration::from_secs(5);
+    config
+}
+
+const URL: &str = "https://mlflow.example.com/api/2.0/mlflow/experiments/search";
+
+/// moto with one secret, behind a proxy that counts (and can fail) requests.
+struct Backend {
+    moto: MotoServer,
+    proxy: FaultProxy,
+}
+
+async fn backend(test: &str, name: &str, value: &str) -> Option<Backend> {
+    let moto = MotoServer::start(test)?;
+    let admin = aws_sdk_secretsmanager::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(moto.url())
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "test",
+            ))
+            .load()
+            .await,
+    );
+    admin
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+    let addr = moto.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(addr);
+    Some(Backend { moto, proxy })
+}
+
+impl Backend {
+    fn provider(&self, name: &str) -> AwsSecretsManagerProvider {
+        AwsSecretsManagerProvider::builder()
+            .secret_id(name)
+            .region(REGION)
+            .endpoint_url(self.proxy.url())
+            .static_credentials(ACCESS_KEY, SECRET_KEY)
+            .request_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    }
+
+    /// Every request fails with a 503 from now on.
+    fn go_down(&self) {
+        self.proxy
+            .inject(Fault::new("/", 503, r#"{"message": "down"}"#));
+    }
+}
+
+fn value_of(header: &mlflow_secrets_auth::AuthHeader) -> String {
+    header.value().expose_secret().to_owned()
+}
+
+#[tokio::test]
+async fn disallowed_hosts_get_nothing_and_cause_no_fetch() {
+    let Some(backend) = backend("disallowed", "mlflow/token", TOKEN).await else {
+        return;
+    };
+    let auth = SecretsAuth::builder()
+        .config(config())
+        .provider(backend.provider("mlflow/token"), settings(300))
+        .build();
+    for url in [
+        "https://evil.example.com/",
+        "https://mlflow.example.com@evil.example.com/",
+        "https://mlflow.example.com.evil.example.com/",
+        "not a url",
+    ] {
+        assert!(auth.header_for(url).await.unwrap().is_none(), "{url}");
+    }
+    assert_eq!(backend.proxy.forwarded(), 0, "nothing was fetched");
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    assert_eq!(backend.proxy.forwarded(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_cold_callers_cause_one_backend_fetch() {
+    let Some(backend) = backend("single_flight", "mlflow/token", TOKEN).await else {
+        return;
+    };
+    let auth = SecretsAuth::builder()
+        .config(config())
+        .provider(backend.provider("mlflow/token"), settings(300))
+        .build();
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.header_for(URL).await })
+        })
+        .collect();
+    for task in tasks {
+        let header = task.await.unwrap().unwrap().unwrap();
+        assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    }
+    assert_eq!(
+        backend.proxy.forwarded(),
+        1,
+        "one GetSecretValue for 500 callers"
+    );
+    let stats = auth.stats();
+    assert_eq!(stats.hits + stats.misses, 500);
+    assert_eq!(stats.fetches, 1);
+}
+
+#[tokio::test]
+async fn during_an_outage_the_stale_credential_is_served_fast() {
+    let Some(backend) = backend("outage", "mlflow/token", TOKEN).await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new());
+    let auth = SecretsAuth::builder()
+        .config(config())
+        .provider(backend.provider("mlflow/token"), settings(60))
+        .clock(clock.clone())
+        .build();
+    auth.warm().await.unwrap();
+    backend.go_down();
+    clock.advance(Duration::from_secs(61));
+    // The first call past expiry tries the backend (and fails over to stale).
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    let tried = backend.proxy.answered();
+    assert!(tried >= 1);
+    // Later calls get the stale credential at once, without the network.
+    let start = Instant::now();
+    for _ in 0..100 {
+        let header = auth.header_for(URL).await.unwrap().unwrap();
+        assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    }
+    let per_call = start.elapsed() / 100;
+    assert!(per_call < Duration::from_millis(1), "{per_call:?} per call");
+    assert_eq!(backend.proxy.answered(), tried);
+    assert!(auth.stats().stale_served >= 101);
+    drop(backend.moto);
+}
+
+#[tokio::test]
+async fn a_hanging_backend_gives_up_within_the_bound() {
+    let hole = Blackhole::start();
+    let mut config = config();
+    config.cache_disabled = true;
+    config.request_timeout = Duration::from_millis(300);
+    let provider = AwsSecretsManagerProvider::builder()
+        .secret_id("any")
+        .region(REGION)
+        .endpoint_url(hole.url())
+        .static_credentials(ACCESS_KEY, SECRET_KEY)
+        .request_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let bound = worst_case_fetch_time(&config);
+    let auth = SecretsAuth::builder()
+        .config(config)
+        .provider(provider, settings(60))
+        .build();
+    let start = Instant::now();
+    let err = auth.header_for(URL).await.unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        took <= bound + Duration::from_millis(300),
+        "{took:?} > {bound:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_open_breaker_fails_fast_then_lets_one_probe_through() {
+    let Some(backend) = backend("breaker", "mlflow/token", TOKEN).await else {
+        return;
+    };
+    let mut config = config();
+    config.cache_disabled = true;
+    config.max_retries = 0;
+    config.breaker_threshold = 3;
+    config.breaker_open_for = Duration::from_millis(300);
+    let auth = SecretsAuth::builder()
+        .config(config)
+        .provider(backend.provider("mlflow/token"), settings(60))
+        .build();
+    backend.go_down();
+    for _ in 0..3 {
+        assert_eq!(
+            auth.header_for(URL).await.unwrap_err().kind(),
+            ErrorKind::Transient
+        );
+    }
+    let before = backend.proxy.answered();
+    let start = Instant::now();
+    let err = auth.header_for(URL).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_millis(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err}");
+    assert!(err.retry_after().is_some());
+    assert_eq!(backend.proxy.answered(), before, "no network while open");
+
+    backend.proxy.clear();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    assert_eq!(backend.proxy.forwarded(), 1, "exactly one probe");
+}
+
+#[tokio::test]
+async fn a_failing_primary_fails_over_and_serves_again_once_back() {
+    let Some(backend) = backend("failover", "mlflow/token", TOKEN).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fallback");
+    std::fs::write(&file, "tok-from-file-77").unwrap();
+    let mut config = config();
+    config.ttl_min = Duration::ZERO;
+    config.max_retries = 0;
+    config.breaker_threshold = 1;
+    config.breaker_open_for = Duration::from_millis(200);
+    let clock = Arc::new(ManualClock::new());
+    let auth = SecretsAuth::builder()
+        .config(config)
+        .provider(backend.provider("mlflow/token"), settings(10))
+        .provider(FileProvider::new(&file), settings(10))
+        .clock(clock.clone())
+        .build();
+
+    backend.go_down();
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(value_of(&header), "Bearer tok-from-file-77");
+    let status = auth.status();
+    assert_eq!(status[0].last_error, Some(ErrorKind::Transient));
+    assert!(matches!(
+        status[0].circuit,
+        Some(mlflow_secrets_auth::BreakerState::Open { .. })
+    ));
+
+    backend.proxy.clear();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    clock.advance(Duration::from_secs(11));
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(
+        value_of(&header),
+        format!("Bearer {TOKEN}"),
+        "the primary serves again"
+    );
+}
+
+#[tokio::test]
+async fn not_found_is_reported_not_failed_over() {
+    let Some(backend) = backend("no_failover", "mlflow/token", TOKEN).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fallback");
+    std::fs::write(&file, "tok-from-file").unwrap();
+    let auth = SecretsAuth::builder()
+        .config(config())
+        .provider(backend.provider("mlflow/missing"), settings(60))
+        .provider(FileProvider::new(&file), settings(60))
+        .build();
+    let err = auth.header_for(URL).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.provider(), Some("aws-secrets-manager"));
+}
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn trace_logs_never_contain_the_secret() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = mlflow_secrets_auth::subscriber(LogLevel::Trace, move || writer.clone());
+    let password = "pw-never-logged-93c1e";
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let Some(backend) = backend(
+                "logs",
+                "mlflow/basic",
+                &format!(r#"{{"username": "mlflow-user", "password": "{password}"}}"#),
+            )
+            .await
+            else {
+                return;
+            };
+            let clock = Arc::new(ManualClock::new());
+            let auth = SecretsAuth::builder()
+                .config(config())
+                .provider(
+                    backend.provider("mlflow/basic"),
+                    ProviderSettings {
+                        auth_mode: AuthMode::Basic,
+                        ttl: Duration::from_secs(60),
+                    },
+                )
+                .clock(clock.clone())
+                .build();
+            for _ in 0..3 {
+                auth.header_for(URL).await.unwrap().unwrap();
+            }
+            auth.invalidate();
+            auth.header_for(URL).await.unwrap();
+            backend.go_down();
+            clock.advance(Duration::from_secs(61));
+            auth.header_for(URL).await.unwrap();
+            let mut bearer = config();
+            bearer.header_name = "X-MLflow-Auth".parse().unwrap();
+            let wrong_mode = SecretsAuth::builder()
+                .config(bearer)
+                .provider(backend.provider("mlflow/basic"), settings(60))
+                .build();
+            backend.proxy.clear();
+            assert!(wrong_mode.header_for(URL).await.is_err());
+        });
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("credential fetched"),
+        "trace logs were captured:\n{text}"
+    );
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("mlflow-user:{password}"));
+    assert!(!text.contains(password), "{text}");
+    assert!(!text.contains(&encoded), "{text}");
+}
