@@ -7,10 +7,11 @@
 //! and IDN spellings cannot make one host pass for another. Unicode patterns are
 //! turned into punycode the same way hosts are.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use url::{Host, Url};
+use url::Url;
 
 /// The hosts a credential may be sent to. An unrestricted list allows every host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -89,13 +90,12 @@ impl HostAllowlist {
         if !matches!(url.scheme(), "http" | "https") {
             return false;
         }
-        let Some(host) = url.host() else {
+        let Some(host) = normalise_host(url) else {
             return false;
         };
         let Some(patterns) = &self.patterns else {
             return true;
         };
-        let host = normalise_host(&host);
         patterns.iter().any(|p| p.matches(&host))
     }
 }
@@ -112,16 +112,25 @@ impl fmt::Display for HostAllowlist {
     }
 }
 
-/// A host as patterns see it: lower case, punycode, no trailing dot, IPv6 without brackets.
-fn normalise_host(host: &Host<&str>) -> String {
-    match host {
-        Host::Domain(domain) => {
-            let domain = domain.strip_suffix('.').unwrap_or(domain);
-            domain.to_ascii_lowercase()
-        }
-        Host::Ipv4(ip) => ip.to_string(),
-        Host::Ipv6(ip) => ip.to_string(),
+/// A host as patterns see it: lower case, punycode, no trailing dot, IPv6
+/// without brackets. The `url` crate has already lower-cased and
+/// punycode-encoded domains and written IP addresses canonically for http(s),
+/// so this borrows in the usual case. `None`: no host, or not ASCII.
+fn normalise_host(url: &Url) -> Option<Cow<'_, str>> {
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if !host.is_ascii() || host.is_empty() {
+        return None;
     }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,15 +232,15 @@ impl HostPattern {
         Some(tokens)
     }
 
+    /// Matches an ASCII host.
     fn matches(&self, host: &str) -> bool {
-        let host: Vec<char> = host.chars().collect();
-        glob_match(&self.tokens, &host)
+        glob_match(&self.tokens, host.as_bytes())
     }
 }
 
 /// Iterative glob matching with single-star backtracking: linear in practice,
 /// quadratic at worst, never exponential.
-fn glob_match(tokens: &[Token], text: &[char]) -> bool {
+fn glob_match(tokens: &[Token], text: &[u8]) -> bool {
     let (mut t, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < text.len() {
@@ -241,7 +250,7 @@ fn glob_match(tokens: &[Token], text: &[char]) -> bool {
                 t += 1;
                 continue;
             }
-            Some(token) if token.matches_char(text[s]) => {
+            Some(token) if token.matches_char(char::from(text[s])) => {
                 t += 1;
                 s += 1;
                 continue;

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -144,8 +145,13 @@ fn is_tchar(c: char) -> bool {
 }
 
 /// A ready-to-send auth header. `Debug` and `Display` mask the value.
+/// Cloning it is cheap (the name and value are shared).
 #[derive(Clone)]
 pub struct AuthHeader {
+    inner: Arc<HeaderParts>,
+}
+
+struct HeaderParts {
     name: HeaderName,
     value: SecretString,
 }
@@ -198,24 +204,26 @@ impl AuthHeader {
             }
         };
         Ok(Self {
-            name: name.clone(),
-            value,
+            inner: Arc::new(HeaderParts {
+                name: name.clone(),
+                value,
+            }),
         })
     }
 
     /// The header name.
     pub fn name(&self) -> &HeaderName {
-        &self.name
+        &self.inner.name
     }
 
     /// The header value; expose it only to put it on the wire.
     pub fn value(&self) -> &SecretString {
-        &self.value
+        &self.inner.value
     }
 
     /// The value masked for display (`Bearer abcd…wxyz`, `Basic ***`).
     pub fn masked_value(&self) -> String {
-        let value = self.value.expose_secret();
+        let value = self.inner.value.expose_secret();
         match value.split_once(' ') {
             Some((scheme @ ("Bearer" | "Basic"), rest)) => format!("{scheme} {}", mask(rest)),
             _ => mask(value),
@@ -226,7 +234,7 @@ impl AuthHeader {
 impl fmt::Debug for AuthHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthHeader")
-            .field("name", &self.name.as_str())
+            .field("name", &self.name().as_str())
             .field("value", &self.masked_value())
             .finish()
     }
@@ -234,7 +242,7 @@ impl fmt::Debug for AuthHeader {
 
 impl fmt::Display for AuthHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.name, self.masked_value())
+        write!(f, "{}: {}", self.name(), self.masked_value())
     }
 }
 

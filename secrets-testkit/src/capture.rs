@@ -64,17 +64,16 @@ impl CaptureServer {
     pub fn start_on(bind: &str) -> Self {
         let listener = TcpListener::bind(bind).expect("bind the capture server");
         let addr = listener.local_addr().expect("local address");
-        listener.set_nonblocking(true).expect("non-blocking");
         let state = Arc::new(State::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (shared, stopping) = (state.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = serve(stream, &shared);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = serve(stream, &shared);
                 }
             }
         });
@@ -137,6 +136,8 @@ impl CaptureServer {
 impl Drop for CaptureServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = TcpStream::connect(self.addr);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -144,7 +145,6 @@ impl Drop for CaptureServer {
 }
 
 fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
