@@ -72,16 +72,37 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
     }
 }
 
-/// A subscriber writing redacted lines at `level` to what `writer` makes.
+/// Crates whose events are shown at the chosen level; all others (HTTP and
+/// SDK internals, which may trace raw traffic) only from `WARN` up.
+const OUR_CRATES: [&str; 7] = [
+    "mlflow_secrets_auth",
+    "secrets_core",
+    "secrets_cache",
+    "secrets_retry",
+    "secrets_vault",
+    "secrets_aws",
+    "secrets_azure",
+];
+
+/// A subscriber writing redacted lines to what `writer` makes: this
+/// workspace's events at `level`, other crates' from `WARN` up.
 pub fn subscriber<M>(level: LogLevel, writer: M) -> impl tracing::Subscriber + Send + Sync
 where
     M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
-        .with_max_level(level.as_tracing())
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::{Layer as _, filter::Targets};
+    let targets = OUR_CRATES
+        .iter()
+        .fold(Targets::new(), |targets, name| {
+            targets.with_target(*name, level.as_tracing())
+        })
+        .with_default(tracing::Level::WARN);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(Redacting(writer))
         .with_ansi(false)
-        .finish()
+        .with_filter(targets);
+    tracing_subscriber::registry().with(layer)
 }
 
 /// Installs a global subscriber writing redacted lines to stderr at `level`.

@@ -44,9 +44,11 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r#"(?i)(["']?[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*["']?\s*[:=]\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"#,
             "${1}\"***\"",
         ),
-        // Unquoted key=value / key: value pairs (query strings, env dumps).
+        // Unquoted key=value / key: value pairs (query strings, env dumps):
+        // the key must end with the sensitive word (`VAULT_TOKEN`, `api_key`),
+        // so names like `aws-secrets-manager:` are left alone.
         rule(
-            r#"(?i)(\b[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*\s*[:=]\s*)[^\s"',;&]+"#,
+            r#"(?i)(\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*)[^\s"',;&]+"#,
             "${1}***",
         ),
         // Auth schemes: Bearer …, Basic …
@@ -138,6 +140,21 @@ mod tests {
         assert_eq!(
             redact("GET https://alice:pw@h.example/x and http://tok@h2/"),
             "GET https://***@h.example/x and http://***@h2/"
+        );
+    }
+
+    #[test]
+    fn names_that_merely_contain_a_word_are_left_alone() {
+        for clean in [
+            "mlflow_secrets_auth: credential fetched",
+            "aws-secrets-manager: reading secret `x` failed",
+            "secrets_core::env: keyring lookup",
+        ] {
+            assert_eq!(redact(clean), clean);
+        }
+        assert_eq!(
+            redact("AWS_SECRET_ACCESS_KEY=abc client_secret: xyz"),
+            "AWS_SECRET_ACCESS_KEY=*** client_secret: ***"
         );
     }
 
