@@ -22,13 +22,11 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-fn setup(header: &str) -> Setup {
+/// A `SecretsAuth` serving TOKEN from a file, with `config`.
+fn file_auth(config: Config) -> (SecretsAuth, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
     std::fs::write(&path, TOKEN).unwrap();
-    let mut config = Config::default();
-    config.allowlist = HostAllowlist::parse("127.0.0.1, 127.0.0.3").unwrap();
-    config.header_name = HeaderName::new(header).unwrap();
     let auth = SecretsAuth::builder()
         .config(config)
         .provider(
@@ -39,6 +37,14 @@ fn setup(header: &str) -> Setup {
             },
         )
         .build();
+    (auth, dir)
+}
+
+fn setup(header: &str) -> Setup {
+    let mut config = Config::default();
+    config.allowlist = HostAllowlist::parse("127.0.0.1, 127.0.0.3").unwrap();
+    config.header_name = HeaderName::new(header).unwrap();
+    let (auth, dir) = file_auth(config);
     Setup {
         allowed: CaptureServer::start_on("127.0.0.1:0"),
         evil: CaptureServer::start_on("127.0.0.2:0"),
@@ -172,21 +178,9 @@ async fn a_401_is_retried_once_with_a_fresh_credential_and_never_loops() {
 
 #[tokio::test]
 async fn plain_http_to_a_remote_host_is_refused_under_require_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("token");
-    std::fs::write(&path, TOKEN).unwrap();
     let mut config = Config::default();
     config.require_tls = true;
-    let auth = SecretsAuth::builder()
-        .config(config)
-        .provider(
-            FileProvider::new(&path),
-            ProviderSettings {
-                auth_mode: AuthMode::Bearer,
-                ttl: Duration::from_secs(300),
-            },
-        )
-        .build();
+    let (auth, _dir) = file_auth(config);
     let err = auth
         .header_for("http://mlflow.example.com/api")
         .await

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use mlflow_secrets_auth::middleware::client;
 use mlflow_secrets_auth::{AuthMode, Config, HostAllowlist, ProviderSettings, SecretsAuth};
-use secrets_aws::AwsSecretsManagerProvider;
-use secrets_testkit::fault::FaultProxy;
 use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
-use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
+
+#[allow(dead_code)]
+mod common;
+use common::backend;
 use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
 use secrets_vault::VaultProvider;
 
@@ -39,48 +40,6 @@ fn user_secret(user: &str, password: &str) -> String {
     serde_json::json!({ "username": user, "password": password }).to_string()
 }
 
-/// moto holding `secret`, behind a proxy that counts fetches.
-struct Aws {
-    moto: MotoServer,
-    proxy: FaultProxy,
-    admin: aws_sdk_secretsmanager::Client,
-}
-
-async fn aws(test: &str, name: &str, secret: &str) -> Option<Aws> {
-    let moto = MotoServer::start(test)?;
-    let admin = aws_sdk_secretsmanager::Client::new(
-        &aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "test",
-            ))
-            .load()
-            .await,
-    );
-    admin
-        .create_secret()
-        .name(name)
-        .secret_string(secret)
-        .send()
-        .await
-        .unwrap();
-    let proxy = FaultProxy::start(moto.url().trim_start_matches("http://").parse().unwrap());
-    Some(Aws { moto, proxy, admin })
-}
-
-impl Aws {
-    fn provider(&self, name: &str) -> AwsSecretsManagerProvider {
-        AwsSecretsManagerProvider::builder()
-            .secret_id(name)
-            .region(REGION)
-            .endpoint_url(self.proxy.url())
-            .static_credentials(ACCESS_KEY, SECRET_KEY)
-            .build()
-            .unwrap()
-    }
-}
-
 async fn search_status(
     client: &reqwest_middleware::ClientWithMiddleware,
     mlflow: &MlflowServer,
@@ -103,7 +62,7 @@ async fn the_example_flow_runs_with_a_credential_from_moto_and_fails_without() {
         return;
     };
     let secret = user_secret(ADMIN_USER, mlflow.admin_password());
-    let Some(aws) = aws("mlflow_flow", "mlflow/admin", &secret).await else {
+    let Some(aws) = backend("mlflow_flow", "mlflow/admin", &secret) else {
         return;
     };
     let auth = SecretsAuth::builder()
@@ -162,13 +121,11 @@ async fn a_rotated_password_costs_one_401_and_one_extra_fetch() {
     };
     let user = "rotating-user";
     mlflow.create_user(user, "first-password-0001");
-    let Some(aws) = aws(
+    let Some(aws) = backend(
         "mlflow_rotation",
         "mlflow/rotating",
         &user_secret(user, "first-password-0001"),
-    )
-    .await
-    else {
+    ) else {
         return;
     };
     let auth = SecretsAuth::builder()
@@ -180,13 +137,10 @@ async fn a_rotated_password_costs_one_401_and_one_extra_fetch() {
     assert_eq!(aws.proxy.forwarded(), 1);
 
     mlflow.set_password(user, "second-password-0002");
-    aws.admin
-        .put_secret_value()
-        .secret_id("mlflow/rotating")
-        .secret_string(user_secret(user, "second-password-0002"))
-        .send()
-        .await
-        .unwrap();
+    aws.moto.put_secret_value(
+        "mlflow/rotating",
+        &user_secret(user, "second-password-0002"),
+    );
 
     assert_eq!(
         search_status(&client, mlflow).await,

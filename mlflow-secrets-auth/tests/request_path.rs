@@ -14,9 +14,12 @@ use mlflow_secrets_auth::{
 };
 use secrets_aws::AwsSecretsManagerProvider;
 use secrets_cache::ManualClock;
-use secrets_testkit::fault::{Fault, FaultProxy};
-use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
+use secrets_testkit::moto::{ACCESS_KEY, REGION, SECRET_KEY};
 use secrets_testkit::net::Blackhole;
+
+#[allow(dead_code)]
+mod common;
+use common::backend;
 
 const TOKEN: &str = "tok-request-path-5f2a9c";
 
@@ -41,62 +44,13 @@ fn config() -> Config {
 
 const URL: &str = "https://mlflow.example.com/api/2.0/mlflow/experiments/search";
 
-/// moto with one secret, behind a proxy that counts (and can fail) requests.
-struct Backend {
-    moto: MotoServer,
-    proxy: FaultProxy,
-}
-
-async fn backend(test: &str, name: &str, value: &str) -> Option<Backend> {
-    let moto = MotoServer::start(test)?;
-    let admin = aws_sdk_secretsmanager::Client::new(
-        &aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "test",
-            ))
-            .load()
-            .await,
-    );
-    admin
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap();
-    let addr = moto.url().trim_start_matches("http://").parse().unwrap();
-    let proxy = FaultProxy::start(addr);
-    Some(Backend { moto, proxy })
-}
-
-impl Backend {
-    fn provider(&self, name: &str) -> AwsSecretsManagerProvider {
-        AwsSecretsManagerProvider::builder()
-            .secret_id(name)
-            .region(REGION)
-            .endpoint_url(self.proxy.url())
-            .static_credentials(ACCESS_KEY, SECRET_KEY)
-            .request_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap()
-    }
-
-    /// Every request fails with a 503 from now on.
-    fn go_down(&self) {
-        self.proxy
-            .inject(Fault::new("/", 503, r#"{"message": "down"}"#));
-    }
-}
-
 fn value_of(header: &mlflow_secrets_auth::AuthHeader) -> String {
     header.value().expose_secret().to_owned()
 }
 
 #[tokio::test]
 async fn disallowed_hosts_get_nothing_and_cause_no_fetch() {
-    let Some(backend) = backend("disallowed", "mlflow/token", TOKEN).await else {
+    let Some(backend) = backend("disallowed", "mlflow/token", TOKEN) else {
         return;
     };
     let auth = SecretsAuth::builder()
@@ -119,7 +73,7 @@ async fn disallowed_hosts_get_nothing_and_cause_no_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_cold_callers_cause_one_backend_fetch() {
-    let Some(backend) = backend("single_flight", "mlflow/token", TOKEN).await else {
+    let Some(backend) = backend("single_flight", "mlflow/token", TOKEN) else {
         return;
     };
     let auth = SecretsAuth::builder()
@@ -148,7 +102,7 @@ async fn five_hundred_cold_callers_cause_one_backend_fetch() {
 
 #[tokio::test]
 async fn during_an_outage_the_stale_credential_is_served_fast() {
-    let Some(backend) = backend("outage", "mlflow/token", TOKEN).await else {
+    let Some(backend) = backend("outage", "mlflow/token", TOKEN) else {
         return;
     };
     let clock = Arc::new(ManualClock::new());
@@ -209,7 +163,7 @@ async fn a_hanging_backend_gives_up_within_the_bound() {
 
 #[tokio::test]
 async fn an_open_breaker_fails_fast_then_lets_one_probe_through() {
-    let Some(backend) = backend("breaker", "mlflow/token", TOKEN).await else {
+    let Some(backend) = backend("breaker", "mlflow/token", TOKEN) else {
         return;
     };
     let mut config = config();
@@ -249,7 +203,7 @@ async fn an_open_breaker_fails_fast_then_lets_one_probe_through() {
 
 #[tokio::test]
 async fn a_failing_primary_fails_over_and_serves_again_once_back() {
-    let Some(backend) = backend("failover", "mlflow/token", TOKEN).await else {
+    let Some(backend) = backend("failover", "mlflow/token", TOKEN) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -291,7 +245,7 @@ async fn a_failing_primary_fails_over_and_serves_again_once_back() {
 
 #[tokio::test]
 async fn not_found_is_reported_not_failed_over() {
-    let Some(backend) = backend("no_failover", "mlflow/token", TOKEN).await else {
+    let Some(backend) = backend("no_failover", "mlflow/token", TOKEN) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -338,9 +292,7 @@ fn trace_logs_never_contain_the_secret() {
                 "logs",
                 "mlflow/basic",
                 &format!(r#"{{"username": "mlflow-user", "password": "{password}"}}"#),
-            )
-            .await
-            else {
+            ) else {
                 return;
             };
             let clock = Arc::new(ManualClock::new());

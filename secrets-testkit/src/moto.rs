@@ -7,6 +7,25 @@ use crate::binaries::ServerPolicy;
 use crate::net::http;
 use crate::process::{ServerProcess, ServerSpec};
 
+/// A JSON object of string fields, escaped.
+fn json_object(fields: &[(&str, &str)]) -> String {
+    let escape = |s: &str| {
+        s.chars()
+            .map(|c| match c {
+                '"' => "\\\"".to_owned(),
+                '\\' => "\\\\".to_owned(),
+                c if c.is_control() => format!("\\u{:04x}", c as u32),
+                c => c.to_string(),
+            })
+            .collect::<String>()
+    };
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("\"{}\": \"{}\"", escape(k), escape(v)))
+        .collect();
+    format!("{{{}}}", body.join(", "))
+}
+
 /// The region tests use.
 pub const REGION: &str = "us-east-1";
 /// The access key moto accepts while it does not enforce IAM.
@@ -45,6 +64,45 @@ impl MotoServer {
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub fn url(&self) -> String {
         self.process.url()
+    }
+
+    /// Calls a Secrets Manager action with the AWS JSON protocol (moto does
+    /// not check signatures unless told to).
+    fn secrets_manager(&self, action: &str, body: &str) -> crate::net::Response {
+        let target = format!("secretsmanager.{action}");
+        let response = http(
+            self.process.addr(),
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", &target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+                (
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0",
+                ),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{action}: {e}"));
+        assert_eq!(response.status, 200, "{action}: {}", response.body);
+        response
+    }
+
+    /// Creates secret `name` holding `text`.
+    pub fn create_secret(&self, name: &str, text: &str) {
+        self.secrets_manager(
+            "CreateSecret",
+            &json_object(&[("Name", name), ("SecretString", text)]),
+        );
+    }
+
+    /// Stores `text` as the current version of `name`.
+    pub fn put_secret_value(&self, name: &str, text: &str) {
+        self.secrets_manager(
+            "PutSecretValue",
+            &json_object(&[("SecretId", name), ("SecretString", text)]),
+        );
     }
 
     /// Forgets every resource (`POST /moto-api/reset`).

@@ -1,0 +1,41 @@
+//! A moto server holding one secret, behind a proxy that counts the
+//! provider's requests and can make them fail.
+
+use std::time::Duration;
+
+use secrets_aws::AwsSecretsManagerProvider;
+use secrets_testkit::fault::{Fault, FaultProxy};
+use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
+
+pub struct Backend {
+    pub moto: MotoServer,
+    pub proxy: FaultProxy,
+}
+
+/// moto with secret `name` holding `value`; `None` when moto is missing.
+pub fn backend(test: &str, name: &str, value: &str) -> Option<Backend> {
+    let moto = MotoServer::start(test)?;
+    moto.create_secret(name, value);
+    let proxy = FaultProxy::start(moto.url().trim_start_matches("http://").parse().unwrap());
+    Some(Backend { moto, proxy })
+}
+
+impl Backend {
+    /// A provider of `name` that goes through the proxy.
+    pub fn provider(&self, name: &str) -> AwsSecretsManagerProvider {
+        AwsSecretsManagerProvider::builder()
+            .secret_id(name)
+            .region(REGION)
+            .endpoint_url(self.proxy.url())
+            .static_credentials(ACCESS_KEY, SECRET_KEY)
+            .request_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    /// Every request fails with a 503 from now on.
+    pub fn go_down(&self) {
+        self.proxy
+            .inject(Fault::new("/", 503, r#"{"message": "down"}"#));
+    }
+}
