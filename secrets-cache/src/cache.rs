@@ -265,7 +265,8 @@ where
                 });
             }
         }
-        let result = Inner::miss(inner, key, fetch).await;
+        // Boxed: keeps the future of the hit path small (it is moved and pinned per call).
+        let result = Box::pin(Inner::miss(inner, key, fetch)).await;
         let counters = &inner.counters;
         match &result {
             Ok(Lookup {
