@@ -2,6 +2,7 @@
 //! with the admin calls tests need to set it up.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::binaries::ServerPolicy;
@@ -15,29 +16,66 @@ pub const ROOT_TOKEN: &str = "mlflow-secrets-auth-test-root";
 #[derive(Debug)]
 pub struct OpenBao {
     process: ServerProcess,
+    /// With TLS: the folder holding the generated CA (`vault-ca.pem`).
+    tls_dir: Option<PathBuf>,
 }
 
 impl OpenBao {
     /// Starts `bao server -dev`, or returns `None` (with a loud SKIPPED line)
     /// when `bao` is missing and servers are not required.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false)
+    }
+
+    /// Starts `bao server -dev -dev-tls`: HTTPS with a CA generated for the
+    /// run ([`Self::ca_cert`]).
+    pub fn start_tls(test: &str) -> Option<Self> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, tls: bool) -> Option<Self> {
         let binary = ServerPolicy::from_env().require("bao", test)?;
         let listen = "-dev-listen-address=127.0.0.1:{port}";
         let root = format!("-dev-root-token-id={ROOT_TOKEN}");
+        let tls_dir = tls.then(|| {
+            let dir = std::env::temp_dir().join(format!(
+                "bao-tls-{}-{}",
+                std::process::id(),
+                crate::net::free_port()
+            ));
+            std::fs::create_dir_all(&dir).expect("create the TLS folder");
+            dir
+        });
+        let cert_dir = tls_dir
+            .as_ref()
+            .map(|d| format!("-dev-tls-cert-dir={}", d.display()));
+        let mut args = vec!["server", "-dev", listen, &root, "-dev-no-store-token"];
+        if let Some(cert_dir) = &cert_dir {
+            args.extend(["-dev-tls", cert_dir.as_str()]);
+        }
         let process = ServerProcess::start(&ServerSpec {
             name: "bao",
             binary: &binary,
-            args: &["server", "-dev", listen, &root, "-dev-no-store-token"],
+            args: &args,
             env: &[],
+            // Plain HTTP to a TLS port is answered 400: it is listening.
             ready_path: "/v1/sys/health",
             startup_timeout: Duration::from_secs(30),
         });
-        Some(Self { process })
+        Some(Self { process, tls_dir })
     }
 
-    /// `http://127.0.0.1:PORT`, for `VAULT_ADDR`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), for `VAULT_ADDR`.
     pub fn url(&self) -> String {
-        self.process.url()
+        match self.tls_dir {
+            Some(_) => format!("https://{}", self.addr()),
+            None => self.process.url(),
+        }
+    }
+
+    /// The CA certificate of a TLS server, for `VAULT_CACERT`.
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.join("vault-ca.pem"))
     }
 
     /// The server's address.
@@ -45,7 +83,8 @@ impl OpenBao {
         self.process.addr()
     }
 
-    /// An API call as root: `method /v1/{path}` with a JSON body.
+    /// An API call as root: `method /v1/{path}` with a JSON body (plain-HTTP
+    /// servers only).
     pub fn root(&self, method: &str, path: &str, body: &str) -> Response {
         self.call(ROOT_TOKEN, None, method, path, body)
     }
@@ -91,5 +130,13 @@ impl OpenBao {
             response.body
         );
         response
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

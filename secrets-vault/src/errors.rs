@@ -72,6 +72,15 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
         );
     }
     match error {
+        ClientError::RestClientError { source } if chain(source).contains("certificate") => {
+            SecretError::config(
+                "VAULT_CACERT",
+                format!(
+                    "the TLS certificate of {address} is not trusted (set VAULT_CACERT to its CA): {}",
+                    chain(source)
+                ),
+            )
+        }
         ClientError::RestClientError { source } => {
             let (kind, what) = if chain_has(source, |e| e.is_timeout()) {
                 (ErrorKind::Timeout, "did not answer in time")

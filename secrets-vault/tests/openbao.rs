@@ -427,3 +427,39 @@ async fn fetch_credential_helper_reads_through_the_store() {
     store.put_text("h", r#"{"token": "tok-h"}"#).await;
     assert_eq!(fetch_credential(&store, "h").await, token("tok-h"));
 }
+
+#[tokio::test]
+async fn tls_with_the_ca_certificate_and_without() {
+    let Some(bao) = OpenBao::start_tls("tls") else {
+        return;
+    };
+    let ca = bao.ca_cert().unwrap();
+    let trusted = provider(&bao.url(), "secret/none")
+        .ca_cert(&ca)
+        .build()
+        .unwrap();
+    // The secret does not exist: reaching "not found" proves the TLS handshake.
+    let err = trusted.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    let untrusted = provider(&bao.url(), "secret/none").build().unwrap();
+    let err = untrusted.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("VAULT_CACERT"), "{err}");
+
+    let unchecked = provider(&bao.url(), "secret/none")
+        .skip_verify(true)
+        .build()
+        .unwrap();
+    assert!(unchecked.warnings()[0].contains("VAULT_SKIP_VERIFY"));
+    let err = unchecked.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    let missing_ca = provider(&bao.url(), "secret/none")
+        .ca_cert("/nonexistent/ca.pem")
+        .build()
+        .unwrap();
+    let err = missing_ca.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("VAULT_CACERT"), "{err}");
+}
