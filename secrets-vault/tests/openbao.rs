@@ -253,18 +253,25 @@ async fn approle_end_to_end() {
     assert!(!err.to_string().contains(&secret_id));
 }
 
+/// An AppRole provider (tokens living `ttl`) of `secret/mlflow/auth` holding
+/// `value`, after one successful fetch.
+async fn approle_reader(store: &KvStore, value: &str, ttl: &str) -> VaultProvider {
+    store.write("mlflow/auth", &format!(r#"{{"token": "{value}"}}"#));
+    let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", ttl);
+    let vault = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token(value)
+    );
+    vault
+}
+
 #[tokio::test]
 async fn approle_logs_in_again_after_its_token_is_revoked() {
     let Some(store) = kv2_store("approle_revoked").await else {
         return;
     };
-    store.write("mlflow/auth", r#"{"token": "tok-relogin"}"#);
-    let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", "1h");
-    let vault = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
-    assert_eq!(
-        vault.fetch().await.unwrap().credential().unwrap(),
-        token("tok-relogin")
-    );
+    let vault = approle_reader(&store, "tok-relogin", "1h").await;
 
     // Revoke every token the role has issued: the provider's token now gets 403.
     let accessors = json(&store.bao.admin("LIST", "auth/token/accessors", "").body);
@@ -296,13 +303,7 @@ async fn approle_logs_in_again_when_its_token_expires() {
     let Some(store) = kv2_store("approle_expiry").await else {
         return;
     };
-    store.write("mlflow/auth", r#"{"token": "tok-expiry"}"#);
-    let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", "1s");
-    let vault = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
-    assert_eq!(
-        vault.fetch().await.unwrap().credential().unwrap(),
-        token("tok-expiry")
-    );
+    let vault = approle_reader(&store, "tok-expiry", "1s").await;
     // The 1 s token expires (renewal is due after 0.8 s).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
