@@ -11,8 +11,8 @@ use secrets_cache::{
     CacheConfig, CacheStats, Clock, EntryMeta, Outcome, SecretCache, StaleGrace, SystemClock,
 };
 use secrets_core::{
-    AuthHeader, Env, ErrorKind, ProviderDescription, ProviderSettings, Result, SecretError,
-    SecretProvider,
+    AuthHeader, Credential, Env, ErrorKind, ProviderDescription, ProviderSettings, Result,
+    SecretError, SecretProvider,
 };
 use secrets_retry::BreakerState;
 use url::{Host, Url};
@@ -69,6 +69,8 @@ pub struct ProviderStatus {
     pub circuit: Option<BreakerState>,
     /// The kind of its last failure, cleared by a success.
     pub last_error: Option<ErrorKind>,
+    /// Its auth mode and TTL (after clamping), when configured.
+    pub settings: Option<ProviderSettings>,
 }
 
 /// Builds a [`SecretsAuth`] from code.
@@ -253,6 +255,21 @@ impl SecretsAuth {
         Ok(Some(self.current().await?.header.clone()))
     }
 
+    /// The credential itself (for handing to another program, as `exec`
+    /// does), or `None` when it may not go to `url`.
+    pub async fn credential_for_url(&self, url: &Url) -> Result<Option<Credential>> {
+        if !self.permits(url)? {
+            return Ok(None);
+        }
+        Ok(Some(self.current().await?.credential.clone()))
+    }
+
+    /// The header, whatever the destination: for diagnostics (`doctor`) only;
+    /// requests should use [`Self::header_for`], which checks the host.
+    pub async fn header_unchecked(&self) -> Result<AuthHeader> {
+        Ok(self.current().await?.header.clone())
+    }
+
     /// The current credential's header, from the cache or the chain.
     async fn current(&self) -> Result<Arc<Served>> {
         let inner = Arc::clone(&self.inner);
@@ -277,9 +294,11 @@ impl SecretsAuth {
         Ok(lookup.value)
     }
 
-    /// Fetches the credential now (unless cached) so the first request does not wait.
-    pub async fn warm(&self) -> Result<()> {
-        self.current().await.map(drop)
+    /// Fetches the credential now (unless cached) so the first request does
+    /// not wait. Returns the name of the provider that served it.
+    pub async fn warm(&self) -> Result<&'static str> {
+        let served = self.current().await?;
+        Ok(self.inner.chain.links[served.index].provider.name())
     }
 
     /// Drops the cached credential: the next request fetches it again.
@@ -307,6 +326,7 @@ impl SecretsAuth {
                 description: Some(link.provider.describe()),
                 circuit: Some(chain.breaker_state(i)),
                 last_error: *link.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+                settings: Some(link.settings),
             })
             .collect();
         out.extend(chain.unusable.iter().map(|u| ProviderStatus {
@@ -316,6 +336,7 @@ impl SecretsAuth {
             description: None,
             circuit: None,
             last_error: Some(u.error.kind()),
+            settings: None,
         }));
         out
     }

@@ -62,7 +62,7 @@ impl SecretsAuth {
     }
 
     /// See [`crate::SecretsAuth::warm`].
-    pub fn warm(&self) -> Result<()> {
+    pub fn warm(&self) -> Result<&'static str> {
         self.runtime.block_on(self.auth.warm())
     }
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrets_core::{
-    AuthHeader, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings, Result, SecretError,
-    SecretMeta, SecretProvider,
+    AuthHeader, Credential, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings, Result,
+    SecretError, SecretMeta, SecretProvider,
 };
 use secrets_retry::{
     Backoff, BreakerConfig, BreakerState, CircuitBreaker, Failure, Jitter, RetryDecision,
@@ -166,11 +166,18 @@ impl Chain {
             *link.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                 result.as_ref().err().map(SecretError::kind);
             match result {
-                Ok((header, meta)) => {
+                Ok((header, credential, meta)) => {
                     if index > 0 {
                         tracing::info!(provider = name, "credential served by a fallback provider");
                     }
-                    return Ok((Served { header, index }, meta));
+                    return Ok((
+                        Served {
+                            header,
+                            credential,
+                            index,
+                        },
+                        meta,
+                    ));
                 }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(
@@ -197,7 +204,11 @@ impl Chain {
         ))
     }
 
-    async fn fetch_one(&self, link: &Link, deadline: Duration) -> Result<(AuthHeader, SecretMeta)> {
+    async fn fetch_one(
+        &self,
+        link: &Link,
+        deadline: Duration,
+    ) -> Result<(AuthHeader, Credential, SecretMeta)> {
         let name = link.provider.name();
         let provider = Arc::clone(&link.provider);
         let before = link.breaker.state();
@@ -231,7 +242,7 @@ impl Chain {
         let credential = fetched.credential().map_err(|e| e.with_provider(name))?;
         let header = AuthHeader::build(&credential, link.settings.auth_mode, &self.header_name)
             .map_err(|e| e.with_provider(name))?;
-        Ok((header, fetched.meta))
+        Ok((header, credential, fetched.meta))
     }
 
     /// The breaker states, for status output.
@@ -244,6 +255,7 @@ impl Chain {
 #[derive(Debug)]
 pub(crate) struct Served {
     pub(crate) header: AuthHeader,
+    pub(crate) credential: Credential,
     pub(crate) index: usize,
 }
 

@@ -1,31 +1,94 @@
-//! The `mlflow-secrets-auth` command.
-//!
-//! Work in progress: only `--version` and `--help` exist so far.
+//! The `mlflow-secrets-auth` command: `info` (the configuration, no network),
+//! `doctor` (numbered checks of the whole chain, optionally against an MLflow
+//! server), `exec` (run a program with the credential in MLflow's variables)
+//! and `header` (print the header for scripts).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod doctor;
+mod info;
+mod output;
+mod run;
+
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: mlflow-secrets-auth [--version | --help]
+use clap::{Parser, Subcommand};
+use mlflow_secrets_auth::{LogLevel, init_logging};
 
-Checks the credential chain and runs MLflow clients with the credential.
-The commands info, doctor, exec and header are not available yet.";
+/// Fetch the MLflow credential from a secret manager, check the chain, and run
+/// MLflow clients with it. Configured by the MLFLOW_SECRETS_* variables.
+#[derive(Debug, Parser)]
+#[command(name = "mlflow-secrets-auth", version)]
+struct Cli {
+    /// Log to stderr at this level (trace, debug, info, warning, error);
+    /// default: MLFLOW_SECRETS_LOG_LEVEL if set, else no logs.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the configuration: providers, allowlist, header, TTLs, retries. No network.
+    Info {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the chain step by step; with --dry-run, call an MLflow server too.
+    Doctor {
+        /// An MLflow tracking URL to call with the credential.
+        #[arg(long, value_name = "URL")]
+        dry_run: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command with MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME /
+    /// MLFLOW_TRACKING_PASSWORD set from the secret.
+    Exec {
+        /// The tracking URL (default: MLFLOW_TRACKING_URI); its host must be allowed.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Print `Name: value` of the auth header (for `curl -H @-`).
+    Header {
+        /// The URL the header is for (default: MLFLOW_TRACKING_URI); its host must be allowed.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version" | "-V") => {
-            println!("mlflow-secrets-auth {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some("--help" | "-h") | None => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("mlflow-secrets-auth: unknown argument `{other}`\n\n{USAGE}");
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    let level = cli.log_level.or_else(|| {
+        std::env::var("MLFLOW_SECRETS_LOG_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(level) = level {
+        let _ = init_logging(level);
+    }
+    let result = match cli.command {
+        Command::Info { json } => info::run(json),
+        Command::Doctor { dry_run, json } => doctor::run(dry_run.as_deref(), json),
+        Command::Exec { url, command } => run::exec(url.as_deref(), &command),
+        Command::Header { url } => run::header(url.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!(
+                "mlflow-secrets-auth: {}",
+                mlflow_secrets_auth::redact(&format!("{error:#}"))
+            );
+            ExitCode::FAILURE
         }
     }
 }

@@ -180,14 +180,14 @@ impl AuthHeader {
             }
             (AuthMode::Bearer, Credential::UserPassword { .. }) => {
                 return Err(SecretError::invalid_secret(
-                    "bearer mode cannot use a username/password secret; set the auth mode to `basic` or store a `token`",
+                    "auth mode `bearer` cannot use a username/password secret; set the auth mode to `basic` or store a `token`",
                 ));
             }
             (AuthMode::Basic, Credential::Token(token)) => {
                 let token = token.expose_secret();
                 if !token.contains(':') {
                     return Err(SecretError::invalid_secret(
-                        "basic mode needs `username:password`, but the token has no `:`",
+                        "auth mode `basic` needs `username:password`, but the token has no `:`",
                     ));
                 }
                 basic(token)
@@ -196,7 +196,7 @@ impl AuthHeader {
                 let username = username.expose_secret();
                 if username.contains(':') {
                     return Err(SecretError::invalid_secret(
-                        "basic mode cannot use a username that contains `:`",
+                        "auth mode `basic` cannot use a username that contains `:`",
                     ));
                 }
                 let pair = Zeroizing::new(format!("{username}:{}", password.expose_secret()));
@@ -330,7 +330,7 @@ mod tests {
             let err = AuthHeader::build(&user_pass("alice", "pw-secret"), AuthMode::Bearer, &name)
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidSecret);
-            assert!(err.to_string().contains("bearer mode cannot use"));
+            assert!(err.to_string().contains("auth mode `bearer` cannot use"));
             assert!(!err.to_string().contains("pw-secret"));
         }
     }

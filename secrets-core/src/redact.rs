@@ -144,6 +144,12 @@ mod tests {
     }
 
     #[test]
+    fn messages_about_auth_modes_survive() {
+        let message = "auth mode `bearer` cannot use a username/password secret; set the auth mode to `basic`";
+        assert_eq!(redact(message), message);
+    }
+
+    #[test]
     fn names_that_merely_contain_a_word_are_left_alone() {
         for clean in [
             "mlflow_secrets_auth: credential fetched",

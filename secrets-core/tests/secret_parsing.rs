@@ -57,7 +57,7 @@ fn json_token_without_colon_basic_is_refused() {
     assert_eq!(err.kind(), ErrorKind::InvalidSecret);
     assert!(
         err.to_string()
-            .contains("basic mode needs `username:password`")
+            .contains("auth mode `basic` needs `username:password`")
     );
     assert!(!err.to_string().contains("only-a-token"));
 }
@@ -88,7 +88,7 @@ fn user_password_bearer_is_refused() {
     for secret in [r#"{"username": "alice", "password": "pw-9"}"#, "alice:pw-9"] {
         let err = header(secret, AuthMode::Bearer, "Authorization").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidSecret);
-        assert!(err.to_string().contains("bearer mode cannot use"));
+        assert!(err.to_string().contains("auth mode `bearer` cannot use"));
         assert!(!err.to_string().contains("pw-9"));
     }
 }

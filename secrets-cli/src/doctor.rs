@@ -1,0 +1,293 @@
+//! `doctor`: numbered checks of the chain, each with a one-line fix when it
+//! fails; with `--dry-run URL`, an authenticated MLflow API call too.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mlflow_secrets_auth::secrecy::ExposeSecret;
+use mlflow_secrets_auth::{ErrorKind, SecretError, SecretsAuth};
+use serde_json::json;
+use url::Url;
+
+use crate::output::mark;
+
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+    fix: Option<String>,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+fn fix_for(error: &SecretError) -> String {
+    match error.kind() {
+        ErrorKind::Config => "set or correct the variable named above".to_owned(),
+        ErrorKind::NotFound => "check the secret's name or path, and that it exists".to_owned(),
+        ErrorKind::PermissionDenied => {
+            "check the identity used (token, role, keys) and its access policy".to_owned()
+        }
+        ErrorKind::InvalidSecret => {
+            "store the secret as {\"token\": ...} or {\"username\": ..., \"password\": ...}"
+                .to_owned()
+        }
+        ErrorKind::Rejected => {
+            "the backend refuses to serve this secret; see its message".to_owned()
+        }
+        _ => "check that the backend is running and reachable from here".to_owned(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub fn run(dry_run: Option<&str>, json_output: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checks = runtime.block_on(checks(dry_run));
+    let passed = checks.iter().all(|c| c.ok);
+    if json_output {
+        let list: Vec<_> = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"number": i + 1, "check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "passed": passed, "checks": list }))?
+        );
+    } else {
+        for (i, check) in checks.iter().enumerate() {
+            println!(
+                "{:>2}. {} {:<24}{}",
+                i + 1,
+                mark(check.ok),
+                check.name,
+                check.detail
+            );
+            if let Some(fix) = &check.fix {
+                println!("       fix: {fix}");
+            }
+        }
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn checks(dry_run: Option<&str>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let auth = match SecretsAuth::from_env() {
+        Ok(auth) => auth,
+        Err(e) => {
+            checks.push(Check::fail("configuration", e.to_string(), fix_for(&e)));
+            return checks;
+        }
+    };
+    let status = auth.status();
+    let configured: Vec<&str> = status
+        .iter()
+        .filter(|s| s.configured)
+        .map(|s| s.name)
+        .collect();
+    if configured.is_empty() {
+        let why = status
+            .iter()
+            .find_map(|s| s.problem.clone())
+            .unwrap_or_else(|| "no provider is enabled".to_owned());
+        checks.push(Check::fail(
+            "provider resolution",
+            why,
+            "set MLFLOW_SECRETS_AUTH_ENABLE and the chosen provider's variables",
+        ));
+        return checks;
+    }
+    checks.push(Check::pass("provider resolution", configured.join(" → ")));
+    let problems: Vec<String> = status.iter().filter_map(|s| s.problem.clone()).collect();
+    checks.push(if problems.is_empty() {
+        let warnings = auth.warnings().len();
+        Check::pass(
+            "configuration",
+            if warnings == 0 {
+                "no warnings".to_owned()
+            } else {
+                format!(
+                    "{warnings} warning(s): {}",
+                    auth.warnings()
+                        .iter()
+                        .map(|w| w.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            },
+        )
+    } else {
+        Check::fail(
+            "configuration",
+            problems.join("; "),
+            "fix the variables named above, or disable that provider",
+        )
+    });
+
+    let start = Instant::now();
+    let served = match auth.warm().await {
+        Ok(provider) => provider,
+        Err(e) => {
+            checks.push(Check::fail(
+                "fetch and parse secret",
+                e.to_string(),
+                fix_for(&e),
+            ));
+            return checks;
+        }
+    };
+    checks.push(Check::pass(
+        "fetch and parse secret",
+        format!("served by {served} in {}", ms(start.elapsed())),
+    ));
+    match auth.header_unchecked().await {
+        Ok(header) => checks.push(Check::pass("build header", header.to_string())),
+        Err(e) => {
+            checks.push(Check::fail("build header", e.to_string(), fix_for(&e)));
+            return checks;
+        }
+    }
+    let hits = auth.stats().hits;
+    let start = Instant::now();
+    let _ = auth.header_unchecked().await;
+    let again = start.elapsed();
+    checks.push(if auth.stats().hits > hits {
+        Check::pass(
+            "cache",
+            format!("second fetch was a cache hit ({})", ms(again)),
+        )
+    } else {
+        Check::fail(
+            "cache",
+            format!("second fetch went to the backend ({})", ms(again)),
+            "unset MLFLOW_SECRETS_CACHE_DISABLED unless you mean it",
+        )
+    });
+
+    if let Some(target) = dry_run {
+        dry_run_checks(&auth, target, &mut checks).await;
+    }
+    checks
+}
+
+async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check>) {
+    let Ok(base) = Url::parse(target) else {
+        checks.push(Check::fail(
+            "host allowed",
+            format!("`{target}` is not a URL"),
+            "pass the tracking server's URL, e.g. https://mlflow.example.com",
+        ));
+        return;
+    };
+    let header = match auth.header_for_url(&base).await {
+        Ok(Some(header)) => {
+            checks.push(Check::pass(
+                "host allowed",
+                format!(
+                    "{} may receive the credential",
+                    base.host_str().unwrap_or_default()
+                ),
+            ));
+            header
+        }
+        Ok(None) => {
+            checks.push(Check::fail(
+                "host allowed",
+                format!(
+                    "{} is not in the allowlist ({})",
+                    base.host_str().unwrap_or_default(),
+                    auth.config().allowlist
+                ),
+                "add the host to MLFLOW_SECRETS_ALLOWED_HOSTS",
+            ));
+            return;
+        }
+        Err(e) => {
+            checks.push(Check::fail("host allowed", e.to_string(), fix_for(&e)));
+            return;
+        }
+    };
+    let api = match base.join("api/2.0/mlflow/experiments/search?max_results=1") {
+        Ok(url) => url,
+        Err(e) => {
+            checks.push(Check::fail(
+                "MLflow API call",
+                e.to_string(),
+                "pass the server's base URL",
+            ));
+            return;
+        }
+    };
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(auth.config().request_timeout)
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            checks.push(Check::fail("MLflow API call", e.to_string(), "report this"));
+            return;
+        }
+    };
+    let start = Instant::now();
+    let with = client
+        .get(api.clone())
+        .header(header.name().as_str(), header.value().expose_secret())
+        .send()
+        .await;
+    let took = start.elapsed();
+    let without = client.get(api.clone()).send().await;
+    let demands = match &without {
+        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => "the server demands auth",
+        Ok(_) => "the server answers without auth too",
+        Err(_) => "unknown whether the server demands auth",
+    };
+    checks.push(match with {
+        Ok(r) if r.status().is_success() => Check::pass(
+            "MLflow API call",
+            format!("GET {} → {} in {}; {demands}", api.path(), r.status().as_u16(), ms(took)),
+        ),
+        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => Check::fail(
+            "MLflow API call",
+            format!("GET {} → {} with the credential; {demands}", api.path(), r.status().as_u16()),
+            "the server refuses this credential: check the stored user/password or token, and the auth mode",
+        ),
+        Ok(r) => Check::fail(
+            "MLflow API call",
+            format!("GET {} → {}", api.path(), r.status().as_u16()),
+            "check that the URL points at an MLflow tracking server",
+        ),
+        Err(e) => Check::fail(
+            "MLflow API call",
+            format!("{}: {e}", api.as_str()),
+            "check that the MLflow server is running and reachable",
+        ),
+    });
+}

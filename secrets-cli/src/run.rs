@@ -1,0 +1,86 @@
+//! `exec` and `header`: hand the credential to another program, only for an
+//! allowed tracking host.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+use mlflow_secrets_auth::secrecy::ExposeSecret;
+use mlflow_secrets_auth::{Credential, SecretsAuth};
+use url::Url;
+
+/// The tracking URL: `--url`, else `MLFLOW_TRACKING_URI`.
+fn tracking_url(url: Option<&str>) -> anyhow::Result<Url> {
+    let text = match url {
+        Some(url) => url.to_owned(),
+        None => std::env::var("MLFLOW_TRACKING_URI").context(
+            "set MLFLOW_TRACKING_URI or pass --url (the MLflow server the credential is for)",
+        )?,
+    };
+    Url::parse(&text).with_context(|| format!("`{text}` is not a URL"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn refuse(url: &Url, auth: &SecretsAuth) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing: host `{}` is not in MLFLOW_SECRETS_ALLOWED_HOSTS ({})",
+        url.host_str().unwrap_or_default(),
+        auth.config().allowlist
+    )
+}
+
+pub fn header(url: Option<&str>) -> anyhow::Result<ExitCode> {
+    let url = tracking_url(url)?;
+    let auth = SecretsAuth::from_env()?;
+    let header = runtime()?
+        .block_on(auth.header_for_url(&url))?
+        .ok_or_else(|| refuse(&url, &auth))?;
+    println!("{}: {}", header.name(), header.value().expose_secret());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<ExitCode> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given after `--`");
+    };
+    let tracking = tracking_url(url)?;
+    let auth = SecretsAuth::from_env()?;
+    let credential = runtime()?
+        .block_on(auth.credential_for_url(&tracking))?
+        .ok_or_else(|| refuse(&tracking, &auth))?;
+    let mut child = Command::new(program);
+    child.args(args);
+    for name in [
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ] {
+        child.env_remove(name);
+    }
+    match &credential {
+        Credential::Token(token) => {
+            child.env("MLFLOW_TRACKING_TOKEN", token.expose_secret());
+        }
+        Credential::UserPassword { username, password } => {
+            child
+                .env("MLFLOW_TRACKING_USERNAME", username.expose_secret())
+                .env("MLFLOW_TRACKING_PASSWORD", password.expose_secret());
+        }
+    }
+    if url.is_some() {
+        child.env("MLFLOW_TRACKING_URI", tracking.as_str());
+    }
+    // Replaces this process: exit code and signals are the command's own.
+    let error = child.exec();
+    eprintln!(
+        "mlflow-secrets-auth: cannot run `{}`: {error}",
+        program.to_string_lossy()
+    );
+    Ok(ExitCode::from(127))
+}

@@ -1,0 +1,255 @@
+//! The `mlflow-secrets-auth` binary, run as a person or a script would, with
+//! only the variables each test sets: exit codes, what is printed, what is
+//! never printed, `exec` with a real MLflow server and the Python client.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
+use secrets_testkit::net::closed_port;
+use serde_json::Value;
+
+const PASSWORD: &str = "pw-cli-test-4f1e9a";
+
+fn cli(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mlflow-secrets-auth"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(vars.iter().copied())
+        .args(args)
+        .output()
+        .expect("run the CLI")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A file holding a username/password secret, and the variables using it.
+fn file_secret(dir: &Path, user: &str, password: &str) -> String {
+    let path = dir.join("secret.json");
+    std::fs::write(
+        &path,
+        format!(r#"{{"username": "{user}", "password": "{password}"}}"#),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn file_vars<'a>(path: &'a str, hosts: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+        ("MLFLOW_SECRETS_FILE_PATH", path),
+        ("MLFLOW_FILE_AUTH_MODE", "basic"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", hosts),
+    ]
+}
+
+#[test]
+fn info_with_nothing_configured_exits_1_and_says_what_to_set() {
+    let output = cli(&[], &["info"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("MLFLOW_SECRETS_AUTH_ENABLE"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn info_json_describes_the_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let mut vars = file_vars(&path, "mlflow.example.com");
+    vars.push(("MLFLOW_SECRETS_AUTH_ENABLE", "file,vault"));
+    let output = cli(&vars, &["info", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let info: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let providers = info["providers"].as_array().unwrap();
+    let file = providers.iter().find(|p| p["name"] == "file").unwrap();
+    assert_eq!(file["configured"], true);
+    assert_eq!(file["auth_mode"], "basic");
+    assert_eq!(file["description"]["path"], path.as_str());
+    let vault = providers.iter().find(|p| p["name"] == "vault").unwrap();
+    assert_eq!(vault["configured"], false);
+    assert!(vault["problem"].as_str().unwrap().contains("VAULT_ADDR"));
+    assert_eq!(info["allowed_hosts"][0], "mlflow.example.com");
+    assert_eq!(info["header"], "Authorization");
+    assert!(!stdout(&output).contains(PASSWORD));
+
+    let human = cli(&vars, &["info"]);
+    assert_eq!(human.status.code(), Some(0));
+    assert!(!stdout(&human).contains(PASSWORD));
+    assert!(stdout(&human).contains("basic mode"), "{}", stdout(&human));
+}
+
+#[test]
+fn header_prints_for_an_allowed_host_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let vars = file_vars(&path, "mlflow.example.com");
+    let output = cli(&vars, &["header", "--url", "https://mlflow.example.com/"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "Authorization: Basic YWxpY2U6cHctY2xpLXRlc3QtNGYxZTlh\n"
+    );
+
+    let refused = cli(&vars, &["header", "--url", "https://evil.example.com/"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("not in MLFLOW_SECRETS_ALLOWED_HOSTS"));
+    assert!(stdout(&refused).is_empty());
+}
+
+#[test]
+fn exec_passes_the_credential_and_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let mut vars = file_vars(&path, "127.0.0.1");
+    vars.push(("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"));
+    let output = cli(
+        &vars,
+        &[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$MLFLOW_TRACKING_USERNAME:$MLFLOW_TRACKING_PASSWORD:${MLFLOW_TRACKING_TOKEN:-none}\"; exit 7",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(7));
+    assert_eq!(stdout(&output), format!("alice:{PASSWORD}:none\n"));
+}
+
+#[test]
+fn exec_refuses_a_disallowed_host_and_does_not_run_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let marker = dir.path().join("ran");
+    let vars = file_vars(&path, "127.0.0.1");
+    let output = cli(
+        &vars,
+        &[
+            "exec",
+            "--url",
+            "https://127.0.0.1@evil.example.com/",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("refusing"), "{}", stderr(&output));
+    assert!(!marker.exists(), "the command must not run");
+}
+
+#[test]
+fn doctor_reports_a_down_backend_with_a_fix() {
+    let addr = format!("http://{}", closed_port());
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+        ("VAULT_ADDR", addr.as_str()),
+        ("VAULT_TOKEN", "root-token-should-not-print"),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+        ("MLFLOW_SECRETS_MAX_RETRIES", "0"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    let output = cli(&vars, &["doctor"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("fetch and parse secret"), "{text}");
+    assert!(
+        text.contains("fix: check that the backend is running"),
+        "{text}"
+    );
+    assert!(!text.contains("root-token-should-not-print"));
+
+    let json = cli(&vars, &["doctor", "--json"]);
+    let report: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(report["passed"], false);
+    let failed = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ok"] == false)
+        .unwrap();
+    assert_eq!(failed["check"], "fetch and parse secret");
+}
+
+#[test]
+fn doctor_dry_run_against_a_real_mlflow_server() {
+    let Some(mlflow) = MlflowServer::shared("doctor") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let good = file_secret(dir.path(), ADMIN_USER, mlflow.admin_password());
+    let output = cli(
+        &file_vars(&good, "127.0.0.1"),
+        &["doctor", "--dry-run", &mlflow.url()],
+    );
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
+    assert!(text.contains("→ 200"), "{text}");
+    assert!(text.contains("the server demands auth"), "{text}");
+    assert!(!text.contains(mlflow.admin_password()));
+
+    let wrong_dir = tempfile::tempdir().unwrap();
+    let wrong = file_secret(wrong_dir.path(), ADMIN_USER, "not-the-password-1");
+    let output = cli(
+        &file_vars(&wrong, "127.0.0.1"),
+        &["doctor", "--dry-run", &mlflow.url()],
+    );
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("→ 401"), "{text}");
+    assert!(
+        text.contains("fix: the server refuses this credential"),
+        "{text}"
+    );
+
+    let refused = cli(
+        &file_vars(&good, "mlflow.example.com"),
+        &["doctor", "--dry-run", &mlflow.url()],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("add the host to MLFLOW_SECRETS_ALLOWED_HOSTS"));
+}
+
+#[test]
+fn exec_runs_the_python_mlflow_client_with_only_the_env_it_sets() {
+    let Some(mlflow) = MlflowServer::shared("exec_python") else {
+        return;
+    };
+    let python = secrets_testkit::venv_dir().join("bin/python");
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), ADMIN_USER, mlflow.admin_password());
+    let script = "import mlflow\n\
+                  mlflow.set_experiment('cli-exec')\n\
+                  with mlflow.start_run() as run:\n    mlflow.log_metric('accuracy', 0.75)\n\
+                  print(mlflow.get_run(run.info.run_id).data.metrics['accuracy'])";
+    let url = mlflow.url();
+    let output = cli(
+        &file_vars(&path, "127.0.0.1"),
+        &[
+            "exec",
+            "--url",
+            &url,
+            "--",
+            python.to_str().unwrap(),
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output).trim().lines().last(), Some("0.75"));
+}
