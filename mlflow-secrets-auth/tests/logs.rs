@@ -9,32 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use mlflow_secrets_auth::{
-    AuthMode, Config, HostAllowlist, LogLevel, ProviderSettings, SecretsAuth,
-};
+use mlflow_secrets_auth::{AuthMode, LogLevel, ProviderSettings, SecretsAuth};
 use secrets_cache::ManualClock;
 
 #[allow(dead_code)]
 mod common;
-use common::backend;
-
-const URL: &str = "https://mlflow.example.com/api/2.0/mlflow/experiments/search";
-
-fn settings(ttl: u64) -> ProviderSettings {
-    ProviderSettings {
-        auth_mode: AuthMode::Bearer,
-        ttl: Duration::from_secs(ttl),
-    }
-}
-
-fn config() -> Config {
-    let mut config = Config::default();
-    config.allowlist = HostAllowlist::parse("mlflow.example.com").unwrap();
-    config.max_retries = 1;
-    config.base_delay = Duration::from_millis(20);
-    config.request_timeout = Duration::from_secs(1);
-    config
-}
+use common::{URL, backend, config, settings};
 
 /// Collects everything the subscriber writes.
 #[derive(Clone, Default)]

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlflow_secrets_auth::{
-    AuthMode, Config, ErrorKind, FileProvider, HostAllowlist, ProviderSettings, SecretsAuth,
-    secrecy::ExposeSecret, worst_case_fetch_time,
+    ErrorKind, FileProvider, SecretsAuth, secrecy::ExposeSecret, worst_case_fetch_time,
 };
 use secrets_aws::AwsSecretsManagerProvider;
 use secrets_cache::ManualClock;
@@ -17,30 +16,9 @@ use secrets_testkit::net::Blackhole;
 
 #[allow(dead_code)]
 mod common;
-use common::backend;
+use common::{URL, backend, config, settings};
 
 const TOKEN: &str = "tok-request-path-5f2a9c";
-
-fn settings(ttl: u64) -> ProviderSettings {
-    ProviderSettings {
-        auth_mode: AuthMode::Bearer,
-        ttl: Duration::from_secs(ttl),
-    }
-}
-
-/// Fast retries for tests: 1 retry, 20 ms backoff, 1 s per attempt.
-fn config() -> Config {
-    let mut config = Config::default();
-    config.allowlist = HostAllowlist::parse("mlflow.example.com").unwrap();
-    config.max_retries = 1;
-    config.base_delay = Duration::from_millis(20);
-    config.max_delay = Duration::from_millis(100);
-    config.request_timeout = Duration::from_secs(1);
-    config.fetch_deadline = Duration::from_secs(5);
-    config
-}
-
-const URL: &str = "https://mlflow.example.com/api/2.0/mlflow/experiments/search";
 
 fn value_of(header: &mlflow_secrets_auth::AuthHeader) -> String {
     header.value().expose_secret().to_owned()

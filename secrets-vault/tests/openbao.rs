@@ -19,6 +19,11 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// Fetches and parses through `vault`, which must succeed.
+async fn read(vault: &VaultProvider) -> Credential {
+    vault.fetch().await.unwrap().credential().unwrap()
+}
+
 fn token(text: &str) -> Credential {
     Credential::Token(text.into())
 }
@@ -259,10 +264,7 @@ async fn approle_reader(store: &KvStore, value: &str, ttl: &str) -> VaultProvide
     store.write("mlflow/auth", &format!(r#"{{"token": "{value}"}}"#));
     let (role_id, secret_id) = approle(&store.bao, "secret/data/mlflow/auth", ttl);
     let vault = approle_provider(&store.bao, "secret/mlflow/auth", &role_id, &secret_id);
-    assert_eq!(
-        vault.fetch().await.unwrap().credential().unwrap(),
-        token(value)
-    );
+    assert_eq!(read(&vault).await, token(value));
     vault
 }
 
@@ -292,10 +294,7 @@ async fn approle_logs_in_again_after_its_token_is_revoked() {
         }
     }
     assert_eq!(revoked, 1, "the provider's token was revoked");
-    assert_eq!(
-        vault.fetch().await.unwrap().credential().unwrap(),
-        token("tok-relogin")
-    );
+    assert_eq!(read(&vault).await, token("tok-relogin"));
 }
 
 #[tokio::test]
@@ -306,10 +305,7 @@ async fn approle_logs_in_again_when_its_token_expires() {
     let vault = approle_reader(&store, "tok-expiry", "1s").await;
     // The 1 s token expires (renewal is due after 0.8 s).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        vault.fetch().await.unwrap().credential().unwrap(),
-        token("tok-expiry")
-    );
+    assert_eq!(read(&vault).await, token("tok-expiry"));
 }
 
 #[tokio::test]
@@ -332,11 +328,7 @@ async fn without_the_mounts_endpoint_kv2_and_kv1_are_found_by_trying() {
     ));
     for (path, expected, version) in [("secret/fb", "tok-fb2", 2), ("kv1/fb", "tok-fb1", 1)] {
         let vault = provider(&proxy.url(), path).build().unwrap();
-        assert_eq!(
-            vault.fetch().await.unwrap().credential().unwrap(),
-            token(expected),
-            "{path}"
-        );
+        assert_eq!(read(&vault).await, token(expected), "{path}");
         assert_eq!(vault.kv_mount().map(|m| m.version), Some(version), "{path}");
         // Remembered: the next fetch reads directly.
         let before = proxy.answered();
@@ -370,10 +362,7 @@ async fn namespaces_are_honoured() {
         vault.cache_key(),
         format!("vault:{}:team-a:kv/mlflow", bao.url())
     );
-    assert_eq!(
-        vault.fetch().await.unwrap().credential().unwrap(),
-        token("tok-ns")
-    );
+    assert_eq!(read(&vault).await, token("tok-ns"));
     let outside = provider(&bao.url(), "kv/mlflow").build().unwrap();
     assert!(
         outside.fetch().await.is_err(),

@@ -3,9 +3,33 @@
 
 use std::time::Duration;
 
+use mlflow_secrets_auth::{AuthMode, Config, HostAllowlist, ProviderSettings};
 use secrets_aws::AwsSecretsManagerProvider;
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
+
+/// The URL the tests ask a header for (its host is allowed by [`config`]).
+pub const URL: &str = "https://mlflow.example.com/api/2.0/mlflow/experiments/search";
+
+/// Bearer mode with a TTL in seconds.
+pub fn settings(ttl: u64) -> ProviderSettings {
+    ProviderSettings {
+        auth_mode: AuthMode::Bearer,
+        ttl: Duration::from_secs(ttl),
+    }
+}
+
+/// Fast retries for tests: 1 retry, 20 ms backoff, 1 s per attempt, 5 s per fetch.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.allowlist = HostAllowlist::parse("mlflow.example.com").unwrap();
+    config.max_retries = 1;
+    config.base_delay = Duration::from_millis(20);
+    config.max_delay = Duration::from_millis(100);
+    config.request_timeout = Duration::from_secs(1);
+    config.fetch_deadline = Duration::from_secs(5);
+    config
+}
 
 pub struct Backend {
     pub moto: MotoServer,
