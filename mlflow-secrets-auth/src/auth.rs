@@ -270,6 +270,12 @@ impl SecretsAuth {
         Ok(self.current().await?.header.clone())
     }
 
+    /// The credential, whatever the destination: for diagnostics (`doctor`)
+    /// only, like [`Self::header_unchecked`].
+    pub async fn credential_unchecked(&self) -> Result<Credential> {
+        Ok(self.current().await?.credential.clone())
+    }
+
     /// The current credential's header, from the cache or the chain.
     async fn current(&self) -> Result<Arc<Served>> {
         let inner = Arc::clone(&self.inner);

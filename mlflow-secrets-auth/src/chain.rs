@@ -185,7 +185,10 @@ impl Chain {
                         error = %secrets_core::redact(&error.to_string()),
                         "provider failed transiently; trying the next one"
                     );
-                    failures.push(error.to_string());
+                    if self.links.len() == 1 {
+                        return Err(error);
+                    }
+                    failures.push(format!("{name}: {}", error.message()));
                     if index + 1 == self.links.len() {
                         let kind = error.kind();
                         return Err(SecretError::new(

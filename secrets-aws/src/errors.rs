@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::http::HttpResponse;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-use secrets_core::{ErrorKind, SecretError};
+use secrets_core::{ErrorKind, SecretError, source_chain};
 
 /// Error codes that mean our identity was refused.
 const DENIED: &[&str] = &[
@@ -31,12 +31,15 @@ const THROTTLED: &[&str] = &[
     "LimitExceededException",
 ];
 
-/// Maps the error of a `GetSecretValue` call on `secret_id`.
+/// Maps the error of a `GetSecretValue` call on `secret_id`, sent to
+/// `endpoint` (`None`: the SDK's regional endpoint).
 pub(crate) fn map(
     error: SdkError<GetSecretValueError, HttpResponse>,
     secret_id: &str,
+    endpoint: Option<&str>,
 ) -> SecretError {
-    let context = DisplayErrorContext(&error).to_string();
+    let context = source_chain(&error);
+    let at = endpoint.map_or_else(|| "its regional endpoint".to_owned(), |e| format!("`{e}`"));
     match &error {
         SdkError::ServiceError(service) => {
             let (err, raw) = (service.err(), service.raw());
@@ -60,15 +63,15 @@ pub(crate) fn map(
         }
         SdkError::TimeoutError(_) => SecretError::new(
             ErrorKind::Timeout,
-            format!("AWS Secrets Manager did not answer in time: {context}"),
+            format!("AWS Secrets Manager at {at} did not answer in time: {context}"),
         ),
         SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => SecretError::new(
             ErrorKind::Timeout,
-            format!("AWS Secrets Manager did not answer in time: {context}"),
+            format!("AWS Secrets Manager at {at} did not answer in time: {context}"),
         ),
         SdkError::DispatchFailure(dispatch) if dispatch.is_io() => SecretError::new(
             ErrorKind::Transient,
-            format!("cannot reach AWS Secrets Manager: {context}"),
+            format!("cannot reach AWS Secrets Manager at {at}: {context}"),
         ),
         SdkError::DispatchFailure(_) if context.contains("credentials") => SecretError::new(
             ErrorKind::PermissionDenied,
@@ -127,7 +130,7 @@ mod tests {
                 .insert(name.to_string(), value.to_string());
         }
         let err = GetSecretValueError::generic(meta);
-        map(SdkError::service_error(err, raw), "prod/mlflow")
+        map(SdkError::service_error(err, raw), "prod/mlflow", None)
     }
 
     #[test]

@@ -315,10 +315,9 @@ impl SecretProvider for AwsSecretsManagerProvider {
             Some(SecretVersion::Stage(stage)) => request.version_stage(stage),
             Some(SecretVersion::Id(id)) => request.version_id(id),
         };
-        let output = request
-            .send()
-            .await
-            .map_err(|e| errors::map(e, &self.secret_id).with_provider(NAME))?;
+        let output = request.send().await.map_err(|e| {
+            errors::map(e, &self.secret_id, self.endpoint_url.as_deref()).with_provider(NAME)
+        })?;
         let text = match (output.secret_string, output.secret_binary) {
             (Some(text), _) => text,
             (None, Some(binary)) => String::from_utf8(binary.into_inner()).map_err(|_| {

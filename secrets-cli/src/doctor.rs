@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{ErrorKind, SecretError, SecretsAuth};
+use mlflow_secrets_auth::{Credential, ErrorKind, SecretError, SecretsAuth, mask, source_chain};
 use serde_json::json;
 use url::Url;
 
@@ -46,13 +46,38 @@ fn fix_for(error: &SecretError) -> String {
             "check the identity used (token, role, keys) and its access policy".to_owned()
         }
         ErrorKind::InvalidSecret => {
-            "store the secret as {\"token\": ...} or {\"username\": ..., \"password\": ...}"
+            "store the secret as {\"token\": ...} or {\"username\": ..., \"password\": ...}, in the form the auth mode wants"
                 .to_owned()
         }
         ErrorKind::Rejected => {
             "the backend refuses to serve this secret; see its message".to_owned()
         }
-        _ => "check that the backend is running and reachable from here".to_owned(),
+        ErrorKind::Throttled => "the backend is rate-limiting this client; retry later".to_owned(),
+        ErrorKind::CircuitOpen => {
+            "the backend failed repeatedly; wait for the breaker to close".to_owned()
+        }
+        _ => "check that the backend is running and reachable at the address above".to_owned(),
+    }
+}
+
+/// Whether the backend answered (the secret is missing, malformed or
+/// refused) rather than being unreachable or refusing the identity.
+fn answered(error: &SecretError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::NotFound | ErrorKind::InvalidSecret | ErrorKind::Rejected
+    )
+}
+
+/// The credential's fields, values masked.
+fn fields(credential: &Credential) -> String {
+    match credential {
+        Credential::Token(token) => format!("token {}", mask(token.expose_secret())),
+        Credential::UserPassword { username, password } => format!(
+            "username {}, password {}",
+            mask(username.expose_secret()),
+            mask(password.expose_secret())
+        ),
     }
 }
 
@@ -152,21 +177,32 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
     });
 
     let start = Instant::now();
-    let served = match auth.warm().await {
-        Ok(provider) => provider,
+    let warmed = auth.warm().await;
+    let took = ms(start.elapsed());
+    let providers = configured.join(", ");
+    match &warmed {
+        Ok(served) => checks.push(Check::pass(
+            "backend reachable",
+            format!("{served} answered in {took}"),
+        )),
+        // The backend answered, but not with a usable secret: reachability
+        // and auth are fine, the next check says what is wrong.
+        Err(e) if answered(e) => checks.push(Check::pass(
+            "backend reachable",
+            format!("{providers} answered in {took}"),
+        )),
         Err(e) => {
-            checks.push(Check::fail(
-                "fetch and parse secret",
-                e.to_string(),
-                fix_for(&e),
-            ));
+            checks.push(Check::fail("backend reachable", e.to_string(), fix_for(e)));
             return checks;
         }
-    };
-    checks.push(Check::pass(
-        "fetch and parse secret",
-        format!("served by {served} in {}", ms(start.elapsed())),
-    ));
+    }
+    match auth.credential_unchecked().await {
+        Ok(credential) => checks.push(Check::pass("secret parsed", fields(&credential))),
+        Err(e) => {
+            checks.push(Check::fail("secret parsed", e.to_string(), fix_for(&e)));
+            return checks;
+        }
+    }
     match auth.header_unchecked().await {
         Ok(header) => checks.push(Check::pass("build header", header.to_string())),
         Err(e) => {
@@ -208,12 +244,15 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
     };
     let header = match auth.header_for_url(&base).await {
         Ok(Some(header)) => {
+            let host = base.host_str().unwrap_or_default();
+            let plain = if base.scheme() == "http" && !is_loopback(&base) {
+                " (warning: plain http, the credential travels unencrypted; MLFLOW_SECRETS_REQUIRE_TLS=true refuses this)"
+            } else {
+                ""
+            };
             checks.push(Check::pass(
                 "host allowed",
-                format!(
-                    "{} may receive the credential",
-                    base.host_str().unwrap_or_default()
-                ),
+                format!("{host} may receive the credential{plain}"),
             ));
             header
         }
@@ -286,8 +325,17 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
         ),
         Err(e) => Check::fail(
             "MLflow API call",
-            format!("{}: {e}", api.as_str()),
+            format!("GET {}: {}", api.as_str(), source_chain(&e)),
             "check that the MLflow server is running and reachable",
         ),
     });
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }

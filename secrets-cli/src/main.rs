@@ -13,7 +13,8 @@ mod run;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use mlflow_secrets_auth::{LogLevel, init_logging};
 
 /// Fetch the MLflow credential from a secret manager, check the chain, and run
@@ -63,6 +64,12 @@ enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Print a shell completion script (e.g. `mlflow-secrets-auth completions bash
+    /// > /etc/bash_completion.d/mlflow-secrets-auth`).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +87,15 @@ fn main() -> ExitCode {
         Command::Doctor { dry_run, json } => doctor::run(dry_run.as_deref(), json),
         Command::Exec { url, command } => run::exec(url.as_deref(), &command),
         Command::Header { url } => run::header(url.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mlflow-secrets-auth",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -180,6 +180,21 @@ impl fmt::Display for SecretError {
 /// The result type of this crate and of the provider crates.
 pub type Result<T, E = SecretError> = std::result::Result<T, E>;
 
+/// An error and its sources as one line, `outer: inner: innermost`, each
+/// message once (many errors repeat their source's text in their own).
+pub fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(current) = next {
+        let text = current.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = current.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

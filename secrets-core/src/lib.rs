@@ -32,7 +32,7 @@ mod redact;
 pub use allowlist::{HostAllowlist, InvalidHostPattern};
 pub use credential::{Credential, MAX_SECRET_BYTES};
 pub use env::{Env, EnvSource, ProcessEnv, parse_bool};
-pub use error::{ErrorKind, Result, SecretError};
+pub use error::{ErrorKind, Result, SecretError, source_chain};
 pub use file::FileProvider;
 pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
 pub use provider::{

@@ -2,11 +2,12 @@
 //! only the variables each test sets: exit codes, what is printed, what is
 //! never printed, `exec` with a real MLflow server and the Python client.
 
+mod golden;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
-use secrets_testkit::net::closed_port;
 use serde_json::Value;
 
 const PASSWORD: &str = "pw-cli-test-4f1e9a";
@@ -148,78 +149,6 @@ fn exec_refuses_a_disallowed_host_and_does_not_run_the_command() {
 }
 
 #[test]
-fn doctor_reports_a_down_backend_with_a_fix() {
-    let addr = format!("http://{}", closed_port());
-    let vars = [
-        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
-        ("VAULT_ADDR", addr.as_str()),
-        ("VAULT_TOKEN", "root-token-should-not-print"),
-        ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
-        ("MLFLOW_SECRETS_MAX_RETRIES", "0"),
-        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
-    ];
-    let output = cli(&vars, &["doctor"]);
-    assert_eq!(output.status.code(), Some(1));
-    let text = stdout(&output);
-    assert!(text.contains("fetch and parse secret"), "{text}");
-    assert!(
-        text.contains("fix: check that the backend is running"),
-        "{text}"
-    );
-    assert!(!text.contains("root-token-should-not-print"));
-
-    let json = cli(&vars, &["doctor", "--json"]);
-    let report: Value = serde_json::from_str(&stdout(&json)).unwrap();
-    assert_eq!(report["passed"], false);
-    let failed = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["ok"] == false)
-        .unwrap();
-    assert_eq!(failed["check"], "fetch and parse secret");
-}
-
-#[test]
-fn doctor_dry_run_against_a_real_mlflow_server() {
-    let Some(mlflow) = MlflowServer::shared("doctor") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let good = file_secret(dir.path(), ADMIN_USER, mlflow.admin_password());
-    let output = cli(
-        &file_vars(&good, "127.0.0.1"),
-        &["doctor", "--dry-run", &mlflow.url()],
-    );
-    let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
-    assert!(text.contains("→ 200"), "{text}");
-    assert!(text.contains("the server demands auth"), "{text}");
-    assert!(!text.contains(mlflow.admin_password()));
-
-    let wrong_dir = tempfile::tempdir().unwrap();
-    let wrong = file_secret(wrong_dir.path(), ADMIN_USER, "not-the-password-1");
-    let output = cli(
-        &file_vars(&wrong, "127.0.0.1"),
-        &["doctor", "--dry-run", &mlflow.url()],
-    );
-    let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(text.contains("→ 401"), "{text}");
-    assert!(
-        text.contains("fix: the server refuses this credential"),
-        "{text}"
-    );
-
-    let refused = cli(
-        &file_vars(&good, "mlflow.example.com"),
-        &["doctor", "--dry-run", &mlflow.url()],
-    );
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(stdout(&refused).contains("add the host to MLFLOW_SECRETS_ALLOWED_HOSTS"));
-}
-
-#[test]
 fn exec_runs_the_python_mlflow_client_with_only_the_env_it_sets() {
     let Some(mlflow) = MlflowServer::shared("exec_python") else {
         return;
@@ -252,4 +181,58 @@ fn exec_runs_the_python_mlflow_client_with_only_the_env_it_sets() {
         stderr(&output)
     );
     assert_eq!(stdout(&output).trim().lines().last(), Some("0.75"));
+}
+
+#[test]
+fn completions_are_valid_scripts_naming_every_command() {
+    let output = cli(&[], &["completions", "bash"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let script = stdout(&output);
+    for command in [
+        "info",
+        "doctor",
+        "exec",
+        "header",
+        "completions",
+        "--dry-run",
+    ] {
+        assert!(script.contains(command), "bash completion lacks {command}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("completion.bash");
+    std::fs::write(&path, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(syntax.status.success(), "{}", stderr(&syntax));
+
+    for shell in ["zsh", "fish"] {
+        let output = cli(&[], &["completions", shell]);
+        assert_eq!(output.status.code(), Some(0));
+        assert!(stdout(&output).contains("doctor"));
+    }
+    let unknown = cli(&[], &["completions", "tcsh"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("possible values"));
+}
+
+#[test]
+fn version_and_usage_errors() {
+    let output = cli(&[], &["--version"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stdout(&output),
+        format!("mlflow-secrets-auth {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let output = cli(&[], &["exec"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a missing command is a usage error"
+    );
+    let output = cli(&[], &["--log-level", "loud", "info"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--log-level"),
+        "{}",
+        stderr(&output)
+    );
 }
