@@ -5,7 +5,9 @@
 //!   feature matrix.
 //! - `test-env`: installs the servers backend tests start (moto, ...) into
 //!   `.venv/`, from pinned versions; does nothing when they are up to date.
-//! - `demo`: the end-to-end demo of the README.
+//! - `demo`: the end-to-end demo of the README: real MLflow and secrets
+//!   servers on loopback, `doctor`, the `log_run` example and `exec` of
+//!   MLflow's Python client.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -158,15 +160,24 @@ fn ci() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
+    test_env()?;
     run(
-        "demo: file provider end to end",
+        "demo: build the command line and the `log_run` example",
         cargo().args([
-            "run",
+            "build",
             "--quiet",
+            "-p",
+            "secrets-cli",
+            "--bin",
+            "mlflow-secrets-auth",
             "-p",
             "mlflow-secrets-auth",
             "--example",
-            "demo",
+            "log_run",
         ]),
+    )?;
+    run(
+        "demo: MLflow and a secrets backend on loopback, end to end",
+        cargo().args(["run", "--quiet", "-p", "secrets-cli", "--example", "demo"]),
     )
 }
