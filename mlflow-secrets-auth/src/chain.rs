@@ -41,6 +41,10 @@ fn build(kind: ProviderKind, env: &Env<'_>) -> Result<Arc<dyn SecretProvider>> {
         ProviderKind::AwsSecretsManager => Ok(Arc::new(
             secrets_aws::AwsSecretsManagerProvider::from_env(env)?,
         )),
+        #[cfg(feature = "azure")]
+        ProviderKind::AzureKeyVault => Ok(Arc::new(
+            secrets_azure::AzureKeyVaultProvider::from_env(env)?,
+        )),
         #[allow(unreachable_patterns)]
         other => Err(SecretError::config(
             "MLFLOW_SECRETS_AUTH_ENABLE",
@@ -68,7 +72,7 @@ pub(crate) fn compiled_in(kind: ProviderKind) -> bool {
         ProviderKind::File => true,
         ProviderKind::Vault => cfg!(feature = "vault"),
         ProviderKind::AwsSecretsManager => cfg!(feature = "aws"),
-        ProviderKind::AzureKeyVault => false,
+        ProviderKind::AzureKeyVault => cfg!(feature = "azure"),
     }
 }
 

@@ -12,10 +12,13 @@
 //! - [`fault`]: a proxy in front of a real server that answers chosen
 //!   requests with errors;
 //! - [`net`]: a minimal HTTP client, a listener that never answers, a closed port;
+//! - [`azure`]: an HTTPS double of Azure Key Vault and Entra ID (no Key
+//!   Vault runs outside Azure), checked by Microsoft's Python clients;
 //! - [`conformance`]: the cases every provider passes against its real server.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod azure;
 pub mod binaries;
 pub mod capture;
 pub mod conformance;
