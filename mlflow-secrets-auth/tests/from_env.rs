@@ -98,3 +98,42 @@ fn malformed_variables_fail_construction_with_their_name() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_azure_vault_fails_over_to_the_next_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir);
+    let closed = format!("https://{}", secrets_testkit::net::closed_port());
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "azure-key-vault,file"),
+        ("AZURE_KEY_VAULT_URL", closed.as_str()),
+        ("MLFLOW_AZURE_SECRET_NAME", "mlflow-cred"),
+        ("AZURE_TENANT_ID", "tenant-1"),
+        ("AZURE_CLIENT_ID", "client-1"),
+        ("AZURE_CLIENT_SECRET", "azure-secret-never-shown"),
+        // Even a token request could only go to loopback.
+        ("AZURE_AUTHORITY_HOST", closed.as_str()),
+        ("MLFLOW_SECRETS_FILE_PATH", file.as_str()),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow.example.com"),
+        ("MLFLOW_SECRETS_MAX_RETRIES", "0"),
+    ];
+    let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
+    let status = auth.status();
+    let azure = status.iter().find(|s| s.name == "azure-key-vault").unwrap();
+    assert!(azure.configured, "{azure:?}");
+    let described = azure.description.as_ref().unwrap().to_string();
+    assert!(
+        described.contains("credential=client secret (tenant tenant-1, client client-1)"),
+        "{described}"
+    );
+    assert!(!described.contains("azure-secret-never-shown"));
+
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(header.value().expose_secret(), "Bearer tok-from-env");
+    let azure = auth
+        .status()
+        .into_iter()
+        .find(|s| s.name == "azure-key-vault")
+        .unwrap();
+    assert_eq!(azure.last_error, Some(ErrorKind::Transient));
+}

@@ -25,7 +25,11 @@ pub const USER: &str = "golden-user";
 pub const PASSWORD: &str = "golden-password-7c1d";
 
 /// Variables whose values are secrets: shown as `***` in transcripts.
-const SECRET_VARS: &[&str] = &["VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY"];
+const SECRET_VARS: &[&str] = &[
+    "VAULT_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AZURE_CLIENT_SECRET",
+];
 
 /// The shared MLflow server, with [`USER`] created once.
 pub fn mlflow() -> Option<&'static MlflowServer> {
@@ -82,6 +86,15 @@ impl Case {
             vec!["info".to_owned(), "--json".to_owned()],
             doctor,
             doctor_json,
+        ]);
+        self
+    }
+
+    /// Adds `info` and `info --json` only (no network).
+    pub fn info(mut self) -> Self {
+        self.commands.extend([
+            vec!["info".to_owned()],
+            vec!["info".to_owned(), "--json".to_owned()],
         ]);
         self
     }
@@ -332,4 +345,21 @@ fn credential_refused_by_mlflow() {
         .info_and_doctor(Some(&mlflow.url()))
         .check();
     assert_eq!(codes, [Some(0), Some(0), Some(1), Some(1)]);
+}
+
+#[test]
+fn azure_configured() {
+    // `info` only: no network, so a real vault name is safe here.
+    let codes = Case::new("azure-configured")
+        .var("MLFLOW_SECRETS_AUTH_ENABLE", "azure-key-vault")
+        .var("AZURE_KEY_VAULT_URL", "https://mlflow-prod.vault.azure.net")
+        .var("MLFLOW_AZURE_SECRET_NAME", "mlflow-credential")
+        .var("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+        .var("AZURE_CLIENT_ID", "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b")
+        .var("AZURE_CLIENT_SECRET", PASSWORD)
+        .var("MLFLOW_AZURE_AUTH_MODE", "bearer")
+        .var("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow.example.com")
+        .info()
+        .check();
+    assert_eq!(codes, [Some(0); 2]);
 }
