@@ -5,6 +5,9 @@
 //!   feature matrix.
 //! - `test-env`: installs the servers backend tests start (moto, ...) into
 //!   `.venv/`, from pinned versions; does nothing when they are up to date.
+//! - `wheel [--release] [--install]`: builds the Python plugin's wheel
+//!   (maturin, from the venv) into `target/wheels/`, and installs it into the
+//!   venv with `--install`.
 //! - `demo`: the end-to-end demo of the README: real MLflow and secrets
 //!   servers on loopback, `doctor`, the `log_run` example and `exec` of
 //!   MLflow's Python client.
@@ -16,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci|test-env|demo>";
+const USAGE: &str = "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|demo>";
 
 /// Provider features of the facade; each must build alone.
 const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
@@ -27,6 +30,14 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("test-env") => test_env(),
         Some("demo") => demo(),
+        Some("wheel") => {
+            let flags: Vec<String> = std::env::args().skip(2).collect();
+            let wheel = wheel(flags.iter().any(|f| f == "--release"))?;
+            if flags.iter().any(|f| f == "--install") {
+                install_wheel(&wheel)?;
+            }
+            Ok(())
+        }
         Some(other) => bail!("unknown task `{other}`\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
@@ -127,6 +138,15 @@ fn ci() -> Result<()> {
             .env("SECRETS_REQUIRE_SERVERS", "1")
             .env("AWS_EC2_METADATA_DISABLED", "true"),
     )?;
+    let wheel = wheel(false)?;
+    install_wheel(&wheel)?;
+    run(
+        "Python plugin tests (pytest, real MLflow and moto)",
+        Command::new(venv().join("bin/python"))
+            .current_dir(root())
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .arg(root().join("mlflow-secrets-auth-py/tests")),
+    )?;
     run(
         "docs",
         cargo()
@@ -157,6 +177,60 @@ fn ci() -> Result<()> {
     )?;
     eprintln!("\nci: all steps passed");
     Ok(())
+}
+
+/// Builds the plugin's wheel with maturin from the venv; returns its path.
+fn wheel(release: bool) -> Result<PathBuf> {
+    test_env()?;
+    let out = root().join("target/wheels");
+    if out.is_dir() {
+        std::fs::remove_dir_all(&out).context("emptying target/wheels")?;
+    }
+    let mut maturin = Command::new(venv().join("bin/maturin"));
+    maturin
+        .current_dir(root())
+        .args([
+            "build",
+            "--quiet",
+            "-m",
+            "mlflow-secrets-auth-py/Cargo.toml",
+            "--out",
+        ])
+        .arg(&out);
+    if release {
+        maturin.arg("--release");
+    }
+    run("wheel: maturin build", &mut maturin)?;
+    let built: Vec<PathBuf> = std::fs::read_dir(&out)
+        .context("reading target/wheels")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    match built.as_slice() {
+        [one] => {
+            eprintln!("wheel: {}", one.display());
+            Ok(one.clone())
+        }
+        _ => bail!("expected one wheel in {}, found {built:?}", out.display()),
+    }
+}
+
+/// Installs (or replaces) the plugin in the venv.
+fn install_wheel(wheel: &Path) -> Result<()> {
+    run(
+        "wheel: install into the venv",
+        Command::new(venv().join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--force-reinstall",
+                "--no-deps",
+            ])
+            .arg(wheel),
+    )
 }
 
 fn demo() -> Result<()> {
