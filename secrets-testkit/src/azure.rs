@@ -40,6 +40,9 @@ pub const CLIENT_SECRET: &str = "azure-client-secret-9Qx~test";
 /// `https://VAULT_HOST:PORT` and resolve it to 127.0.0.1 themselves.
 pub const VAULT_HOST: &str = "mlflow-test.vault.azure.net";
 
+/// The `expires_in` of issued tokens.
+const TOKEN_LIFETIME_SECS: u64 = 3600;
+
 /// How the vault answers secret reads (token requests are always served).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -79,7 +82,6 @@ struct State {
     tokens: HashSet<String>,
     mode: Mode,
     challenge: Challenge,
-    token_lifetime: u64,
 }
 
 #[derive(Debug)]
@@ -126,7 +128,6 @@ impl AzureKeyVault {
                 tokens: HashSet::new(),
                 mode: Mode::Normal,
                 challenge: Challenge::Resource,
-                token_lifetime: 3600,
             }),
             base: format!("https://{addr}"),
             stop: AtomicBool::new(false),
@@ -221,11 +222,6 @@ impl AzureKeyVault {
     /// Sets the challenge's form.
     pub fn set_challenge(&self, challenge: Challenge) {
         self.shared.state().challenge = challenge;
-    }
-
-    /// Sets the `expires_in` of tokens issued from now on.
-    pub fn set_token_lifetime(&self, seconds: u64) {
-        self.shared.state().token_lifetime = seconds;
     }
 
     /// Token requests answered so far (successful or not).
@@ -547,14 +543,13 @@ fn token(tenant: &str, request: &Request, shared: &Shared) -> Reply {
     }
     let n = shared.counter.fetch_add(1, Ordering::Relaxed);
     let access_token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.double-{n}-{}", now());
-    let mut state = shared.state();
-    state.tokens.insert(access_token.clone());
+    shared.state().tokens.insert(access_token.clone());
     Reply::json(
         200,
         json!({
             "token_type": "Bearer",
-            "expires_in": state.token_lifetime,
-            "ext_expires_in": state.token_lifetime,
+            "expires_in": TOKEN_LIFETIME_SECS,
+            "ext_expires_in": TOKEN_LIFETIME_SECS,
             "access_token": access_token,
         }),
     )

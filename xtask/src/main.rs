@@ -97,14 +97,7 @@ fn test_env() -> Result<()> {
     }
     run(
         "test-env: install the test servers",
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
+        pip_install(&python)
             .arg("-r")
             .arg(&requirements)
             .arg("-c")
@@ -219,18 +212,23 @@ fn wheel(release: bool) -> Result<PathBuf> {
 fn install_wheel(wheel: &Path) -> Result<()> {
     run(
         "wheel: install into the venv",
-        Command::new(venv().join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--force-reinstall",
-                "--no-deps",
-            ])
+        pip_install(&venv().join("bin/python"))
+            .args(["--force-reinstall", "--no-deps"])
             .arg(wheel),
     )
+}
+
+/// `python -m pip install --quiet` without pip's version nag.
+fn pip_install(python: &Path) -> Command {
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    pip
 }
 
 fn demo() -> Result<()> {
