@@ -51,10 +51,10 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r#"(?i)(\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*)[^\s"',;&]+"#,
             "${1}***",
         ),
-        // Auth schemes: Bearer …, Basic …
+        // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included).
         rule(
-            r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]+",
-            "${1}${2}***",
+            r"(?i)\b((?:(?:bearer|basic)\s+)+)[A-Za-z0-9._~+/=-]+",
+            "${1}***",
         ),
         // JSON Web Tokens anywhere.
         rule(
@@ -106,6 +106,16 @@ mod tests {
             redact("sent Basic YWxpY2U6cHc= to host"),
             "sent Basic *** to host"
         );
+    }
+
+    #[test]
+    fn a_repeated_scheme_does_not_shield_the_value() {
+        // Found by the `redact` fuzz target.
+        assert_eq!(redact("Basic Bearer abcdefgh"), "Basic Bearer ***");
+        // A value ending like a key (`…Key=`, base64 padding) must be
+        // redacted whole, so a doubled key is not merged into one prefix:
+        // `Token: token: x` keeps `x` (the fuzz target excludes that shape).
+        assert_eq!(redact("password=abcKey= user=bob"), "password=*** user=bob");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
 //!   (maturin, from the venv) into `target/wheels/`, and installs it into the
 //!   venv with `--install`.
+//! - `fuzz [--seconds N]`: runs every cargo-fuzz target (nightly) for N
+//!   seconds each (default 60), from the committed seeds; `ci` runs 20 s each.
 //! - `demo`: the end-to-end demo of the README: real MLflow and secrets
 //!   servers on loopback, `doctor`, the `log_run` example and `exec` of
 //!   MLflow's Python client.
@@ -19,7 +21,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|demo>";
+const USAGE: &str =
+    "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|fuzz [--seconds N]|demo>";
 
 /// Provider features of the facade; each must build alone.
 const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
@@ -30,6 +33,17 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("test-env") => test_env(),
         Some("demo") => demo(),
+        Some("fuzz") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            let seconds = match args.as_slice() {
+                [] => 60,
+                [flag, n] if flag == "--seconds" => n
+                    .parse()
+                    .with_context(|| format!("--seconds takes a number, not `{n}`"))?,
+                _ => bail!("{USAGE}"),
+            };
+            fuzz(seconds)
+        }
         Some("wheel") => {
             let flags: Vec<String> = std::env::args().skip(2).collect();
             let wheel = wheel(flags.iter().any(|f| f == "--release"))?;
@@ -140,6 +154,7 @@ fn ci() -> Result<()> {
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;
+    fuzz(20)?;
     run(
         "docs",
         cargo()
@@ -169,6 +184,74 @@ fn ci() -> Result<()> {
         ]),
     )?;
     eprintln!("\nci: all steps passed");
+    Ok(())
+}
+
+/// The fuzz targets (`fuzz/fuzz_targets/*.rs`).
+const FUZZ_TARGETS: &[&str] = &[
+    "secret_parse",
+    "allowlist",
+    "url_host",
+    "redact",
+    "env_values",
+];
+
+/// The cargo-fuzz release `fuzz` installs into `target/tools`.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Runs each fuzz target for `seconds` from the committed seeds; a crash
+/// fails the task and leaves its input in `target/fuzz-artifacts/`.
+fn fuzz(seconds: u64) -> Result<()> {
+    let tools = root().join("target/tools");
+    let cargo_fuzz = tools.join("bin/cargo-fuzz");
+    let installed = Command::new(&cargo_fuzz)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
+    if !installed {
+        run(
+            "fuzz: install cargo-fuzz",
+            cargo()
+                .args(["install", "--locked", "--quiet", "cargo-fuzz", "--version"])
+                .arg(CARGO_FUZZ_VERSION)
+                .arg("--root")
+                .arg(&tools),
+        )?;
+    }
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nightly {
+        bail!("fuzz: the nightly toolchain is missing (`rustup toolchain install nightly`)");
+    }
+    let path = std::env::join_paths(std::iter::once(tools.join("bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    for target in FUZZ_TARGETS {
+        let corpus = root().join("target/fuzz-corpus").join(target);
+        let artifacts = root().join("target/fuzz-artifacts").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        run(
+            &format!("fuzz: {target} for {seconds} s"),
+            // The rustup proxy, not the stable cargo running this task.
+            Command::new("cargo")
+                .current_dir(root().join("fuzz"))
+                .env_remove("CARGO")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("RUSTC")
+                .env("PATH", &path)
+                .env("CARGO_TARGET_DIR", root().join("target/fuzz"))
+                .args(["+nightly", "fuzz", "run", target])
+                .arg(&corpus)
+                .arg(root().join("fuzz/seeds").join(target))
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}"))
+                .arg(format!("-artifact_prefix={}/", artifacts.display()))
+                .arg("-print_final_stats=0"),
+        )?;
+    }
     Ok(())
 }
 
