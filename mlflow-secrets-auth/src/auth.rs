@@ -2,29 +2,33 @@
 //! header — and its status.
 
 use std::fmt;
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrets_cache::{
     CacheConfig, CacheStats, Clock, EntryMeta, Outcome, SecretCache, StaleGrace, SystemClock,
 };
+use secrets_core::secrecy::ExposeSecret;
 use secrets_core::{
-    AuthHeader, Credential, Env, ErrorKind, ProviderDescription, ProviderSettings, Result,
-    SecretError, SecretProvider,
+    AuthHeader, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription,
+    ProviderSettings, Result, SecretError, SecretProvider, is_loopback,
 };
 use secrets_retry::BreakerState;
-use url::{Host, Url};
+use url::Url;
 
 use crate::chain::{Chain, Served};
 use crate::config::{Config, Warning};
 
 struct Inner {
     config: Config,
+    policy: HopPolicy,
     warnings: Vec<Warning>,
     chain: Chain,
     cache: SecretCache<(), Served, SecretError>,
+    clock: Arc<dyn Clock>,
+    /// The credential last refetched because a server refused it, and when.
+    refetched: Mutex<Option<(AuthHeader, Duration)>>,
     warned_plain_http: AtomicBool,
 }
 
@@ -123,18 +127,6 @@ impl SecretsAuthBuilder {
     }
 }
 
-fn is_loopback(host: Option<Host<&str>>) -> bool {
-    match host {
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(Host::Domain(domain)) => {
-            let domain = domain.trim_end_matches('.');
-            domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
-        }
-        None => false,
-    }
-}
-
 impl SecretsAuth {
     /// Reads every variable from the process environment.
     pub fn from_env() -> Result<Self> {
@@ -178,16 +170,20 @@ impl SecretsAuth {
             .with_stale_grace(grace)
             .with_capacity(16)
             .with_enabled(!config.cache_disabled);
-        let cache = SecretCache::with_clock(cache_config, SecretError::is_transient, clock);
+        let cache =
+            SecretCache::with_clock(cache_config, SecretError::is_transient, Arc::clone(&clock));
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
         Self {
             inner: Arc::new(Inner {
+                policy: HopPolicy::new(config.allowlist.clone(), config.require_tls),
                 config,
                 warnings,
                 chain,
                 cache,
+                clock,
+                refetched: Mutex::new(None),
                 warned_plain_http: AtomicBool::new(false),
             }),
         }
@@ -212,30 +208,100 @@ impl SecretsAuth {
             .collect()
     }
 
-    /// Whether the credential may go to `url`: `Ok(false)` for a host outside
-    /// the allowlist (or no http(s) URL); an error for plain http to a
-    /// non-loopback host under `MLFLOW_SECRETS_REQUIRE_TLS`.
+    /// The hop policy in force (allowlist and TLS rule).
+    pub fn policy(&self) -> &HopPolicy {
+        &self.inner.policy
+    }
+
+    /// Whether the credential may go to `url` as a first request: `Ok(false)`
+    /// for a host outside the allowlist (or no http(s) URL); an error for
+    /// plain http to a non-loopback host under `MLFLOW_SECRETS_REQUIRE_TLS`.
     pub fn permits(&self, url: &Url) -> Result<bool> {
-        if !self.inner.config.allowlist.permits_url(url) {
-            tracing::debug!(host = ?url.host_str(), "host not allowed: no credential attached");
-            return Ok(false);
+        let verdict = self.inner.policy.permits(url)?;
+        Ok(self.judged(url, verdict))
+    }
+
+    /// Logs a verdict (once for plain http) and turns it into a yes/no.
+    fn judged(&self, url: &Url, verdict: std::result::Result<(), secrets_core::Withheld>) -> bool {
+        if let Err(why) = verdict {
+            tracing::debug!(host = ?url.host_str(), %why, "no credential attached");
+            return false;
         }
-        if url.scheme() == "http" && !is_loopback(url.host()) {
-            let host = url.host_str().unwrap_or_default();
-            if self.inner.config.require_tls {
-                return Err(SecretError::config(
-                    "MLFLOW_SECRETS_REQUIRE_TLS",
-                    format!("refusing to send the credential over plain http to {host}"),
-                ));
-            }
-            if !self.inner.warned_plain_http.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    host,
-                    "sending the credential over plain http; set MLFLOW_SECRETS_REQUIRE_TLS=true to refuse"
-                );
-            }
+        if url.scheme() == "http"
+            && !is_loopback(url)
+            && !self.inner.warned_plain_http.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                host = url.host_str().unwrap_or_default(),
+                "sending the credential over plain http; set MLFLOW_SECRETS_REQUIRE_TLS=true to refuse"
+            );
         }
-        Ok(true)
+        true
+    }
+
+    /// One hop of a request chain (see [`HopPolicy::decide`]): what to strip,
+    /// and the header to attach when the hop may have it. `previous` is the
+    /// URL of the hop before, `left_https` what the previous [`Hop`] said.
+    pub async fn hop(
+        &self,
+        previous: Option<&Url>,
+        left_https: bool,
+        next: &Url,
+    ) -> Result<(Hop, Option<AuthHeader>)> {
+        let hop = self.inner.policy.decide(previous, left_https, next)?;
+        if !self.judged(next, hop.verdict) {
+            return Ok((hop, None));
+        }
+        Ok((hop, Some(self.current().await?.header.clone())))
+    }
+
+    /// A server refused `header` (401/403): the header to resend the request
+    /// with, or `None` when resending is pointless.
+    ///
+    /// - When the cache already holds a different credential (another caller
+    ///   refetched), that one is returned without a fetch.
+    /// - Otherwise the credential is refetched — at most once per credential
+    ///   per [`Config::refetch_interval`] — keeping the old value as the
+    ///   stale fallback. When the backend hands back the same credential, the
+    ///   server refuses it for this resource (authorization, not staleness):
+    ///   `None`, and the caller returns the 401/403 as it is.
+    pub async fn refused(&self, header: &AuthHeader) -> Result<Option<AuthHeader>> {
+        if let Some(cached) = self.inner.cache.peek(&())
+            && !same_header(&cached.header, header)
+        {
+            return Ok(Some(cached.header.clone()));
+        }
+        let now = self.inner.clock.now();
+        let refetch = {
+            let mut last = self
+                .inner
+                .refetched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let recent = last.as_ref().is_some_and(|(refused, at)| {
+                same_header(refused, header)
+                    && now.saturating_sub(*at) < self.inner.config.refetch_interval
+            });
+            if !recent {
+                *last = Some((header.clone(), now));
+            }
+            !recent
+        };
+        if refetch {
+            tracing::info!("server refused the credential: fetching it again");
+            self.invalidate();
+        } else {
+            // Refetched recently: share that fetch's result (no new fetch).
+            tracing::debug!("credential refused again within the refetch interval");
+        }
+        let fresh = self.current().await?.header.clone();
+        if same_header(&fresh, header) {
+            tracing::info!(
+                "the backend holds the same credential: the server refuses it for this resource; not resending"
+            );
+            return Ok(None);
+        }
+        Ok(Some(fresh))
     }
 
     /// The header for a request to `url`, or `None` when the credential may not
@@ -307,10 +373,12 @@ impl SecretsAuth {
         Ok(self.inner.chain.links[served.index].provider.name())
     }
 
-    /// Drops the cached credential: the next request fetches it again.
+    /// Expires the cached credential: the next request fetches it again. The
+    /// old value stays the stale fallback: if that fetch fails transiently,
+    /// callers still get it within the stale grace.
     pub fn invalidate(&self) {
         tracing::debug!("credential invalidated");
-        self.inner.cache.invalidate(&());
+        self.inner.cache.expire(&());
     }
 
     /// Cache counters.
@@ -346,6 +414,11 @@ impl SecretsAuth {
         }));
         out
     }
+}
+
+/// Whether two headers are the same name and value.
+fn same_header(a: &AuthHeader, b: &AuthHeader) -> bool {
+    a.name() == b.name() && a.value().expose_secret() == b.value().expose_secret()
 }
 
 impl Inner {

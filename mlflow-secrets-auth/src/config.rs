@@ -94,6 +94,9 @@ pub struct Config {
     pub breaker_open_for: Duration,
     /// Never attach the credential to plain-http URLs except on loopback.
     pub require_tls: bool,
+    /// After a server refused a credential (401/403), how long before the
+    /// same credential may cause another refetch.
+    pub refetch_interval: Duration,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             breaker_threshold: 5,
             breaker_open_for: Duration::from_secs(60),
             require_tls: false,
+            refetch_interval: Duration::from_secs(30),
         }
     }
 }
@@ -160,9 +164,17 @@ impl Config {
         enabled.sort();
         enabled.dedup();
 
-        let allowlist = match env.string(&[HOSTS_VAR])? {
+        // Set but blank (a template that rendered empty) is an error, not "every host".
+        let allowlist = match env.present(HOSTS_VAR)? {
             Some(list) => {
-                HostAllowlist::parse(&list).map_err(|e| SecretError::config(HOSTS_VAR, e))?
+                let list =
+                    HostAllowlist::parse(&list).map_err(|e| SecretError::config(HOSTS_VAR, e))?;
+                warnings.extend(
+                    list.warnings()
+                        .into_iter()
+                        .map(|w| Warning(format!("{HOSTS_VAR}: {w}"))),
+                );
+                list
             }
             None => {
                 warnings.push(Warning(format!(
@@ -206,6 +218,10 @@ impl Config {
             breaker_open_for: env
                 .seconds("MLFLOW_SECRETS_BREAKER_OPEN_SEC", defaults.breaker_open_for)?,
             require_tls: env.flag("MLFLOW_SECRETS_REQUIRE_TLS", false)?,
+            refetch_interval: env.seconds(
+                "MLFLOW_SECRETS_REFETCH_INTERVAL_SEC",
+                defaults.refetch_interval,
+            )?,
         };
         if config.ttl_min > config.ttl_max {
             return Err(SecretError::config(

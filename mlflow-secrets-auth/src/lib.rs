@@ -31,7 +31,7 @@ pub use secrets_cache::CacheStats;
 pub use secrets_core::{
     AuthHeader, AuthMode, Credential, Env, EnvSource, ErrorKind, FetchedSecret, FileProvider,
     HeaderName, HostAllowlist, ProviderDescription, ProviderKind, ProviderSettings, Result,
-    SecretError, SecretMeta, SecretProvider, mask, redact, secrecy, source_chain,
+    SecretError, SecretMeta, SecretProvider, mask, mask_password, redact, secrecy, source_chain,
 };
 pub use secrets_retry::BreakerState;
 

@@ -1,16 +1,21 @@
-//! [`SecretsAuthMiddleware`] for `reqwest-middleware`: attaches the credential
-//! to each request whose host may receive it, refetches it once when the
-//! server answers 401/403, and follows redirects itself so that every hop is
-//! checked against the allowlist — with the standard `Authorization` header
-//! and with a custom header name alike (reqwest only strips `Authorization`).
+//! [`SecretsAuthMiddleware`] for `reqwest-middleware`: every hop of a request
+//! — the request, each redirect, the resend after a 401/403 — is decided by
+//! the hop policy ([`secrets_core::HopPolicy`]) on the URL exactly as reqwest
+//! will send it. On a change of origin every credential header is removed
+//! before anything is attached again; after an https→http downgrade nothing is
+//! attached; a 401/403 is resent once, only when the body can be replayed and
+//! the backend hands out a different credential ([`SecretsAuth::refused`]).
 //!
-//! Build clients with [`client`] (redirects off, middleware on).
+//! Build clients with [`client`] or [`client_from`] (redirects off,
+//! middleware on): the middleware follows redirects itself.
 
 use http::Extensions;
 use http::header::{self, HeaderValue};
 use reqwest::{Method, Request, Response, StatusCode};
 use reqwest_middleware::{ClientWithMiddleware, Error, Middleware, Next};
 use secrets_core::secrecy::ExposeSecret;
+use secrets_core::{AuthHeader, CREDENTIAL_HEADERS};
+use url::Url;
 
 use crate::SecretsAuth;
 
@@ -34,47 +39,72 @@ impl SecretsAuthMiddleware {
         Self { auth }
     }
 
-    /// Removes the credential header, then sets it when the request's URL may
-    /// receive it. Returns whether it was set.
-    async fn attach(&self, request: &mut Request, strip: bool) -> reqwest_middleware::Result<bool> {
-        let name = self.auth.config().header_name.as_str();
-        if strip {
-            request.headers_mut().remove(name);
-        }
-        let Some(header) = self
+    /// Applies the hop policy to `request` (whose URL is the hop's):
+    /// strips what must go, attaches what may. Returns the attached header.
+    async fn hop(
+        &self,
+        request: &mut Request,
+        previous: Option<&Url>,
+        left_https: &mut bool,
+    ) -> reqwest_middleware::Result<Option<AuthHeader>> {
+        let (hop, header) = self
             .auth
-            .header_for_url(request.url())
+            .hop(previous, *left_https, request.url())
             .await
-            .map_err(Error::middleware)?
-        else {
-            return Ok(false);
-        };
-        let mut value = HeaderValue::from_str(header.value().expose_secret()).map_err(|_| {
-            Error::middleware(secrets_core::SecretError::invalid_secret(
-                "the credential is not a valid HTTP header value",
-            ))
-        })?;
-        value.set_sensitive(true);
-        let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(Error::middleware)?;
-        request.headers_mut().insert(name, value);
-        Ok(true)
+            .map_err(Error::middleware)?;
+        *left_https = hop.left_https;
+        let headers = request.headers_mut();
+        if hop.strip_credentials {
+            for name in CREDENTIAL_HEADERS {
+                headers.remove(name);
+            }
+        }
+        if previous.is_some() {
+            headers.remove(self.auth.config().header_name.as_str());
+        }
+        if let Some(header) = &header {
+            set(request, header)?;
+        }
+        Ok(header)
     }
+}
+
+/// Sets `header` on `request`, marked sensitive.
+fn set(request: &mut Request, header: &AuthHeader) -> reqwest_middleware::Result<()> {
+    let mut value = HeaderValue::from_str(header.value().expose_secret()).map_err(|_| {
+        Error::middleware(secrets_core::SecretError::invalid_secret(
+            "the credential is not a valid HTTP header value",
+        ))
+    })?;
+    value.set_sensitive(true);
+    let name =
+        header::HeaderName::from_bytes(header.name().as_str().as_bytes()).map_err(Error::middleware)?;
+    request.headers_mut().insert(name, value);
+    Ok(())
 }
 
 /// A client with redirects turned off (this middleware follows them) and the
 /// middleware installed.
 pub fn client(auth: SecretsAuth) -> reqwest_middleware::Result<ClientWithMiddleware> {
-    let inner = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    client_from(reqwest::Client::builder(), auth)
+}
+
+/// [`client`] from a builder of your own (timeouts, root certificates,
+/// proxies); its redirect policy is replaced: the middleware follows redirects.
+pub fn client_from(
+    builder: reqwest::ClientBuilder,
+    auth: SecretsAuth,
+) -> reqwest_middleware::Result<ClientWithMiddleware> {
+    let inner = builder.redirect(reqwest::redirect::Policy::none()).build()?;
     Ok(reqwest_middleware::ClientBuilder::new(inner)
         .with(SecretsAuthMiddleware::new(auth))
         .build())
 }
 
 /// The next request of a redirect, or `None` when the response is not one we
-/// follow (no `Location`, too many hops, a body that cannot be replayed).
-fn follow(response: &Response, copy: Option<Request>, header_name: &str) -> Option<Request> {
+/// follow (no usable `Location`, a body that cannot be replayed). Credential
+/// headers are left to the hop policy.
+fn follow(response: &Response, copy: Option<Request>) -> Option<Request> {
     let status = response.status();
     if !matches!(
         status,
@@ -89,7 +119,6 @@ fn follow(response: &Response, copy: Option<Request>, header_name: &str) -> Opti
     let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
     let target = response.url().join(location).ok()?;
     let mut next = copy?;
-    let same_origin = next.url().origin() == target.origin();
     let to_get = status == StatusCode::SEE_OTHER
         || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
             && *next.method() == Method::POST);
@@ -100,18 +129,18 @@ fn follow(response: &Response, copy: Option<Request>, header_name: &str) -> Opti
             next.headers_mut().remove(name);
         }
     }
-    if !same_origin {
-        for name in [
-            header::AUTHORIZATION,
-            header::COOKIE,
-            header::PROXY_AUTHORIZATION,
-        ] {
-            next.headers_mut().remove(name);
-        }
-    }
-    next.headers_mut().remove(header_name);
     *next.url_mut() = target;
     Some(next)
+}
+
+/// `url` without its query and fragment (presigned signatures stay out of logs).
+fn loggable(url: &Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default()
+    ) + url.path()
 }
 
 #[async_trait::async_trait]
@@ -122,41 +151,61 @@ impl Middleware for SecretsAuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let header_name = self.auth.config().header_name.as_str().to_owned();
         let mut resent = extensions.get::<CredentialResent>().is_some();
+        let mut left_https = false;
         let mut hops = 0;
-        let mut strip = false;
+        let mut attached = self.hop(&mut request, None, &mut left_https).await?;
         loop {
-            let attached = self.attach(&mut request, strip).await?;
             let copy = request.try_clone();
+            let url = request.url().clone();
             let response = next.clone().run(request, extensions).await?;
             let status = response.status();
-            if attached
+            if let Some(sent) = &attached
                 && !resent
                 && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-                && let Some(copy) = copy
             {
+                // A streamed body cannot be replayed: the refusal goes back as it is.
+                let Some(mut again) = copy else {
+                    return Ok(response);
+                };
+                let Some(fresh) = self.auth.refused(sent).await.map_err(Error::middleware)? else {
+                    return Ok(response);
+                };
                 tracing::info!(
                     status = status.as_u16(),
-                    "server refused the credential: fetching it again and resending once"
+                    "server refused the credential: resending once with the new one"
                 );
-                self.auth.invalidate();
                 extensions.insert(CredentialResent);
                 resent = true;
-                request = copy;
-                strip = true;
+                // The same hop again: the policy's verdict stands, only the value changes.
+                set(&mut again, &fresh)?;
+                attached = Some(fresh);
+                request = again;
                 continue;
             }
             if hops < MAX_REDIRECTS
-                && let Some(redirected) = follow(&response, copy, &header_name)
+                && let Some(mut redirected) = follow(&response, copy)
             {
-                tracing::debug!(to = %redirected.url(), "following redirect");
+                tracing::debug!(to = %loggable(redirected.url()), "following redirect");
                 hops += 1;
+                attached = self
+                    .hop(&mut redirected, Some(&url), &mut left_https)
+                    .await?;
                 request = redirected;
-                strip = true;
                 continue;
             }
             return Ok(response);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_keep_no_query() {
+        let url = Url::parse("https://bucket.example:8443/a/b?X-Amz-Signature=abc#f").unwrap();
+        assert_eq!(loggable(&url), "https://bucket.example:8443/a/b");
     }
 }

@@ -303,6 +303,35 @@ where
         }
     }
 
+    /// Marks the entry of `key` expired now, keeping its value as the stale
+    /// fallback: the next call fetches, and if that fetch fails transiently
+    /// the value is still served within its stale grace (never past a
+    /// validity the backend reported). A fetch in flight is left alone.
+    pub fn expire(&self, key: &K) {
+        let now = self.inner.clock.now();
+        let mut shard = self.inner.write(key);
+        if let Some(slot) = shard.get_mut(key) {
+            if let Some(entry) = &mut slot.entry
+                && now < entry.expires_at
+            {
+                entry.stale_until = entry.stale_until.max(now);
+                entry.expires_at = now;
+                entry.refresh_at = now;
+            }
+            slot.stale = None;
+        }
+    }
+
+    /// The value held for `key`, fresh or not, without fetching or counting
+    /// a hit.
+    pub fn peek(&self, key: &K) -> Option<Arc<V>> {
+        let shard = self.inner.read(key);
+        shard
+            .get(key)
+            .and_then(|slot| slot.entry.as_ref())
+            .map(|entry| Arc::clone(&entry.value))
+    }
+
     /// Drops every entry (fetches in flight are treated as by [`Self::invalidate`]).
     pub fn clear(&self) {
         for shard in self.inner.shards.iter() {
@@ -574,7 +603,7 @@ where
             Some(entry) if now < entry.stale_until && (self.is_transient)(&error) => {
                 slot.stale = Some(StaleServe {
                     error: error.clone(),
-                    retry_at: now + self.config.stale_retry_after,
+                    retry_at: now.saturating_add(self.config.stale_retry_after),
                 });
                 Ok(Lookup {
                     value: Arc::clone(&entry.value),
@@ -591,18 +620,18 @@ where
 
     fn new_entry(&self, value: Arc<V>, meta: &EntryMeta, now: Duration) -> Entry<V> {
         let (ttl, backend_limited) = self.config.lifetime(meta);
-        let expires_at = now + ttl;
+        let expires_at = now.saturating_add(ttl);
         let refresh_at = if self.config.refresh_ahead >= 1.0 {
             expires_at
         } else {
-            now + ttl.mul_f64(self.config.refresh_ahead)
+            now.saturating_add(ttl.mul_f64(self.config.refresh_ahead))
         };
         Entry {
             value,
             fetched_at: now,
             refresh_at,
             expires_at,
-            stale_until: expires_at + self.config.grace(ttl, backend_limited),
+            stale_until: expires_at.saturating_add(self.config.grace(ttl, backend_limited)),
             refresh_claimed: AtomicBool::new(false),
             last_used: AtomicU64::new(now.as_millis() as u64),
         }

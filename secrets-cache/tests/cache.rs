@@ -577,3 +577,39 @@ async fn while_stale_the_backend_is_tried_once_per_retry_window() {
     );
     assert_eq!(cache.stats().stale_served, 12);
 }
+
+#[tokio::test]
+async fn an_expired_entry_is_fetched_again_but_kept_as_the_stale_fallback() {
+    let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    clock.advance(secs(10));
+    cache.expire(&key("k"));
+    assert_eq!(cache.peek(&key("k")).as_deref().map(String::as_str), Some("v1"));
+    let stale = ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
+    assert_eq!(*stale.value, "v1", "the backend failed: the old value serves");
+    assert!(matches!(stale.outcome, Outcome::Stale { .. }));
+    // Never past the grace the entry had before it was expired (100 + 30 s).
+    clock.advance(secs(121));
+    assert_eq!(
+        ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap_err(),
+        TRANSIENT
+    );
+    let fresh = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
+    assert_eq!((fresh.value.as_str(), fresh.outcome), ("v2", Outcome::Fetched));
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn durations_past_a_year_do_not_overflow_the_clock() {
+    let (cache, clock) = cache_with(
+        config()
+            .with_ttl_bounds(Duration::MAX, Duration::MAX)
+            .with_stale_grace(StaleGrace::For(Duration::MAX)),
+    );
+    let backend = Backend::default();
+    clock.advance(secs(10));
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    let hit = ask(&cache, &backend, "k", Ok("never")).await.unwrap();
+    assert_eq!(hit.outcome, Outcome::Hit);
+}

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{Credential, ErrorKind, SecretError, SecretsAuth, mask, source_chain};
+use mlflow_secrets_auth::{
+    Credential, ErrorKind, SecretError, SecretsAuth, mask, mask_password, source_chain,
+};
 use serde_json::json;
 use url::Url;
 
@@ -76,7 +78,7 @@ fn fields(credential: &Credential) -> String {
         Credential::UserPassword { username, password } => format!(
             "username {}, password {}",
             mask(username.expose_secret()),
-            mask(password.expose_secret())
+            mask_password(password.expose_secret())
         ),
     }
 }

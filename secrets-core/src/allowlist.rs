@@ -69,6 +69,26 @@ impl HostAllowlist {
         })
     }
 
+    /// Patterns worth a warning: a `*` that is not a whole leftmost label
+    /// (`mlflow-*`, `*mlflow.example.com`, `a.*.example`) matches across dots,
+    /// so it also admits hosts the author did not mean (`mlflow-x.evil.test`,
+    /// `evilmlflow.example.com`); a lone `*` admits every host.
+    pub fn warnings(&self) -> Vec<String> {
+        self.patterns()
+            .filter(|p| {
+                p.split('.')
+                    .enumerate()
+                    .any(|(i, label)| label.contains('*') && (i > 0 || label != "*"))
+                    || *p == "*"
+            })
+            .map(|p| {
+                format!(
+                    "host pattern `{p}`: `*` matches any text, dots included, so it admits more hosts than it seems to; use `*` only as a whole leftmost label (`*.example.com`)"
+                )
+            })
+            .collect()
+    }
+
     /// Whether a list restricts hosts at all (`false` = every host allowed).
     pub fn is_restricted(&self) -> bool {
         self.patterns.is_some()
@@ -163,7 +183,13 @@ impl HostPattern {
         // IPv6 literal, with or without brackets.
         let bare = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
         if let Ok(ip) = bare.unwrap_or(raw).parse::<Ipv6Addr>() {
-            return Ok(ip.to_string());
+            // Written as the `url` crate writes hosts (`::ffff:127.0.0.1` is
+            // `::ffff:7f00:1` there), so a pattern matches what URLs carry.
+            return Ok(url::Host::<&str>::Ipv6(ip)
+                .to_string()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned());
         }
         if raw
             .chars()
@@ -306,6 +332,28 @@ mod tests {
             HostAllowlist::parse("a.example, [ab.example"),
             Err(InvalidHostPattern::UnclosedClass("[ab.example".into()))
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_patterns_match_what_urls_carry() {
+        let list = HostAllowlist::parse("::ffff:127.0.0.1, [::FFFF:10.0.0.1]").unwrap();
+        assert!(list.permits("http://[::ffff:127.0.0.1]:5000/"));
+        assert!(list.permits("http://[::ffff:7f00:1]/"));
+        assert!(list.permits("http://[::ffff:a00:1]/"));
+        assert!(!list.permits("http://127.0.0.1/"));
+    }
+
+    #[test]
+    fn partial_label_stars_are_warned_about() {
+        let list =
+            HostAllowlist::parse("*.example.com, mlflow-*, *mlflow.example.org, a.*.test, ok.test")
+                .unwrap();
+        let warned: Vec<String> = list.warnings();
+        assert_eq!(warned.len(), 3, "{warned:?}");
+        for pattern in ["`mlflow-*`", "`*mlflow.example.org`", "`a.*.test`"] {
+            assert!(warned.iter().any(|w| w.contains(pattern)), "{pattern}");
+        }
+        assert_eq!(HostAllowlist::parse("*").unwrap().warnings().len(), 1);
     }
 
     #[test]

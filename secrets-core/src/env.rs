@@ -138,6 +138,12 @@ impl<'a> Env<'a> {
         Ok(None)
     }
 
+    /// The value of `name` trimmed, blank included: `Some("")` for a variable
+    /// that is set but empty (where that means something different from unset).
+    pub fn present(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.raw(name)?.map(|value| value.trim().to_owned()))
+    }
+
     /// A text value from the first set alias.
     pub fn string(&self, names: &[&str]) -> Result<Option<String>> {
         Ok(self.lookup(names)?.map(|(_, v)| v))
@@ -194,7 +200,8 @@ impl<'a> Env<'a> {
             .unwrap_or(default))
     }
 
-    /// A duration in seconds, fractions allowed (`1.5`), not negative.
+    /// A duration in seconds, fractions allowed (`1.5`), not negative, capped
+    /// at [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn seconds(&self, name: &str, default: Duration) -> Result<Duration> {
         let Some((name, value)) = self.lookup(&[name])? else {
             return Ok(default);
@@ -203,6 +210,7 @@ impl<'a> Env<'a> {
             .parse::<f64>()
             .ok()
             .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map(crate::capped)
             .ok_or_else(|| {
                 SecretError::config(
                     name,

@@ -128,10 +128,10 @@ impl SecretError {
         self
     }
 
-    /// Sets how long to wait before the next try.
+    /// Sets how long to wait before the next try (cut to [`crate::MAX_DURATION`]).
     #[must_use]
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
-        self.retry_after = retry_after;
+        self.retry_after = retry_after.map(crate::capped);
         self
     }
 

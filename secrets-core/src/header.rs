@@ -221,11 +221,13 @@ impl AuthHeader {
         &self.inner.value
     }
 
-    /// The value masked for display (`Bearer abcd…wxyz`, `Basic ***`).
+    /// The value masked for display: `Basic ***`, `Bearer abcd… (40 chars)`,
+    /// a bare token as [`mask`] shows it.
     pub fn masked_value(&self) -> String {
         let value = self.inner.value.expose_secret();
         match value.split_once(' ') {
-            Some((scheme @ ("Bearer" | "Basic"), rest)) => format!("{scheme} {}", mask(rest)),
+            Some(("Basic", _)) => format!("Basic {}", crate::redact::REDACTED),
+            Some(("Bearer", token)) => format!("Bearer {}", mask(token)),
             _ => mask(value),
         }
     }
@@ -252,13 +254,16 @@ fn basic(pair: &str) -> SecretString {
 }
 
 /// A token goes into the header as is: refuse characters that would break the
-/// header (CR/LF injection, control characters, non-ASCII).
+/// header (CR/LF injection, control characters, non-ASCII) and spaces (a
+/// token is one word, so log redaction can find where it ends).
 fn check_header_safe(value: &str, field: &str) -> Result<()> {
-    match value.chars().find(|&c| !(c == ' ' || c.is_ascii_graphic())) {
+    match value.chars().find(|&c| !c.is_ascii_graphic()) {
         None => Ok(()),
         Some(c) => Err(SecretError::invalid_secret(format!(
-            "the {field} holds a character not allowed in an HTTP header value ({})",
-            if c.is_ascii_control() {
+            "the {field} holds a character not allowed in a token ({})",
+            if c == ' ' {
+                "a space"
+            } else if c.is_ascii_control() {
                 "a control character"
             } else {
                 "a non-ASCII character"
@@ -390,7 +395,18 @@ mod tests {
             &HeaderName::default(),
         )
         .unwrap();
-        assert_eq!(h.to_string(), "Authorization: Bearer abcd…mnop");
+        assert_eq!(h.to_string(), "Authorization: Bearer *** (16 chars)");
         assert!(!format!("{h:?}").contains("abcdefghijklmnop"));
+        let long = "abcdefghijklmnopqrstuvwxyz0123456789";
+        let h = AuthHeader::build(&token(long), AuthMode::Bearer, &HeaderName::default()).unwrap();
+        assert_eq!(h.to_string(), "Authorization: Bearer abcd… (36 chars)");
+        let h = AuthHeader::build(&user_pass("alice", "pw"), AuthMode::Basic, &custom()).unwrap();
+        assert_eq!(h.to_string(), "X-MLflow-Auth: Basic ***");
+    }
+
+    #[test]
+    fn a_token_with_a_space_is_refused() {
+        let err = AuthHeader::build(&token("ab cd"), AuthMode::Bearer, &custom()).unwrap_err();
+        assert!(err.to_string().contains("a space"));
     }
 }

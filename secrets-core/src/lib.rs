@@ -14,7 +14,7 @@
 //! assert!(allow.permits("https://mlflow.example.com/api/2.0/mlflow/experiments/search"));
 //! let credential = Credential::parse(r#"{"token": "abc123"}"#)?;
 //! let header = AuthHeader::build(&credential, AuthMode::Bearer, &HeaderName::authorization())?;
-//! assert_eq!(header.to_string(), "Authorization: Bearer ***");
+//! assert_eq!(header.to_string(), "Authorization: Bearer *** (6 chars)");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -26,6 +26,7 @@ mod env;
 mod error;
 mod file;
 mod header;
+mod hop;
 mod provider;
 mod redact;
 
@@ -35,10 +36,21 @@ pub use env::{Env, EnvSource, ProcessEnv, parse_bool};
 pub use error::{ErrorKind, Result, SecretError, source_chain};
 pub use file::FileProvider;
 pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
+pub use hop::{CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parsers_agree};
 pub use provider::{
     FetchedSecret, ProviderDescription, ProviderKind, ProviderSettings, SecretMeta, SecretProvider,
     UnknownProvider,
 };
-pub use redact::{REDACTED, mask, redact};
+pub use redact::{REDACTED, mask, mask_password, redact};
 /// The `secrecy` crate, re-exported so users match its version.
 pub use secrecy;
+
+/// The longest duration taken from configuration or from a server (TTLs,
+/// lease lengths, `Retry-After`, validity): one year. Longer values are cut to
+/// it, so adding one to a clock reading can never overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// `duration`, cut to [`MAX_DURATION`].
+pub fn capped(duration: std::time::Duration) -> std::time::Duration {
+    duration.min(MAX_DURATION)
+}

@@ -77,10 +77,10 @@ impl SecretMeta {
         self
     }
 
-    /// Sets how long the secret stays valid from now.
+    /// Sets how long the secret stays valid from now (cut to [`crate::MAX_DURATION`]).
     #[must_use]
     pub fn with_valid_for(mut self, valid_for: Duration) -> Self {
-        self.valid_for = Some(valid_for);
+        self.valid_for = Some(crate::capped(valid_for));
         self
     }
 }

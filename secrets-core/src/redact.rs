@@ -9,21 +9,35 @@ use regex::Regex;
 /// What replaces a redacted value.
 pub const REDACTED: &str = "***";
 
-/// Masks a secret for display: `abcd…wxyz` when longer than 8 characters, else `***`.
+/// Tokens shorter than this are shown by their length only.
+const MASK_HEAD_FROM: usize = 24;
+
+/// Masks a token (or any secret that is not a password) for display: its
+/// first 4 characters and its length when it has at least 24 characters, else
+/// its length only. Nothing ever shows the end of a secret.
 ///
 /// ```
 /// use secrets_core::mask;
-/// assert_eq!(mask("abcdefghijwxyz"), "abcd…wxyz");
-/// assert_eq!(mask("short"), "***");
+/// assert_eq!(mask("abcdefghijklmnopqrstuvwxyz0123"), "abcd… (30 chars)");
+/// assert_eq!(mask("hunter2-xyz"), "*** (11 chars)");
 /// ```
 pub fn mask(secret: &str) -> String {
     let count = secret.chars().count();
-    if count <= 8 {
-        return REDACTED.to_owned();
+    if count < MASK_HEAD_FROM {
+        return mask_password(secret);
     }
     let head: String = secret.chars().take(4).collect();
-    let tail: String = secret.chars().skip(count - 4).collect();
-    format!("{head}…{tail}")
+    format!("{head}… ({count} chars)")
+}
+
+/// Masks a password for display: its length only (`*** (11 chars)`).
+///
+/// ```
+/// use secrets_core::mask_password;
+/// assert_eq!(mask_password("hunter2-xyz"), "*** (11 chars)");
+/// ```
+pub fn mask_password(secret: &str) -> String {
+    format!("{REDACTED} ({} chars)", secret.chars().count())
 }
 
 struct Rule {
@@ -51,9 +65,11 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r#"(?i)(\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*)[^\s"',;&]+"#,
             "${1}***",
         ),
-        // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included).
+        // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included). The
+        // value is every visible ASCII character, as `AuthHeader` accepts in
+        // a token: a token holding `!`, `;` or `"` is redacted whole.
         rule(
-            r"(?i)\b((?:(?:bearer|basic)\s+)+)[A-Za-z0-9._~+/=-]+",
+            r"(?i)\b((?:(?:bearer|basic)\s+)+)[!-~]+",
             "${1}***",
         ),
         // JSON Web Tokens anywhere.
@@ -90,10 +106,23 @@ mod tests {
 
     #[test]
     fn mask_short_and_long() {
-        assert_eq!(mask(""), "***");
-        assert_eq!(mask("12345678"), "***");
-        assert_eq!(mask("123456789"), "1234…6789");
-        assert_eq!(mask("äöüßäöüßä"), "äöüß…öüßä");
+        assert_eq!(mask(""), "*** (0 chars)");
+        assert_eq!(mask("hunter2-xyz"), "*** (11 chars)");
+        assert_eq!(mask(&"a".repeat(23)), "*** (23 chars)");
+        assert_eq!(mask(&format!("abcd{}", "z".repeat(20))), "abcd… (24 chars)");
+        assert_eq!(mask(&"ä".repeat(30)), "ääää… (30 chars)");
+    }
+
+    #[test]
+    fn passwords_show_only_their_length() {
+        assert_eq!(mask_password(&"p".repeat(40)), "*** (40 chars)");
+    }
+
+    #[test]
+    fn every_token_character_is_redacted_after_a_scheme() {
+        let token = "ab!#$%&'*()+,:;<=>?@[]^`{|}~\\\"x";
+        let line = format!("sent Bearer {token}");
+        assert_eq!(redact(&line), "sent Bearer ***");
     }
 
     #[test]

@@ -103,7 +103,9 @@ impl Backoff {
             Jitter::None => d,
             Jitter::Proportional(f) => {
                 let f = if f.is_finite() { f.max(0.0) } else { 0.0 };
-                d + d.mul_f64(f * rng.f64())
+                let extra = Duration::try_from_secs_f64(d.as_secs_f64() * f * rng.f64())
+                    .unwrap_or(Duration::MAX);
+                d.saturating_add(extra)
             }
             Jitter::Full => d.mul_f64(rng.f64()),
             Jitter::Equal => d / 2 + (d / 2).mul_f64(rng.f64()),

@@ -370,9 +370,11 @@ impl VaultProvider {
                 // Wipe our copy of the token (the client keeps its own).
                 drop(SecretString::from(auth.client_token));
                 // Log in again once 80 % of the token's lifetime has passed.
-                let renew_at = (auth.lease_duration > 0).then(|| {
-                    Instant::now() + Duration::from_secs(auth.lease_duration).mul_f64(0.8)
-                });
+                // (`checked_add`: the lease is server input; `None` = never.)
+                let lease = secrets_core::capped(Duration::from_secs(auth.lease_duration));
+                let renew_at = (auth.lease_duration > 0)
+                    .then(|| Instant::now().checked_add(lease.mul_f64(0.8)))
+                    .flatten();
                 Ok(Session { client, renew_at })
             }
         }

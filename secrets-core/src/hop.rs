@@ -1,0 +1,287 @@
+//! [`HopPolicy`]: which hop of a request chain (a request, its redirects, its
+//! resend after a 401/403) gets the credential. Every face — the reqwest
+//! middleware, the Python plugin, the CLI — asks this one function.
+//!
+//! A hop gets the credential only when all of these hold:
+//! 1. its URL is `http`/`https` with a host, and a second parser (`http::Uri`,
+//!    what hyper connects with) reads the same host and port from it as the
+//!    `url` crate does — where two parsers could disagree, nothing is sent;
+//! 2. the host passes the [`HostAllowlist`];
+//! 3. the chain never went from `https` to `http` (a downgrade withholds the
+//!    credential on that hop and every later one, loopback included);
+//! 4. plain `http` to a non-loopback host is refused under `require_tls`.
+//!
+//! When the origin (scheme, host or port) changes from one hop to the next,
+//! every credential header ([`CREDENTIAL_HEADERS`] and the configured one) is
+//! removed before anything is attached again.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use url::{Host, Url};
+
+use crate::allowlist::HostAllowlist;
+use crate::error::{Result, SecretError};
+
+/// Headers that carry credentials, removed on every change of origin (the
+/// configured auth header is removed too, whatever its name).
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// Why a hop gets no credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Withheld {
+    /// Not an `http`/`https` URL with a host.
+    NotHttp,
+    /// The host is not in the allowlist.
+    HostNotAllowed,
+    /// The chain went from `https` to `http`.
+    Downgraded,
+    /// Two URL parsers read different hosts or ports from the URL.
+    Ambiguous,
+}
+
+impl Withheld {
+    /// A short reason for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotHttp => "not an http(s) URL with a host",
+            Self::HostNotAllowed => "host not allowed",
+            Self::Downgraded => "the redirect chain left https",
+            Self::Ambiguous => "URL parsers disagree about its host",
+        }
+    }
+}
+
+impl fmt::Display for Withheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the policy decided for one hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Hop {
+    /// Remove every credential header before sending (the origin changed).
+    pub strip_credentials: bool,
+    /// Whether the chain has left https, this hop included: pass it to the
+    /// next [`HopPolicy::decide`].
+    pub left_https: bool,
+    /// `Ok(())`: attach the credential; else why not.
+    pub verdict: std::result::Result<(), Withheld>,
+}
+
+impl Hop {
+    /// Whether this hop gets the credential.
+    pub fn attach(&self) -> bool {
+        self.verdict.is_ok()
+    }
+}
+
+/// The hop policy: an allowlist and the TLS rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HopPolicy {
+    allowlist: HostAllowlist,
+    require_tls: bool,
+}
+
+impl HopPolicy {
+    /// A policy: hosts in `allowlist`; with `require_tls`, plain http to a
+    /// non-loopback host is an error.
+    pub fn new(allowlist: HostAllowlist, require_tls: bool) -> Self {
+        Self {
+            allowlist,
+            require_tls,
+        }
+    }
+
+    /// The allowlist.
+    pub fn allowlist(&self) -> &HostAllowlist {
+        &self.allowlist
+    }
+
+    /// Decides the hop to `next`, the URL exactly as the HTTP client will
+    /// send it. `previous` is the URL of the hop before (`None` for the first
+    /// request) and `left_https` what the previous [`Hop`] said (`false` first).
+    ///
+    /// An error only for plain http to a non-loopback host under `require_tls`.
+    ///
+    /// ```
+    /// use secrets_core::{HopPolicy, HostAllowlist, Withheld};
+    /// use url::Url;
+    /// let policy = HopPolicy::new(HostAllowlist::parse("mlflow.example.com")?, false);
+    /// let first = Url::parse("https://mlflow.example.com/api")?;
+    /// let hop = policy.decide(None, false, &first)?;
+    /// assert!(hop.attach());
+    /// let down = Url::parse("http://mlflow.example.com/api")?;
+    /// let hop = policy.decide(Some(&first), hop.left_https, &down)?;
+    /// assert_eq!(hop.verdict, Err(Withheld::Downgraded));
+    /// assert!(hop.strip_credentials, "the scheme changed");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide(&self, previous: Option<&Url>, left_https: bool, next: &Url) -> Result<Hop> {
+        let left_https = left_https
+            || (previous.is_some_and(|p| p.scheme() == "https") && next.scheme() == "http");
+        let strip_credentials = previous.is_some_and(|p| p.origin() != next.origin());
+        let verdict = self.verdict(next, left_https)?;
+        Ok(Hop {
+            strip_credentials,
+            left_https,
+            verdict,
+        })
+    }
+
+    /// Whether a first request to `url` gets the credential (the same rules,
+    /// no previous hop).
+    pub fn permits(&self, url: &Url) -> Result<std::result::Result<(), Withheld>> {
+        self.verdict(url, false)
+    }
+
+    fn verdict(&self, url: &Url, left_https: bool) -> Result<std::result::Result<(), Withheld>> {
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Ok(Err(Withheld::NotHttp));
+        }
+        if !self.allowlist.permits_url(url) {
+            return Ok(Err(Withheld::HostNotAllowed));
+        }
+        if left_https {
+            return Ok(Err(Withheld::Downgraded));
+        }
+        if !parsers_agree(url) {
+            return Ok(Err(Withheld::Ambiguous));
+        }
+        if self.require_tls && url.scheme() == "http" && !is_loopback(url) {
+            return Err(SecretError::config(
+                "MLFLOW_SECRETS_REQUIRE_TLS",
+                format!(
+                    "refusing to send the credential over plain http to {}",
+                    url.host_str().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Whether `http::Uri` — what hyper connects with — reads the same host and
+/// port from `url`'s text as the `url` crate did.
+pub fn parsers_agree(url: &Url) -> bool {
+    let Ok(uri) = url.as_str().parse::<http::Uri>() else {
+        return false;
+    };
+    let (Some(theirs), Some(ours)) = (uri.host(), url.host_str()) else {
+        return false;
+    };
+    let default = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => return false,
+    };
+    theirs.eq_ignore_ascii_case(ours)
+        && uri.port_u16().unwrap_or(default) == url.port_or_known_default().unwrap_or(0)
+        && uri.scheme_str() == Some(url.scheme())
+}
+
+/// Whether `url`'s host is a loopback address or a `localhost` name.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(Host::Domain(domain)) => {
+            let domain = domain.trim_end_matches('.');
+            domain.eq_ignore_ascii_case("localhost")
+                || domain.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    fn policy() -> HopPolicy {
+        HopPolicy::new(
+            HostAllowlist::parse("127.0.0.1, localhost, mlflow.example.com").unwrap(),
+            false,
+        )
+    }
+
+    #[test]
+    fn a_downgrade_withholds_this_hop_and_every_later_one() {
+        let p = policy();
+        let a = url("https://localhost:8443/a");
+        let b = url("http://localhost:8080/b");
+        let c = url("http://localhost:8080/c");
+        let first = p.decide(None, false, &a).unwrap();
+        assert!(first.attach() && !first.strip_credentials && !first.left_https);
+        let second = p.decide(Some(&a), first.left_https, &b).unwrap();
+        assert_eq!(second.verdict, Err(Withheld::Downgraded));
+        assert!(second.strip_credentials);
+        let third = p.decide(Some(&b), second.left_https, &c).unwrap();
+        assert_eq!(third.verdict, Err(Withheld::Downgraded));
+        assert!(!third.strip_credentials, "same origin");
+    }
+
+    #[test]
+    fn plain_http_chains_that_never_had_tls_are_not_downgrades() {
+        let p = policy();
+        let a = url("http://127.0.0.1:5000/a");
+        let b = url("http://127.0.0.1:5000/b");
+        let hop = p.decide(Some(&a), false, &b).unwrap();
+        assert!(hop.attach() && !hop.strip_credentials);
+    }
+
+    #[test]
+    fn an_origin_change_strips_credentials() {
+        let p = policy();
+        let a = url("http://127.0.0.1:5000/a");
+        for next in [
+            "http://127.0.0.1:5001/a",
+            "https://127.0.0.1:5000/a",
+            "http://localhost:5000/a",
+        ] {
+            let hop = p.decide(Some(&a), false, &url(next)).unwrap();
+            assert!(hop.strip_credentials, "{next}");
+        }
+    }
+
+    #[test]
+    fn hosts_outside_the_list_and_other_schemes_get_nothing() {
+        let p = policy();
+        for (text, why) in [
+            ("http://127.0.0.2/", Withheld::HostNotAllowed),
+            ("http://127.0.0.1:1@127.0.0.2/", Withheld::HostNotAllowed),
+            ("ftp://127.0.0.1/", Withheld::NotHttp),
+            ("file:///etc/passwd", Withheld::NotHttp),
+        ] {
+            assert_eq!(p.permits(&url(text)).unwrap(), Err(why), "{text}");
+        }
+    }
+
+    #[test]
+    fn require_tls_refuses_plain_http_off_loopback() {
+        let p = HopPolicy::new(HostAllowlist::allow_all(), true);
+        assert!(p.permits(&url("http://mlflow.example.com/")).is_err());
+        assert_eq!(p.permits(&url("http://127.0.0.1/")).unwrap(), Ok(()));
+        assert_eq!(p.permits(&url("http://x.localhost/")).unwrap(), Ok(()));
+        assert_eq!(p.permits(&url("https://mlflow.example.com/")).unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn both_parsers_agree_on_ordinary_urls() {
+        for text in [
+            "http://127.0.0.1:5000/api?x=1",
+            "https://MLflow.Example.com/",
+            "http://[::1]:8080/",
+            "https://xn--bcher-kva.example/",
+        ] {
+            assert!(parsers_agree(&url(text)), "{text}");
+        }
+    }
+}
