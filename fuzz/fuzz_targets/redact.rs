@@ -9,13 +9,16 @@ use secrets_core::redact;
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let (secret, around) = text.split_once('\n').unwrap_or((text, ""));
-    // A secret long enough not to occur by chance, of the characters tokens
-    // and passwords are made of.
-    if secret.len() < 8
-        || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b))
-    {
+    // A secret long enough not to occur by chance, of the characters a token
+    // may hold in a header (every visible ASCII character).
+    if secret.len() < 8 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
         return;
     }
+    // Key/value and JSON shapes are written by backends with plainer values;
+    // any visible character is checked after an auth scheme.
+    let plain = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b));
     let (before, after) = around.split_once('\n').unwrap_or((around, ""));
     if before.contains(secret) || after.contains(secret) {
         return; // the surrounding text itself holds it, unmarked
@@ -27,19 +30,22 @@ fuzz_target!(|data: &[u8]| {
     if tail.ends_with(':') || tail.ends_with('=') {
         return;
     }
-    for shape in [
+    let plain_shapes = [
         format!("password={secret}"),
         format!("token: {secret}"),
         format!(r#"{{"password": "{secret}"}}"#),
         format!(r#""client_secret":"{secret}""#),
+        format!("X-Vault-Token: {secret}"),
+    ];
+    for shape in [
         format!("Authorization: Bearer {secret}"),
         format!("authorization: Basic {secret}"),
-        format!("X-Vault-Token: {secret}"),
     ]
     .into_iter()
+    .chain(plain_shapes.into_iter().filter(|_| plain))
     // In a URL's userinfo a `/` would end the authority: real URLs carry it
     // percent-encoded, so only secrets without one are written there.
-    .chain((!secret.contains('/')).then(|| format!("https://user:{secret}@mlflow.example.com/")))
+    .chain((plain && !secret.contains('/')).then(|| format!("https://user:{secret}@mlflow.example.com/")))
     {
         if shape.replace(secret, "").contains(secret) || shape.matches(secret).count() > 1 {
             continue; // the secret is part of the shape's own words

@@ -13,8 +13,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
-use mlflow_secrets_auth::blocking;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
+use mlflow_secrets_auth::{Url, Withheld, blocking, same_authority};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -25,6 +25,9 @@ create_exception!(
     PyException,
     "The credential could not be produced: configuration, backend or secret problem (the message says which; it never holds the secret)."
 );
+
+/// What `hop` answers: `(strip_credentials, left_https, header, withheld)`.
+type HopAnswer = (bool, bool, Option<(String, String)>, Option<String>);
 
 /// The core of one process.
 struct Core {
@@ -53,25 +56,45 @@ fn guarded<T>(f: impl FnOnce() -> mlflow_secrets_auth::Result<T>) -> PyResult<T>
 }
 
 impl PySecretsAuth {
-    /// This process's core, built on first use and again after a fork.
+    /// This process's core, built on first use and again after a fork. The
+    /// slot's lock is never held while the core is being built (that runs
+    /// with the GIL released, and a fork meanwhile must not copy a held lock).
     fn core(&self) -> mlflow_secrets_auth::Result<Arc<blocking::SecretsAuth>> {
-        let mut slot = self.core.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
-        if let Some(core) = slot.as_ref() {
-            if core.pid == pid {
-                return Ok(Arc::clone(&core.auth));
+        {
+            let mut slot = self.core.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(core) = slot.as_ref() {
+                if core.pid == pid {
+                    return Ok(Arc::clone(&core.auth));
+                }
+                // Forked: the parent's runtime threads do not exist in this
+                // process; dropping the runtime would wait for them. Leave it.
+                std::mem::forget(slot.take());
             }
-            // Forked: the parent's runtime threads do not exist in this
-            // process; dropping the runtime would wait for them. Leave it.
-            std::mem::forget(slot.take());
         }
-        let auth = Arc::new(blocking::SecretsAuth::from_env()?);
-        *slot = Some(Core {
-            pid,
-            auth: Arc::clone(&auth),
-        });
-        Ok(auth)
+        let built = Arc::new(blocking::SecretsAuth::from_env()?);
+        let mut slot = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            // Another thread built one meanwhile: use it (ours is dropped,
+            // in this process, where its runtime's threads exist).
+            Some(core) if core.pid == pid => Ok(Arc::clone(&core.auth)),
+            _ => {
+                *slot = Some(Core {
+                    pid,
+                    auth: Arc::clone(&built),
+                });
+                Ok(built)
+            }
+        }
     }
+}
+
+/// A header as Python sees it: `(name, value)`.
+fn pair(header: &mlflow_secrets_auth::AuthHeader) -> (String, String) {
+    (
+        header.name().as_str().to_owned(),
+        header.value().expose_secret().to_owned(),
+    )
 }
 
 #[pymethods]
@@ -91,16 +114,91 @@ impl PySecretsAuth {
     /// when the credential may not go there. Fetches (or reuses) the
     /// credential; the GIL is released meanwhile.
     fn header_for(&self, py: Python<'_>, url: &str) -> PyResult<Option<(String, String)>> {
+        py.detach(|| guarded(|| Ok(self.core()?.header_for(url)?.as_ref().map(pair))))
+    }
+
+    /// One hop of a request chain, decided by the hop policy on `url` exactly
+    /// as the HTTP client will send it. `previous` is the URL of the hop
+    /// before (`None` first), `left_https` what the previous hop returned, and
+    /// `client_hosts` the `(host, port)` every parser of the client reads from
+    /// `url`: when any of them differs from the core's reading, nothing is
+    /// attached.
+    ///
+    /// Returns `(strip_credentials, left_https, header, withheld)`: remove
+    /// every credential header first when `strip_credentials`; set `header`
+    /// (`(name, value)`) when it is not `None`; `withheld` says why not.
+    #[pyo3(signature = (url, previous=None, left_https=false, client_hosts=Vec::new()))]
+    fn hop(
+        &self,
+        py: Python<'_>,
+        url: &str,
+        previous: Option<&str>,
+        left_https: bool,
+        client_hosts: Vec<(String, u16)>,
+    ) -> PyResult<HopAnswer> {
         py.detach(|| {
             guarded(|| {
-                let header = self.core()?.header_for(url)?;
-                Ok(header.map(|h| {
-                    (
-                        h.name().as_str().to_owned(),
-                        h.value().expose_secret().to_owned(),
-                    )
-                }))
+                let Ok(next) = Url::parse(url) else {
+                    return Ok((
+                        true,
+                        left_https,
+                        None,
+                        Some("the URL does not parse".to_owned()),
+                    ));
+                };
+                let previous = match previous.map(Url::parse) {
+                    None => None,
+                    Some(Ok(previous)) => Some(previous),
+                    // An unreadable previous hop: treat as a change of origin.
+                    Some(Err(_)) => {
+                        return Ok((
+                            true,
+                            left_https,
+                            None,
+                            Some("the previous URL does not parse".to_owned()),
+                        ));
+                    }
+                };
+                if !client_hosts
+                    .iter()
+                    .all(|(host, port)| same_authority(&next, host, *port))
+                {
+                    return Ok((
+                        true,
+                        left_https,
+                        None,
+                        Some(Withheld::Ambiguous.to_string()),
+                    ));
+                }
+                let (hop, header) = self.core()?.hop(previous.as_ref(), left_https, &next)?;
+                Ok((
+                    hop.strip_credentials,
+                    hop.left_https,
+                    header.as_ref().map(pair),
+                    hop.verdict.err().map(|why| why.to_string()),
+                ))
             })
+        })
+    }
+
+    /// The server refused the header value `refused` (401/403): `(name,
+    /// value)` to resend with, or `None` when resending is pointless (the
+    /// backend holds the same credential, or it was refetched within
+    /// `MLFLOW_SECRETS_REFETCH_INTERVAL_SEC`).
+    fn refused(&self, py: Python<'_>, refused: &str) -> PyResult<Option<(String, String)>> {
+        py.detach(|| guarded(|| Ok(self.core()?.refused(refused)?.as_ref().map(pair))))
+    }
+
+    /// The name of the header the credential goes in.
+    fn header_name(&self) -> PyResult<String> {
+        guarded(|| {
+            Ok(self
+                .core()?
+                .inner()
+                .config()
+                .header_name
+                .as_str()
+                .to_owned())
         })
     }
 

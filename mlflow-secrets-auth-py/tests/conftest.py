@@ -241,3 +241,54 @@ def run_python(code: str, env: Dict[str, str], timeout: float = 180.0) -> subpro
         text=True,
         timeout=timeout,
     )
+
+
+class Hostile:
+    """The Rust tests' hostile servers (`hostile-server`, driven by JSON lines):
+    `allowed` (127.0.0.1), `tls` (https://localhost, a CA made for the run),
+    `other` (127.0.0.3, allowed) and `thief` (127.0.0.2), each recording every
+    request it receives; answers scripted per path."""
+
+    def __init__(self) -> None:
+        binary = os.environ.get("HOSTILE_SERVER") or str(
+            Path(__file__).resolve().parents[2] / "target" / "debug" / "hostile-server"
+        )
+        if not Path(binary).is_file():
+            raise RuntimeError(
+                f"{binary} is missing: run `cargo build -p secrets-testkit --bin hostile-server`"
+            )
+        self.process = subprocess.Popen(
+            [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.urls: Dict[str, str] = json.loads(self.process.stdout.readline())
+        self.ca: str = self.urls.pop("ca")
+
+    def command(self, command: dict) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        assert "error" not in answer, answer
+        return answer
+
+    def script(self, listener: str, path: str, *answers: dict) -> None:
+        self.command({"script": {"listener": listener, "path": path, "answers": list(answers)}})
+
+    def requests(self, listener: str) -> List[dict]:
+        return self.command({"requests": listener})["requests"]
+
+    def saw(self, listener: str, needle: str) -> bool:
+        return any(needle in value for r in self.requests(listener) for _, value in r["headers"])
+
+    def host(self, listener: str) -> str:
+        return self.urls[listener].split("://", 1)[1]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    server = Hostile()
+    yield server
+    server.close()

@@ -11,8 +11,8 @@ use secrets_cache::{
 };
 use secrets_core::secrecy::ExposeSecret;
 use secrets_core::{
-    AuthHeader, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription,
-    ProviderSettings, Result, SecretError, SecretProvider, is_loopback,
+    AuthHeader, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription, ProviderSettings,
+    Result, SecretError, SecretProvider, is_loopback,
 };
 use secrets_retry::BreakerState;
 use url::Url;
@@ -255,8 +255,8 @@ impl SecretsAuth {
         Ok((hop, Some(self.current().await?.header.clone())))
     }
 
-    /// A server refused `header` (401/403): the header to resend the request
-    /// with, or `None` when resending is pointless.
+    /// A server refused the header whose value is `refused` (401/403): the
+    /// header to resend the request with, or `None` when resending is pointless.
     ///
     /// - When the cache already holds a different credential (another caller
     ///   refetched), that one is returned without a fetch.
@@ -265,9 +265,9 @@ impl SecretsAuth {
     ///   stale fallback. When the backend hands back the same credential, the
     ///   server refuses it for this resource (authorization, not staleness):
     ///   `None`, and the caller returns the 401/403 as it is.
-    pub async fn refused(&self, header: &AuthHeader) -> Result<Option<AuthHeader>> {
+    pub async fn refused(&self, refused: &str) -> Result<Option<AuthHeader>> {
         if let Some(cached) = self.inner.cache.peek(&())
-            && !same_header(&cached.header, header)
+            && !same_value(&cached.header, refused)
         {
             return Ok(Some(cached.header.clone()));
         }
@@ -278,12 +278,12 @@ impl SecretsAuth {
                 .refetched
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let recent = last.as_ref().is_some_and(|(refused, at)| {
-                same_header(refused, header)
+            let recent = last.as_ref().is_some_and(|(header, at)| {
+                same_value(header, refused)
                     && now.saturating_sub(*at) < self.inner.config.refetch_interval
             });
-            if !recent {
-                *last = Some((header.clone(), now));
+            if !recent && let Some(cached) = self.inner.cache.peek(&()) {
+                *last = Some((cached.header.clone(), now));
             }
             !recent
         };
@@ -295,7 +295,7 @@ impl SecretsAuth {
             tracing::debug!("credential refused again within the refetch interval");
         }
         let fresh = self.current().await?.header.clone();
-        if same_header(&fresh, header) {
+        if same_value(&fresh, refused) {
             tracing::info!(
                 "the backend holds the same credential: the server refuses it for this resource; not resending"
             );
@@ -416,9 +416,9 @@ impl SecretsAuth {
     }
 }
 
-/// Whether two headers are the same name and value.
-fn same_header(a: &AuthHeader, b: &AuthHeader) -> bool {
-    a.name() == b.name() && a.value().expose_secret() == b.value().expose_secret()
+/// Whether `header` has the value `value`.
+fn same_value(header: &AuthHeader, value: &str) -> bool {
+    header.value().expose_secret() == value
 }
 
 impl Inner {

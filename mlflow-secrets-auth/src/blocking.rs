@@ -5,7 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use secrets_core::{AuthHeader, Result, SecretError};
+use secrets_core::{AuthHeader, Hop, Result, SecretError};
+use url::Url;
 
 use crate::ProviderStatus;
 use crate::auth::SecretsAuth as AsyncAuth;
@@ -59,6 +60,22 @@ impl SecretsAuth {
     /// an async runtime (use the async face there).
     pub fn header_for(&self, url: &str) -> Result<Option<AuthHeader>> {
         self.runtime.block_on(self.auth.header_for(url))
+    }
+
+    /// See [`crate::SecretsAuth::hop`].
+    pub fn hop(
+        &self,
+        previous: Option<&Url>,
+        left_https: bool,
+        next: &Url,
+    ) -> Result<(Hop, Option<AuthHeader>)> {
+        self.runtime
+            .block_on(self.auth.hop(previous, left_https, next))
+    }
+
+    /// See [`crate::SecretsAuth::refused`].
+    pub fn refused(&self, refused: &str) -> Result<Option<AuthHeader>> {
+        self.runtime.block_on(self.auth.refused(refused))
     }
 
     /// See [`crate::SecretsAuth::warm`].

@@ -29,11 +29,13 @@ pub use config::{Config, LogLevel, Warning};
 pub use logging::{RedactingWriter, init_logging, subscriber};
 pub use secrets_cache::CacheStats;
 pub use secrets_core::{
-    AuthHeader, AuthMode, Credential, Env, EnvSource, ErrorKind, FetchedSecret, FileProvider,
-    HeaderName, HostAllowlist, ProviderDescription, ProviderKind, ProviderSettings, Result,
-    SecretError, SecretMeta, SecretProvider, mask, mask_password, redact, secrecy, source_chain,
+    AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
+    FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, ProviderDescription, ProviderKind,
+    ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld, is_loopback, mask,
+    mask_password, redact, same_authority, secrecy, source_chain,
 };
 pub use secrets_retry::BreakerState;
+pub use url::Url;
 
 /// Whether a provider is compiled into this build (its crate feature is on).
 pub fn provider_compiled_in(kind: ProviderKind) -> bool {

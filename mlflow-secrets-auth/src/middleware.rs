@@ -77,8 +77,8 @@ fn set(request: &mut Request, header: &AuthHeader) -> reqwest_middleware::Result
         ))
     })?;
     value.set_sensitive(true);
-    let name =
-        header::HeaderName::from_bytes(header.name().as_str().as_bytes()).map_err(Error::middleware)?;
+    let name = header::HeaderName::from_bytes(header.name().as_str().as_bytes())
+        .map_err(Error::middleware)?;
     request.headers_mut().insert(name, value);
     Ok(())
 }
@@ -95,7 +95,9 @@ pub fn client_from(
     builder: reqwest::ClientBuilder,
     auth: SecretsAuth,
 ) -> reqwest_middleware::Result<ClientWithMiddleware> {
-    let inner = builder.redirect(reqwest::redirect::Policy::none()).build()?;
+    let inner = builder
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     Ok(reqwest_middleware::ClientBuilder::new(inner)
         .with(SecretsAuthMiddleware::new(auth))
         .build())
@@ -168,7 +170,12 @@ impl Middleware for SecretsAuthMiddleware {
                 let Some(mut again) = copy else {
                     return Ok(response);
                 };
-                let Some(fresh) = self.auth.refused(sent).await.map_err(Error::middleware)? else {
+                let Some(fresh) = self
+                    .auth
+                    .refused(sent.value().expose_secret())
+                    .await
+                    .map_err(Error::middleware)?
+                else {
                     return Ok(response);
                 };
                 tracing::info!(

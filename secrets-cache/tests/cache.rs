@@ -585,18 +585,29 @@ async fn an_expired_entry_is_fetched_again_but_kept_as_the_stale_fallback() {
     ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
     clock.advance(secs(10));
     cache.expire(&key("k"));
-    assert_eq!(cache.peek(&key("k")).as_deref().map(String::as_str), Some("v1"));
+    assert_eq!(
+        cache.peek(&key("k")).as_deref().map(String::as_str),
+        Some("v1")
+    );
     let stale = ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
-    assert_eq!(*stale.value, "v1", "the backend failed: the old value serves");
+    assert_eq!(
+        *stale.value, "v1",
+        "the backend failed: the old value serves"
+    );
     assert!(matches!(stale.outcome, Outcome::Stale { .. }));
     // Never past the grace the entry had before it was expired (100 + 30 s).
     clock.advance(secs(121));
     assert_eq!(
-        ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap_err(),
+        ask(&cache, &backend, "k", Err(TRANSIENT))
+            .await
+            .unwrap_err(),
         TRANSIENT
     );
     let fresh = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
-    assert_eq!((fresh.value.as_str(), fresh.outcome), ("v2", Outcome::Fetched));
+    assert_eq!(
+        (fresh.value.as_str(), fresh.outcome),
+        ("v2", Outcome::Fetched)
+    );
     assert_eq!(backend.calls.load(Ordering::SeqCst), 4);
 }
 

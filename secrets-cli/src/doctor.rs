@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use mlflow_secrets_auth::is_loopback;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
 use mlflow_secrets_auth::{
     Credential, ErrorKind, SecretError, SecretsAuth, mask, mask_password, source_chain,
@@ -244,10 +245,22 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
         ));
         return;
     };
-    let header = match auth.header_for_url(&base).await {
+    let api = match base.join("api/2.0/mlflow/experiments/search?max_results=1") {
+        Ok(url) => url,
+        Err(e) => {
+            checks.push(Check::fail(
+                "host allowed",
+                e.to_string(),
+                "pass the server's base URL",
+            ));
+            return;
+        }
+    };
+    // Decided on the URL the call goes to, exactly as it is sent.
+    let header = match auth.header_for_url(&api).await {
         Ok(Some(header)) => {
-            let host = base.host_str().unwrap_or_default();
-            let plain = if base.scheme() == "http" && !is_loopback(&base) {
+            let host = api.host_str().unwrap_or_default();
+            let plain = if api.scheme() == "http" && !is_loopback(&api) {
                 " (warning: plain http, the credential travels unencrypted; MLFLOW_SECRETS_REQUIRE_TLS=true refuses this)"
             } else {
                 ""
@@ -263,7 +276,7 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
                 "host allowed",
                 format!(
                     "{} is not in the allowlist ({})",
-                    base.host_str().unwrap_or_default(),
+                    api.host_str().unwrap_or_default(),
                     auth.config().allowlist
                 ),
                 "add the host to MLFLOW_SECRETS_ALLOWED_HOSTS",
@@ -272,17 +285,6 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
         }
         Err(e) => {
             checks.push(Check::fail("host allowed", e.to_string(), fix_for(&e)));
-            return;
-        }
-    };
-    let api = match base.join("api/2.0/mlflow/experiments/search?max_results=1") {
-        Ok(url) => url,
-        Err(e) => {
-            checks.push(Check::fail(
-                "MLflow API call",
-                e.to_string(),
-                "pass the server's base URL",
-            ));
             return;
         }
     };
@@ -331,13 +333,4 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
             "check that the MLflow server is running and reachable",
         ),
     });
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }

@@ -183,6 +183,23 @@ pub fn parsers_agree(url: &Url) -> bool {
         && uri.scheme_str() == Some(url.scheme())
 }
 
+/// Whether another parser's reading of `url` — `host` and `port` — names the
+/// same host and port as the `url` crate's. Hosts compare without IPv6
+/// brackets and ASCII case-insensitively; nothing else is normalised, so a
+/// host one parser decoded (percent-encoding, Unicode dots) and the other did
+/// not counts as a disagreement.
+pub fn same_authority(url: &Url, host: &str, port: u16) -> bool {
+    let bare = |h: &str| {
+        h.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(h)
+            .to_owned()
+    };
+    url.host_str()
+        .is_some_and(|ours| bare(ours).eq_ignore_ascii_case(&bare(host)))
+        && url.port_or_known_default() == Some(port)
+}
+
 /// Whether `url`'s host is a loopback address or a `localhost` name.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
@@ -270,7 +287,23 @@ mod tests {
         assert!(p.permits(&url("http://mlflow.example.com/")).is_err());
         assert_eq!(p.permits(&url("http://127.0.0.1/")).unwrap(), Ok(()));
         assert_eq!(p.permits(&url("http://x.localhost/")).unwrap(), Ok(()));
-        assert_eq!(p.permits(&url("https://mlflow.example.com/")).unwrap(), Ok(()));
+        assert_eq!(
+            p.permits(&url("https://mlflow.example.com/")).unwrap(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn other_parsers_readings_compare_exactly() {
+        let u = url("http://[::1]:8080/");
+        assert!(same_authority(&u, "::1", 8080));
+        assert!(same_authority(&u, "[::1]", 8080));
+        assert!(!same_authority(&u, "::1", 80));
+        let u = url("https://MLflow.example.com/");
+        assert!(same_authority(&u, "mlflow.EXAMPLE.com", 443));
+        assert!(!same_authority(&u, "mlflow.example.com.", 443));
+        let u = url("http://127%2E0%2E0%2E2/");
+        assert!(!same_authority(&u, "127%2e0%2e0%2e2", 80));
     }
 
     #[test]

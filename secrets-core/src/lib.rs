@@ -36,7 +36,9 @@ pub use env::{Env, EnvSource, ProcessEnv, parse_bool};
 pub use error::{ErrorKind, Result, SecretError, source_chain};
 pub use file::FileProvider;
 pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
-pub use hop::{CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parsers_agree};
+pub use hop::{
+    CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parsers_agree, same_authority,
+};
 pub use provider::{
     FetchedSecret, ProviderDescription, ProviderKind, ProviderSettings, SecretMeta, SecretProvider,
     UnknownProvider,

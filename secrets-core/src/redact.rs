@@ -68,10 +68,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included). The
         // value is every visible ASCII character, as `AuthHeader` accepts in
         // a token: a token holding `!`, `;` or `"` is redacted whole.
-        rule(
-            r"(?i)\b((?:(?:bearer|basic)\s+)+)[!-~]+",
-            "${1}***",
-        ),
+        rule(r"(?i)\b((?:(?:bearer|basic)\s+)+)[!-~]+", "${1}***"),
         // JSON Web Tokens anywhere.
         rule(
             r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 
 /// The tenant of the double's Entra ID.
@@ -255,38 +254,7 @@ fn now() -> u64 {
 /// A CA made for this run and a server certificate it signs, valid for
 /// 127.0.0.1, localhost and [`VAULT_HOST`].
 fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "mlflow-secrets-auth test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(vec![
-        "127.0.0.1".to_owned(),
-        "localhost".to_owned(),
-        VAULT_HOST.to_owned(),
-    ])
-    .expect("server params");
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
-
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![
-                CertificateDer::from(cert.der().to_vec()),
-                CertificateDer::from(ca_cert.der().to_vec()),
-            ],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("server TLS config");
-    (Arc::new(config), ca_cert.pem())
+    crate::tls::server_config(&["127.0.0.1", "localhost", VAULT_HOST])
 }
 
 struct Request {

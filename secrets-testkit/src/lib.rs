@@ -14,6 +14,10 @@
 //! - [`net`]: a minimal HTTP client, a listener that never answers, a closed port;
 //! - [`azure`]: an HTTPS double of Azure Key Vault and Entra ID (no Key
 //!   Vault runs outside Azure), checked by Microsoft's Python clients;
+//! - [`hostile`]: scripted hostile servers (redirect tricks, refusals, a TLS
+//!   listener, a thief that records every header), also run as the
+//!   `hostile-server` binary for the Python tests;
+//! - [`tls`]: a per-run CA and server certificate;
 //! - [`conformance`]: the cases every provider passes against its real server.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,10 +27,12 @@ pub mod binaries;
 pub mod capture;
 pub mod conformance;
 pub mod fault;
+pub mod hostile;
 pub mod mlflow;
 pub mod moto;
 pub mod net;
 pub mod openbao;
 pub mod process;
+pub mod tls;
 
 pub use binaries::{ServerPolicy, require_binary, venv_dir, workspace_root};

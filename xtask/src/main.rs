@@ -137,10 +137,16 @@ fn ci() -> Result<()> {
     )?;
     let wheel = wheel(false)?;
     install_wheel(&wheel)?;
+    // The hostile servers the Python tests face are the Rust tests' own.
+    run(
+        "hostile-server for the Python tests",
+        cargo().args(["build", "-p", "secrets-testkit", "--bin", "hostile-server"]),
+    )?;
     run(
         "Python plugin tests (pytest, real MLflow and moto)",
         Command::new(venv().join("bin/python"))
             .current_dir(root())
+            .env("HOSTILE_SERVER", root().join("target/debug/hostile-server"))
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;
@@ -350,6 +356,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "url_host",
     "redact",
     "env_values",
+    "hop",
 ];
 
 /// The cargo-fuzz release `fuzz` installs into `target/tools`.
