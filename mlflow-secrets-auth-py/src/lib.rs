@@ -1,8 +1,9 @@
 //! `mlflow_secrets_auth._core`: the Rust core of the Python MLflow plugin.
 //!
-//! One class, `SecretsAuth`, wrapping the blocking facade: `header_for(url)`
-//! (the header for that URL, or `None` when its host is not allowed) and
-//! `invalidate()`, both releasing the GIL. Errors are raised as
+//! One class, `SecretsAuth`, wrapping the blocking facade: `hop(url, ...)`
+//! (one hop of a request chain, decided by the hop policy, with the client's
+//! own readings of the host compared), `refused(value)` (the bounded refetch
+//! after a 401/403), `header_for(url)` and `invalidate()`, all releasing the GIL. Errors are raised as
 //! `SecretsAuthError` (an `Exception`); a Rust panic is caught and raised as
 //! that too, never as `PanicException`. The core — its runtime, clients and
 //! cache — belongs to one process: after `fork()` the child builds its own,

@@ -7,8 +7,9 @@
 //!   chain (with retries, breakers and failover) → header.
 //! - [`blocking::SecretsAuth`] for synchronous callers.
 //! - [`middleware::SecretsAuthMiddleware`] for `reqwest-middleware` (feature
-//!   `middleware`): attaches the header per request and per redirect hop,
-//!   refetches once on 401/403.
+//!   `middleware`): every hop (request, redirect, resend) decided by the hop
+//!   policy ([`HopPolicy`]); at most one resend after a 401/403, through
+//!   [`SecretsAuth::refused`].
 //! - [`Config`]: every environment variable of the Python package of the same name.
 //!
 //! Provider crates are behind the features `vault`, `aws`, `azure`; the file
@@ -30,9 +31,9 @@ pub use logging::{RedactingWriter, init_logging, subscriber};
 pub use secrets_cache::CacheStats;
 pub use secrets_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
-    FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, ProviderDescription, ProviderKind,
-    ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld, is_loopback, mask,
-    mask_password, redact, same_authority, secrecy, source_chain,
+    FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
+    ProviderKind, ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld,
+    is_loopback, mask, mask_password, redact, same_authority, secrecy, source_chain,
 };
 pub use secrets_retry::BreakerState;
 pub use url::Url;

@@ -137,3 +137,51 @@ async fn an_unreachable_azure_vault_fails_over_to_the_next_provider() {
         .unwrap();
     assert_eq!(azure.last_error, Some(ErrorKind::Transient));
 }
+
+#[test]
+fn a_blank_allowlist_is_an_error_naming_the_variable() {
+    for blank in ["", "  ", " , "] {
+        let vars = [
+            ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+            ("MLFLOW_SECRETS_ALLOWED_HOSTS", blank),
+        ];
+        let err = SecretsAuth::from_source(&Env::new(&vars)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string().contains("MLFLOW_SECRETS_ALLOWED_HOSTS"),
+            "{blank:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn stars_inside_a_label_are_warned_about() {
+    let vars = [("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow-*, *.example.com")];
+    let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
+    let warned: Vec<&str> = auth.warnings().iter().map(|w| w.0.as_str()).collect();
+    let about_patterns: Vec<_> = warned
+        .iter()
+        .filter(|w| w.contains("host pattern"))
+        .collect();
+    assert_eq!(about_patterns.len(), 1, "{warned:?}");
+    assert!(about_patterns[0].contains("`mlflow-*`"), "{warned:?}");
+}
+
+#[test]
+fn huge_durations_are_capped_at_a_year_and_never_overflow() {
+    let vars = [
+        ("MLFLOW_SECRETS_TTL_MAX_SEC", "1e300"),
+        ("MLFLOW_SECRETS_STALE_IF_ERROR_SEC", "1e20"),
+        ("MLFLOW_SECRETS_BREAKER_OPEN_SEC", "18446744073709551615"),
+        ("MLFLOW_SECRETS_REFETCH_INTERVAL_SEC", "7"),
+    ];
+    let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
+    let config = auth.config();
+    assert_eq!(config.ttl_max, mlflow_secrets_auth::MAX_DURATION);
+    assert_eq!(
+        config.stale_if_error,
+        Some(mlflow_secrets_auth::MAX_DURATION)
+    );
+    assert_eq!(config.breaker_open_for, mlflow_secrets_auth::MAX_DURATION);
+    assert_eq!(config.refetch_interval, std::time::Duration::from_secs(7));
+}

@@ -1,6 +1,7 @@
-//! Logs at `trace` through a whole flow — fetch, hits, invalidation, stale
-//! serving during an outage, a failing auth mode — contain neither the
-//! secret nor its base64 form. Alone in its test binary: `tracing` caches
+//! Logs at `trace` through a whole flow — fetch, hits, a redirect to a
+//! presigned URL, a refusal, invalidation, stale serving during an outage, a
+//! failing auth mode — contain neither the secret, nor its base64 form, nor
+//! the signature: through the redacting subscriber and through a plain one. Alone in its test binary: `tracing` caches
 //! per-callsite interest, and concurrent tests without a subscriber could
 //! race with the scoped one installed here.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use mlflow_secrets_auth::{AuthMode, LogLevel, ProviderSettings, SecretsAuth};
 use secrets_cache::ManualClock;
+use secrets_testkit::hostile::{Answer, HostileKit};
 
 #[allow(dead_code)]
 mod common;
@@ -31,62 +33,106 @@ impl Write for Captured {
     }
 }
 
-#[test]
-fn trace_logs_never_contain_the_secret() {
+const PASSWORD: &str = "pw-never-logged-93c1e";
+const SIGNATURE: &str = "sig-never-logged-5d0a7";
+
+/// Fetch, hits, invalidation, stale serving during an outage, a failing
+/// auth mode, and the middleware through a redirect whose target carries a
+/// presigned signature, a refusal and a resend.
+fn flow() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = mlflow_secrets_auth::subscriber(LogLevel::Trace, move || writer.clone());
-    let password = "pw-never-logged-93c1e";
-    tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let Some(backend) = backend(
-                "logs",
-                "mlflow/basic",
-                &format!(r#"{{"username": "mlflow-user", "password": "{password}"}}"#),
-            ) else {
-                return;
-            };
-            let clock = Arc::new(ManualClock::new());
-            let auth = SecretsAuth::builder()
-                .config(config())
-                .provider(
-                    backend.provider("mlflow/basic"),
-                    ProviderSettings {
-                        auth_mode: AuthMode::Basic,
-                        ttl: Duration::from_secs(60),
-                    },
-                )
-                .clock(clock.clone())
-                .build();
-            for _ in 0..3 {
-                auth.header_for(URL).await.unwrap().unwrap();
-            }
-            auth.invalidate();
-            auth.header_for(URL).await.unwrap();
-            backend.go_down();
-            clock.advance(Duration::from_secs(61));
-            auth.header_for(URL).await.unwrap();
-            let mut bearer = config();
-            bearer.header_name = "X-MLflow-Auth".parse().unwrap();
-            let wrong_mode = SecretsAuth::builder()
-                .config(bearer)
-                .provider(backend.provider("mlflow/basic"), settings(60))
-                .build();
-            backend.proxy.clear();
-            assert!(wrong_mode.header_for(URL).await.is_err());
-        });
+    runtime.block_on(async {
+        let Some(backend) = backend(
+            "logs",
+            "mlflow/basic",
+            &format!(r#"{{"username": "mlflow-user", "password": "{PASSWORD}"}}"#),
+        ) else {
+            return;
+        };
+        let clock = Arc::new(ManualClock::new());
+        let mut allowing_loopback = config();
+        allowing_loopback.allowlist =
+            mlflow_secrets_auth::HostAllowlist::parse("mlflow.example.com, 127.0.0.1").unwrap();
+        let auth = SecretsAuth::builder()
+            .config(allowing_loopback)
+            .provider(
+                backend.provider("mlflow/basic"),
+                ProviderSettings {
+                    auth_mode: AuthMode::Basic,
+                    ttl: Duration::from_secs(60),
+                },
+            )
+            .clock(clock.clone())
+            .build();
+        for _ in 0..3 {
+            auth.header_for(URL).await.unwrap().unwrap();
+        }
+        let kit = HostileKit::start();
+        kit.script(
+            "allowed",
+            "/start",
+            vec![Answer::redirect(
+                302,
+                &format!("/refuse?X-Amz-Signature={SIGNATURE}"),
+            )],
+        );
+        kit.script("allowed", "/refuse", vec![Answer::status(401)]);
+        let client = mlflow_secrets_auth::middleware::client(auth.clone()).unwrap();
+        let response = client
+            .get(format!("{}/start", kit.url("allowed")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        auth.invalidate();
+        auth.header_for(URL).await.unwrap();
+        backend.go_down();
+        clock.advance(Duration::from_secs(61));
+        auth.header_for(URL).await.unwrap();
+        let mut bearer = config();
+        bearer.header_name = "X-MLflow-Auth".parse().unwrap();
+        let wrong_mode = SecretsAuth::builder()
+            .config(bearer)
+            .provider(backend.provider("mlflow/basic"), settings(60))
+            .build();
+        backend.proxy.clear();
+        assert!(wrong_mode.header_for(URL).await.is_err());
     });
+}
+
+fn assert_clean(logs: &Captured) {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
-        text.contains("credential fetched"),
+        text.contains("credential fetched") && text.contains("following redirect"),
         "trace logs were captured:\n{text}"
     );
     let encoded =
-        base64::engine::general_purpose::STANDARD.encode(format!("mlflow-user:{password}"));
-    assert!(!text.contains(password), "{text}");
+        base64::engine::general_purpose::STANDARD.encode(format!("mlflow-user:{PASSWORD}"));
+    assert!(!text.contains(PASSWORD), "{text}");
     assert!(!text.contains(&encoded), "{text}");
+    assert!(!text.contains(SIGNATURE), "{text}");
+}
+
+/// One test for both subscribers, one after the other: `tracing` caches
+/// per-callsite interest, which concurrent tests could race on.
+#[test]
+fn trace_logs_never_contain_the_secret() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = mlflow_secrets_auth::subscriber(LogLevel::Trace, move || writer.clone());
+    tracing::subscriber::with_default(subscriber, flow);
+    assert_clean(&logs);
+
+    // A plain subscriber of the user's own, without our redaction.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, flow);
+    assert_clean(&logs);
 }

@@ -209,8 +209,10 @@ impl<'a> Env<'a> {
         value
             .parse::<f64>()
             .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .map(crate::capped)
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .and_then(|secs| {
+                Duration::try_from_secs_f64(secs.min(crate::MAX_DURATION.as_secs_f64())).ok()
+            })
             .ok_or_else(|| {
                 SecretError::config(
                     name,
@@ -295,6 +297,11 @@ mod tests {
         assert_eq!(
             env.seconds("S", Duration::ZERO).unwrap(),
             Duration::from_millis(1500)
+        );
+        let huge = [("HUGE", "1e300")];
+        assert_eq!(
+            Env::new(&huge).seconds("HUGE", Duration::ZERO).unwrap(),
+            crate::MAX_DURATION
         );
         for bad in ["NEG", "BAD", "INF"] {
             let err = env.seconds(bad, Duration::ZERO).unwrap_err();
