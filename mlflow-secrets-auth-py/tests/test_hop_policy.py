@@ -123,6 +123,9 @@ def tricks(hostile):
         f"HTTP://{thief}/steal",
         f"http://{thief}#@{allowed}/",
         f"http://{thief}\\\\{allowed}/",
+        f"http://{allowed}/x\r\nLocation: http://{thief}/steal",
+        f"http://{thief}\r\n/steal",
+        f"http://{allowed}\n@{thief}/steal",
     ]
 
 
@@ -273,3 +276,35 @@ def test_a_blank_allowlist_sends_nothing_and_says_so_once(hostile, tmp_path):
     assert not leaked(hostile, "allowed")
     errors = [line for line in done.stderr.splitlines() if "MLFLOW_SECRETS_ALLOWED_HOSTS" in line]
     assert len(errors) == 1, done.stderr
+
+
+def test_a_host_the_client_reads_differently_gets_nothing(tmp_path, monkeypatch):
+    secret = tmp_path / "token"
+    secret.write_text(OLD)
+    for name, value in {
+        "MLFLOW_SECRETS_AUTH_ENABLE": "file",
+        "MLFLOW_SECRETS_FILE_PATH": str(secret),
+        "MLFLOW_SECRETS_ALLOWED_HOSTS": ALLOWED,
+    }.items():
+        monkeypatch.setenv(name, value)
+    from mlflow_secrets_auth import SecretsAuth, _client_hosts
+
+    core = SecretsAuth()
+    url = "http://127.0.0.1:5000/api"
+    strip, left_https, header, withheld = core.hop(url, None, False, _client_hosts(url))
+    assert header == ("Authorization", f"Bearer {OLD}") and withheld is None
+    # A client that would connect elsewhere (or to another port) gets nothing.
+    for hosts in ([("127.0.0.2", 5000)], [("127.0.0.1", 5001)], [("127.0.0.1", 5000), ("evil", 5000)]):
+        strip, _, header, withheld = core.hop(url, None, False, hosts)
+        assert header is None and strip, hosts
+        assert "disagree" in withheld
+    # https → http on the same allowed host: nothing, and the chain remembers it.
+    first = "https://localhost:8443/a"
+    _, left_https, header, _ = core.hop(first, None, False, _client_hosts(first))
+    assert header is not None and not left_https
+    second = "http://localhost:8080/b"
+    strip, left_https, header, withheld = core.hop(second, first, left_https, _client_hosts(second))
+    assert header is None and strip and left_https and "left https" in withheld
+    # Unparsable URLs send nothing.
+    assert _client_hosts("http://[::1/") is None
+    assert core.hop("not a url", None, False, [])[2] is None

@@ -3,6 +3,8 @@
 //! chains across allowed hosts, refusal storms and streamed bodies — every
 //! case with `Authorization` and with a custom header name. The thief
 //! (127.0.0.2) records every header it receives; the oracle is what it saw.
+//! Figures for the notes are printed (`--nocapture`).
+#![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +115,9 @@ fn tricks(kit: &HostileKit) -> Vec<String> {
         format!("http://{thief}/steal?next=http://{allowed}/"),
         format!("HTTP://{thief}/steal"),
         format!(" http://{thief}/steal"),
+        format!("http://{allowed}/x\r\nLocation: http://{thief}/steal"),
+        format!("http://{thief}\r\n/steal"),
+        format!("http://{allowed}\n@{thief}/steal"),
     ]
 }
 
