@@ -28,6 +28,12 @@ pub const MAX_REDIRECTS: usize = 10;
 pub struct CredentialResent;
 
 /// The middleware. Cheap to clone.
+///
+/// Install it only on a client whose redirects are off (build it with
+/// [`client`] or [`client_from`]): a client that follows redirects itself
+/// copies a custom header to any host and keeps every header across an
+/// https→http downgrade, before this middleware can decide. When a response
+/// shows that the client followed a redirect itself, an error is logged.
 #[derive(Debug, Clone)]
 pub struct SecretsAuthMiddleware {
     auth: SecretsAuth,
@@ -161,6 +167,11 @@ impl Middleware for SecretsAuthMiddleware {
             let copy = request.try_clone();
             let url = request.url().clone();
             let response = next.clone().run(request, extensions).await?;
+            if response.url() != &url {
+                tracing::error!(
+                    "the HTTP client followed a redirect itself: build it with `middleware::client` (redirects off) so every hop is checked"
+                );
+            }
             let status = response.status();
             if let Some(sent) = &attached
                 && !resent

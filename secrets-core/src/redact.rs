@@ -40,39 +40,40 @@ pub fn mask_password(secret: &str) -> String {
     format!("{REDACTED} ({} chars)", secret.chars().count())
 }
 
+/// A pattern and its capture group holding the value to hide.
 struct Rule {
     pattern: Regex,
-    replacement: &'static str,
+    value: usize,
 }
 
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    let rule = |pattern: &str, replacement| Rule {
+    let rule = |pattern: &str, value| Rule {
         pattern: Regex::new(pattern).expect("redaction patterns are valid"),
-        replacement,
+        value,
     };
     vec![
         // URL userinfo: scheme://user:pass@host → scheme://***@host
-        rule(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@", "${1}***@"),
+        rule(r"(?i)\b[a-z][a-z0-9+.-]*://([^/?#\s@]+)@", 1),
+        // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included). The
+        // value is every visible ASCII character, as `AuthHeader` accepts in
+        // a token: a token holding `!`, `;` or `"` is redacted whole.
+        rule(r"(?i)\b(?:(?:bearer|basic)\s+)+([!-~]+)", 1),
         // JSON / Python-dict fields: "password": "…", 'api_token': '…'
         rule(
-            r#"(?i)(["']?[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*["']?\s*[:=]\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"#,
-            "${1}\"***\"",
+            r#"(?i)["']?[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*["']?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')"#,
+            1,
         ),
         // Unquoted key=value / key: value pairs (query strings, env dumps):
         // the key must end with the sensitive word (`VAULT_TOKEN`, `api_key`),
         // so names like `aws-secrets-manager:` are left alone.
         rule(
-            r#"(?i)(\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*)[^\s"',;&]+"#,
-            "${1}***",
+            r#"(?i)\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*([^\s"',;&]+)"#,
+            1,
         ),
-        // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included). The
-        // value is every visible ASCII character, as `AuthHeader` accepts in
-        // a token: a token holding `!`, `;` or `"` is redacted whole.
-        rule(r"(?i)\b((?:(?:bearer|basic)\s+)+)[!-~]+", "${1}***"),
         // JSON Web Tokens anywhere.
         rule(
             r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
-            REDACTED,
+            0,
         ),
     ]
 });
@@ -81,6 +82,10 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 /// `Basic …`, JWTs, `token`/`password`/`secret`/`key` fields (JSON or `k=v`), and URL
 /// userinfo. Text with nothing to redact is returned borrowed.
 ///
+/// Every rule looks at the original text and the values all of them found
+/// are hidden together, so one rule's match cannot take away the context
+/// another rule needs (a quoted field around `Bearer`, a scheme before a key).
+///
 /// ```
 /// use secrets_core::redact;
 /// assert_eq!(redact("Authorization: Bearer abc.def"), "Authorization: Bearer ***");
@@ -88,13 +93,36 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 /// assert_eq!(redact("https://bob:pw@mlflow.example.com/"), "https://***@mlflow.example.com/");
 /// ```
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let mut out = Cow::Borrowed(text);
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     for rule in RULES.iter() {
-        if let Cow::Owned(replaced) = rule.pattern.replace_all(&out, rule.replacement) {
-            out = Cow::Owned(replaced);
+        for captures in rule.pattern.captures_iter(text) {
+            // The JSON rule's value is in group 1 (double quotes) or 2 (single).
+            let value = captures
+                .get(rule.value)
+                .or_else(|| (rule.value == 1).then(|| captures.get(2)).flatten());
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                spans.push((value.start(), value.end()));
+            }
         }
     }
-    out
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for (start, end) in spans {
+        if end <= done {
+            continue;
+        }
+        out.push_str(&text[done..start.max(done)]);
+        if start >= done {
+            out.push_str(REDACTED);
+        }
+        done = end;
+    }
+    out.push_str(&text[done..]);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -108,6 +136,16 @@ mod tests {
         assert_eq!(mask(&"a".repeat(23)), "*** (23 chars)");
         assert_eq!(mask(&format!("abcd{}", "z".repeat(20))), "abcd… (24 chars)");
         assert_eq!(mask(&"ä".repeat(30)), "ääää… (30 chars)");
+    }
+
+    #[test]
+    fn a_quoted_field_around_the_scheme_does_not_shield_the_token() {
+        // Found by the `redact` fuzz target: the field rule used to take
+        // `"… Bearer "` as a quoted value, leaving the token after it.
+        let line = r#"x_secret":"abc Authorization: Bearer "tok-en" y"#;
+        assert!(!redact(line).contains("tok-en"), "{}", redact(line));
+        // And the other way round: a scheme before a key keeps the key's value.
+        assert_eq!(redact("on: Basic  token: pw-2p~x "), "on: Basic  *** *** ");
     }
 
     #[test]
@@ -158,7 +196,7 @@ mod tests {
         );
         assert_eq!(
             redact(r#"{'client_secret': 'xyz', "access_token":"abc"}"#),
-            r#"{'client_secret': "***", "access_token":"***"}"#
+            r#"{'client_secret': '***', "access_token":"***"}"#
         );
     }
 

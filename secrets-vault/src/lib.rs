@@ -507,7 +507,7 @@ mod tests {
         );
         let described = provider.describe().to_string();
         assert!(
-            described.contains("approle (mount approle, role_id 0f3e…4c21)"),
+            described.contains("approle (mount approle, role_id *** (17 chars))"),
             "{described}"
         );
         assert!(described.contains("tls_verify=OFF"), "{described}");

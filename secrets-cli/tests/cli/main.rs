@@ -236,3 +236,22 @@ fn version_and_usage_errors() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_blank_allowlist_is_refused_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let vars = file_vars(&path, "");
+    for args in [
+        &["info"][..],
+        &["doctor"],
+        &["header", "--url", "https://mlflow.example.com"],
+        &["exec", "--url", "https://mlflow.example.com", "--", "true"],
+    ] {
+        let output = cli(&vars, args);
+        assert_ne!(output.status.code(), Some(0), "{args:?}");
+        let text = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(text.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"), "{args:?}: {text}");
+        assert!(!text.contains(PASSWORD), "{args:?}");
+    }
+}
