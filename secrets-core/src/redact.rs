@@ -71,10 +71,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             1,
         ),
         // JSON Web Tokens anywhere.
-        rule(
-            r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
-            0,
-        ),
+        rule(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", 0),
     ]
 });
 

@@ -251,7 +251,10 @@ fn a_blank_allowlist_is_refused_by_every_command() {
         let output = cli(&vars, args);
         assert_ne!(output.status.code(), Some(0), "{args:?}");
         let text = format!("{}{}", stdout(&output), stderr(&output));
-        assert!(text.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"), "{args:?}: {text}");
+        assert!(
+            text.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"),
+            "{args:?}: {text}"
+        );
         assert!(!text.contains(PASSWORD), "{args:?}");
     }
 }
