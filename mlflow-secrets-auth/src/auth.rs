@@ -287,14 +287,21 @@ impl SecretsAuth {
             }
             !recent
         };
-        if refetch {
+        let fresh = if refetch {
             tracing::info!("server refused the credential: fetching it again");
-            self.invalidate();
+            let inner = Arc::clone(&self.inner);
+            let lookup = self
+                .inner
+                .cache
+                .refetch(&(), move || async move { inner.fetch().await })
+                .await?;
+            self.log(&lookup);
+            lookup.value.header.clone()
         } else {
             // Refetched recently: share that fetch's result (no new fetch).
             tracing::debug!("credential refused again within the refetch interval");
-        }
-        let fresh = self.current().await?.header.clone();
+            self.current().await?.header.clone()
+        };
         if same_value(&fresh, refused) {
             tracing::info!(
                 "the backend holds the same credential: the server refuses it for this resource; not resending"
@@ -350,6 +357,11 @@ impl SecretsAuth {
             .cache
             .get_or_fetch(&(), move || async move { inner.fetch().await })
             .await?;
+        self.log(&lookup);
+        Ok(lookup.value)
+    }
+
+    fn log(&self, lookup: &secrets_cache::Lookup<Served, SecretError>) {
         match &lookup.outcome {
             Outcome::Hit => tracing::trace!("credential cache hit"),
             Outcome::Fetched => tracing::debug!(
@@ -362,8 +374,11 @@ impl SecretsAuth {
                 error = %secrets_core::redact(&error.to_string()),
                 "backend unavailable: serving the cached credential past its expiry"
             ),
+            Outcome::StaleWhileFetching { expired_for } => tracing::debug!(
+                expired_for_s = expired_for.as_secs_f64(),
+                "backend slow: serving the cached credential past its expiry while it is fetched"
+            ),
         }
-        Ok(lookup.value)
     }
 
     /// Fetches the credential now (unless cached) so the first request does

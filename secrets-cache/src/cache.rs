@@ -6,8 +6,10 @@
 //! reads the clock; nothing is awaited and nothing is allocated. A key's slot
 //! holds its entry (if any) and the fetch in flight (if any); callers that miss
 //! while a fetch is in flight subscribe to its result instead of fetching.
-//! The fetch runs in the task of the caller that started it, guarded so that a
-//! cancelled or panicking fetch clears the flight and its waiters start over.
+//! The fetch runs in a task of its own (inline only without a tokio runtime),
+//! guarded so that a fetch that panics or never runs clears the flight and its
+//! waiters start over; callers holding a stale alternative wait at most the
+//! stale wait.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +66,13 @@ pub enum Outcome<E> {
         /// How long ago the value expired.
         expired_for: Duration,
     },
+    /// The value had expired (within its stale grace) and the fetch in flight
+    /// did not answer within [`CacheConfig::stale_wait`](crate::CacheConfig):
+    /// the expired value was served while the fetch goes on in the background.
+    StaleWhileFetching {
+        /// How long ago the value expired.
+        expired_for: Duration,
+    },
 }
 
 /// The state of one entry, as [`SecretCache::entries`] shows it.
@@ -101,6 +110,8 @@ struct Entry<V> {
     expires_at: Duration,
     stale_until: Duration,
     refresh_claimed: AtomicBool,
+    /// Refresh-ahead attempts that failed; each doubles the wait before the next.
+    refresh_failures: u32,
     /// The clock's milliseconds at the last hit, for LRU eviction.
     last_used: AtomicU64,
 }
@@ -266,7 +277,7 @@ where
             }
         }
         // Boxed: keeps the future of the hit path small (it is moved and pinned per call).
-        let result = Box::pin(Inner::miss(inner, key, fetch)).await;
+        let result = Box::pin(Inner::miss(inner, key, fetch, true)).await;
         let counters = &inner.counters;
         match &result {
             Ok(Lookup {
@@ -281,7 +292,7 @@ where
                 counters.coalesced.incr();
             }
             Ok(Lookup {
-                outcome: Outcome::Stale { .. },
+                outcome: Outcome::Stale { .. } | Outcome::StaleWhileFetching { .. },
                 ..
             }) => {
                 counters.misses.incr();
@@ -320,6 +331,21 @@ where
             }
             slot.stale = None;
         }
+    }
+
+    /// Expires `key` (see [`Self::expire`]) and waits for the fetch that
+    /// follows — started by this call with `fetch`, or already in flight —
+    /// without the [`CacheConfig::stale_wait`](crate::CacheConfig) shortcut:
+    /// the new value, or the old one as [`Outcome::Stale`] when the fetch
+    /// fails transiently within the grace. For "the server refused this
+    /// value: get the current one".
+    pub async fn refetch<F, Fut>(&self, key: &K, fetch: F) -> Result<Lookup<V, E>, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(V, EntryMeta), E>> + Send + 'static,
+    {
+        self.expire(key);
+        Inner::miss(&self.inner, key, fetch, false).await
     }
 
     /// The value held for `key`, fresh or not, without fetching or counting
@@ -421,10 +447,24 @@ impl<K: Hash + Eq, V, E> Inner<K, V, E> {
 }
 
 enum Role<V, E> {
-    Lead(u64, watch::Sender<Published<V, E>>),
+    Lead(
+        watch::Receiver<Published<V, E>>,
+        u64,
+        watch::Sender<Published<V, E>>,
+    ),
     Wait(watch::Receiver<Published<V, E>>),
     Hit(Arc<V>),
     Stale(Lookup<V, E>),
+}
+
+/// How a wait for a flight ended.
+enum Waited<V, E> {
+    /// The flight published its result.
+    Published(Result<Lookup<V, E>, E>),
+    /// The flight ended without a result (cancelled or panicked).
+    Abandoned,
+    /// The stale wait ran out; serve the expired value.
+    Impatient,
 }
 
 impl<K, V, E> Inner<K, V, E>
@@ -440,14 +480,40 @@ where
         (id, tx)
     }
 
-    async fn miss<F, Fut>(this: &Arc<Self>, key: &K, fetch: F) -> Result<Lookup<V, E>, E>
+    /// The expired value of `slot` this caller may be answered with while a
+    /// fetch is in flight, if any (and if `patient` callers are not asked to wait).
+    fn stale_alternative(
+        &self,
+        slot: &Slot<V, E>,
+        now: Duration,
+        impatient: bool,
+    ) -> Option<Lookup<V, E>> {
+        let entry = slot.entry.as_ref()?;
+        (impatient && self.config.enabled && entry.expires_at <= now && now < entry.stale_until)
+            .then(|| Lookup {
+                value: Arc::clone(&entry.value),
+                outcome: Outcome::StaleWhileFetching {
+                    expired_for: now.saturating_sub(entry.expires_at),
+                },
+            })
+    }
+
+    /// A miss: join the flight in flight, or start one in its own task. A
+    /// caller that holds a stale alternative (and is `impatient`) waits at
+    /// most the stale wait for the flight.
+    async fn miss<F, Fut>(
+        this: &Arc<Self>,
+        key: &K,
+        fetch: F,
+        impatient: bool,
+    ) -> Result<Lookup<V, E>, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(V, EntryMeta), E>> + Send + 'static,
     {
         let mut fetch = Some(fetch);
         loop {
-            let role = {
+            let (role, stale) = {
                 let now = this.clock.now();
                 let mut shard = this.write(key);
                 let slot = shard.entry(key.clone()).or_insert(Slot {
@@ -455,7 +521,8 @@ where
                     flight: None,
                     stale: None,
                 });
-                match (&slot.flight, &slot.entry, &slot.stale) {
+                let stale = this.stale_alternative(slot, now, impatient);
+                let role = match (&slot.flight, &slot.entry, &slot.stale) {
                     (Some(flight), _, _) => Role::Wait(flight.result.clone()),
                     (None, Some(entry), _) if this.config.enabled && now < entry.expires_at => {
                         this.touch(entry, now);
@@ -474,9 +541,10 @@ where
                     }
                     (None, _, _) => {
                         let (id, tx) = this.new_flight(slot);
-                        Role::Lead(id, tx)
+                        Role::Lead(tx.subscribe(), id, tx)
                     }
-                }
+                };
+                (role, stale)
             };
             match role {
                 Role::Stale(lookup) => return Ok(lookup),
@@ -486,11 +554,8 @@ where
                         outcome: Outcome::Hit,
                     });
                 }
-                Role::Wait(mut rx) => {
-                    // `Err`: the fetch was cancelled or panicked; start over.
-                    if let Ok(published) = rx.wait_for(Option::is_some).await
-                        && let Some(result) = published.clone()
-                    {
+                Role::Wait(rx) => match this.wait(rx, stale.is_some()).await {
+                    Waited::Published(result) => {
                         return result.map(|lookup| match lookup.outcome {
                             Outcome::Fetched => Lookup {
                                 outcome: Outcome::Coalesced,
@@ -499,38 +564,76 @@ where
                             _ => lookup,
                         });
                     }
-                }
-                Role::Lead(id, tx) => {
+                    Waited::Impatient => return Ok(stale.expect("only with a stale value")),
+                    // Cancelled or panicked: start over.
+                    Waited::Abandoned => {}
+                },
+                Role::Lead(rx, id, tx) => {
+                    let guard = FlightGuard {
+                        inner: Arc::clone(this),
+                        key: key.clone(),
+                        id,
+                        tx: Some(tx),
+                    };
                     let fetch = fetch.take().expect("a caller leads at most once");
-                    let result = Self::lead(this, key.clone(), id, tx, fetch).await;
-                    if result.is_err() {
-                        this.counters.failures.incr();
+                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                        // No tokio runtime to run it on: fetch in this task.
+                        return Self::lead(guard, fetch).await;
+                    };
+                    // The fetch runs in its own task: a caller that goes away
+                    // (a request timeout shorter than the backend) cancels
+                    // nothing, and a caller parked between polls holds nobody up.
+                    let task = runtime.spawn(Self::lead(guard, fetch));
+                    match this.wait(rx, stale.is_some()).await {
+                        Waited::Published(result) => return result,
+                        Waited::Impatient => return Ok(stale.expect("only with a stale value")),
+                        Waited::Abandoned => {
+                            if let Err(error) = task.await
+                                && error.is_panic()
+                            {
+                                std::panic::resume_unwind(error.into_panic());
+                            }
+                            // Cancelled: only when the runtime shuts down,
+                            // which drops this caller too. Wait for that.
+                            match std::future::pending::<std::convert::Infallible>().await {}
+                        }
                     }
-                    return result;
                 }
             }
         }
     }
 
+    /// Waits for a flight's result; with `impatient`, at most the stale wait.
+    async fn wait(
+        &self,
+        mut rx: watch::Receiver<Published<V, E>>,
+        impatient: bool,
+    ) -> Waited<V, E> {
+        let published = async {
+            match rx.wait_for(Option::is_some).await {
+                Ok(published) => published
+                    .clone()
+                    .map_or(Waited::Abandoned, Waited::Published),
+                Err(_) => Waited::Abandoned,
+            }
+        };
+        if !impatient {
+            return published.await;
+        }
+        tokio::time::timeout(self.config.stale_wait, published)
+            .await
+            .unwrap_or(Waited::Impatient)
+    }
+
     /// Runs `fetch` as flight `id` of `key`, stores its value (if the flight is
     /// still the key's), and publishes the result to the flight's waiters.
-    async fn lead<F, Fut>(
-        this: &Arc<Self>,
-        key: K,
-        id: u64,
-        tx: watch::Sender<Published<V, E>>,
-        fetch: F,
-    ) -> Result<Lookup<V, E>, E>
+    async fn lead<F, Fut>(mut guard: FlightGuard<K, V, E>, fetch: F) -> Result<Lookup<V, E>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, EntryMeta), E>>,
     {
-        let mut guard = FlightGuard {
-            inner: this,
-            key,
-            id,
-            tx: Some(tx),
-        };
+        let this = Arc::clone(&guard.inner);
+        let id = guard.id;
         this.counters.fetches.incr();
         let fetched = fetch().await;
         let now = this.clock.now();
@@ -564,6 +667,9 @@ where
         if grew && this.len.fetch_add(1, Ordering::Relaxed) >= this.config.capacity {
             this.evict_lru();
         }
+        if result.is_err() {
+            this.counters.failures.incr();
+        }
         result
     }
 
@@ -594,12 +700,21 @@ where
             }
             Err(error) => error,
         };
-        let answer = match &slot.entry {
-            // A refresh ahead failed while the entry is still valid.
-            Some(entry) if now < entry.expires_at => Ok(Lookup {
-                value: Arc::clone(&entry.value),
-                outcome: Outcome::Hit,
-            }),
+        let answer = match &mut slot.entry {
+            // A refresh ahead failed while the entry is still valid: the next
+            // hit after a backoff (the stale retry wait, doubling) tries again.
+            Some(entry) if now < entry.expires_at => {
+                let doubling = 1u32 << entry.refresh_failures.min(16);
+                entry.refresh_failures = entry.refresh_failures.saturating_add(1);
+                entry.refresh_at = now
+                    .saturating_add(self.config.stale_retry_after.saturating_mul(doubling))
+                    .min(entry.expires_at);
+                entry.refresh_claimed.store(false, Ordering::Release);
+                Ok(Lookup {
+                    value: Arc::clone(&entry.value),
+                    outcome: Outcome::Hit,
+                })
+            }
             Some(entry) if now < entry.stale_until && (self.is_transient)(&error) => {
                 slot.stale = Some(StaleServe {
                     error: error.clone(),
@@ -633,6 +748,7 @@ where
             expires_at,
             stale_until: expires_at.saturating_add(self.config.grace(ttl, backend_limited)),
             refresh_claimed: AtomicBool::new(false),
+            refresh_failures: 0,
             last_used: AtomicU64::new(now.as_millis() as u64),
         }
     }
@@ -657,10 +773,15 @@ where
             this.new_flight(slot)
         };
         this.counters.refreshes.incr();
+        let guard = FlightGuard {
+            inner: Arc::clone(this),
+            key: key.clone(),
+            id,
+            tx: Some(tx),
+        };
         let this = Arc::clone(this);
-        let key = key.clone();
         runtime.spawn(async move {
-            let refreshed = Self::lead(&this, key, id, tx, fetch).await;
+            let refreshed = Self::lead(guard, fetch).await;
             if !matches!(
                 refreshed,
                 Ok(Lookup {
@@ -709,14 +830,16 @@ where
 
 /// Clears a flight that ends without publishing (cancelled or panicked fetch),
 /// so that its waiters start over instead of waiting forever.
-struct FlightGuard<'a, K: Hash + Eq, V, E> {
-    inner: &'a Inner<K, V, E>,
+/// Made as soon as a flight is registered (before its fetch is spawned), so
+/// a fetch task dropped before it ever ran clears its flight too.
+struct FlightGuard<K: Hash + Eq, V, E> {
+    inner: Arc<Inner<K, V, E>>,
     key: K,
     id: u64,
     tx: Option<watch::Sender<Published<V, E>>>,
 }
 
-impl<K: Hash + Eq, V, E> Drop for FlightGuard<'_, K, V, E> {
+impl<K: Hash + Eq, V, E> Drop for FlightGuard<K, V, E> {
     fn drop(&mut self) {
         let Some(tx) = self.tx.take() else { return };
         let mut shard = self.inner.write(&self.key);

@@ -47,8 +47,16 @@ pub struct CacheConfig {
     pub stale_grace: StaleGrace,
     /// While a stale entry is served, how long to wait after a failed fetch
     /// before the backend is tried again (default 5 s); calls in between get
-    /// the stale value at once.
+    /// the stale value at once. Also the first wait before a failed
+    /// refresh-ahead is tried again (doubling each time, until expiry).
     pub stale_retry_after: Duration,
+    /// How long a caller that could be answered with an expired value (one
+    /// within its stale grace) waits for the fetch in flight before it gets
+    /// that value instead (default 25 ms). The fetch goes on in the
+    /// background under its own retries and deadline; its first success
+    /// replaces the value. So nobody waits for a failing or hanging backend
+    /// while a usable value exists.
+    pub stale_wait: Duration,
     /// Most entries kept; the least recently used goes first (default 1024, at least 1).
     pub capacity: usize,
     /// `false` = keep nothing: every call fetches (concurrent calls still share a fetch).
@@ -65,6 +73,7 @@ impl Default for CacheConfig {
             refresh_ahead: 0.8,
             stale_grace: StaleGrace::SameAsTtl,
             stale_retry_after: Duration::from_secs(5),
+            stale_wait: Duration::from_millis(25),
             capacity: 1024,
             enabled: true,
         }
@@ -112,6 +121,13 @@ impl CacheConfig {
     #[must_use]
     pub fn with_stale_retry_after(mut self, wait: Duration) -> Self {
         self.stale_retry_after = wait;
+        self
+    }
+
+    /// Sets how long a caller holding a stale alternative waits for a fetch.
+    #[must_use]
+    pub fn with_stale_wait(mut self, wait: Duration) -> Self {
+        self.stale_wait = wait;
         self
     }
 

@@ -16,8 +16,17 @@
 //! - **Bounded**: at most `capacity` entries (default 1024), least recently used
 //!   evicted; values are dropped (and, for `secrecy` types, wiped) when the last
 //!   `Arc` goes.
-//! - **Robust**: a fetch that panics or whose caller is dropped does not wedge
-//!   the key; waiters start over.
+//! - **Fetches outlive their callers**: the fetch runs in a task of its own; a
+//!   caller that is dropped (a timeout shorter than the backend) cancels
+//!   nothing, and the value is cached for the next caller.
+//! - **Nobody waits on a failing backend while a stale value exists**: a
+//!   caller that could be served an expired value within its grace waits at
+//!   most [`CacheConfig::stale_wait`] (25 ms) for the fetch in flight, then
+//!   gets that value ([`Outcome::StaleWhileFetching`]); the fetch goes on in
+//!   the background and its first success replaces the value. A failed
+//!   refresh-ahead is tried again (the stale retry wait, doubling) until expiry.
+//! - **Robust**: a fetch that panics does not wedge the key; waiters start
+//!   over and the panic reaches the caller that started it.
 //!
 //! Time comes from a [`Clock`]; tests use [`ManualClock`] or tokio's paused clock
 //! through [`TokioClock`].

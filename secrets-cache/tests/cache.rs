@@ -313,20 +313,136 @@ async fn an_error_reaches_every_waiter() {
 }
 
 #[tokio::test]
-async fn cancelled_fetch_does_not_wedge_the_key() {
+async fn a_cancelled_caller_cancels_nothing_the_fetch_completes_for_everyone() {
     let (cache, _clock) = cache_with(config());
-    let (stuck, _never_opened) = Backend::gated();
-    let leader = spawn_asks(&cache, &stuck, 1, Ok("never")).remove(0);
+    let (slow, gate) = Backend::gated();
+    let leader = spawn_asks(&cache, &slow, 1, Ok("v")).remove(0);
     settle().await;
-    let backend = Backend::default();
-    let waiter = spawn_asks(&cache, &backend, 1, Ok("v")).remove(0);
+    let other = Backend::default();
+    let waiter = spawn_asks(&cache, &other, 1, Ok("never")).remove(0);
     settle().await;
-    assert_eq!(backend.calls(), 0, "the waiter joined the stuck flight");
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
+    gate.add_permits(1);
     let got = waiter.await.unwrap().unwrap();
-    assert_eq!((got.value.as_str(), got.outcome), ("v", Outcome::Fetched));
-    assert_eq!(backend.calls(), 1);
+    assert_eq!((got.value.as_str(), got.outcome), ("v", Outcome::Coalesced));
+    assert_eq!(
+        (slow.calls(), other.calls()),
+        (1, 0),
+        "one fetch, never restarted"
+    );
+    let again = ask(&cache, &other, "k", Ok("never")).await.unwrap();
+    assert_eq!(again.outcome, Outcome::Hit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_with_timeouts_shorter_than_the_backend_still_end_with_one_cached_fetch() {
+    let (cache, _clock) = cache_with(config());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slow = |calls: Arc<AtomicUsize>| {
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(secs(2)).await; // the backend takes 2 s
+            Ok::<_, TestError>(("v".to_owned(), EntryMeta::default()))
+        }
+    };
+    let k = key("k");
+    for _ in 0..3 {
+        // Each caller gives up after 500 ms, before the backend answers.
+        let call = cache.get_or_fetch(&k, slow(calls.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), call)
+                .await
+                .is_err()
+        );
+    }
+    tokio::time::sleep(secs(1)).await;
+    let got = cache
+        .get_or_fetch(&key("k"), slow(calls.clone()))
+        .await
+        .unwrap();
+    assert_eq!((got.value.as_str(), got.outcome), ("v", Outcome::Hit));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_stale_value_callers_wait_at_most_the_stale_wait_for_a_hanging_backend() {
+    let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    clock.advance(secs(105)); // expired 5 s ago, within the 30 s grace
+    let (hanging, gate) = Backend::gated();
+    let started = tokio::time::Instant::now();
+    let answers = spawn_asks(&cache, &hanging, 20, Ok("v2"));
+    for answer in answers {
+        let got = answer.await.unwrap().unwrap();
+        assert_eq!(*got.value, "v1");
+        assert_eq!(
+            got.outcome,
+            Outcome::StaleWhileFetching {
+                expired_for: secs(5)
+            }
+        );
+    }
+    assert!(
+        started.elapsed() <= Duration::from_millis(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(hanging.calls(), 1, "one fetch goes on in the background");
+    assert_eq!(cache.stats().stale_served, 20);
+    // Its first success replaces the value.
+    gate.add_permits(1);
+    settle().await;
+    let got = ask(&cache, &backend, "k", Ok("never")).await.unwrap();
+    assert_eq!((got.value.as_str(), got.outcome), ("v2", Outcome::Hit));
+}
+
+#[tokio::test]
+async fn a_refetch_waits_for_the_new_value_and_keeps_the_old_one_on_failure() {
+    let (cache, _clock) = cache_with(config());
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    let got = cache
+        .refetch(&key("k"), backend.answer(Ok("v2")))
+        .await
+        .unwrap();
+    assert_eq!((got.value.as_str(), got.outcome), ("v2", Outcome::Fetched));
+    let got = cache
+        .refetch(&key("k"), backend.answer(Err(TRANSIENT)))
+        .await
+        .unwrap();
+    assert_eq!(*got.value, "v2");
+    assert!(matches!(got.outcome, Outcome::Stale { .. }));
+}
+
+#[tokio::test]
+async fn a_failed_refresh_ahead_is_tried_again_with_backoff_until_expiry() {
+    let (cache, clock) = cache_with(config().with_stale_retry_after(secs(2)));
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    clock.advance(secs(80)); // the refresh point
+    ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 2, "first refresh, failed");
+    ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 2, "not before the backoff");
+    clock.advance(secs(2));
+    ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 3, "second refresh after 2 s");
+    clock.advance(secs(3));
+    ask(&cache, &backend, "k", Ok("never")).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 3, "the wait doubled to 4 s");
+    clock.advance(secs(1));
+    let hit = ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
+    assert_eq!(*hit.value, "v1", "still the current value at once");
+    settle().await;
+    assert_eq!(backend.calls(), 4);
+    let hit = ask(&cache, &backend, "k", Ok("never")).await.unwrap();
+    assert_eq!((hit.value.as_str(), hit.outcome), ("v2", Outcome::Hit));
 }
 
 #[tokio::test]

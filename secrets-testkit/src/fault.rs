@@ -24,6 +24,8 @@ pub struct Fault {
     pub headers: Vec<(String, String)>,
     /// The body (sent as `application/json`).
     pub body: String,
+    /// Accept the request and never answer (until the client gives up).
+    pub hang: bool,
 }
 
 impl Fault {
@@ -34,6 +36,15 @@ impl Fault {
             status,
             headers: Vec::new(),
             body: body.to_owned(),
+            hang: false,
+        }
+    }
+
+    /// Accepts requests under `path_prefix` and never answers them.
+    pub fn hang(path_prefix: &str) -> Self {
+        Self {
+            hang: true,
+            ..Self::new(path_prefix, 0, "")
         }
     }
 
@@ -178,6 +189,11 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
         .cloned();
     if let Some(fault) = fault {
         shared.answered.fetch_add(1, Ordering::SeqCst);
+        if fault.hang {
+            // Until the client closes the connection (or the read timeout).
+            let _ = client.read(&mut [0u8; 1]);
+            return Ok(());
+        }
         let mut response = format!(
             "HTTP/1.1 {} Fault\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
             fault.status,
