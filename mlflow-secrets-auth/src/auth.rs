@@ -29,6 +29,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The credential last refetched because a server refused it, and when.
     refetched: Mutex<Option<(AuthHeader, Duration)>>,
+    /// Verdicts of plain origins already judged ([`SecretsAuth::header_for`]).
+    judged: Judged,
     warned_plain_http: AtomicBool,
 }
 
@@ -184,6 +186,7 @@ impl SecretsAuth {
                 cache,
                 clock,
                 refetched: Mutex::new(None),
+                judged: Judged::default(),
                 warned_plain_http: AtomicBool::new(false),
             }),
         }
@@ -313,10 +316,38 @@ impl SecretsAuth {
 
     /// The header for a request to `url`, or `None` when the credential may not
     /// go there (nothing is fetched then). Unparsable URLs get `None`.
+    ///
+    /// The verdict for a plain `scheme://host[:port]` prefix (lower-case
+    /// letters, digits, `.`, `-`, `:` only: no userinfo, escapes, brackets or
+    /// backslashes, so every parser reads the same host from it) is
+    /// remembered, and later URLs with that exact prefix skip the parse.
     pub async fn header_for(&self, url: &str) -> Result<Option<AuthHeader>> {
-        match Url::parse(url) {
-            Ok(url) => self.header_for_url(&url).await,
-            Err(_) => Ok(None),
+        let prefix = plain_origin(url);
+        if let Some(prefix) = prefix
+            && let Some(permitted) = self.inner.judged.get(prefix)
+        {
+            if !permitted {
+                return Ok(None);
+            }
+            return Ok(Some(self.current().await?.header.clone()));
+        }
+        let Ok(parsed) = Url::parse(url) else {
+            return Ok(None);
+        };
+        if let Some(prefix) = prefix {
+            self.judge_origin(prefix);
+        }
+        self.header_for_url(&parsed).await
+    }
+
+    /// Remembers the verdict for a plain origin (judged on `prefix/` alone, so
+    /// the rest of one URL cannot decide for others). Errors are not remembered.
+    fn judge_origin(&self, prefix: &str) {
+        let Ok(origin) = Url::parse(&format!("{prefix}/")) else {
+            return;
+        };
+        if let Ok(verdict) = self.inner.policy.permits(&origin) {
+            self.inner.judged.insert(prefix, verdict.is_ok());
         }
     }
 
@@ -431,6 +462,51 @@ impl SecretsAuth {
     }
 }
 
+/// `scheme://authority` of `url` when it is plain enough that every URL
+/// parser reads the same host and port from it: `http`/`https` in lower case,
+/// then only lower-case letters, digits, `.`, `-` and `:` up to the first `/`,
+/// `?` or `#` (or the end).
+fn plain_origin(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let plain = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b':'));
+    plain.then(|| &url[..url.len() - rest.len() + end])
+}
+
+/// Verdicts remembered for plain origins (at most [`Judged::CAPACITY`]).
+#[derive(Default)]
+struct Judged {
+    verdicts: std::sync::RwLock<std::collections::HashMap<Box<str>, bool>>,
+}
+
+impl Judged {
+    const CAPACITY: usize = 64;
+
+    fn get(&self, origin: &str) -> Option<bool> {
+        self.verdicts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(origin)
+            .copied()
+    }
+
+    fn insert(&self, origin: &str, permitted: bool) {
+        let mut verdicts = self.verdicts.write().unwrap_or_else(|e| e.into_inner());
+        if verdicts.len() < Self::CAPACITY {
+            verdicts.insert(origin.into(), permitted);
+        }
+    }
+}
+
 /// Whether `header` has the value `value`.
 fn same_value(header: &AuthHeader, value: &str) -> bool {
     header.value().expose_secret() == value
@@ -459,4 +535,37 @@ pub fn worst_case_fetch_time(config: &Config) -> Duration {
         delay = delay.saturating_mul(2);
     }
     total.min(config.fetch_deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_origin;
+
+    #[test]
+    fn only_plain_origins_are_remembered() {
+        for (url, origin) in [
+            (
+                "https://mlflow.example.com/api?x=1",
+                Some("https://mlflow.example.com"),
+            ),
+            ("http://127.0.0.1:5000", Some("http://127.0.0.1:5000")),
+            ("http://127.0.0.1:5000#f", Some("http://127.0.0.1:5000")),
+            (
+                "https://a-b.example:8443?q",
+                Some("https://a-b.example:8443"),
+            ),
+            ("http://allowed\\@thief/", None),
+            ("http://allowed@thief/", None),
+            ("http://allowed%40thief/", None),
+            ("http://Allowed.example/", None),
+            ("HTTP://allowed.example/", None),
+            ("http://[::1]:5000/", None),
+            ("http://allowed\tx/", None),
+            (" http://allowed/", None),
+            ("http:///", None),
+            ("ftp://allowed/", None),
+        ] {
+            assert_eq!(plain_origin(url), origin, "{url}");
+        }
+    }
 }

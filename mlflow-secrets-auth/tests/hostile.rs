@@ -76,6 +76,12 @@ impl Scene {
         }
     }
 
+    /// Caches OLD, then rotates the stored secret to NEW.
+    async fn rotate_behind_the_cache(&self) {
+        self.auth.warm().await.unwrap();
+        std::fs::write(&self.secret_file, NEW).unwrap();
+    }
+
     /// Whether `listener` ever received either credential, under any header.
     fn leaked_to(&self, listener: &str) -> bool {
         self.kit.saw(listener, OLD) || self.kit.saw(listener, NEW)
@@ -84,6 +90,20 @@ impl Scene {
     async fn get(&self, url: &str) -> Result<reqwest::Response, reqwest_middleware::Error> {
         self.client.get(url).send().await
     }
+}
+
+/// A credential from moto (through the counting proxy), allowed on 127.0.0.1,
+/// and a middleware client.
+fn moto_client(backend: &common::Backend, header: &str) -> (SecretsAuth, ClientWithMiddleware) {
+    let mut config = common::config();
+    config.allowlist = HostAllowlist::parse("127.0.0.1").unwrap();
+    config.header_name = HeaderName::new(header).unwrap();
+    let auth = SecretsAuth::builder()
+        .config(config)
+        .provider(backend.provider("mlflow/token"), common::settings(300))
+        .build();
+    let client = mlflow_secrets_auth::middleware::client(auth.clone()).unwrap();
+    (auth, client)
 }
 
 fn header_name(header: &str) -> &'static str {
@@ -168,8 +188,7 @@ async fn a_refusal_then_a_redirect_to_the_thief_carries_nothing() {
     for header in HEADERS {
         for status in [401, 403] {
             let s = Scene::new(header);
-            s.auth.warm().await.unwrap();
-            std::fs::write(&s.secret_file, NEW).unwrap(); // rotated behind the cache
+            s.rotate_behind_the_cache().await;
             s.kit.script(
                 "allowed",
                 "/refuse",
@@ -288,8 +307,7 @@ async fn cookies_and_proxy_credentials_are_stripped_on_a_change_of_host() {
 async fn rotation_recovers_with_exactly_one_refetch() {
     for header in HEADERS {
         let s = Scene::new(header);
-        s.auth.warm().await.unwrap();
-        std::fs::write(&s.secret_file, NEW).unwrap();
+        s.rotate_behind_the_cache().await;
         s.kit.script(
             "allowed",
             "/api",
@@ -313,14 +331,7 @@ async fn twenty_refusals_of_a_valid_credential_cause_at_most_two_backend_fetches
     for header in HEADERS {
         let before = backend.proxy.forwarded();
         let kit = HostileKit::start();
-        let mut config = common::config();
-        config.allowlist = HostAllowlist::parse("127.0.0.1").unwrap();
-        config.header_name = HeaderName::new(header).unwrap();
-        let auth = SecretsAuth::builder()
-            .config(config)
-            .provider(backend.provider("mlflow/token"), common::settings(300))
-            .build();
-        let client = mlflow_secrets_auth::middleware::client(auth.clone()).unwrap();
+        let (_, client) = moto_client(&backend, header);
         kit.script("allowed", "/forbidden", vec![Answer::status(403)]);
         for _ in 0..20 {
             let response = client
@@ -347,13 +358,7 @@ async fn a_refusal_during_an_outage_keeps_serving_the_previous_credential() {
         return;
     };
     let kit = HostileKit::start();
-    let mut config = common::config();
-    config.allowlist = HostAllowlist::parse("127.0.0.1").unwrap();
-    let auth = SecretsAuth::builder()
-        .config(config)
-        .provider(backend.provider("mlflow/token"), common::settings(300))
-        .build();
-    let client = mlflow_secrets_auth::middleware::client(auth.clone()).unwrap();
+    let (auth, client) = moto_client(&backend, "Authorization");
     kit.script("allowed", "/forbidden", vec![Answer::status(403)]);
     auth.warm().await.unwrap();
     backend.go_down();
@@ -381,8 +386,7 @@ async fn a_refusal_during_an_outage_keeps_serving_the_previous_credential() {
 async fn a_streamed_body_is_never_resent_and_nothing_hangs() {
     for header in HEADERS {
         let s = Scene::new(header);
-        s.auth.warm().await.unwrap();
-        std::fs::write(&s.secret_file, NEW).unwrap();
+        s.rotate_behind_the_cache().await;
         s.kit
             .script("allowed", "/upload", vec![Answer::status(401)]);
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =

@@ -81,13 +81,7 @@ async fn during_an_outage_the_stale_credential_is_served_fast() {
     let Some(backend) = backend("outage", "mlflow/token", TOKEN) else {
         return;
     };
-    let clock = Arc::new(ManualClock::new());
-    let auth = SecretsAuth::builder()
-        .config(config())
-        .provider(backend.provider("mlflow/token"), settings(60))
-        .clock(clock.clone())
-        .build();
-    auth.warm().await.unwrap();
+    let (auth, clock) = warmed(&backend).await;
     backend.go_down();
     clock.advance(Duration::from_secs(61));
     // The first call past expiry starts a fetch and gets the stale value
@@ -115,13 +109,7 @@ async fn after_expiry_a_hanging_backend_does_not_hold_up_callers_with_a_stale_va
     let Some(backend) = backend("stale_hang", "mlflow/token", TOKEN) else {
         return;
     };
-    let clock = Arc::new(ManualClock::new());
-    let auth = SecretsAuth::builder()
-        .config(config())
-        .provider(backend.provider("mlflow/token"), settings(60))
-        .clock(clock.clone())
-        .build();
-    auth.warm().await.unwrap();
+    let (auth, clock) = warmed(&backend).await;
     backend
         .proxy
         .inject(secrets_testkit::fault::Fault::hang("/"));
@@ -272,6 +260,18 @@ async fn a_failing_primary_fails_over_and_serves_again_once_back() {
             .all(|v| *v == primary || v == "Bearer tok-from-file-77"),
         "{served:?}"
     );
+}
+
+/// A credential from `backend` (TTL 60 s) on a manual clock, fetched once.
+async fn warmed(backend: &common::Backend) -> (SecretsAuth, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let auth = SecretsAuth::builder()
+        .config(config())
+        .provider(backend.provider("mlflow/token"), settings(60))
+        .clock(clock.clone())
+        .build();
+    auth.warm().await.unwrap();
+    (auth, clock)
 }
 
 /// Waits (up to 10 s, polling) until `done` holds: for effects of a fetch

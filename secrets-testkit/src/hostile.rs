@@ -119,11 +119,7 @@ pub struct Seen {
 impl Seen {
     /// The value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        crate::capture::header_value(&self.headers, name)
     }
 
     fn to_json(&self) -> Value {

@@ -91,6 +91,29 @@ _CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+_PLAIN_AUTHORITY = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-:")
+
+
+def _plain_origin(url: str) -> bool:
+    """Whether ``url`` starts ``http(s)://`` with an authority of only
+    lower-case letters, digits, ``.``, ``-`` and ``:`` up to ``/``, ``?``, ``#``
+    or the end: no userinfo, escapes, brackets or backslashes, so every
+    parser reads the same host and port from it (the core remembers the
+    verdict for such origins)."""
+    if url.startswith("https://"):
+        rest = url[8:]
+    elif url.startswith("http://"):
+        rest = url[7:]
+    else:
+        return False
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop, 0, end)
+        if found != -1:
+            end = found
+    return end > 0 and _PLAIN_AUTHORITY.issuperset(rest[:end])
+
+
 def _client_hosts(url: str) -> Optional[List[Tuple[str, int]]]:
     """``(host, port)`` of ``url`` as each of requests' parsers reads it:
     ``urllib.parse`` (the connection pool's key) and ``urllib3`` (the
@@ -150,13 +173,31 @@ def _replayable(request: PreparedRequest) -> bool:
 class _Chain:
     """The hops of one request: the request, its redirects, its resend."""
 
-    def __init__(self, core: SecretsAuth) -> None:
+    __slots__ = ("core", "name", "previous", "left_https", "attached", "resent")
+
+    def __init__(self, core: SecretsAuth, name: str) -> None:
         self.core = core
-        self.name = core.header_name()
+        self.name = name
         self.previous: Optional[str] = None
         self.left_https = False
         self.attached: Optional[str] = None
         self.resent = False
+
+    def first(self, request: PreparedRequest, url: str) -> None:
+        """The first hop. A plain origin needs no second reading of its host:
+        the core's verdict for it is remembered."""
+        if not _plain_origin(url):
+            self.apply(request, url)
+            return
+        self.previous = url
+        try:
+            header = self.core.header_for(url)
+        except SecretsAuthError as error:
+            _log.error("mlflow-secrets-auth: no credential for %s: %s", _host(url), error)
+            return
+        if header is not None:
+            request.headers[header[0]] = header[1]
+            self.attached = header[1]
 
     def apply(self, request: PreparedRequest, url: str) -> None:
         """Decides the hop to ``url`` and sets ``request``'s headers for it
@@ -245,20 +286,28 @@ class MlflowSecretsAuth(AuthBase):
 
     def __init__(self, core: Optional[SecretsAuth] = None) -> None:
         self._core = core
+        self._named: Optional[Tuple[SecretsAuth, str]] = None
 
-    def _get_core(self) -> Optional[SecretsAuth]:
-        return self._core if self._core is not None else _shared_core()
+    def _get_core(self) -> Optional[Tuple[SecretsAuth, str]]:
+        """The core and its header name (asked once per core)."""
+        core = self._core if self._core is not None else _shared_core()
+        if core is None:
+            return None
+        named = self._named
+        if named is None or named[0] is not core:
+            try:
+                named = self._named = (core, core.header_name())
+            except SecretsAuthError as error:
+                _log.error("mlflow-secrets-auth: no credential will be sent: %s", error)
+                return None
+        return named
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        core = self._get_core()
-        if core is None:
+        named = self._get_core()
+        if named is None:
             return request
-        try:
-            chain = _Chain(core)
-        except SecretsAuthError as error:
-            _log.error("mlflow-secrets-auth: no credential will be sent: %s", error)
-            return request
-        chain.apply(request, request.url or "")
+        chain = _Chain(*named)
+        chain.first(request, request.url or "")
         hooks = request.hooks.setdefault("response", [])
         # A request prepared again gets one chain, not one per preparation.
         hooks[:] = [h for h in hooks if not isinstance(getattr(h, "__self__", None), _Chain)]
