@@ -228,10 +228,19 @@ impl PySecretsAuth {
     }
 }
 
+/// Whether `url` starts with a plain origin: `http(s)://` and only lower-case
+/// letters, digits, `.`, `-`, `:` up to the path, so every URL parser reads
+/// the same host and port from it.
+#[pyfunction]
+fn is_plain_origin(url: &str) -> bool {
+    mlflow_secrets_auth::plain_origin(url).is_some()
+}
+
 /// The module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySecretsAuth>()?;
+    m.add_function(wrap_pyfunction!(is_plain_origin, m)?)?;
     m.add("SecretsAuthError", m.py().get_type::<SecretsAuthError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -12,7 +12,7 @@ use secrets_cache::{
 use secrets_core::secrecy::ExposeSecret;
 use secrets_core::{
     AuthHeader, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription, ProviderSettings,
-    Result, SecretError, SecretProvider, is_loopback,
+    Result, SecretError, SecretProvider, is_loopback, plain_origin,
 };
 use secrets_retry::BreakerState;
 use url::Url;
@@ -462,26 +462,6 @@ impl SecretsAuth {
     }
 }
 
-/// `scheme://authority` of `url` when it is plain enough that every URL
-/// parser reads the same host and port from it: `http`/`https` in lower case,
-/// then only lower-case letters, digits, `.`, `-` and `:` up to the first `/`,
-/// `?` or `#` (or the end).
-fn plain_origin(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let end = rest
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let plain = !authority.is_empty()
-        && authority
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b':'));
-    plain.then(|| &url[..url.len() - rest.len() + end])
-}
-
 /// Verdicts remembered for plain origins (at most [`Judged::CAPACITY`]).
 #[derive(Default)]
 struct Judged {
@@ -535,37 +515,4 @@ pub fn worst_case_fetch_time(config: &Config) -> Duration {
         delay = delay.saturating_mul(2);
     }
     total.min(config.fetch_deadline)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_origin;
-
-    #[test]
-    fn only_plain_origins_are_remembered() {
-        for (url, origin) in [
-            (
-                "https://mlflow.example.com/api?x=1",
-                Some("https://mlflow.example.com"),
-            ),
-            ("http://127.0.0.1:5000", Some("http://127.0.0.1:5000")),
-            ("http://127.0.0.1:5000#f", Some("http://127.0.0.1:5000")),
-            (
-                "https://a-b.example:8443?q",
-                Some("https://a-b.example:8443"),
-            ),
-            ("http://allowed\\@thief/", None),
-            ("http://allowed@thief/", None),
-            ("http://allowed%40thief/", None),
-            ("http://Allowed.example/", None),
-            ("HTTP://allowed.example/", None),
-            ("http://[::1]:5000/", None),
-            ("http://allowed\tx/", None),
-            (" http://allowed/", None),
-            ("http:///", None),
-            ("ftp://allowed/", None),
-        ] {
-            assert_eq!(plain_origin(url), origin, "{url}");
-        }
-    }
 }

@@ -33,7 +33,7 @@ pub use secrets_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
     FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
     ProviderKind, ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld,
-    is_loopback, mask, mask_password, redact, same_authority, secrecy, source_chain,
+    is_loopback, mask, mask_password, plain_origin, redact, same_authority, secrecy, source_chain,
 };
 pub use secrets_retry::BreakerState;
 pub use url::Url;

@@ -148,7 +148,8 @@ impl HopPolicy {
         if left_https {
             return Ok(Err(Withheld::Downgraded));
         }
-        if !parsers_agree(url) {
+        // A plain origin reads the same in every parser; others are checked.
+        if plain_origin(url.as_str()).is_none() && !parsers_agree(url) {
             return Ok(Err(Withheld::Ambiguous));
         }
         if self.require_tls && url.scheme() == "http" && !is_loopback(url) {
@@ -162,6 +163,26 @@ impl HopPolicy {
         }
         Ok(Ok(()))
     }
+}
+
+/// `scheme://authority` of `url` when it is plain enough that every URL
+/// parser reads the same host and port from it: `http`/`https` in lower case,
+/// then only lower-case letters, digits, `.`, `-` and `:` up to the first `/`,
+/// `?` or `#` (or the end).
+pub fn plain_origin(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let plain = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b':'));
+    plain.then(|| &url[..url.len() - rest.len() + end])
 }
 
 /// Whether `http::Uri` — what hyper connects with — reads the same host and
@@ -291,6 +312,34 @@ mod tests {
             p.permits(&url("https://mlflow.example.com/")).unwrap(),
             Ok(())
         );
+    }
+
+    #[test]
+    fn only_plain_origins_count_as_plain() {
+        for (url, origin) in [
+            (
+                "https://mlflow.example.com/api?x=1",
+                Some("https://mlflow.example.com"),
+            ),
+            ("http://127.0.0.1:5000", Some("http://127.0.0.1:5000")),
+            ("http://127.0.0.1:5000#f", Some("http://127.0.0.1:5000")),
+            (
+                "https://a-b.example:8443?q",
+                Some("https://a-b.example:8443"),
+            ),
+            ("http://allowed\\@thief/", None),
+            ("http://allowed@thief/", None),
+            ("http://allowed%40thief/", None),
+            ("http://Allowed.example/", None),
+            ("HTTP://allowed.example/", None),
+            ("http://[::1]:5000/", None),
+            ("http://allowed\tx/", None),
+            (" http://allowed/", None),
+            ("http:///", None),
+            ("ftp://allowed/", None),
+        ] {
+            assert_eq!(plain_origin(url), origin, "{url}");
+        }
     }
 
     #[test]

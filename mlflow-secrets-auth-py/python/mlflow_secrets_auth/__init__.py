@@ -32,7 +32,7 @@ from requests.models import PreparedRequest, Response
 from requests.sessions import SessionRedirectMixin
 from requests.utils import requote_uri, rewind_body
 
-from ._core import SecretsAuth, SecretsAuthError, __version__
+from ._core import SecretsAuth, SecretsAuthError, __version__, is_plain_origin
 
 __all__ = [
     "SecretsAuth",
@@ -89,29 +89,6 @@ def _shared_core() -> Optional[SecretsAuth]:
 # Removed whenever the origin changes (the configured header too).
 _CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-_PLAIN_AUTHORITY = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-:")
-
-
-def _plain_origin(url: str) -> bool:
-    """Whether ``url`` starts ``http(s)://`` with an authority of only
-    lower-case letters, digits, ``.``, ``-`` and ``:`` up to ``/``, ``?``, ``#``
-    or the end: no userinfo, escapes, brackets or backslashes, so every
-    parser reads the same host and port from it (the core remembers the
-    verdict for such origins)."""
-    if url.startswith("https://"):
-        rest = url[8:]
-    elif url.startswith("http://"):
-        rest = url[7:]
-    else:
-        return False
-    end = len(rest)
-    for stop in "/?#":
-        found = rest.find(stop, 0, end)
-        if found != -1:
-            end = found
-    return end > 0 and _PLAIN_AUTHORITY.issuperset(rest[:end])
 
 
 def _client_hosts(url: str) -> Optional[List[Tuple[str, int]]]:
@@ -186,7 +163,7 @@ class _Chain:
     def first(self, request: PreparedRequest, url: str) -> None:
         """The first hop. A plain origin needs no second reading of its host:
         the core's verdict for it is remembered."""
-        if not _plain_origin(url):
+        if not is_plain_origin(url):
             self.apply(request, url)
             return
         self.previous = url

@@ -2,6 +2,8 @@ from typing import List, Optional, Sequence, Tuple
 
 __version__: str
 
+def is_plain_origin(url: str) -> bool: ...
+
 class SecretsAuthError(Exception): ...
 
 class SecretsAuth:
