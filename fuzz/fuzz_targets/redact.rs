@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use secrets_core::redact;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (secret, around) = text.split_once('\n').unwrap_or((text, ""));
     // A secret long enough not to occur by chance, of the characters a token
     // may hold in a header (every visible ASCII character).
@@ -46,8 +48,10 @@ fuzz_target!(|data: &[u8]| {
     .chain(plain_shapes.into_iter().filter(|_| plain))
     // In a URL's userinfo a `/` would end the authority: real URLs carry it
     // percent-encoded, so only secrets without one are written there.
-    .chain((plain && !secret.contains('/')).then(|| format!("https://user:{secret}@mlflow.example.com/")))
-    {
+    .chain(
+        (plain && !secret.contains('/'))
+            .then(|| format!("https://user:{secret}@mlflow.example.com/")),
+    ) {
         if shape.replace(secret, "").contains(secret) || shape.matches(secret).count() > 1 {
             continue; // the secret is part of the shape's own words
         }
