@@ -228,15 +228,7 @@ fn bench() -> Result<()> {
     )?;
     eprintln!("\n==> bench: side by side with the predecessor (several minutes)");
     let compared = cargo()
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "mlflow-secrets-auth",
-            "--example",
-            "compare",
-        ])
+        .args(["run", "--quiet", "--release", "-p", "xtask-compare"])
         .env("MSA_CLI", root().join("target/release/mlflow-secrets-auth"))
         .env("MSA_PRED_PYTHON", &python)
         .env("MSA_PRED_CLI", pred.join("bin/mlflow-secrets-auth"))

@@ -6,6 +6,7 @@
 //! Run by `cargo xtask bench`, which builds the release CLI and the
 //! predecessor's venv and passes them in:
 //! `MSA_CLI` (our CLI), `MSA_PRED_PYTHON`, `MSA_PRED_CLI`, `MSA_PRED_SCRIPT`.
+#![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
