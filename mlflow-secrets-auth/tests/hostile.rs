@@ -184,6 +184,41 @@ async fn redirect_tricks_never_carry_the_credential_to_the_thief() {
 }
 
 #[tokio::test]
+async fn remembered_plain_origins_never_decide_for_tricky_urls() {
+    // `header_for(&str)` remembers the verdict of a plain origin; every trick
+    // must still be judged on its own. Oracle: http::Uri's reading of the
+    // URL the `url` crate produced must be an allowed host.
+    for header in HEADERS {
+        let s = Scene::new(header);
+        let allowed = format!("{}/api", s.kit.url("allowed"));
+        assert!(s.auth.header_for(&allowed).await.unwrap().is_some());
+        assert!(
+            s.auth.header_for(&allowed).await.unwrap().is_some(),
+            "remembered"
+        );
+        let thief = format!("{}/steal", s.kit.url("thief"));
+        let mut urls = tricks(&s.kit);
+        urls.push(thief.clone());
+        urls.push(thief.replacen("127.0.0.2", "127.0.0.1@127.0.0.2", 1));
+        for url in &urls {
+            let Some(got) = s.auth.header_for(url).await.unwrap() else {
+                continue;
+            };
+            let parsed = url::Url::parse(url).unwrap();
+            let uri: http::Uri = parsed.as_str().parse().unwrap();
+            assert!(
+                matches!(uri.host(), Some("127.0.0.1" | "localhost" | "127.0.0.3")),
+                "{header}: {url:?} got {got}"
+            );
+        }
+        assert!(
+            s.auth.header_for(&thief).await.unwrap().is_none(),
+            "{header}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_refusal_then_a_redirect_to_the_thief_carries_nothing() {
     for header in HEADERS {
         for status in [401, 403] {

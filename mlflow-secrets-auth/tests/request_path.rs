@@ -56,16 +56,7 @@ async fn five_hundred_cold_callers_cause_one_backend_fetch() {
         .config(config())
         .provider(backend.provider("mlflow/token"), settings(300))
         .build();
-    let tasks: Vec<_> = (0..500)
-        .map(|_| {
-            let auth = auth.clone();
-            tokio::spawn(async move { auth.header_for(URL).await })
-        })
-        .collect();
-    for task in tasks {
-        let header = task.await.unwrap().unwrap().unwrap();
-        assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
-    }
+    all_get_the_token(&auth, 500).await;
     assert_eq!(
         backend.proxy.forwarded(),
         1,
@@ -115,16 +106,7 @@ async fn after_expiry_a_hanging_backend_does_not_hold_up_callers_with_a_stale_va
         .inject(secrets_testkit::fault::Fault::hang("/"));
     clock.advance(Duration::from_secs(61));
     let start = Instant::now();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let auth = auth.clone();
-            tokio::spawn(async move { auth.header_for(URL).await })
-        })
-        .collect();
-    for task in tasks {
-        let header = task.await.unwrap().unwrap().unwrap();
-        assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
-    }
+    all_get_the_token(&auth, 20).await;
     let took = start.elapsed();
     // The per-attempt timeout is 1 s: nobody waited for the backend.
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -260,6 +242,20 @@ async fn a_failing_primary_fails_over_and_serves_again_once_back() {
             .all(|v| *v == primary || v == "Bearer tok-from-file-77"),
         "{served:?}"
     );
+}
+
+/// `n` concurrent tasks ask for the header; each gets TOKEN.
+async fn all_get_the_token(auth: &SecretsAuth, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.header_for(URL).await })
+        })
+        .collect();
+    for task in tasks {
+        let header = task.await.unwrap().unwrap().unwrap();
+        assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    }
 }
 
 /// A credential from `backend` (TTL 60 s) on a manual clock, fetched once.

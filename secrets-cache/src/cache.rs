@@ -463,8 +463,8 @@ enum Waited<V, E> {
     Published(Result<Lookup<V, E>, E>),
     /// The flight ended without a result (cancelled or panicked).
     Abandoned,
-    /// The stale wait ran out; serve the expired value.
-    Impatient,
+    /// The stale wait ran out: the expired value, to serve instead.
+    Impatient(Lookup<V, E>),
 }
 
 impl<K, V, E> Inner<K, V, E>
@@ -554,7 +554,7 @@ where
                         outcome: Outcome::Hit,
                     });
                 }
-                Role::Wait(rx) => match this.wait(rx, stale.is_some()).await {
+                Role::Wait(rx) => match this.wait(rx, stale).await {
                     Waited::Published(result) => {
                         return result.map(|lookup| match lookup.outcome {
                             Outcome::Fetched => Lookup {
@@ -564,7 +564,7 @@ where
                             _ => lookup,
                         });
                     }
-                    Waited::Impatient => return Ok(stale.expect("only with a stale value")),
+                    Waited::Impatient(stale) => return Ok(stale),
                     // Cancelled or panicked: start over.
                     Waited::Abandoned => {}
                 },
@@ -584,9 +584,9 @@ where
                     // (a request timeout shorter than the backend) cancels
                     // nothing, and a caller parked between polls holds nobody up.
                     let task = runtime.spawn(Self::lead(guard, fetch));
-                    match this.wait(rx, stale.is_some()).await {
+                    match this.wait(rx, stale).await {
                         Waited::Published(result) => return result,
-                        Waited::Impatient => return Ok(stale.expect("only with a stale value")),
+                        Waited::Impatient(stale) => return Ok(stale),
                         Waited::Abandoned => {
                             if let Err(error) = task.await
                                 && error.is_panic()
@@ -603,11 +603,12 @@ where
         }
     }
 
-    /// Waits for a flight's result; with `impatient`, at most the stale wait.
+    /// Waits for a flight's result; with a `stale` alternative, at most the
+    /// stale wait.
     async fn wait(
         &self,
         mut rx: watch::Receiver<Published<V, E>>,
-        impatient: bool,
+        stale: Option<Lookup<V, E>>,
     ) -> Waited<V, E> {
         let published = async {
             match rx.wait_for(Option::is_some).await {
@@ -617,12 +618,12 @@ where
                 Err(_) => Waited::Abandoned,
             }
         };
-        if !impatient {
+        let Some(stale) = stale else {
             return published.await;
-        }
+        };
         tokio::time::timeout(self.config.stale_wait, published)
             .await
-            .unwrap_or(Waited::Impatient)
+            .unwrap_or(Waited::Impatient(stale))
     }
 
     /// Runs `fetch` as flight `id` of `key`, stores its value (if the flight is

@@ -201,16 +201,22 @@ class _Chain:
         elif withheld:
             _log.debug("mlflow-secrets-auth: no credential for %s: %s", _host(url), withheld)
 
+    def redirect(self, request: PreparedRequest, response: Response) -> None:
+        """``response`` redirects: decide the hop requests will make next (it
+        copies ``request``'s headers into it); with no usable target, strip
+        every credential header."""
+        target = _redirect_target(response, request)
+        if target is not None:
+            self.apply(request, target)
+            return
+        for name in (*_CREDENTIAL_HEADERS, self.name):
+            request.headers.pop(name, None)
+        self.attached = None
+
     def on_response(self, response: Response, **send_kwargs: Any) -> Response:
         request = response.request
         if response.is_redirect:
-            target = _redirect_target(response, request)
-            if target is None:
-                for name in (*_CREDENTIAL_HEADERS, self.name):
-                    request.headers.pop(name, None)
-                self.attached = None
-            else:
-                self.apply(request, target)
+            self.redirect(request, response)
             return response
         if response.status_code in (401, 403) and self.attached is not None and not self.resent:
             return self._resend(response, request, send_kwargs)
@@ -249,12 +255,7 @@ class _Chain:
         again.history.insert(0, response)
         again.request = retry
         if again.is_redirect:
-            target = _redirect_target(again, request)
-            if target is None:
-                for header in (*_CREDENTIAL_HEADERS, self.name):
-                    request.headers.pop(header, None)
-            else:
-                self.apply(request, target)
+            self.redirect(request, again)
         return again
 
 
