@@ -12,13 +12,15 @@
 #![deny(missing_docs)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{Url, Withheld, blocking, same_authority};
+use mlflow_secrets_auth::{AuthHeader, Url, Withheld, blocking, same_authority};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 
 create_exception!(
     _core,
@@ -28,11 +30,16 @@ create_exception!(
 );
 
 /// What `hop` answers: `(strip_credentials, left_https, header, withheld)`.
-type HopAnswer = (bool, bool, Option<(String, String)>, Option<String>);
+type HopAnswer<'py> = (bool, bool, Option<Bound<'py, PyTuple>>, Option<String>);
+
+/// Forks so far in this process's ancestry: bumped in the child after every
+/// `os.fork()` (registered with `os.register_at_fork` when the module is
+/// imported), so telling a parent's core from our own costs no system call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
 
 /// The core of one process.
 struct Core {
-    pid: u32,
+    forks: u64,
     auth: Arc<blocking::SecretsAuth>,
 }
 
@@ -41,6 +48,9 @@ struct Core {
 #[pyclass(frozen, name = "SecretsAuth", module = "mlflow_secrets_auth._core")]
 struct PySecretsAuth {
     core: Mutex<Option<Core>>,
+    /// The last `(name, value)` handed out, given again while the header is
+    /// the same (no new strings per request).
+    last: Mutex<Option<(AuthHeader, Py<PyTuple>)>>,
 }
 
 /// Runs `f`, turning an error or a panic into `SecretsAuthError`.
@@ -61,11 +71,11 @@ impl PySecretsAuth {
     /// slot's lock is never held while the core is being built (that runs
     /// with the GIL released, and a fork meanwhile must not copy a held lock).
     fn core(&self) -> mlflow_secrets_auth::Result<Arc<blocking::SecretsAuth>> {
-        let pid = std::process::id();
+        let forks = FORKS.load(Ordering::Acquire);
         {
             let mut slot = self.core.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(core) = slot.as_ref() {
-                if core.pid == pid {
+                if core.forks == forks {
                     return Ok(Arc::clone(&core.auth));
                 }
                 // Forked: the parent's runtime threads do not exist in this
@@ -78,24 +88,50 @@ impl PySecretsAuth {
         match slot.as_ref() {
             // Another thread built one meanwhile: use it (ours is dropped,
             // in this process, where its runtime's threads exist).
-            Some(core) if core.pid == pid => Ok(Arc::clone(&core.auth)),
+            Some(core) if core.forks == forks => Ok(Arc::clone(&core.auth)),
             _ => {
                 *slot = Some(Core {
-                    pid,
+                    forks,
                     auth: Arc::clone(&built),
                 });
                 Ok(built)
             }
         }
     }
-}
 
-/// A header as Python sees it: `(name, value)`.
-fn pair(header: &mlflow_secrets_auth::AuthHeader) -> (String, String) {
-    (
-        header.name().as_str().to_owned(),
-        header.value().expose_secret().to_owned(),
-    )
+    /// A header as Python sees it: `(name, value)` (the last one again when
+    /// it is the same header).
+    fn tuple<'py>(&self, py: Python<'py>, header: &AuthHeader) -> PyResult<Bound<'py, PyTuple>> {
+        let (name, value) = (header.name().as_str(), header.value().expose_secret());
+        // Nothing that can run Python code (and so switch threads) happens
+        // while the lock is held.
+        {
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((same, tuple)) = last.as_ref()
+                && same.name() == header.name()
+                && same.value().expose_secret() == value
+            {
+                return Ok(tuple.bind(py).clone());
+            }
+        }
+        let tuple = PyTuple::new(py, [PyString::new(py, name), PyString::new(py, value)])?;
+        let replaced = self
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace((header.clone(), tuple.clone().unbind()));
+        drop(replaced);
+        Ok(tuple)
+    }
+
+    /// `None` or the header's tuple.
+    fn answer<'py>(
+        &self,
+        py: Python<'py>,
+        header: Option<&AuthHeader>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        header.map(|h| self.tuple(py, h)).transpose()
+    }
 }
 
 #[pymethods]
@@ -106,6 +142,7 @@ impl PySecretsAuth {
     fn new(py: Python<'_>) -> PyResult<Self> {
         let this = Self {
             core: Mutex::new(None),
+            last: Mutex::new(None),
         };
         py.detach(|| guarded(|| this.core().map(drop)))?;
         Ok(this)
@@ -114,8 +151,30 @@ impl PySecretsAuth {
     /// `(name, value)` of the auth header for a request to `url`, or `None`
     /// when the credential may not go there. Fetches (or reuses) the
     /// credential; the GIL is released meanwhile.
-    fn header_for(&self, py: Python<'_>, url: &str) -> PyResult<Option<(String, String)>> {
-        py.detach(|| guarded(|| Ok(self.core()?.header_for(url)?.as_ref().map(pair))))
+    fn header_for<'py>(&self, py: Python<'py>, url: &str) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let header = py.detach(|| guarded(|| self.core()?.header_for(url)))?;
+        self.answer(py, header.as_ref())
+    }
+
+    /// The first hop of a request to `url`, when every parser reads the same
+    /// host from it (a plain origin): `(name, value)` or `None` when the
+    /// credential may not go there. `False` for any other URL: decide it with
+    /// `hop` and the client's own readings of the host. A warm answer is
+    /// given without releasing the GIL (nor a lock another thread could hold
+    /// while it waits for the GIL); a fetch releases it.
+    fn first<'py>(&self, py: Python<'py>, url: &str) -> PyResult<Bound<'py, PyAny>> {
+        if mlflow_secrets_auth::plain_origin(url).is_none() {
+            return Ok(PyBool::new(py, false).to_owned().into_any());
+        }
+        let core = guarded(|| self.core())?;
+        let header = match core.inner().header_for_cached(url) {
+            Some(answer) => answer,
+            None => py.detach(|| guarded(|| core.header_for(url)))?,
+        };
+        Ok(self
+            .answer(py, header.as_ref())?
+            .into_pyobject(py)?
+            .into_any())
     }
 
     /// One hop of a request chain, decided by the hop policy on `url` exactly
@@ -129,15 +188,15 @@ impl PySecretsAuth {
     /// every credential header first when `strip_credentials`; set `header`
     /// (`(name, value)`) when it is not `None`; `withheld` says why not.
     #[pyo3(signature = (url, previous=None, left_https=false, client_hosts=Vec::new()))]
-    fn hop(
+    fn hop<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         url: &str,
         previous: Option<&str>,
         left_https: bool,
         client_hosts: Vec<(String, u16)>,
-    ) -> PyResult<HopAnswer> {
-        py.detach(|| {
+    ) -> PyResult<HopAnswer<'py>> {
+        let (strip, left_https, header, withheld) = py.detach(|| {
             guarded(|| {
                 let Ok(next) = Url::parse(url) else {
                     return Ok((
@@ -175,19 +234,30 @@ impl PySecretsAuth {
                 Ok((
                     hop.strip_credentials,
                     hop.left_https,
-                    header.as_ref().map(pair),
+                    header,
                     hop.verdict.err().map(|why| why.to_string()),
                 ))
             })
-        })
+        })?;
+        Ok((
+            strip,
+            left_https,
+            self.answer(py, header.as_ref())?,
+            withheld,
+        ))
     }
 
     /// The server refused the header value `refused` (401/403): `(name,
     /// value)` to resend with, or `None` when resending is pointless (the
     /// backend holds the same credential, or it was refetched within
     /// `MLFLOW_SECRETS_REFETCH_INTERVAL_SEC`).
-    fn refused(&self, py: Python<'_>, refused: &str) -> PyResult<Option<(String, String)>> {
-        py.detach(|| guarded(|| Ok(self.core()?.refused(refused)?.as_ref().map(pair))))
+    fn refused<'py>(
+        &self,
+        py: Python<'py>,
+        refused: &str,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let fresh = py.detach(|| guarded(|| self.core()?.refused(refused)))?;
+        self.answer(py, fresh.as_ref())
     }
 
     /// The name of the header the credential goes in.
@@ -228,20 +298,24 @@ impl PySecretsAuth {
     }
 }
 
-/// Whether `url` starts with a plain origin: `http(s)://` and only lower-case
-/// letters, digits, `.`, `-`, `:` up to the path, so every URL parser reads
-/// the same host and port from it.
+/// Runs in the child after `os.fork()`: the parent's core is not ours.
 #[pyfunction]
-fn is_plain_origin(url: &str) -> bool {
-    mlflow_secrets_auth::plain_origin(url).is_some()
+fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySecretsAuth>()?;
-    m.add_function(wrap_pyfunction!(is_plain_origin, m)?)?;
     m.add("SecretsAuthError", m.py().get_type::<SecretsAuthError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let py = m.py();
+    let after_fork = wrap_pyfunction!(after_fork_in_child, m)?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("after_in_child", after_fork)?;
+    py.import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&kwargs))?;
     Ok(())
 }

@@ -340,6 +340,19 @@ impl SecretsAuth {
         self.header_for_url(&parsed).await
     }
 
+    /// [`Self::header_for`] when it can answer without waiting: a plain
+    /// origin already judged and, when permitted, a fresh credential with no
+    /// refresh due (a hit). `None`: ask [`Self::header_for`]. For callers
+    /// outside an async runtime (the blocking face, the Python plugin).
+    pub fn header_for_cached(&self, url: &str) -> Option<Option<AuthHeader>> {
+        if !self.inner.judged.get(plain_origin(url)?)? {
+            return Some(None);
+        }
+        let served = self.inner.cache.fresh(&())?;
+        tracing::trace!("credential cache hit");
+        Some(Some(served.header.clone()))
+    }
+
     /// Remembers the verdict for a plain origin (judged on `prefix/` alone, so
     /// the rest of one URL cannot decide for others). Errors are not remembered.
     fn judge_origin(&self, prefix: &str) {

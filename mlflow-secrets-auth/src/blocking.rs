@@ -59,6 +59,9 @@ impl SecretsAuth {
     /// See [`crate::SecretsAuth::header_for`]. Must not be called from inside
     /// an async runtime (use the async face there).
     pub fn header_for(&self, url: &str) -> Result<Option<AuthHeader>> {
+        if let Some(answer) = self.auth.header_for_cached(url) {
+            return Ok(answer);
+        }
         self.runtime.block_on(self.auth.header_for(url))
     }
 

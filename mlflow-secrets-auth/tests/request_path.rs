@@ -47,6 +47,40 @@ async fn disallowed_hosts_get_nothing_and_cause_no_fetch() {
     assert_eq!(backend.proxy.forwarded(), 1);
 }
 
+#[tokio::test]
+async fn the_answer_without_waiting_covers_only_judged_origins_and_fresh_credentials() {
+    let Some(backend) = backend("cached", "mlflow/token", TOKEN) else {
+        return;
+    };
+    let (auth, clock) = warmed(&backend).await;
+    let evil = "https://evil.example.com/x";
+    // Not judged yet: the caller must take the full path, which judges.
+    assert!(auth.header_for_cached(URL).is_none());
+    assert!(auth.header_for_cached(evil).is_none());
+    auth.header_for(URL).await.unwrap().unwrap();
+    assert!(auth.header_for(evil).await.unwrap().is_none());
+    let header = auth.header_for_cached(URL).unwrap().unwrap();
+    assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
+    assert!(
+        auth.header_for_cached(evil).unwrap().is_none(),
+        "judged: refused"
+    );
+    // Anything but a plain origin is never answered here.
+    for tricky in [
+        "https://mlflow.example.com@evil.example.com/",
+        "https://MLFLOW.example.com/",
+        "https://mlflow.example.com%2eevil.example.com/",
+    ] {
+        assert!(auth.header_for_cached(tricky).is_none(), "{tricky}");
+    }
+    // Due for refresh, expired or invalidated: the full path decides.
+    clock.advance(Duration::from_secs(59));
+    assert!(auth.header_for_cached(URL).is_none());
+    auth.invalidate();
+    assert!(auth.header_for_cached(URL).is_none());
+    assert_eq!(backend.proxy.forwarded(), 1, "nothing fetched here");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_cold_callers_cause_one_backend_fetch() {
     let Some(backend) = backend("single_flight", "mlflow/token", TOKEN) else {

@@ -256,25 +256,14 @@ where
         Fut: Future<Output = Result<(V, EntryMeta), E>> + Send + 'static,
     {
         let inner = &self.inner;
-        let now = inner.clock.now();
-        if inner.config.enabled {
-            let shard = inner.read(key);
-            if let Some(entry) = shard.get(key).and_then(|slot| slot.entry.as_ref())
-                && now < entry.expires_at
-            {
-                inner.touch(entry, now);
-                let value = Arc::clone(&entry.value);
-                let refresh = now >= entry.refresh_at && entry.claim_refresh();
-                drop(shard);
-                inner.counters.hits.incr();
-                if refresh {
-                    Inner::start_refresh(inner, key, fetch);
-                }
-                return Ok(Lookup {
-                    value,
-                    outcome: Outcome::Hit,
-                });
+        if let Some((value, refresh_due)) = inner.hit(key, inner.clock.now(), true) {
+            if refresh_due {
+                Inner::start_refresh(inner, key, fetch);
             }
+            return Ok(Lookup {
+                value,
+                outcome: Outcome::Hit,
+            });
         }
         // Boxed: keeps the future of the hit path small (it is moved and pinned per call).
         let result = Box::pin(Inner::miss(inner, key, fetch, true)).await;
@@ -301,6 +290,17 @@ where
             Ok(_) | Err(_) => counters.misses.incr(),
         }
         result
+    }
+
+    /// The value for `key` when a fresh entry holds it and no refresh-ahead is
+    /// due, counted as a hit; `None` otherwise (then [`Self::get_or_fetch`]
+    /// fetches, refreshes or serves stale as configured). Never waits: for
+    /// callers that can answer without an async runtime on the hit path.
+    pub fn fresh(&self, key: &K) -> Option<Arc<V>> {
+        let inner = &self.inner;
+        inner
+            .hit(key, inner.clock.now(), false)
+            .map(|(value, _)| value)
     }
 
     /// Drops the entry of `key`. A fetch already in flight for it still answers
@@ -434,6 +434,30 @@ impl<K: Hash + Eq, V, E> Inner<K, V, E> {
 
     fn write(&self, key: &K) -> ShardedLockWriteGuard<'_, HashMap<K, Slot<V, E>, RandomState>> {
         self.shard(key).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh entry's value, counted as a hit, and whether this call claimed
+    /// the entry's refresh-ahead (its point has passed and none runs yet).
+    /// With `claim` false such an entry is left alone: `None`, no hit.
+    fn hit(&self, key: &K, now: Duration, claim: bool) -> Option<(Arc<V>, bool)> {
+        if !self.config.enabled {
+            return None;
+        }
+        let shard = self.read(key);
+        let entry = shard.get(key).and_then(|slot| slot.entry.as_ref())?;
+        if now >= entry.expires_at {
+            return None;
+        }
+        let due = now >= entry.refresh_at && !entry.refresh_claimed.load(Ordering::Relaxed);
+        if due && !claim {
+            return None;
+        }
+        self.touch(entry, now);
+        let value = Arc::clone(&entry.value);
+        let claimed = due && entry.claim_refresh();
+        drop(shard);
+        self.counters.hits.incr();
+        Some((value, claimed))
     }
 
     fn touch(&self, entry: &Entry<V>, now: Duration) {

@@ -166,6 +166,36 @@ async fn refresh_ahead_serves_the_old_value_and_refreshes_once() {
 }
 
 #[tokio::test]
+async fn fresh_answers_only_what_needs_no_fetch() {
+    let (cache, clock) = cache_with(config());
+    assert_eq!(cache.fresh(&key("k")), None, "empty");
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    assert_eq!(cache.fresh(&key("k")).as_deref(), Some(&"v1".to_owned()));
+    assert_eq!(cache.stats().hits, 1, "counted as a hit");
+
+    // Past the refresh-ahead point: left to get_or_fetch, which starts it.
+    clock.advance(secs(81));
+    assert_eq!(cache.fresh(&key("k")), None);
+    assert_eq!(cache.stats().hits, 1, "not a hit");
+    let (refresher, gate) = Backend::gated();
+    ask(&cache, &refresher, "k", Ok("v2")).await.unwrap();
+    settle().await;
+    // A refresh runs: the current value is fresh until it lands.
+    assert_eq!(cache.fresh(&key("k")).as_deref(), Some(&"v1".to_owned()));
+    gate.add_permits(1);
+    settle().await;
+    assert_eq!(cache.fresh(&key("k")).as_deref(), Some(&"v2".to_owned()));
+    assert_eq!(refresher.calls(), 1);
+
+    cache.expire(&key("k"));
+    assert_eq!(cache.fresh(&key("k")), None, "expired");
+    let (disabled, _clock) = cache_with(config().with_enabled(false));
+    ask(&disabled, &backend, "k", Ok("v3")).await.unwrap();
+    assert_eq!(disabled.fresh(&key("k")), None, "disabled");
+}
+
+#[tokio::test]
 async fn failed_refresh_keeps_the_entry_until_expiry() {
     let (cache, clock) = cache_with(config());
     let backend = Backend::default();

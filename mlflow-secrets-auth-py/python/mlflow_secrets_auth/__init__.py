@@ -32,7 +32,7 @@ from requests.models import PreparedRequest, Response
 from requests.sessions import SessionRedirectMixin
 from requests.utils import requote_uri, rewind_body
 
-from ._core import SecretsAuth, SecretsAuthError, __version__, is_plain_origin
+from ._core import SecretsAuth, SecretsAuthError, __version__
 
 __all__ = [
     "SecretsAuth",
@@ -162,16 +162,17 @@ class _Chain:
 
     def first(self, request: PreparedRequest, url: str) -> None:
         """The first hop. A plain origin needs no second reading of its host:
-        the core's verdict for it is remembered."""
-        if not is_plain_origin(url):
+        the core decides it alone (and remembers its verdict)."""
+        try:
+            header = self.core.first(url)
+        except SecretsAuthError as error:
+            self.previous = url
+            _log.error("mlflow-secrets-auth: no credential for %s: %s", _host(url), error)
+            return
+        if header is False:
             self.apply(request, url)
             return
         self.previous = url
-        try:
-            header = self.core.header_for(url)
-        except SecretsAuthError as error:
-            _log.error("mlflow-secrets-auth: no credential for %s: %s", _host(url), error)
-            return
         if header is not None:
             request.headers[header[0]] = header[1]
             self.attached = header[1]
@@ -267,28 +268,30 @@ class MlflowSecretsAuth(AuthBase):
         self._named: Optional[Tuple[SecretsAuth, str]] = None
 
     def _get_core(self) -> Optional[Tuple[SecretsAuth, str]]:
-        """The core and its header name (asked once per core)."""
+        """The core and its header name, asked once: the core of an auth
+        never changes (the shared one is built once per process)."""
+        named = self._named
+        if named is not None:
+            return named
         core = self._core if self._core is not None else _shared_core()
         if core is None:
             return None
-        named = self._named
-        if named is None or named[0] is not core:
-            try:
-                named = self._named = (core, core.header_name())
-            except SecretsAuthError as error:
-                _log.error("mlflow-secrets-auth: no credential will be sent: %s", error)
-                return None
+        try:
+            named = self._named = (core, core.header_name())
+        except SecretsAuthError as error:
+            _log.error("mlflow-secrets-auth: no credential will be sent: %s", error)
+            return None
         return named
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        named = self._get_core()
+        named = self._named or self._get_core()
         if named is None:
             return request
         chain = _Chain(*named)
         chain.first(request, request.url or "")
         hooks = request.hooks.setdefault("response", [])
-        # A request prepared again gets one chain, not one per preparation.
-        hooks[:] = [h for h in hooks if not isinstance(getattr(h, "__self__", None), _Chain)]
+        if hooks:  # a request prepared again gets one chain, not one per preparation
+            hooks[:] = [h for h in hooks if not isinstance(getattr(h, "__self__", None), _Chain)]
         hooks.append(chain.on_response)
         return request
 

@@ -1,8 +1,6 @@
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple, Union
 
 __version__: str
-
-def is_plain_origin(url: str) -> bool: ...
 
 class SecretsAuthError(Exception): ...
 
@@ -11,6 +9,7 @@ class SecretsAuth:
 
     def __init__(self) -> None: ...
     def header_for(self, url: str) -> Optional[Tuple[str, str]]: ...
+    def first(self, url: str) -> Union[Optional[Tuple[str, str]], Literal[False]]: ...
     def hop(
         self,
         url: str,
