@@ -1,6 +1,6 @@
 //! [`FaultProxy`]: an HTTP/1.1 proxy on loopback in front of a real server
-//! that answers chosen requests itself (a 403, a 503, a 429 with Retry-After)
-//! and forwards everything else, so tests can make a real server fail in ways
+//! that answers chosen requests itself (a 403, a 503, a 429 with Retry-After),
+//! resets their connection or never answers them, and forwards everything else, so tests can make a real server fail in ways
 //! it cannot be told to.
 //!
 //! Each connection carries one request (`Connection: close`), which every
@@ -26,6 +26,8 @@ pub struct Fault {
     pub body: String,
     /// Accept the request and never answer (until the client gives up).
     pub hang: bool,
+    /// Read the request, then reset the connection (TCP RST, no answer).
+    pub reset: bool,
 }
 
 impl Fault {
@@ -37,6 +39,7 @@ impl Fault {
             headers: Vec::new(),
             body: body.to_owned(),
             hang: false,
+            reset: false,
         }
     }
 
@@ -44,6 +47,14 @@ impl Fault {
     pub fn hang(path_prefix: &str) -> Self {
         Self {
             hang: true,
+            ..Self::new(path_prefix, 0, "")
+        }
+    }
+
+    /// Reads requests under `path_prefix` and resets their connection.
+    pub fn reset(path_prefix: &str) -> Self {
+        Self {
+            reset: true,
             ..Self::new(path_prefix, 0, "")
         }
     }
@@ -189,6 +200,10 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
         .cloned();
     if let Some(fault) = fault {
         shared.answered.fetch_add(1, Ordering::SeqCst);
+        if fault.reset {
+            // Linger zero: closing sends RST instead of FIN.
+            return socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        }
         if fault.hang {
             // Until the client closes the connection (or the read timeout).
             let _ = client.read(&mut [0u8; 1]);
@@ -289,5 +304,24 @@ mod tests {
         );
         assert_eq!(http(addr, "GET", "/v1/x", &[], b"").unwrap().status, 200);
         assert_eq!((proxy.answered(), proxy.forwarded()), (1, 2));
+    }
+
+    #[test]
+    fn a_reset_fault_answers_nothing() {
+        let proxy = FaultProxy::start(upstream());
+        proxy.inject(Fault::reset("/"));
+        let addr: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "no answer: {answer:?}");
+        assert_eq!(
+            read.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::ConnectionReset)
+        );
+        assert_eq!((proxy.answered(), proxy.forwarded()), (1, 0));
     }
 }
