@@ -67,7 +67,8 @@ pub enum Outcome<E> {
         expired_for: Duration,
     },
     /// The value had expired (within its stale grace) and the fetch in flight
-    /// did not answer within [`CacheConfig::stale_wait`](crate::CacheConfig):
+    /// did not answer within [`CacheConfig::stale_wait`](crate::CacheConfig)
+    /// of its start:
     /// the expired value was served while the fetch goes on in the background.
     StaleWhileFetching {
         /// How long ago the value expired.
@@ -119,6 +120,9 @@ struct Entry<V> {
 struct Flight<V, E> {
     id: u64,
     result: watch::Receiver<Published<V, E>>,
+    /// When it started (the cache's clock): a caller with a stale
+    /// alternative waits only for what is left of the stale wait.
+    started: Duration,
 }
 
 struct Slot<V, E> {
@@ -476,7 +480,8 @@ enum Role<V, E> {
         u64,
         watch::Sender<Published<V, E>>,
     ),
-    Wait(watch::Receiver<Published<V, E>>),
+    /// Join the flight; a caller with a stale alternative waits at most this long.
+    Wait(watch::Receiver<Published<V, E>>, Duration),
     Hit(Arc<V>),
     Stale(Lookup<V, E>),
 }
@@ -497,10 +502,18 @@ where
     V: Send + Sync + 'static,
     E: Clone + Send + Sync + 'static,
 {
-    fn new_flight(&self, slot: &mut Slot<V, E>) -> (u64, watch::Sender<Published<V, E>>) {
+    fn new_flight(
+        &self,
+        slot: &mut Slot<V, E>,
+        now: Duration,
+    ) -> (u64, watch::Sender<Published<V, E>>) {
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        slot.flight = Some(Flight { id, result: rx });
+        slot.flight = Some(Flight {
+            id,
+            result: rx,
+            started: now,
+        });
         (id, tx)
     }
 
@@ -545,9 +558,25 @@ where
                     flight: None,
                     stale: None,
                 });
-                let stale = this.stale_alternative(slot, now, impatient);
+                let mut stale = this.stale_alternative(slot, now, impatient);
                 let role = match (&slot.flight, &slot.entry, &slot.stale) {
-                    (Some(flight), _, _) => Role::Wait(flight.result.clone()),
+                    (Some(flight), _, _) => {
+                        let waited = now.saturating_sub(flight.started);
+                        match stale.take() {
+                            // In flight longer than the stale wait: the backend
+                            // is slow, nobody waits on it any more.
+                            Some(alternative) if waited >= this.config.stale_wait => {
+                                Role::Stale(alternative)
+                            }
+                            alternative => {
+                                stale = alternative;
+                                Role::Wait(
+                                    flight.result.clone(),
+                                    this.config.stale_wait.saturating_sub(waited),
+                                )
+                            }
+                        }
+                    }
                     (None, Some(entry), _) if this.config.enabled && now < entry.expires_at => {
                         this.touch(entry, now);
                         Role::Hit(Arc::clone(&entry.value))
@@ -564,7 +593,7 @@ where
                         })
                     }
                     (None, _, _) => {
-                        let (id, tx) = this.new_flight(slot);
+                        let (id, tx) = this.new_flight(slot, now);
                         Role::Lead(tx.subscribe(), id, tx)
                     }
                 };
@@ -578,7 +607,7 @@ where
                         outcome: Outcome::Hit,
                     });
                 }
-                Role::Wait(rx) => match this.wait(rx, stale).await {
+                Role::Wait(rx, patience) => match this.wait(rx, stale, patience).await {
                     Waited::Published(result) => {
                         return result.map(|lookup| match lookup.outcome {
                             Outcome::Fetched => Lookup {
@@ -608,7 +637,7 @@ where
                     // (a request timeout shorter than the backend) cancels
                     // nothing, and a caller parked between polls holds nobody up.
                     let task = runtime.spawn(Self::lead(guard, fetch));
-                    match this.wait(rx, stale).await {
+                    match this.wait(rx, stale, this.config.stale_wait).await {
                         Waited::Published(result) => return result,
                         Waited::Impatient(stale) => return Ok(stale),
                         Waited::Abandoned => {
@@ -633,6 +662,7 @@ where
         &self,
         mut rx: watch::Receiver<Published<V, E>>,
         stale: Option<Lookup<V, E>>,
+        patience: Duration,
     ) -> Waited<V, E> {
         let published = async {
             match rx.wait_for(Option::is_some).await {
@@ -645,7 +675,7 @@ where
         let Some(stale) = stale else {
             return published.await;
         };
-        tokio::time::timeout(self.config.stale_wait, published)
+        tokio::time::timeout(patience, published)
             .await
             .unwrap_or(Waited::Impatient(stale))
     }
@@ -795,7 +825,7 @@ where
             if slot.flight.is_some() {
                 return;
             }
-            this.new_flight(slot)
+            this.new_flight(slot, this.clock.now())
         };
         this.counters.refreshes.incr();
         let guard = FlightGuard {

@@ -50,9 +50,10 @@ pub struct CacheConfig {
     /// the stale value at once. Also the first wait before a failed
     /// refresh-ahead is tried again (doubling each time, until expiry).
     pub stale_retry_after: Duration,
-    /// How long a caller that could be answered with an expired value (one
-    /// within its stale grace) waits for the fetch in flight before it gets
-    /// that value instead (default 25 ms). The fetch goes on in the
+    /// How long after the fetch in flight started a caller that could be
+    /// answered with an expired value (one within its stale grace) still
+    /// waits for it, before it gets that value instead (default 25 ms): the
+    /// first callers wait up to this, later ones not at all. The fetch goes on in the
     /// background under its own retries and deadline; its first success
     /// replaces the value. So nobody waits for a failing or hanging backend
     /// while a usable value exists.

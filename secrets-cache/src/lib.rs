@@ -21,7 +21,8 @@
 //!   nothing, and the value is cached for the next caller.
 //! - **Nobody waits on a failing backend while a stale value exists**: a
 //!   caller that could be served an expired value within its grace waits at
-//!   most [`CacheConfig::stale_wait`] (25 ms) for the fetch in flight, then
+//!   at most [`CacheConfig::stale_wait`] (25 ms) from the start of the fetch
+//!   in flight (so once a fetch is that slow, nobody waits at all), then
 //!   gets that value ([`Outcome::StaleWhileFetching`]); the fetch goes on in
 //!   the background and its first success replaces the value. A failed
 //!   refresh-ahead is tried again (the stale retry wait, doubling) until expiry.

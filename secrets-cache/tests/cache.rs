@@ -428,6 +428,39 @@ async fn with_a_stale_value_callers_wait_at_most_the_stale_wait_for_a_hanging_ba
     assert_eq!((got.value.as_str(), got.outcome), ("v2", Outcome::Hit));
 }
 
+#[tokio::test(start_paused = true)]
+async fn callers_arriving_after_the_stale_wait_get_the_stale_value_at_once() {
+    let (cache, clock) = cache_with(config().with_refresh_ahead(1.0));
+    let backend = Backend::default();
+    ask(&cache, &backend, "k", Ok("v1")).await.unwrap();
+    clock.advance(secs(105));
+    let (hanging, gate) = Backend::gated();
+    let first = spawn_asks(&cache, &hanging, 1, Ok("v2"));
+    settle().await;
+    // Ten milliseconds into the flight: a newcomer waits what is left.
+    clock.advance(Duration::from_millis(10));
+    let started = tokio::time::Instant::now();
+    let got = ask(&cache, &hanging, "k", Ok("v2")).await.unwrap();
+    assert_eq!(*got.value, "v1");
+    assert_eq!(started.elapsed(), Duration::from_millis(15));
+    // Past the stale wait: no wait at all, however many come.
+    clock.advance(secs(1));
+    let started = tokio::time::Instant::now();
+    for _ in 0..10 {
+        let got = ask(&cache, &hanging, "k", Ok("v2")).await.unwrap();
+        assert!(matches!(got.outcome, Outcome::StaleWhileFetching { .. }));
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(hanging.calls(), 1, "still the one fetch");
+    for answer in first {
+        assert_eq!(*answer.await.unwrap().unwrap().value, "v1");
+    }
+    gate.add_permits(1);
+    settle().await;
+    let got = ask(&cache, &backend, "k", Ok("never")).await.unwrap();
+    assert_eq!((got.value.as_str(), got.outcome), ("v2", Outcome::Hit));
+}
+
 #[tokio::test]
 async fn a_refetch_waits_for_the_new_value_and_keeps_the_old_one_on_failure() {
     let (cache, _clock) = cache_with(config());
