@@ -10,9 +10,14 @@
 //!   venv with `--install`.
 //! - `fuzz [--seconds N]`: runs every cargo-fuzz target (nightly) for N
 //!   seconds each (default 60), from the committed seeds; `ci` runs 20 s each.
-//! - `bench`: the criterion benches, and the side-by-side comparison with
-//!   the predecessor (installed into `target/bench/predecessor-venv`) on
-//!   real moto and MLflow servers; writes `BENCHMARKS.md`.
+//! - `bench`: the criterion benches, the side-by-side comparison with the
+//!   predecessor (installed into `target/bench/predecessor-venv`, ours with
+//!   a release wheel into `target/bench/ours-venv`) on real moto and MLflow
+//!   servers, and a 5-minute soak; writes `BENCHMARKS.md`.
+//! - `soak [--seconds N]`: many callers (async, blocking, Python plugin)
+//!   against a backend cycling through outages, N seconds (default 30; `ci`
+//!   runs 30); fails on any call without the credential, on more backend
+//!   requests per TTL than one fetch may make, or on RSS growth.
 //! - `demo`: the end-to-end demo of the README: real MLflow and secrets
 //!   servers on loopback, `doctor`, the `log_run` example and `exec` of
 //!   MLflow's Python client.
@@ -24,8 +29,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str =
-    "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|fuzz [--seconds N]|bench|demo>";
+const USAGE: &str = "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|fuzz [--seconds N]|bench|soak [--seconds N]|demo>";
 
 /// Provider features of the facade; each must build alone.
 const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
@@ -37,16 +41,11 @@ fn main() -> Result<()> {
         Some("test-env") => test_env(),
         Some("demo") => demo(),
         Some("bench") => bench(),
-        Some("fuzz") => {
-            let args: Vec<String> = std::env::args().skip(2).collect();
-            let seconds = match args.as_slice() {
-                [] => 60,
-                [flag, n] if flag == "--seconds" => n
-                    .parse()
-                    .with_context(|| format!("--seconds takes a number, not `{n}`"))?,
-                _ => bail!("{USAGE}"),
-            };
-            fuzz(seconds)
+        Some("fuzz") => fuzz(seconds_flag(60)?),
+        Some("soak") => {
+            let seconds = seconds_flag(30)?;
+            install_wheel(&wheel(false)?)?;
+            soak(seconds, false, &venv().join("bin/python")).map(drop)
         }
         Some("wheel") => {
             let flags: Vec<String> = std::env::args().skip(2).collect();
@@ -58,6 +57,18 @@ fn main() -> Result<()> {
         }
         Some(other) => bail!("unknown task `{other}`\n{USAGE}"),
         None => bail!("{USAGE}"),
+    }
+}
+
+/// `--seconds N` after the task's name, or `default`.
+fn seconds_flag(default: u64) -> Result<u64> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    match args.as_slice() {
+        [] => Ok(default),
+        [flag, n] if flag == "--seconds" => n
+            .parse()
+            .with_context(|| format!("--seconds takes a number, not `{n}`")),
+        _ => bail!("{USAGE}"),
     }
 }
 
@@ -150,6 +161,7 @@ fn ci() -> Result<()> {
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;
+    soak(30, false, &venv().join("bin/python"))?;
     fuzz(20)?;
     run(
         "docs",
@@ -228,7 +240,15 @@ fn bench() -> Result<()> {
     )?;
     eprintln!("\n==> bench: side by side with the predecessor (several minutes)");
     let compared = cargo()
-        .args(["run", "--quiet", "--release", "-p", "xtask-compare"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "xtask-harness",
+            "--bin",
+            "compare",
+        ])
         .env("MSA_CLI", root().join("target/release/mlflow-secrets-auth"))
         .env("MSA_PRED_PYTHON", &python)
         .env("MSA_PRED_CLI", pred.join("bin/mlflow-secrets-auth"))
@@ -253,6 +273,39 @@ fn bench() -> Result<()> {
     std::fs::write(root().join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
     eprintln!("bench: wrote BENCHMARKS.md");
     Ok(())
+}
+
+/// Runs the soak test for `seconds` with the plugin installed for `python`;
+/// returns its Markdown report.
+fn soak(seconds: u64, release: bool, python: &Path) -> Result<String> {
+    eprintln!("\n==> soak: {seconds} s under faults");
+    let mut command = cargo();
+    command.args(["run", "--quiet"]);
+    if release {
+        command.arg("--release");
+    }
+    let output = command
+        .args(["-p", "xtask-harness", "--bin", "soak", "--", "--seconds"])
+        .arg(seconds.to_string())
+        .env("MSA_PYTHON", python)
+        .env(
+            "MSA_SOAK_CLIENT",
+            root().join("xtask/harness/soak_client.py"),
+        )
+        // The AWS SDK's credential chain reads the process environment:
+        // moto's test keys, and never instance metadata.
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the soak")?;
+    let report = String::from_utf8(output.stdout).context("soak output")?;
+    println!("{report}");
+    if !output.status.success() {
+        bail!("the soak failed ({})", output.status);
+    }
+    Ok(report)
 }
 
 /// Machine, date and versions, as a Markdown list.

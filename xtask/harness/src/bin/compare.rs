@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use mlflow_secrets_auth::{Env, SecretsAuth, blocking};
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
-use secrets_testkit::moto::{self, MotoServer};
+use secrets_testkit::moto::MotoServer;
 use secrets_testkit::net::Blackhole;
 use serde_json::Value;
-
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+use xtask_harness::{Result, aws_env, moto_addr};
 
 const SECRET: &str = "bench/mlflow";
 /// The secret of the warm per-call measurement (made before MLflow runs).
@@ -42,26 +41,18 @@ fn var(name: &str) -> Result<PathBuf> {
 
 /// The variables both implementations read, for a backend at `endpoint`.
 fn env_for(endpoint: &str, tracking: &str) -> HashMap<String, String> {
-    [
-        ("MLFLOW_SECRETS_AUTH_ENABLE", "aws-secrets-manager"),
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_REGION", moto::REGION),
-        ("AWS_DEFAULT_REGION", moto::REGION),
-        ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("MLFLOW_AWS_SECRET_ID", SECRET),
-        ("MLFLOW_AWS_AUTH_MODE", "basic"),
-        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
-        ("MLFLOW_TRACKING_URI", tracking),
+    let mut env = aws_env(endpoint, SECRET);
+    for (name, value) in [
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1".to_owned()),
+        ("MLFLOW_TRACKING_URI", tracking.to_owned()),
         (
             "BENCH_URL",
-            &format!("{tracking}/api/2.0/mlflow/experiments/search"),
+            format!("{tracking}/api/2.0/mlflow/experiments/search"),
         ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    ] {
+        env.insert(name.to_owned(), value);
+    }
+    env
 }
 
 fn ours(env: &HashMap<String, String>) -> Result<SecretsAuth> {
@@ -465,10 +456,6 @@ fn main() -> Result<()> {
         ms(server_share)
     );
     Ok(())
-}
-
-fn moto_addr(moto: &MotoServer) -> Result<std::net::SocketAddr> {
-    Ok(moto.url().trim_start_matches("http://").parse()?)
 }
 
 /// Median time of an authenticated `experiments/search` call, made by the
