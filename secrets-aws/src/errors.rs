@@ -1,12 +1,10 @@
 //! AWS SDK errors → [`secrets_core::ErrorKind`]s, keeping AWS's code and message
 //! (which name the secret, never its value).
 
-use std::time::Duration;
-
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-use secrets_core::{ErrorKind, SecretError, source_chain};
+use secrets_core::{ErrorKind, SecretError, classify, source_chain};
 
 /// Error codes that mean our identity was refused.
 const DENIED: &[&str] = &[
@@ -57,7 +55,10 @@ pub(crate) fn map(
                 ),
             };
             let retry_after = (kind == ErrorKind::Throttled)
-                .then(|| raw.headers().get("retry-after").and_then(parse_retry_after))
+                .then(|| {
+                    let value = raw.headers().get("retry-after")?;
+                    classify::retry_after(value, std::time::SystemTime::now())
+                })
                 .flatten();
             SecretError::new(kind, described).with_retry_after(retry_after)
         }
@@ -98,19 +99,9 @@ fn service_kind(err: &GetSecretValueError, code: &str, status: u16) -> ErrorKind
         GetSecretValueError::InvalidParameterException(_) => ErrorKind::Config,
         GetSecretValueError::InternalServiceError(_) => ErrorKind::Transient,
         _ if DENIED.contains(&code) => ErrorKind::PermissionDenied,
-        _ if THROTTLED.contains(&code) || status == 429 => ErrorKind::Throttled,
-        _ => match status {
-            401 | 403 => ErrorKind::PermissionDenied,
-            404 => ErrorKind::NotFound,
-            500..=599 => ErrorKind::Transient,
-            _ => ErrorKind::Rejected,
-        },
+        _ if THROTTLED.contains(&code) => ErrorKind::Throttled,
+        _ => classify::status_kind(status),
     }
-}
-
-/// A `Retry-After` in seconds (the HTTP-date form is not used by AWS).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -118,6 +109,7 @@ mod tests {
     use super::*;
     use aws_sdk_secretsmanager::error::ErrorMetadata;
     use aws_smithy_types::body::SdkBody;
+    use std::time::Duration;
 
     fn service_error(code: &str, status: u16, headers: &[(&str, &str)]) -> SecretError {
         let meta = ErrorMetadata::builder()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use azure_core::error::ErrorKind as AzureKind;
 use azure_core::http::RawResponse;
 use azure_core::http::headers::HeaderName;
-use secrets_core::{ErrorKind, SecretError, source_chain};
+use secrets_core::{ErrorKind, SecretError, classify, source_chain};
 use serde_json::Value;
 
 /// What the failed call was about, for the message.
@@ -36,7 +36,7 @@ fn retry_after(raw: Option<&RawResponse>) -> Option<Duration> {
     let value = raw?
         .headers()
         .get_optional_str(&HeaderName::from_static("retry-after"))?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    classify::retry_after(value, std::time::SystemTime::now())
 }
 
 /// Maps the error of a `get_secret` call.
@@ -58,31 +58,33 @@ pub(crate) fn map(error: &azure_core::Error, at: &Context<'_>) -> SecretError {
             let code = code.or_else(|| error_code.clone()).unwrap_or_default();
             let message = message.unwrap_or_else(|| error.to_string());
             let said = format!("HTTP {status} {code}: {message}");
-            match status {
-                404 => SecretError::new(
+            if status == 403 && inner.as_deref() == Some("SecretDisabled") {
+                return SecretError::new(
+                    ErrorKind::Rejected,
+                    format!("secret `{secret}` is disabled in {vault_url}: {said}"),
+                );
+            }
+            match classify::status_kind(status) {
+                ErrorKind::NotFound => SecretError::new(
                     ErrorKind::NotFound,
                     format!("secret `{secret}` not found in {vault_url}: {said}"),
                 ),
-                403 if inner.as_deref() == Some("SecretDisabled") => SecretError::new(
-                    ErrorKind::Rejected,
-                    format!("secret `{secret}` is disabled in {vault_url}: {said}"),
-                ),
-                401 | 403 => SecretError::new(
+                ErrorKind::PermissionDenied => SecretError::new(
                     ErrorKind::PermissionDenied,
                     format!(
                         "access to secret `{secret}` in {vault_url} denied to the {credential}: {said}"
                     ),
                 ),
-                429 => SecretError::throttled(
+                ErrorKind::Throttled => SecretError::throttled(
                     format!("Azure Key Vault is throttling reads of `{secret}`: {said}"),
                     retry_after(raw),
                 ),
-                408 | 500.. => SecretError::new(
+                ErrorKind::Transient => SecretError::new(
                     ErrorKind::Transient,
                     format!("Azure Key Vault at {vault_url} failed: {said}"),
                 ),
-                _ => SecretError::new(
-                    ErrorKind::Rejected,
+                kind => SecretError::new(
+                    kind,
                     format!("reading secret `{secret}` from {vault_url} failed: {said}"),
                 ),
             }

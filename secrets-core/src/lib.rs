@@ -2,8 +2,9 @@
 //! ([`Credential`]), the header it becomes ([`AuthHeader`]), which hosts may
 //! receive it ([`HostAllowlist`]), how it is hidden from people and logs
 //! ([`mask`], [`redact`]), the errors of every layer ([`SecretError`]), typed
-//! configuration reading ([`Env`]), and the [`SecretProvider`] trait with the
-//! built-in [`FileProvider`].
+//! configuration reading ([`Env`]), what a backend's HTTP answer means
+//! ([`classify`]), and the [`SecretProvider`] trait with the built-in
+//! [`FileProvider`].
 //!
 //! No network and no async runtime here: every other crate of the workspace
 //! builds on this one.
@@ -21,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod allowlist;
+pub mod classify;
 mod credential;
 mod env;
 mod error;

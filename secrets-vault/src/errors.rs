@@ -1,7 +1,7 @@
 //! vaultrs errors → [`secrets_core::ErrorKind`]s, keeping Vault's own messages
 //! (which name paths and reasons, never secret values).
 
-use secrets_core::{ErrorKind, SecretError};
+use secrets_core::{ErrorKind, SecretError, classify};
 use vaultrs::error::ClientError;
 
 /// What was being done when the error happened, for the message.
@@ -33,12 +33,9 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
     };
     if let Some(code) = status(error) {
         let kind = match (code, action) {
+            // A login Vault cannot match (wrong role or secret id).
             (400, Action::Login(_)) => ErrorKind::PermissionDenied,
-            (401 | 403, _) => ErrorKind::PermissionDenied,
-            (404, _) => ErrorKind::NotFound,
-            (429, _) => ErrorKind::Throttled,
-            (500..=599, _) => ErrorKind::Transient,
-            _ => ErrorKind::Rejected,
+            _ => classify::status_kind(code),
         };
         let what = match (kind, action) {
             (ErrorKind::NotFound, Action::Read(path)) => {
@@ -173,6 +170,7 @@ mod tests {
             (503, ErrorKind::Transient),
             (500, ErrorKind::Transient),
             (429, ErrorKind::Throttled),
+            (408, ErrorKind::Transient),
             (400, ErrorKind::Rejected),
         ];
         for (code, kind) in cases {

@@ -1,0 +1,93 @@
+//! What a backend's HTTP answer means, for every provider alike: the
+//! [`ErrorKind`] of a status, and how long a `Retry-After` asks to wait.
+//!
+//! | status | kind | retried |
+//! |---|---|---|
+//! | 401, 403 | [`ErrorKind::PermissionDenied`] | no |
+//! | 404 | [`ErrorKind::NotFound`] | no |
+//! | 408 (request timeout) | [`ErrorKind::Transient`] | yes |
+//! | 429 | [`ErrorKind::Throttled`] | yes, after `Retry-After` when given |
+//! | 500–599 | [`ErrorKind::Transient`] | yes |
+//! | any other | [`ErrorKind::Rejected`] | no |
+//!
+//! A provider refines this only where its backend says more than the status
+//! (an AWS error code, Azure's `SecretDisabled`, a Vault login's 400).
+
+use std::time::{Duration, SystemTime};
+
+use crate::ErrorKind;
+
+/// The kind of failure an HTTP status from a backend means (the table above).
+pub fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        401 | 403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::NotFound,
+        408 | 500..=599 => ErrorKind::Transient,
+        429 => ErrorKind::Throttled,
+        _ => ErrorKind::Rejected,
+    }
+}
+
+/// How long a `Retry-After` header value asks to wait from `now`: either
+/// delta-seconds (`120`) or an HTTP-date (`Wed, 21 Oct 2026 07:28:00 GMT`; a
+/// date in the past means no wait). `None` when it is neither. Cut to
+/// [`crate::MAX_DURATION`].
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if value.bytes().all(|b| b.is_ascii_digit()) {
+        // Longer than u64 seconds is still "very long", not "unreadable".
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    (!value.is_empty()).then(|| crate::capped(wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_as_the_table_says() {
+        for (status, kind) in [
+            (400, ErrorKind::Rejected),
+            (401, ErrorKind::PermissionDenied),
+            (403, ErrorKind::PermissionDenied),
+            (404, ErrorKind::NotFound),
+            (408, ErrorKind::Transient),
+            (409, ErrorKind::Rejected),
+            (429, ErrorKind::Throttled),
+            (500, ErrorKind::Transient),
+            (503, ErrorKind::Transient),
+            (599, ErrorKind::Transient),
+            (302, ErrorKind::Rejected),
+            (600, ErrorKind::Rejected),
+        ] {
+            assert_eq!(status_kind(status), kind, "{status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(retry_after("7", now), secs(7));
+        assert_eq!(retry_after(" 120 ", now), secs(120));
+        assert_eq!(retry_after("Wed, 21 Oct 2026 07:30:00 GMT", now), secs(120));
+        assert_eq!(retry_after("Wed, 21 Oct 2026 07:00:00 GMT", now), secs(0));
+        // The two obsolete date forms HTTP/1.1 still accepts.
+        assert_eq!(
+            retry_after("Wednesday, 21-Oct-26 07:29:00 GMT", now),
+            secs(60)
+        );
+        assert_eq!(retry_after("Wed Oct 21 07:29:00 2026", now), secs(60));
+        assert_eq!(
+            retry_after("99999999999999999999999", now),
+            Some(crate::MAX_DURATION)
+        );
+        for bad in ["", "soon", "-1", "1.5", "Wed, 32 Oct 2026 07:28:00 GMT"] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+}
