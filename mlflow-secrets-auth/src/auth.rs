@@ -158,10 +158,19 @@ impl SecretsAuth {
 
     fn assemble(
         config: Config,
-        warnings: Vec<Warning>,
+        mut warnings: Vec<Warning>,
         chain: Chain,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        for link in &chain.links {
+            let name = link.provider.name();
+            warnings.extend(
+                link.provider
+                    .warnings()
+                    .into_iter()
+                    .map(|w| Warning(format!("{name}: {w}"))),
+            );
+        }
         let grace = match config.stale_if_error {
             None => StaleGrace::SameAsTtl,
             Some(d) if d.is_zero() => StaleGrace::Never,

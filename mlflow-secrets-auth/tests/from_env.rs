@@ -185,3 +185,25 @@ fn huge_durations_are_capped_at_a_year_and_never_overflow() {
     assert_eq!(config.breaker_open_for, mlflow_secrets_auth::MAX_DURATION);
     assert_eq!(config.refetch_interval, std::time::Duration::from_secs(7));
 }
+
+#[cfg(feature = "vault")]
+#[test]
+fn a_providers_warnings_reach_every_face() {
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow.example.com"),
+        ("VAULT_ADDR", "http://vault.example.com:8200"),
+        ("VAULT_SKIP_VERIFY", "true"),
+        ("VAULT_TOKEN", "s.not-a-real-token"),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+    ];
+    let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
+    let warned: Vec<&str> = auth.warnings().iter().map(|w| w.0.as_str()).collect();
+    for expected in ["vault: VAULT_SKIP_VERIFY", "vault: VAULT_ADDR"] {
+        assert!(
+            warned.iter().any(|w| w.starts_with(expected)),
+            "{expected}: {warned:?}"
+        );
+    }
+    assert!(warned.iter().all(|w| !w.contains("not-a-real-token")));
+}

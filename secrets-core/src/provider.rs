@@ -32,6 +32,14 @@ pub trait SecretProvider: Send + Sync + fmt::Debug {
 
     /// A summary of the configuration for `info`/`doctor`, with no secret in it.
     fn describe(&self) -> ProviderDescription;
+
+    /// Configuration a person must be told about — certificate checks off, a
+    /// plain-http endpoint — each naming the setting (never a secret). None
+    /// by default. Every face shows them (`SecretsAuth::warnings`, `info`,
+    /// `doctor`, the Python plugin's log) and they are logged at start.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Secret text as a backend returned it, with what the backend said about it.

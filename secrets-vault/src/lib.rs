@@ -287,24 +287,6 @@ impl VaultProvider {
         Ok(builder)
     }
 
-    /// Configuration a person should be warned about (e.g. TLS checks off).
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if self.skip_verify {
-            warnings.push(format!(
-                "VAULT_SKIP_VERIFY is set: TLS certificates of {} are NOT checked; anyone on the network path can read the credential",
-                self.address
-            ));
-        }
-        if self.address.starts_with("http://") {
-            warnings.push(format!(
-                "VAULT_ADDR {} is plain http: tokens and secrets cross the network unencrypted",
-                self.address
-            ));
-        }
-        warnings
-    }
-
     /// The KV mount, once detected.
     pub fn kv_mount(&self) -> Option<KvMount> {
         self.mount.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -439,6 +421,26 @@ impl SecretProvider for VaultProvider {
             .field("auth", auth)
             .field("tls_verify", if self.skip_verify { "OFF" } else { "on" })
     }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.skip_verify {
+            warnings.push(format!(
+                "VAULT_SKIP_VERIFY is set: TLS certificates of {} are NOT checked; anyone on the network path can read the credential",
+                self.address
+            ));
+        }
+        // Loopback traffic never leaves the machine (a dev server, an agent).
+        let plain_remote = url::Url::parse(&self.address)
+            .is_ok_and(|url| url.scheme() == "http" && !secrets_core::is_loopback(&url));
+        if plain_remote {
+            warnings.push(format!(
+                "VAULT_ADDR {} is plain http: tokens and secrets cross the network unencrypted",
+                self.address
+            ));
+        }
+        warnings
+    }
 }
 
 #[cfg(test)]
@@ -528,6 +530,33 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(provider.auth, VaultAuth::Token(_)));
-        assert!(provider.warnings()[0].contains("plain http"));
+        assert!(
+            provider.warnings().is_empty(),
+            "loopback stays on the machine"
+        );
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_warned_about() {
+        for (addr, warned) in [
+            ("http://vault.example.com:8200", true),
+            ("HTTP://10.0.0.8:8200", true),
+            ("http://localhost:8200", false),
+            ("http://[::1]:8200", false),
+            ("https://vault.example.com", false),
+        ] {
+            let provider = env_provider(&[
+                ("VAULT_ADDR", addr),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+                ("VAULT_TOKEN", "root-token"),
+            ])
+            .unwrap();
+            let warnings = provider.warnings();
+            assert_eq!(
+                warnings.iter().any(|w| w.contains("plain http")),
+                warned,
+                "{addr}: {warnings:?}"
+            );
+        }
     }
 }
