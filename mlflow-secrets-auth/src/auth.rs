@@ -466,7 +466,7 @@ impl SecretsAuth {
                 configured: true,
                 problem: None,
                 description: Some(link.provider.describe()),
-                circuit: Some(chain.breaker_state(i)),
+                circuit: chain.breaker_state(i),
                 last_error: *link.last_error.lock().unwrap_or_else(|e| e.into_inner()),
                 settings: Some(link.settings),
             })

@@ -9,18 +9,15 @@ use secrets_core::{
     AuthHeader, Credential, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings, Result,
     SecretError, SecretMeta, SecretProvider,
 };
-use secrets_retry::{
-    Backoff, BreakerConfig, BreakerState, CircuitBreaker, Failure, Jitter, RetryDecision,
-    RetryError, RetryPolicy,
-};
+use secrets_retry::{Backoff, BreakerConfig, BreakerState, Jitter, RetryPolicy};
 
 use crate::config::{Config, Warning};
+use crate::layers::{ProviderExt, Retrying};
 
-/// One configured provider in the chain.
+/// One configured provider in the chain: retried, behind its own breaker.
 pub(crate) struct Link {
-    pub(crate) provider: Arc<dyn SecretProvider>,
+    pub(crate) provider: Retrying<Arc<dyn SecretProvider>>,
     pub(crate) settings: ProviderSettings,
-    pub(crate) breaker: CircuitBreaker,
     pub(crate) last_error: Mutex<Option<ErrorKind>>,
 }
 
@@ -80,7 +77,6 @@ pub(crate) fn compiled_in(kind: ProviderKind) -> bool {
 pub(crate) struct Chain {
     pub(crate) links: Vec<Link>,
     pub(crate) unusable: Vec<Unusable>,
-    policy: RetryPolicy,
     deadline: Duration,
     header_name: HeaderName,
 }
@@ -121,26 +117,25 @@ impl Chain {
         let breaker = BreakerConfig::default()
             .with_threshold(config.breaker_threshold)
             .with_open_for(config.breaker_open_for);
-        let links = providers
-            .into_iter()
-            .map(|(provider, settings)| Link {
-                provider,
-                settings,
-                breaker: CircuitBreaker::new(breaker),
-                last_error: Mutex::new(None),
-            })
-            .collect();
         let backoff = Backoff::default()
             .with_base(config.base_delay)
             .with_max(config.max_delay)
             .with_jitter(Jitter::Proportional(0.1));
+        let policy = RetryPolicy::default()
+            .with_max_retries(config.max_retries)
+            .with_backoff(backoff)
+            .with_attempt_timeout(config.request_timeout);
+        let links = providers
+            .into_iter()
+            .map(|(provider, settings)| Link {
+                provider: provider.with_retry(policy.clone()).with_breaker(breaker),
+                settings,
+                last_error: Mutex::new(None),
+            })
+            .collect();
         Self {
             links,
             unusable: Vec::new(),
-            policy: RetryPolicy::default()
-                .with_max_retries(config.max_retries)
-                .with_backoff(backoff)
-                .with_attempt_timeout(config.request_timeout),
             deadline: config.fetch_deadline,
             header_name: config.header_name.clone(),
         }
@@ -214,47 +209,19 @@ impl Chain {
     async fn fetch_one(
         &self,
         link: &Link,
-        deadline: Duration,
+        budget: Duration,
     ) -> Result<(AuthHeader, Credential, SecretMeta)> {
         let name = link.provider.name();
-        let provider = Arc::clone(&link.provider);
-        let before = link.breaker.state();
-        let result = self
-            .policy
-            .clone()
-            .with_deadline(deadline)
-            .run_with(
-                Some(&link.breaker),
-                classify,
-                |event| {
-                    tracing::debug!(
-                        provider = name,
-                        attempt = event.attempt,
-                        delay_ms = event.delay.as_millis() as u64,
-                        failure = %secrets_core::redact(&event.failure.to_string()),
-                        "retrying"
-                    );
-                },
-                || {
-                    let provider = Arc::clone(&provider);
-                    async move { provider.fetch().await }
-                },
-            )
-            .await;
-        let after = link.breaker.state();
-        if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
-            tracing::info!(provider = name, from = ?before, to = ?after, "circuit breaker changed");
-        }
-        let fetched = result.map_err(|e| retry_error(e, name, self.policy.attempt_timeout()))?;
+        let fetched = link.provider.fetch_within(budget).await?;
         let credential = fetched.credential().map_err(|e| e.with_provider(name))?;
         let header = AuthHeader::build(&credential, link.settings.auth_mode, &self.header_name)
             .map_err(|e| e.with_provider(name))?;
         Ok((header, credential, fetched.meta))
     }
 
-    /// The breaker states, for status output.
-    pub(crate) fn breaker_state(&self, index: usize) -> BreakerState {
-        self.links[index].breaker.state()
+    /// The breaker state of a link, for status output.
+    pub(crate) fn breaker_state(&self, index: usize) -> Option<BreakerState> {
+        self.links[index].provider.breaker().map(|b| b.state())
     }
 }
 
@@ -264,38 +231,4 @@ pub(crate) struct Served {
     pub(crate) header: AuthHeader,
     pub(crate) credential: Credential,
     pub(crate) index: usize,
-}
-
-fn classify(error: &SecretError) -> RetryDecision {
-    match error.kind() {
-        ErrorKind::Throttled => error
-            .retry_after()
-            .map_or(RetryDecision::Retry, RetryDecision::RetryAfter),
-        kind if kind.is_transient() => RetryDecision::Retry,
-        _ => RetryDecision::Stop,
-    }
-}
-
-/// Turns the retry layer's verdict back into a provider error.
-fn retry_error(
-    error: RetryError<SecretError>,
-    provider: &'static str,
-    timeout: Option<Duration>,
-) -> SecretError {
-    let attempts = error.attempts;
-    match error.failure {
-        Failure::Error(e) => e.with_provider(provider),
-        Failure::TimedOut(after) => SecretError::new(
-            ErrorKind::Timeout,
-            format!(
-                "no answer within {:.1}s (attempt {attempts}, per-attempt timeout {:.1}s)",
-                after.as_secs_f64(),
-                timeout.unwrap_or(after).as_secs_f64()
-            ),
-        )
-        .with_provider(provider),
-        Failure::CircuitOpen(open) => SecretError::new(ErrorKind::CircuitOpen, open.to_string())
-            .with_retry_after(open.retry_after())
-            .with_provider(provider),
-    }
 }

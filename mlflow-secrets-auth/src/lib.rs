@@ -11,6 +11,9 @@
 //!   policy ([`HopPolicy`]); at most one resend after a 401/403, through
 //!   [`SecretsAuth::refused`].
 //! - [`Config`]: every environment variable of the Python package of the same name.
+//! - [`layers`]: retry, circuit breaker and cache as wrappers around any
+//!   provider (or async function), for building a chain of your own.
+//! - [`providers`]: every provider crate, one import away.
 //!
 //! Provider crates are behind the features `vault`, `aws`, `azure`; the file
 //! provider is always there.
@@ -21,6 +24,7 @@ mod auth;
 pub mod blocking;
 mod chain;
 mod config;
+pub mod layers;
 mod logging;
 #[cfg(feature = "middleware")]
 pub mod middleware;
@@ -37,6 +41,22 @@ pub use secrets_core::{
 };
 pub use secrets_retry::BreakerState;
 pub use url::Url;
+
+/// Every provider, one import away: `providers::vault`, `providers::aws`,
+/// `providers::azure` (each behind its crate feature) and `providers::file`.
+pub mod providers {
+    #[cfg(feature = "aws")]
+    pub use secrets_aws as aws;
+    #[cfg(feature = "azure")]
+    pub use secrets_azure as azure;
+    #[cfg(feature = "vault")]
+    pub use secrets_vault as vault;
+
+    /// The file provider (always compiled in).
+    pub mod file {
+        pub use secrets_core::FileProvider;
+    }
+}
 
 /// Whether a provider is compiled into this build (its crate feature is on).
 pub fn provider_compiled_in(kind: ProviderKind) -> bool {

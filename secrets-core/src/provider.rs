@@ -42,6 +42,30 @@ pub trait SecretProvider: Send + Sync + fmt::Debug {
     }
 }
 
+/// A shared provider is a provider (so layers can wrap `Arc<dyn SecretProvider>`).
+#[async_trait]
+impl<P: SecretProvider + ?Sized> SecretProvider for std::sync::Arc<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn cache_key(&self) -> String {
+        (**self).cache_key()
+    }
+
+    async fn fetch(&self) -> Result<FetchedSecret> {
+        (**self).fetch().await
+    }
+
+    fn describe(&self) -> ProviderDescription {
+        (**self).describe()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        (**self).warnings()
+    }
+}
+
 /// Secret text as a backend returned it, with what the backend said about it.
 #[derive(Debug)]
 pub struct FetchedSecret {
