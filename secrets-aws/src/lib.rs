@@ -28,8 +28,11 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
-use secrets_core::{
-    Env, FetchedSecret, ProviderDescription, Result, SecretError, SecretMeta, SecretProvider,
+use secrets_core::ProviderDescription;
+
+/// What a provider is used with, so this crate alone is enough to use it.
+pub use secrets_core::{
+    Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
 };
 use tokio::sync::OnceCell;
 
@@ -413,7 +416,7 @@ mod tests {
 
         let none: [(&str, &str); 0] = [];
         let err = AwsSecretsManagerProvider::from_env(&Env::new(&none)).unwrap_err();
-        assert_eq!(err.kind(), secrets_core::ErrorKind::Config);
+        assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("MLFLOW_AWS_SECRET_NAME"), "{err}");
     }
 

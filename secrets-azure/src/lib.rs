@@ -30,9 +30,11 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use secrets_core::{
-    Env, ErrorKind, FetchedSecret, ProviderDescription, Result, SecretError, SecretMeta,
-    SecretProvider,
+use secrets_core::ProviderDescription;
+
+/// What a provider is used with, so this crate alone is enough to use it.
+pub use secrets_core::{
+    Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
 };
 use tokio::sync::OnceCell;
 

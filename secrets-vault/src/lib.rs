@@ -34,8 +34,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use secrets_core::secrecy::{ExposeSecret, SecretString};
-use secrets_core::{
-    Env, FetchedSecret, ProviderDescription, Result, SecretError, SecretProvider, mask,
+use secrets_core::{ProviderDescription, mask};
+
+/// What a provider is used with, so this crate alone is enough to use it.
+pub use secrets_core::{
+    Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
 };
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 
@@ -388,10 +391,7 @@ impl SecretProvider for VaultProvider {
             match kv::read(self, &session.client).await {
                 // A token that worked may have been revoked or expired early:
                 // log in again, once.
-                Err(e)
-                    if self.is_approle()
-                        && e.kind() == secrets_core::ErrorKind::PermissionDenied =>
-                {
+                Err(e) if self.is_approle() && e.kind() == ErrorKind::PermissionDenied => {
                     let session = self.session(true).await?;
                     kv::read(self, &session.client).await
                 }
