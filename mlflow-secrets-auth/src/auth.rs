@@ -527,14 +527,10 @@ impl Inner {
 }
 
 /// The total time a fetch may take with this configuration: every attempt
-/// timing out plus the waits between them, bounded by the deadline.
+/// timing out plus the longest waits between them, bounded by the deadline.
 pub fn worst_case_fetch_time(config: &Config) -> Duration {
-    let attempts = config.max_retries + 1;
-    let mut total = config.request_timeout * attempts;
-    let mut delay = config.base_delay;
-    for _ in 0..config.max_retries {
-        total += delay.min(config.max_delay).mul_f64(1.1);
-        delay = delay.saturating_mul(2);
-    }
-    total.min(config.fetch_deadline)
+    crate::chain::retry_policy(config)
+        .with_deadline(config.fetch_deadline)
+        .worst_case()
+        .unwrap_or(config.fetch_deadline)
 }

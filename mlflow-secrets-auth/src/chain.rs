@@ -73,6 +73,18 @@ pub(crate) fn compiled_in(kind: ProviderKind) -> bool {
     }
 }
 
+/// The retry policy of every link (the chain applies the fetch deadline).
+pub(crate) fn retry_policy(config: &Config) -> RetryPolicy {
+    let backoff = Backoff::default()
+        .with_base(config.base_delay)
+        .with_max(config.max_delay)
+        .with_jitter(Jitter::Proportional(0.1));
+    RetryPolicy::default()
+        .with_max_retries(config.max_retries)
+        .with_backoff(backoff)
+        .with_attempt_timeout(config.request_timeout)
+}
+
 /// The chain of enabled providers, in order.
 pub(crate) struct Chain {
     pub(crate) links: Vec<Link>,
@@ -117,14 +129,7 @@ impl Chain {
         let breaker = BreakerConfig::default()
             .with_threshold(config.breaker_threshold)
             .with_open_for(config.breaker_open_for);
-        let backoff = Backoff::default()
-            .with_base(config.base_delay)
-            .with_max(config.max_delay)
-            .with_jitter(Jitter::Proportional(0.1));
-        let policy = RetryPolicy::default()
-            .with_max_retries(config.max_retries)
-            .with_backoff(backoff)
-            .with_attempt_timeout(config.request_timeout);
+        let policy = retry_policy(config);
         let links = providers
             .into_iter()
             .map(|(provider, settings)| Link {

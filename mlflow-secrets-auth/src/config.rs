@@ -113,7 +113,7 @@ impl Default for Config {
             ttl_min: Duration::from_secs(60),
             ttl_max: Duration::from_secs(3600),
             stale_if_error: None,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: secrets_core::DEFAULT_REQUEST_TIMEOUT,
             fetch_deadline: Duration::from_secs(60),
             breaker_threshold: 5,
             breaker_open_for: Duration::from_secs(60),
@@ -205,10 +205,8 @@ impl Config {
             ttl_min: env.seconds("MLFLOW_SECRETS_TTL_MIN_SEC", defaults.ttl_min)?,
             ttl_max: env.seconds("MLFLOW_SECRETS_TTL_MAX_SEC", defaults.ttl_max)?,
             stale_if_error: (stale != Duration::MAX).then_some(stale),
-            request_timeout: env.seconds(
-                "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC",
-                defaults.request_timeout,
-            )?,
+            request_timeout: env
+                .seconds(secrets_core::REQUEST_TIMEOUT_VAR, defaults.request_timeout)?,
             fetch_deadline: env
                 .seconds("MLFLOW_SECRETS_FETCH_DEADLINE_SEC", defaults.fetch_deadline)?,
             breaker_threshold: env.u32(

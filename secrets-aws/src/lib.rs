@@ -43,10 +43,9 @@ const SECRET_VARS: [&str; 2] = ["MLFLOW_AWS_SECRET_NAME", "MLFLOW_AWS_SECRET_ID"
 const VERSION_VAR: &str = "MLFLOW_AWS_SECRET_VERSION";
 const REGION_VARS: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
 const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"];
-const TIMEOUT_VAR: &str = "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC";
+use secrets_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
 
-/// The default per-attempt timeout of one call.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use secrets_core::DEFAULT_REQUEST_TIMEOUT;
 
 /// Which version of the secret to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -424,7 +423,7 @@ mod tests {
     fn bad_timeout_names_the_variable() {
         let vars = [
             ("MLFLOW_AWS_SECRET_NAME", "x"),
-            ("MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC", "soon"),
+            (secrets_core::REQUEST_TIMEOUT_VAR, "soon"),
         ];
         let err = AwsSecretsManagerProvider::from_env(&Env::new(&vars)).unwrap_err();
         assert!(err.to_string().contains(TIMEOUT_VAR), "{err}");

@@ -47,10 +47,9 @@ const VAULT_URL_VARS: [&str; 2] = ["MLFLOW_AZURE_KEY_VAULT_URL", "AZURE_KEY_VAUL
 const SECRET_VAR: &str = "MLFLOW_AZURE_SECRET_NAME";
 const VERSION_VAR: &str = "MLFLOW_AZURE_SECRET_VERSION";
 const AUTHORITY_VAR: &str = "AZURE_AUTHORITY_HOST";
-const TIMEOUT_VAR: &str = "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC";
+use secrets_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
 
-/// The default per-attempt timeout of one call.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use secrets_core::DEFAULT_REQUEST_TIMEOUT;
 
 /// Builds an [`AzureKeyVaultProvider`] from code.
 #[derive(Default)]

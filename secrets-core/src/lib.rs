@@ -55,6 +55,14 @@ pub use secrecy;
 /// it, so adding one to a clock reading can never overflow.
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+/// The variable of the per-attempt timeout of one backend call, read by
+/// every provider and by the facade's retry layer.
+pub const REQUEST_TIMEOUT_VAR: &str = "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC";
+
+/// The per-attempt timeout of one backend call when [`REQUEST_TIMEOUT_VAR`]
+/// is not set: 10 s.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `duration`, cut to [`MAX_DURATION`].
 pub fn capped(duration: std::time::Duration) -> std::time::Duration {
     duration.min(MAX_DURATION)

@@ -96,6 +96,19 @@ impl Backoff {
         }
     }
 
+    /// The longest wait [`Self::delay`] can choose before retry `retry`
+    /// (the exponential delay plus the most its jitter can add).
+    pub fn longest(&self, retry: u32) -> Duration {
+        let d = self.exponential(retry);
+        match self.jitter {
+            Jitter::Proportional(f) if f.is_finite() && f > 0.0 => d.saturating_add(
+                Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX),
+            ),
+            Jitter::Decorrelated => self.max,
+            _ => d,
+        }
+    }
+
     /// The delay before retry `retry`, given the delay used before the previous one.
     pub fn delay(&self, retry: u32, previous: Duration, rng: &mut fastrand::Rng) -> Duration {
         let d = self.exponential(retry);

@@ -236,6 +236,23 @@ impl RetryPolicy {
         self.attempt_timeout
     }
 
+    /// The longest a [`Self::run`] can take: every attempt timing out and the
+    /// longest wait between them, bounded by the deadline. `None` when
+    /// nothing bounds it (no per-attempt timeout and no deadline).
+    pub fn worst_case(&self) -> Option<Duration> {
+        let waits = (0..self.max_retries)
+            .map(|retry| self.backoff.longest(retry))
+            .fold(Duration::ZERO, Duration::saturating_add);
+        let attempts = self.attempt_timeout.map(|t| {
+            t.saturating_mul(self.max_retries.saturating_add(1))
+                .saturating_add(waits)
+        });
+        match (attempts, self.deadline) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        }
+    }
+
     /// Runs `op` until it succeeds or retrying stops.
     pub async fn run<T, E, Op, Fut>(
         &self,

@@ -328,3 +328,22 @@ fn error_display_says_what_and_why() {
         "503 from backend (after 2 attempts; retries exhausted)"
     );
 }
+
+#[test]
+fn the_worst_case_is_every_attempt_timing_out_plus_the_longest_waits() {
+    let backoff = Backoff::default()
+        .with_base(Duration::from_secs(1))
+        .with_max(Duration::from_secs(3))
+        .with_jitter(Jitter::Proportional(0.5));
+    let policy = RetryPolicy::default()
+        .with_max_retries(3)
+        .with_backoff(backoff)
+        .with_attempt_timeout(Duration::from_secs(10));
+    // 4 × 10 s + (1 + 2 + 3) s × 1.5
+    assert_eq!(policy.worst_case(), Some(Duration::from_secs(49)));
+    let bounded = policy.clone().with_deadline(Duration::from_secs(30));
+    assert_eq!(bounded.worst_case(), Some(Duration::from_secs(30)));
+    assert_eq!(RetryPolicy::default().worst_case(), None, "unbounded");
+    let deadline_only = RetryPolicy::default().with_deadline(Duration::from_secs(5));
+    assert_eq!(deadline_only.worst_case(), Some(Duration::from_secs(5)));
+}

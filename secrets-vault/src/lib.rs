@@ -48,8 +48,7 @@ pub use crate::kv::KvMount;
 /// The provider's name.
 pub const NAME: &str = "vault";
 
-/// The default per-request timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use secrets_core::DEFAULT_REQUEST_TIMEOUT;
 
 /// How the provider authenticates to Vault.
 #[derive(Clone)]
@@ -245,10 +244,9 @@ impl VaultProvider {
     fn builder_from_env(env: &Env<'_>) -> Result<VaultProviderBuilder> {
         let mut builder = Self::builder()
             .skip_verify(env.flag("VAULT_SKIP_VERIFY", false)?)
-            .request_timeout(env.seconds(
-                "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC",
-                DEFAULT_REQUEST_TIMEOUT,
-            )?);
+            .request_timeout(
+                env.seconds(secrets_core::REQUEST_TIMEOUT_VAR, DEFAULT_REQUEST_TIMEOUT)?,
+            );
         if let Some(address) = env.string(&["VAULT_ADDR"])? {
             builder = builder.address(address);
         }
