@@ -122,10 +122,12 @@ impl SecretsAuthBuilder {
         self
     }
 
-    /// The configured [`SecretsAuth`].
+    /// The configured [`SecretsAuth`]; its warnings (an allowlist that admits
+    /// every host, the providers' own) are logged as `from_env`'s are.
     pub fn build(self) -> SecretsAuth {
         let chain = Chain::new(&self.config, self.providers);
-        SecretsAuth::assemble(self.config, Vec::new(), chain, self.clock)
+        let warnings = crate::config::allowlist_warnings(&self.config.allowlist);
+        SecretsAuth::assemble(self.config, warnings, chain, self.clock)
     }
 }
 

@@ -127,6 +127,21 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning(pub String);
 
+/// What a person must know about an allowlist: none at all, or patterns
+/// that admit more than they seem to.
+pub(crate) fn allowlist_warnings(allowlist: &HostAllowlist) -> Vec<Warning> {
+    if !allowlist.is_restricted() {
+        return vec![Warning(format!(
+            "{HOSTS_VAR} is not set: the credential is sent to every host; set it to the MLflow server's host name"
+        ))];
+    }
+    allowlist
+        .warnings()
+        .into_iter()
+        .map(|w| Warning(format!("{HOSTS_VAR}: {w}")))
+        .collect()
+}
+
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -167,22 +182,11 @@ impl Config {
         // Set but blank (a template that rendered empty) is an error, not "every host".
         let allowlist = match env.present(HOSTS_VAR)? {
             Some(list) => {
-                let list =
-                    HostAllowlist::parse(&list).map_err(|e| SecretError::config(HOSTS_VAR, e))?;
-                warnings.extend(
-                    list.warnings()
-                        .into_iter()
-                        .map(|w| Warning(format!("{HOSTS_VAR}: {w}"))),
-                );
-                list
+                HostAllowlist::parse(&list).map_err(|e| SecretError::config(HOSTS_VAR, e))?
             }
-            None => {
-                warnings.push(Warning(format!(
-                    "{HOSTS_VAR} is not set: the credential is sent to every host; set it to the MLflow server's host name"
-                )));
-                HostAllowlist::allow_all()
-            }
+            None => HostAllowlist::allow_all(),
         };
+        warnings.extend(allowlist_warnings(&allowlist));
         let header_name = match env.string(&[HEADER_VAR])? {
             Some(name) => HeaderName::new(&name)
                 .map_err(|e| SecretError::config(HEADER_VAR, format!("{name:?} {e}")))?,

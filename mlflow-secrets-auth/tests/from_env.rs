@@ -207,3 +207,19 @@ fn a_providers_warnings_reach_every_face() {
     }
     assert!(warned.iter().all(|w| !w.contains("not-a-real-token")));
 }
+
+#[test]
+fn the_builder_warns_about_an_open_allowlist_as_from_env_does() {
+    let open = SecretsAuth::builder().build();
+    assert!(
+        open.warnings()
+            .iter()
+            .any(|w| w.0.contains("MLFLOW_SECRETS_ALLOWED_HOSTS is not set")),
+        "{:?}",
+        open.warnings()
+    );
+    let mut config = mlflow_secrets_auth::Config::default();
+    config.allowlist = mlflow_secrets_auth::HostAllowlist::parse("mlflow-*").unwrap();
+    let loose = SecretsAuth::builder().config(config).build();
+    assert!(loose.warnings().iter().any(|w| w.0.contains("mlflow-*")));
+}
