@@ -292,7 +292,7 @@ impl PySecretsAuth {
                 .inner()
                 .warnings()
                 .iter()
-                .map(|w| w.0.clone())
+                .map(|w| w.to_string())
                 .collect())
         })
     }

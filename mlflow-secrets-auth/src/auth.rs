@@ -18,7 +18,7 @@ use secrets_retry::BreakerState;
 use url::Url;
 
 use crate::chain::{Chain, Served};
-use crate::config::{Config, Warning};
+use crate::config::{Config, Warning, WarningKind};
 
 struct Inner {
     config: Config,
@@ -170,7 +170,7 @@ impl SecretsAuth {
                 link.provider
                     .warnings()
                     .into_iter()
-                    .map(|w| Warning(format!("{name}: {w}"))),
+                    .map(|w| Warning::new(WarningKind::Provider, format!("{name}: {w}"))),
             );
         }
         let grace = match config.stale_if_error {

@@ -11,7 +11,7 @@ use secrets_core::{
 };
 use secrets_retry::{Backoff, BreakerConfig, BreakerState, Jitter, RetryPolicy};
 
-use crate::config::{Config, Warning};
+use crate::config::{Config, Warning, WarningKind};
 use crate::layers::{ProviderExt, Retrying};
 
 /// One configured provider in the chain: retried, behind its own breaker.
@@ -108,7 +108,10 @@ impl Chain {
             match built {
                 Ok(pair) => entries.push(pair),
                 Err(error) => {
-                    warnings.push(Warning(format!("provider `{kind}` skipped: {error}")));
+                    warnings.push(Warning::new(
+                        WarningKind::Provider,
+                        format!("provider `{kind}` skipped: {error}"),
+                    ));
                     unusable.push(Unusable {
                         name: kind.name(),
                         error,

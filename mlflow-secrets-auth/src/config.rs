@@ -125,26 +125,66 @@ impl Default for Config {
 
 /// Something a person should know about the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning(pub String);
+pub struct Warning {
+    kind: WarningKind,
+    message: String,
+}
+
+/// What a [`Warning`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// The allowlist admits every host, or more hosts than it seems to.
+    Allowlist,
+    /// A provider: skipped for its configuration, or its own warning
+    /// (certificate checks off, a plain-http endpoint).
+    Provider,
+    /// A setting was corrected or is missing (a clamped TTL, no provider).
+    Setting,
+}
+
+impl Warning {
+    /// A warning of `kind` saying `message` (which names the setting and
+    /// never holds a secret).
+    pub fn new(kind: WarningKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What it is about.
+    pub fn kind(&self) -> WarningKind {
+        self.kind
+    }
+
+    /// What it says.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 /// What a person must know about an allowlist: none at all, or patterns
 /// that admit more than they seem to.
 pub(crate) fn allowlist_warnings(allowlist: &HostAllowlist) -> Vec<Warning> {
     if !allowlist.is_restricted() {
-        return vec![Warning(format!(
-            "{HOSTS_VAR} is not set: the credential is sent to every host; set it to the MLflow server's host name"
-        ))];
+        return vec![Warning::new(
+            WarningKind::Allowlist,
+            format!(
+                "{HOSTS_VAR} is not set: the credential is sent to every host; set it to the MLflow server's host name"
+            ),
+        )];
     }
     allowlist
         .warnings()
         .into_iter()
-        .map(|w| Warning(format!("{HOSTS_VAR}: {w}")))
+        .map(|w| Warning::new(WarningKind::Allowlist, format!("{HOSTS_VAR}: {w}")))
         .collect()
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -237,14 +277,17 @@ impl Config {
         }
         if config.request_timeout.is_zero() {
             return Err(SecretError::config(
-                "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC",
+                secrets_core::REQUEST_TIMEOUT_VAR,
                 "must be more than 0",
             ));
         }
         if config.enabled.is_empty() {
-            warnings.push(Warning(format!(
-                "no provider is enabled: set {ENABLE_VAR} (vault, aws-secrets-manager, azure-key-vault, file)"
-            )));
+            warnings.push(Warning::new(
+                WarningKind::Setting,
+                format!(
+                    "no provider is enabled: set {ENABLE_VAR} (vault, aws-secrets-manager, azure-key-vault, file)"
+                ),
+            ));
         }
         Ok((config, warnings))
     }
@@ -253,14 +296,17 @@ impl Config {
     pub fn clamp_ttl(&self, kind: ProviderKind, ttl: Duration) -> (Duration, Option<Warning>) {
         let clamped = ttl.clamp(self.ttl_min, self.ttl_max);
         let warning = (clamped != ttl).then(|| {
-            Warning(format!(
-                "{} = {}s is outside [{}s, {}s]; using {}s",
-                kind.ttl_var(),
-                ttl.as_secs_f64(),
-                self.ttl_min.as_secs_f64(),
-                self.ttl_max.as_secs_f64(),
-                clamped.as_secs_f64()
-            ))
+            Warning::new(
+                WarningKind::Setting,
+                format!(
+                    "{} = {}s is outside [{}s, {}s]; using {}s",
+                    kind.ttl_var(),
+                    ttl.as_secs_f64(),
+                    self.ttl_min.as_secs_f64(),
+                    self.ttl_max.as_secs_f64(),
+                    clamped.as_secs_f64()
+                ),
+            )
         });
         (clamped, warning)
     }
@@ -291,7 +337,9 @@ mod tests {
         let (config, warnings) = load(&[]).unwrap();
         assert_eq!(config, Config::default());
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].0.contains(HOSTS_VAR));
+        assert!(warnings[0].message().contains(HOSTS_VAR));
+        assert_eq!(warnings[0].kind(), WarningKind::Allowlist);
+        assert_eq!(warnings[1].kind(), WarningKind::Setting, "no provider");
     }
 
     #[test]
@@ -370,6 +418,11 @@ mod tests {
             .provider_settings(ProviderKind::File, &Env::new(&vars))
             .unwrap();
         assert_eq!(settings.ttl, Duration::from_secs(60));
-        assert!(warning.unwrap().0.contains("MLFLOW_FILE_TTL_SEC = 5s"));
+        assert!(
+            warning
+                .unwrap()
+                .message()
+                .contains("MLFLOW_FILE_TTL_SEC = 5s")
+        );
     }
 }

@@ -30,7 +30,7 @@ mod logging;
 pub mod middleware;
 
 pub use auth::{ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
-pub use config::{Config, LogLevel, Warning};
+pub use config::{Config, LogLevel, Warning, WarningKind};
 pub use logging::{RedactingWriter, init_logging, subscriber};
 pub use secrets_cache::CacheStats;
 pub use secrets_core::{

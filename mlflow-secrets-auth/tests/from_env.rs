@@ -31,7 +31,11 @@ async fn a_misconfigured_provider_is_reported_and_skipped() {
         vault.problem.as_deref().unwrap().contains("VAULT_ADDR"),
         "{vault:?}"
     );
-    assert!(auth.warnings().iter().any(|w| w.0.contains("vault")));
+    assert!(
+        auth.warnings()
+            .iter()
+            .any(|w| w.message().contains("vault"))
+    );
     let file = status.iter().find(|s| s.name == "file").unwrap();
     assert!(file.configured);
 
@@ -61,7 +65,7 @@ async fn per_provider_toggles_and_auth_modes_are_read() {
     assert!(
         auth.warnings()
             .iter()
-            .any(|w| w.0.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"))
+            .any(|w| w.message().contains("MLFLOW_SECRETS_ALLOWED_HOSTS"))
     );
     let header = auth.header_for(URL).await.unwrap().unwrap();
     assert_eq!(header.name().as_str(), "X-MLflow-Auth");
@@ -158,7 +162,7 @@ fn a_blank_allowlist_is_an_error_naming_the_variable() {
 fn stars_inside_a_label_are_warned_about() {
     let vars = [("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow-*, *.example.com")];
     let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
-    let warned: Vec<&str> = auth.warnings().iter().map(|w| w.0.as_str()).collect();
+    let warned: Vec<&str> = auth.warnings().iter().map(|w| w.message()).collect();
     let about_patterns: Vec<_> = warned
         .iter()
         .filter(|w| w.contains("host pattern"))
@@ -198,7 +202,7 @@ fn a_providers_warnings_reach_every_face() {
         ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
     ];
     let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
-    let warned: Vec<&str> = auth.warnings().iter().map(|w| w.0.as_str()).collect();
+    let warned: Vec<&str> = auth.warnings().iter().map(|w| w.message()).collect();
     for expected in ["vault: VAULT_SKIP_VERIFY", "vault: VAULT_ADDR"] {
         assert!(
             warned.iter().any(|w| w.starts_with(expected)),
@@ -206,20 +210,31 @@ fn a_providers_warnings_reach_every_face() {
         );
     }
     assert!(warned.iter().all(|w| !w.contains("not-a-real-token")));
+    assert!(
+        auth.warnings()
+            .iter()
+            .filter(|w| w.message().starts_with("vault:"))
+            .all(|w| w.kind() == mlflow_secrets_auth::WarningKind::Provider)
+    );
 }
 
 #[test]
 fn the_builder_warns_about_an_open_allowlist_as_from_env_does() {
     let open = SecretsAuth::builder().build();
     assert!(
-        open.warnings()
-            .iter()
-            .any(|w| w.0.contains("MLFLOW_SECRETS_ALLOWED_HOSTS is not set")),
+        open.warnings().iter().any(|w| w
+            .message()
+            .contains("MLFLOW_SECRETS_ALLOWED_HOSTS is not set")),
         "{:?}",
         open.warnings()
     );
     let mut config = mlflow_secrets_auth::Config::default();
     config.allowlist = mlflow_secrets_auth::HostAllowlist::parse("mlflow-*").unwrap();
     let loose = SecretsAuth::builder().config(config).build();
-    assert!(loose.warnings().iter().any(|w| w.0.contains("mlflow-*")));
+    assert!(
+        loose
+            .warnings()
+            .iter()
+            .any(|w| w.message().contains("mlflow-*"))
+    );
 }

@@ -165,7 +165,7 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
                     "{warnings} warning(s): {}",
                     auth.warnings()
                         .iter()
-                        .map(|w| w.0.as_str())
+                        .map(|w| w.message())
                         .collect::<Vec<_>>()
                         .join("; ")
                 )

@@ -59,7 +59,7 @@ pub fn report(auth: &SecretsAuth) -> Value {
             "open_sec": seconds(config.breaker_open_for),
         },
         "require_tls": config.require_tls,
-        "warnings": auth.warnings().iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+        "warnings": auth.warnings().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
     })
 }
 
