@@ -17,7 +17,7 @@ use secrets_core::{
 use secrets_retry::BreakerState;
 use url::Url;
 
-use crate::chain::{Chain, Served};
+use crate::chain::{Chain, Resolved};
 use crate::config::{Config, Warning, WarningKind};
 
 struct Inner {
@@ -25,7 +25,7 @@ struct Inner {
     policy: HopPolicy,
     warnings: Vec<Warning>,
     chain: Chain,
-    cache: SecretCache<(), Served, SecretError>,
+    cache: SecretCache<(), Resolved, SecretError>,
     clock: Arc<dyn Clock>,
     /// The credential last refetched because a server refused it, and when.
     refetched: Mutex<Option<(AuthHeader, Duration)>>,
@@ -405,7 +405,7 @@ impl SecretsAuth {
     }
 
     /// The current credential's header, from the cache or the chain.
-    async fn current(&self) -> Result<Arc<Served>> {
+    async fn current(&self) -> Result<Arc<Resolved>> {
         let inner = Arc::clone(&self.inner);
         let lookup = self
             .inner
@@ -416,7 +416,7 @@ impl SecretsAuth {
         Ok(lookup.value)
     }
 
-    fn log(&self, lookup: &secrets_cache::Lookup<Served, SecretError>) {
+    fn log(&self, lookup: &secrets_cache::Lookup<Resolved, SecretError>) {
         match &lookup.outcome {
             Outcome::Hit => tracing::trace!("credential cache hit"),
             Outcome::Fetched => tracing::debug!(
@@ -517,7 +517,7 @@ fn same_value(header: &AuthHeader, value: &str) -> bool {
 }
 
 impl Inner {
-    async fn fetch(&self) -> Result<(Served, EntryMeta)> {
+    async fn fetch(&self) -> Result<(Resolved, EntryMeta)> {
         let (served, meta) = self.chain.fetch().await?;
         let ttl = self.chain.links[served.index].settings.ttl;
         let mut entry = EntryMeta::default().with_ttl(ttl);

@@ -45,21 +45,24 @@ fn build(kind: ProviderKind, env: &Env<'_>) -> Result<Arc<dyn SecretProvider>> {
         #[allow(unreachable_patterns)]
         other => Err(SecretError::config(
             "MLFLOW_SECRETS_AUTH_ENABLE",
-            format!(
-                "provider `{other}` is not compiled into this build (enable the crate feature `{}`)",
-                feature_of(other)
-            ),
+            match feature_of(other) {
+                Some(feature) => format!(
+                    "provider `{other}` is not compiled into this build (enable the crate feature `{feature}`)"
+                ),
+                None => format!("provider `{other}` is not compiled into this build"),
+            },
         )),
     }
 }
 
-/// The crate feature that compiles a provider in.
-pub(crate) fn feature_of(kind: ProviderKind) -> &'static str {
+/// The crate feature that compiles a provider in; `None` for the file
+/// provider, which is always there.
+pub(crate) fn feature_of(kind: ProviderKind) -> Option<&'static str> {
     match kind {
-        ProviderKind::Vault => "vault",
-        ProviderKind::AwsSecretsManager => "aws",
-        ProviderKind::AzureKeyVault => "azure",
-        ProviderKind::File => "(always)",
+        ProviderKind::Vault => Some("vault"),
+        ProviderKind::AwsSecretsManager => Some("aws"),
+        ProviderKind::AzureKeyVault => Some("azure"),
+        ProviderKind::File => None,
     }
 }
 
@@ -152,7 +155,7 @@ impl Chain {
     /// Fetches the credential: providers in order, each under retry and its
     /// breaker; a transient failure (or open circuit) moves on to the next
     /// provider, any other failure is returned as is.
-    pub(crate) async fn fetch(&self) -> Result<(Served, SecretMeta)> {
+    pub(crate) async fn fetch(&self) -> Result<(Resolved, SecretMeta)> {
         if self.links.is_empty() {
             let why = match self.unusable.first() {
                 Some(u) => format!("no usable provider (`{}`: {})", u.name, u.error),
@@ -178,7 +181,7 @@ impl Chain {
                         tracing::info!(provider = name, "credential served by a fallback provider");
                     }
                     return Ok((
-                        Served {
+                        Resolved {
                             header,
                             credential,
                             index,
@@ -233,9 +236,9 @@ impl Chain {
     }
 }
 
-/// The header and which link served it.
+/// What the chain resolved: the credential, its header, and which link served it.
 #[derive(Debug)]
-pub(crate) struct Served {
+pub(crate) struct Resolved {
     pub(crate) header: AuthHeader,
     pub(crate) credential: Credential,
     pub(crate) index: usize,

@@ -43,7 +43,7 @@ use secrets_core::{
     ErrorKind, FetchedSecret, ProviderDescription, Result, SecretError, SecretMeta, SecretProvider,
 };
 pub use secrets_retry::{
-    Backoff, BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker, Jitter, RetryPolicy,
+    Backoff, BreakerConfig, BreakerRefusal, BreakerState, CircuitBreaker, Jitter, RetryPolicy,
 };
 use secrets_retry::{BreakerError, Failure, RetryDecision, RetryError};
 
@@ -217,7 +217,7 @@ fn retry_error(
     }
 }
 
-fn circuit_open(open: BreakerOpen, provider: &'static str) -> SecretError {
+fn circuit_open(open: BreakerRefusal, provider: &'static str) -> SecretError {
     SecretError::new(ErrorKind::CircuitOpen, open.to_string())
         .with_retry_after(open.retry_after())
         .with_provider(provider)

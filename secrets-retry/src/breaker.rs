@@ -76,27 +76,28 @@ impl BreakerConfig {
 
 /// Why a call was refused without running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BreakerOpen {
+pub enum BreakerRefusal {
     /// The circuit is open; the next try is allowed after `retry_after`.
     #[error("circuit open after repeated failures; next try in {:.1}s", retry_after.as_secs_f64())]
     Open {
         /// Time until a probe is allowed.
         retry_after: Duration,
     },
-    /// A probe is checking whether the backend is back.
+    /// Half-open: the one probe that checks whether the backend is back is
+    /// already running.
     #[error("circuit half-open: a probe is checking the backend")]
-    Probing,
+    ProbeInFlight,
     /// The circuit was isolated by hand and stays open until reset.
     #[error("circuit isolated by an operator")]
     Isolated,
 }
 
-impl BreakerOpen {
+impl BreakerRefusal {
     /// Time until a call may be let through, when known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Open { retry_after } => Some(*retry_after),
-            Self::Probing => Some(Duration::ZERO),
+            Self::ProbeInFlight => Some(Duration::ZERO),
             Self::Isolated => None,
         }
     }
@@ -138,7 +139,7 @@ pub struct BreakerStats {
 pub enum BreakerError<E> {
     /// Refused without running the operation.
     #[error(transparent)]
-    Open(BreakerOpen),
+    Open(BreakerRefusal),
     /// The operation ran and failed.
     #[error("{0}")]
     Inner(E),
@@ -239,7 +240,7 @@ impl CircuitBreaker {
     /// ([`Permit::success`], [`Permit::failure`]); dropping it unreported
     /// changes nothing, except that a dropped probe lets the next caller probe.
     #[inline]
-    pub fn try_acquire(&self) -> Result<Permit<'_>, BreakerOpen> {
+    pub fn try_acquire(&self) -> Result<Permit<'_>, BreakerRefusal> {
         let inner = &self.inner;
         loop {
             let refused = match inner.state.load(Ordering::Acquire) {
@@ -252,7 +253,7 @@ impl CircuitBreaker {
                 OPEN => {
                     let remaining = self.remaining_open(self.now());
                     if !remaining.is_zero() {
-                        BreakerOpen::Open {
+                        BreakerRefusal::Open {
                             retry_after: remaining,
                         }
                     } else if inner
@@ -270,8 +271,8 @@ impl CircuitBreaker {
                         continue;
                     }
                 }
-                HALF_OPEN => BreakerOpen::Probing,
-                _ => BreakerOpen::Isolated,
+                HALF_OPEN => BreakerRefusal::ProbeInFlight,
+                _ => BreakerRefusal::Isolated,
             };
             inner.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(refused);
@@ -297,7 +298,7 @@ impl CircuitBreaker {
                 Ok(value)
             }
             Err(error) => {
-                permit.record(!counts(&error));
+                permit.finish(counts(&error));
                 Err(BreakerError::Inner(error))
             }
         }
@@ -319,13 +320,13 @@ impl CircuitBreaker {
     }
 
     /// Why a call would be refused now, without claiming a probe.
-    pub(crate) fn refusal(&self) -> Option<BreakerOpen> {
+    pub(crate) fn refusal(&self) -> Option<BreakerRefusal> {
         match self.state() {
             BreakerState::Closed { .. } => None,
             BreakerState::Open { retry_after } if retry_after.is_zero() => None,
-            BreakerState::Open { retry_after } => Some(BreakerOpen::Open { retry_after }),
-            BreakerState::HalfOpen => Some(BreakerOpen::Probing),
-            BreakerState::Isolated => Some(BreakerOpen::Isolated),
+            BreakerState::Open { retry_after } => Some(BreakerRefusal::Open { retry_after }),
+            BreakerState::HalfOpen => Some(BreakerRefusal::ProbeInFlight),
+            BreakerState::Isolated => Some(BreakerRefusal::Isolated),
         }
     }
 
@@ -388,21 +389,23 @@ impl Permit<'_> {
 
     /// The call succeeded (or failed in a way that does not count).
     pub fn success(self) {
-        self.record(true);
+        self.finish(false);
     }
 
     /// The call failed in a way that counts towards opening.
     pub fn failure(self) {
-        self.record(false);
+        self.finish(true);
     }
 
-    /// Reports the outcome: `ok` = success or an uncounted failure.
+    /// Reports how the call ended: `counts_as_failure` for a failure that
+    /// counts towards opening; `false` for a success or a failure that does
+    /// not count (which, like a success, ends a run of failures).
     #[inline]
-    pub fn record(mut self, ok: bool) {
+    pub fn finish(mut self, counts_as_failure: bool) {
         let breaker = self.breaker;
         let inner = &breaker.inner;
         let probe = std::mem::take(&mut self.probe);
-        match (probe, ok) {
+        match (probe, !counts_as_failure) {
             (true, true) => breaker.reset(),
             (true, false) => {
                 let grown =

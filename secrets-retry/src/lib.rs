@@ -22,7 +22,7 @@ mod policy;
 
 pub use backoff::{Backoff, Jitter};
 pub use breaker::{
-    BreakerConfig, BreakerError, BreakerOpen, BreakerState, BreakerStats, CircuitBreaker, Permit,
+    BreakerConfig, BreakerError, BreakerRefusal, BreakerState, BreakerStats, CircuitBreaker, Permit,
 };
 pub use budget::RetryBudget;
 /// The RNG type used for jitter, re-exported so callers can seed one.

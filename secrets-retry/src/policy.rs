@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::breaker::{BreakerOpen, CircuitBreaker};
+use crate::breaker::{BreakerRefusal, CircuitBreaker};
 use crate::budget::RetryBudget;
 
 /// What to do after a failed attempt.
@@ -38,7 +38,7 @@ pub enum Failure<E> {
     /// what was left of the deadline).
     TimedOut(Duration),
     /// The circuit breaker refused the attempt; the operation did not run.
-    CircuitOpen(BreakerOpen),
+    CircuitOpen(BreakerRefusal),
 }
 
 impl<E: fmt::Display> fmt::Display for Failure<E> {
@@ -320,7 +320,7 @@ impl RetryPolicy {
             };
             let decision = schedule.decide(&failure, &classify);
             if let Some(permit) = permit {
-                permit.record(decision == RetryDecision::Stop);
+                permit.finish(decision != RetryDecision::Stop);
             }
             let delay = match schedule.next_delay(decision, self.deadline.map(|_| elapsed())) {
                 Ok(delay) => delay,
@@ -410,7 +410,7 @@ impl<'p> Schedule<'p> {
         }
     }
 
-    fn refused<E>(&self, open: BreakerOpen) -> RetryError<E> {
+    fn refused<E>(&self, open: BreakerRefusal) -> RetryError<E> {
         self.stop(StopReason::CircuitOpen, Failure::CircuitOpen(open))
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use secrets_retry::{
-    Backoff, BreakerConfig, BreakerError, BreakerOpen, BreakerState, CircuitBreaker, Failure,
+    Backoff, BreakerConfig, BreakerError, BreakerRefusal, BreakerState, CircuitBreaker, Failure,
     Jitter, RetryDecision, RetryError, RetryPolicy, StopReason,
 };
 use tokio::sync::Semaphore;
@@ -110,7 +110,7 @@ async fn while_open_the_operation_is_not_called_and_the_error_says_when() {
     };
     assert_eq!(
         open,
-        BreakerOpen::Open {
+        BreakerRefusal::Open {
             retry_after: secs(45)
         }
     );
@@ -155,7 +155,7 @@ async fn fifty_callers_at_half_open_let_exactly_one_probe_through() {
     for task in tasks {
         match task.await.unwrap() {
             Ok(()) => {}
-            Err(BreakerError::Open(BreakerOpen::Probing)) => refused += 1,
+            Err(BreakerError::Open(BreakerRefusal::ProbeInFlight)) => refused += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -237,7 +237,7 @@ async fn isolate_and_reset() {
     b.isolate();
     assert_eq!(
         succeed(&b).await,
-        Err(BreakerError::Open(BreakerOpen::Isolated))
+        Err(BreakerError::Open(BreakerRefusal::Isolated))
     );
     assert_eq!(b.state(), BreakerState::Isolated);
     b.reset();
@@ -281,7 +281,7 @@ async fn retry_does_not_hammer_an_open_breaker() {
     assert_eq!(err.reason, StopReason::CircuitOpen);
     assert_eq!(
         err.failure,
-        Failure::CircuitOpen(BreakerOpen::Open {
+        Failure::CircuitOpen(BreakerRefusal::Open {
             retry_after: secs(60)
         })
     );
