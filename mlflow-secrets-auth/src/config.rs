@@ -1,4 +1,4 @@
-//! [`Config`]: every general setting of SPEC §1, read from the environment
+//! [`Config`]: every general setting (`docs/configuration.md`), read from the environment
 //! (with the predecessor's names and aliases) or set by a builder, plus the
 //! warnings a person should see (no allowlist, TLS checks off, clamped TTLs).
 //! Provider-specific variables are read by each provider's own `from_env`.
