@@ -3,11 +3,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secrets_core::{Env, parse_bool};
+use mlflow_secrets_auth_core::{Env, parse_bool};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(value) = std::str::from_utf8(data) else { return };
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
     let word = value.trim().to_ascii_lowercase();
     let expected = match word.as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
@@ -30,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(e.to_string().contains(name), "{e}");
     }
     if let Ok(Some(list)) = env.list(name) {
-        assert!(list.iter().all(|item| !item.is_empty() && item.trim() == item));
+        assert!(
+            list.iter()
+                .all(|item| !item.is_empty() && item.trim() == item)
+        );
     }
 });

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secrets_core::{HopPolicy, HostAllowlist};
+use mlflow_secrets_auth_core::{HopPolicy, HostAllowlist};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

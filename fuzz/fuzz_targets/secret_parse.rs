@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secrets_core::secrecy::ExposeSecret;
-use secrets_core::{AuthHeader, AuthMode, Credential, HeaderName};
+use mlflow_secrets_auth_core::secrecy::ExposeSecret;
+use mlflow_secrets_auth_core::{AuthHeader, AuthMode, Credential, HeaderName};
 
 fuzz_target!(|data: &[u8]| {
     let parsed = Credential::parse_bytes(data);
@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     match parsed {
         Ok(credential) => {
             for mode in [AuthMode::Bearer, AuthMode::Basic] {
-                for name in [HeaderName::authorization(), HeaderName::new("X-MLflow-Auth").unwrap()] {
+                for name in [
+                    HeaderName::authorization(),
+                    HeaderName::new("X-MLflow-Auth").unwrap(),
+                ] {
                     if let Ok(header) = AuthHeader::build(&credential, mode, &name) {
                         let value = header.value().expose_secret();
                         assert!(!value.is_empty());

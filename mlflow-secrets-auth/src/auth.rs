@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secrets_cache::{
+use mlflow_secrets_auth_cache::{
     CacheConfig, CacheStats, Clock, EntryMeta, Outcome, SecretCache, StaleGrace, SystemClock,
 };
-use secrets_core::secrecy::ExposeSecret;
-use secrets_core::{
+use mlflow_secrets_auth_core::secrecy::ExposeSecret;
+use mlflow_secrets_auth_core::{
     AuthHeader, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription, ProviderSettings,
     Result, SecretError, SecretProvider, is_loopback, plain_origin,
 };
-use secrets_retry::BreakerState;
+use mlflow_secrets_auth_retry::BreakerState;
 use url::Url;
 
 use crate::chain::{Chain, Resolved};
@@ -37,7 +37,7 @@ struct Inner {
 /// Fetches, caches and attaches the credential. Cheap to clone; `Send + Sync`.
 ///
 /// ```no_run
-/// # async fn demo() -> secrets_core::Result<()> {
+/// # async fn demo() -> mlflow_secrets_auth_core::Result<()> {
 /// use mlflow_secrets_auth::SecretsAuth;
 /// let auth = SecretsAuth::from_env()?;
 /// if let Some(header) = auth.header_for("https://mlflow.example.com/api/2.0/mlflow/experiments/search").await? {
@@ -236,7 +236,11 @@ impl SecretsAuth {
     }
 
     /// Logs a verdict (once for plain http) and turns it into a yes/no.
-    fn judged(&self, url: &Url, verdict: std::result::Result<(), secrets_core::Withheld>) -> bool {
+    fn judged(
+        &self,
+        url: &Url,
+        verdict: std::result::Result<(), mlflow_secrets_auth_core::Withheld>,
+    ) -> bool {
         if let Err(why) = verdict {
             tracing::debug!(host = ?url.host_str(), %why, "no credential attached");
             return false;
@@ -416,7 +420,7 @@ impl SecretsAuth {
         Ok(lookup.value)
     }
 
-    fn log(&self, lookup: &secrets_cache::Lookup<Resolved, SecretError>) {
+    fn log(&self, lookup: &mlflow_secrets_auth_cache::Lookup<Resolved, SecretError>) {
         match &lookup.outcome {
             Outcome::Hit => tracing::trace!("credential cache hit"),
             Outcome::Fetched => tracing::debug!(
@@ -426,7 +430,7 @@ impl SecretsAuth {
             Outcome::Coalesced => tracing::debug!("credential fetch shared with another caller"),
             Outcome::Stale { error, expired_for } => tracing::warn!(
                 expired_for_s = expired_for.as_secs_f64(),
-                error = %secrets_core::redact(&error.to_string()),
+                error = %mlflow_secrets_auth_core::redact(&error.to_string()),
                 "backend unavailable: serving the cached credential past its expiry"
             ),
             Outcome::StaleWhileFetching { expired_for } => tracing::debug!(

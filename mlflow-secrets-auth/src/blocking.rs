@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use secrets_core::{AuthHeader, Hop, Result, SecretError};
+use mlflow_secrets_auth_core::{AuthHeader, Hop, Result, SecretError};
 use url::Url;
 
 use crate::ProviderStatus;
@@ -41,7 +41,7 @@ impl SecretsAuth {
             .build()
             .map_err(|e| {
                 SecretError::new(
-                    secrets_core::ErrorKind::Config,
+                    mlflow_secrets_auth_core::ErrorKind::Config,
                     format!("cannot start the runtime: {e}"),
                 )
             })?;

@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secrets_core::{
+use mlflow_secrets_auth_core::{
     AuthHeader, Credential, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings, Result,
     SecretError, SecretMeta, SecretProvider,
 };
-use secrets_retry::{Backoff, BreakerConfig, BreakerState, Jitter, RetryPolicy};
+use mlflow_secrets_auth_retry::{Backoff, BreakerConfig, BreakerState, Jitter, RetryPolicy};
 
 use crate::config::{Config, Warning, WarningKind};
 use crate::layers::{ProviderExt, Retrying};
@@ -31,16 +31,20 @@ pub(crate) struct Unusable {
 /// Builds the provider of `kind` from `env`.
 fn build(kind: ProviderKind, env: &Env<'_>) -> Result<Arc<dyn SecretProvider>> {
     match kind {
-        ProviderKind::File => Ok(Arc::new(secrets_core::FileProvider::from_env(env)?)),
+        ProviderKind::File => Ok(Arc::new(mlflow_secrets_auth_core::FileProvider::from_env(
+            env,
+        )?)),
         #[cfg(feature = "vault")]
-        ProviderKind::Vault => Ok(Arc::new(secrets_vault::VaultProvider::from_env(env)?)),
+        ProviderKind::Vault => Ok(Arc::new(
+            mlflow_secrets_auth_vault::VaultProvider::from_env(env)?,
+        )),
         #[cfg(feature = "aws")]
         ProviderKind::AwsSecretsManager => Ok(Arc::new(
-            secrets_aws::AwsSecretsManagerProvider::from_env(env)?,
+            mlflow_secrets_auth_aws::AwsSecretsManagerProvider::from_env(env)?,
         )),
         #[cfg(feature = "azure")]
         ProviderKind::AzureKeyVault => Ok(Arc::new(
-            secrets_azure::AzureKeyVaultProvider::from_env(env)?,
+            mlflow_secrets_auth_azure::AzureKeyVaultProvider::from_env(env)?,
         )),
         #[allow(unreachable_patterns)]
         other => Err(SecretError::config(
@@ -192,7 +196,7 @@ impl Chain {
                 Err(error) if error.is_transient() => {
                     tracing::warn!(
                         provider = name,
-                        error = %secrets_core::redact(&error.to_string()),
+                        error = %mlflow_secrets_auth_core::redact(&error.to_string()),
                         "provider failed transiently; trying the next one"
                     );
                     if self.links.len() == 1 {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrets_core::{
+use mlflow_secrets_auth_core::{
     Env, HeaderName, HostAllowlist, ProviderKind, ProviderSettings, Result, SecretError,
 };
 
@@ -113,7 +113,7 @@ impl Default for Config {
             ttl_min: Duration::from_secs(60),
             ttl_max: Duration::from_secs(3600),
             stale_if_error: None,
-            request_timeout: secrets_core::DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT,
             fetch_deadline: Duration::from_secs(60),
             breaker_threshold: 5,
             breaker_open_for: Duration::from_secs(60),
@@ -249,8 +249,10 @@ impl Config {
             ttl_min: env.seconds("MLFLOW_SECRETS_TTL_MIN_SEC", defaults.ttl_min)?,
             ttl_max: env.seconds("MLFLOW_SECRETS_TTL_MAX_SEC", defaults.ttl_max)?,
             stale_if_error: (stale != Duration::MAX).then_some(stale),
-            request_timeout: env
-                .seconds(secrets_core::REQUEST_TIMEOUT_VAR, defaults.request_timeout)?,
+            request_timeout: env.seconds(
+                mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR,
+                defaults.request_timeout,
+            )?,
             fetch_deadline: env
                 .seconds("MLFLOW_SECRETS_FETCH_DEADLINE_SEC", defaults.fetch_deadline)?,
             breaker_threshold: env.u32(
@@ -277,7 +279,7 @@ impl Config {
         }
         if config.request_timeout.is_zero() {
             return Err(SecretError::config(
-                secrets_core::REQUEST_TIMEOUT_VAR,
+                mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR,
                 "must be more than 0",
             ));
         }
@@ -326,7 +328,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrets_core::ErrorKind;
+    use mlflow_secrets_auth_core::ErrorKind;
 
     fn load(vars: &[(&str, &str)]) -> Result<(Config, Vec<Warning>)> {
         Config::from_source(&Env::new(&vars))

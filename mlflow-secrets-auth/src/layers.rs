@@ -36,16 +36,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-pub use secrets_cache::{CacheConfig, CacheStats, StaleGrace};
-use secrets_cache::{EntryMeta, SecretCache};
-use secrets_core::secrecy::{ExposeSecret, SecretString};
-use secrets_core::{
+pub use mlflow_secrets_auth_cache::{CacheConfig, CacheStats, StaleGrace};
+use mlflow_secrets_auth_cache::{EntryMeta, SecretCache};
+use mlflow_secrets_auth_core::secrecy::{ExposeSecret, SecretString};
+use mlflow_secrets_auth_core::{
     ErrorKind, FetchedSecret, ProviderDescription, Result, SecretError, SecretMeta, SecretProvider,
 };
-pub use secrets_retry::{
+pub use mlflow_secrets_auth_retry::{
     Backoff, BreakerConfig, BreakerRefusal, BreakerState, CircuitBreaker, Jitter, RetryPolicy,
 };
-use secrets_retry::{BreakerError, Failure, RetryDecision, RetryError};
+use mlflow_secrets_auth_retry::{BreakerError, Failure, RetryDecision, RetryError};
 
 /// The layers, as methods on every provider.
 pub trait ProviderExt: SecretProvider + Sized {
@@ -155,7 +155,7 @@ impl<P: SecretProvider> Retrying<P> {
                         provider = name,
                         attempt = event.attempt,
                         delay_ms = event.delay.as_millis() as u64,
-                        failure = %secrets_core::redact(&event.failure.to_string()),
+                        failure = %mlflow_secrets_auth_core::redact(&event.failure.to_string()),
                         "retrying"
                     );
                 },

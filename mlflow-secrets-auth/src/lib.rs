@@ -32,29 +32,29 @@ pub mod middleware;
 pub use auth::{ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
 pub use config::{Config, LogLevel, Warning, WarningKind};
 pub use logging::{RedactingWriter, init_logging, subscriber};
-pub use secrets_cache::CacheStats;
-pub use secrets_core::{
+pub use mlflow_secrets_auth_cache::CacheStats;
+pub use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
     FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
     ProviderKind, ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld,
     is_loopback, mask, mask_password, plain_origin, redact, same_authority, secrecy, source_chain,
 };
-pub use secrets_retry::BreakerState;
+pub use mlflow_secrets_auth_retry::BreakerState;
 pub use url::Url;
 
 /// Every provider, one import away: `providers::vault`, `providers::aws`,
 /// `providers::azure` (each behind its crate feature) and `providers::file`.
 pub mod providers {
     #[cfg(feature = "aws")]
-    pub use secrets_aws as aws;
+    pub use mlflow_secrets_auth_aws as aws;
     #[cfg(feature = "azure")]
-    pub use secrets_azure as azure;
+    pub use mlflow_secrets_auth_azure as azure;
     #[cfg(feature = "vault")]
-    pub use secrets_vault as vault;
+    pub use mlflow_secrets_auth_vault as vault;
 
     /// The file provider (always compiled in).
     pub mod file {
-        pub use secrets_core::FileProvider;
+        pub use mlflow_secrets_auth_core::FileProvider;
     }
 }
 
@@ -62,3 +62,8 @@ pub mod providers {
 pub fn provider_compiled_in(kind: ProviderKind) -> bool {
     chain::compiled_in(kind)
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

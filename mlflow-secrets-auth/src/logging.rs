@@ -1,5 +1,5 @@
 //! Logging: a `tracing` subscriber for the level of `MLFLOW_SECRETS_LOG_LEVEL`
-//! whose every line passes through [`secrets_core::redact`]. Library code never
+//! whose every line passes through [`mlflow_secrets_auth_core::redact`]. Library code never
 //! installs a subscriber by itself; applications call [`init_logging`].
 
 use std::io::{self, Write};
@@ -29,13 +29,13 @@ impl<W: Write> RedactingWriter<W> {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             self.inner
-                .write_all(secrets_core::redact(&text).as_bytes())?;
+                .write_all(mlflow_secrets_auth_core::redact(&text).as_bytes())?;
         }
         if all && !self.pending.is_empty() {
             let text = String::from_utf8_lossy(&self.pending).into_owned();
             self.pending.clear();
             self.inner
-                .write_all(secrets_core::redact(&text).as_bytes())?;
+                .write_all(mlflow_secrets_auth_core::redact(&text).as_bytes())?;
         }
         Ok(())
     }
@@ -76,12 +76,12 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
 /// SDK internals, which may trace raw traffic) only from `WARN` up.
 const OUR_CRATES: [&str; 7] = [
     "mlflow_secrets_auth",
-    "secrets_core",
-    "secrets_cache",
-    "secrets_retry",
-    "secrets_vault",
-    "secrets_aws",
-    "secrets_azure",
+    "mlflow_secrets_auth_core",
+    "mlflow_secrets_auth_cache",
+    "mlflow_secrets_auth_retry",
+    "mlflow_secrets_auth_vault",
+    "mlflow_secrets_auth_aws",
+    "mlflow_secrets_auth_azure",
 ];
 
 /// A subscriber writing redacted lines to what `writer` makes: this

@@ -1,6 +1,6 @@
 //! [`SecretsAuthMiddleware`] for `reqwest-middleware`: every hop of a request
 //! — the request, each redirect, the resend after a 401/403 — is decided by
-//! the hop policy ([`secrets_core::HopPolicy`]) on the URL exactly as reqwest
+//! the hop policy ([`mlflow_secrets_auth_core::HopPolicy`]) on the URL exactly as reqwest
 //! will send it. On a change of origin every credential header is removed
 //! before anything is attached again; after an https→http downgrade nothing is
 //! attached; a 401/403 is resent once, only when the body can be replayed and
@@ -11,10 +11,10 @@
 
 use http::Extensions;
 use http::header::{self, HeaderValue};
+use mlflow_secrets_auth_core::secrecy::ExposeSecret;
+use mlflow_secrets_auth_core::{AuthHeader, CREDENTIAL_HEADERS};
 use reqwest::{Method, Request, Response, StatusCode};
 use reqwest_middleware::{ClientWithMiddleware, Error, Middleware, Next};
-use secrets_core::secrecy::ExposeSecret;
-use secrets_core::{AuthHeader, CREDENTIAL_HEADERS};
 use url::Url;
 
 use crate::SecretsAuth;
@@ -78,7 +78,7 @@ impl SecretsAuthMiddleware {
 /// Sets `header` on `request`, marked sensitive.
 fn set(request: &mut Request, header: &AuthHeader) -> reqwest_middleware::Result<()> {
     let mut value = HeaderValue::from_str(header.value().expose_secret()).map_err(|_| {
-        Error::middleware(secrets_core::SecretError::invalid_secret(
+        Error::middleware(mlflow_secrets_auth_core::SecretError::invalid_secret(
             "the credential is not a valid HTTP header value",
         ))
     })?;

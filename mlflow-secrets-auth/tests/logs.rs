@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use mlflow_secrets_auth::{AuthMode, LogLevel, ProviderSettings, SecretsAuth};
-use secrets_cache::ManualClock;
+use mlflow_secrets_auth_cache::ManualClock;
 use secrets_testkit::hostile::{Answer, HostileKit};
 
 #[allow(dead_code)]

@@ -12,8 +12,8 @@ use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
 #[allow(dead_code)]
 mod common;
 use common::backend;
+use mlflow_secrets_auth_vault::VaultProvider;
 use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
-use secrets_vault::VaultProvider;
 
 #[allow(dead_code)]
 #[path = "../examples/log_run.rs"]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use mlflow_secrets_auth::{
     ErrorKind, FileProvider, SecretsAuth, secrecy::ExposeSecret, worst_case_fetch_time,
 };
-use secrets_aws::AwsSecretsManagerProvider;
-use secrets_cache::ManualClock;
+use mlflow_secrets_auth_aws::AwsSecretsManagerProvider;
+use mlflow_secrets_auth_cache::ManualClock;
 use secrets_testkit::moto::{ACCESS_KEY, REGION, SECRET_KEY};
 use secrets_testkit::net::Blackhole;
 

@@ -1,10 +1,10 @@
-//! AWS SDK errors → [`secrets_core::ErrorKind`]s, keeping AWS's code and message
+//! AWS SDK errors → [`mlflow_secrets_auth_core::ErrorKind`]s, keeping AWS's code and message
 //! (which name the secret, never its value).
 
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-use secrets_core::{ErrorKind, SecretError, classify, source_chain};
+use mlflow_secrets_auth_core::{ErrorKind, SecretError, classify, source_chain};
 
 /// Error codes that mean our identity was refused.
 const DENIED: &[&str] = &[

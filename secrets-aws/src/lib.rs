@@ -4,12 +4,11 @@
 //! version stage or version id) with the official AWS SDK and hands its text to
 //! the rest of the chain. The SDK's own retries are off and its timeouts are
 //! set: the retry layer above owns attempts and timing. SDK errors are mapped
-//! onto [`secrets_core::ErrorKind`]s.
+//! onto [`mlflow_secrets_auth_core::ErrorKind`]s.
 //!
 //! ```no_run
-//! # async fn demo() -> secrets_core::Result<()> {
-//! use secrets_aws::AwsSecretsManagerProvider;
-//! use secrets_core::{Env, SecretProvider};
+//! # async fn demo() -> mlflow_secrets_auth_aws::Result<()> {
+//! use mlflow_secrets_auth_aws::{Env, SecretProvider, AwsSecretsManagerProvider};
 //! let provider = AwsSecretsManagerProvider::from_env(&Env::process())?;
 //! let credential = provider.fetch().await?.credential()?;
 //! # Ok(()) }
@@ -28,10 +27,10 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
-use secrets_core::ProviderDescription;
+use mlflow_secrets_auth_core::ProviderDescription;
 
 /// What a provider is used with, so this crate alone is enough to use it.
-pub use secrets_core::{
+pub use mlflow_secrets_auth_core::{
     Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
 };
 use tokio::sync::OnceCell;
@@ -43,9 +42,9 @@ const SECRET_VARS: [&str; 2] = ["MLFLOW_AWS_SECRET_NAME", "MLFLOW_AWS_SECRET_ID"
 const VERSION_VAR: &str = "MLFLOW_AWS_SECRET_VERSION";
 const REGION_VARS: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
 const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"];
-use secrets_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
+use mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
 
-pub use secrets_core::DEFAULT_REQUEST_TIMEOUT;
+pub use mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT;
 
 /// Which version of the secret to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,7 +422,7 @@ mod tests {
     fn bad_timeout_names_the_variable() {
         let vars = [
             ("MLFLOW_AWS_SECRET_NAME", "x"),
-            (secrets_core::REQUEST_TIMEOUT_VAR, "soon"),
+            (mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR, "soon"),
         ];
         let err = AwsSecretsManagerProvider::from_env(&Env::new(&vars)).unwrap_err();
         assert!(err.to_string().contains(TIMEOUT_VAR), "{err}");
@@ -440,3 +439,8 @@ mod tests {
         assert!(!shown.contains("wJalrXUtnFEMI-secret") && !shown.contains("AKIDEXAMPLE"));
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

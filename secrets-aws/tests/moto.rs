@@ -9,8 +9,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Credentials;
 use aws_sdk_secretsmanager::primitives::Blob;
-use secrets_aws::{AwsSecretsManagerBuilder, AwsSecretsManagerProvider, SecretVersion};
-use secrets_core::{Credential, ErrorKind, SecretProvider};
+use mlflow_secrets_auth_aws::{AwsSecretsManagerBuilder, AwsSecretsManagerProvider, SecretVersion};
+use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use secrets_testkit::conformance::{SecretStore, fetch_credential};
 use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
 use secrets_testkit::net::{Blackhole, closed_port};
@@ -96,7 +96,9 @@ fn token(text: &str) -> Credential {
     Credential::Token(text.into())
 }
 
-async fn fetch(provider: AwsSecretsManagerProvider) -> secrets_core::Result<Credential> {
+async fn fetch(
+    provider: AwsSecretsManagerProvider,
+) -> mlflow_secrets_auth_core::Result<Credential> {
     provider.fetch().await?.credential()
 }
 

@@ -14,8 +14,8 @@ use azure_identity::{
     ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
     WorkloadIdentityCredentialOptions,
 };
-use secrets_core::secrecy::{ExposeSecret, SecretString};
-use secrets_core::{Env, ErrorKind, Result, SecretError};
+use mlflow_secrets_auth_core::secrecy::{ExposeSecret, SecretString};
+use mlflow_secrets_auth_core::{Env, ErrorKind, Result, SecretError};
 
 use crate::NAME;
 

@@ -1,4 +1,4 @@
-//! Azure SDK errors → [`secrets_core::ErrorKind`]s, with the service's error
+//! Azure SDK errors → [`mlflow_secrets_auth_core::ErrorKind`]s, with the service's error
 //! code in the message and never a secret.
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use azure_core::error::ErrorKind as AzureKind;
 use azure_core::http::RawResponse;
 use azure_core::http::headers::HeaderName;
-use secrets_core::{ErrorKind, SecretError, classify, source_chain};
+use mlflow_secrets_auth_core::{ErrorKind, SecretError, classify, source_chain};
 use serde_json::Value;
 
 /// What the failed call was about, for the message.

@@ -8,9 +8,8 @@
 //! the secret's expiry (`exp`) bounds how long the credential may be cached.
 //!
 //! ```no_run
-//! # async fn demo() -> secrets_core::Result<()> {
-//! use secrets_azure::AzureKeyVaultProvider;
-//! use secrets_core::{Env, SecretProvider};
+//! # async fn demo() -> mlflow_secrets_auth_azure::Result<()> {
+//! use mlflow_secrets_auth_azure::{Env, SecretProvider, AzureKeyVaultProvider};
 //! let provider = AzureKeyVaultProvider::from_env(&Env::process())?;
 //! let credential = provider.fetch().await?.credential()?;
 //! # Ok(()) }
@@ -30,10 +29,10 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use secrets_core::ProviderDescription;
+use mlflow_secrets_auth_core::ProviderDescription;
 
 /// What a provider is used with, so this crate alone is enough to use it.
-pub use secrets_core::{
+pub use mlflow_secrets_auth_core::{
     Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
 };
 use tokio::sync::OnceCell;
@@ -47,9 +46,9 @@ const VAULT_URL_VARS: [&str; 2] = ["MLFLOW_AZURE_KEY_VAULT_URL", "AZURE_KEY_VAUL
 const SECRET_VAR: &str = "MLFLOW_AZURE_SECRET_NAME";
 const VERSION_VAR: &str = "MLFLOW_AZURE_SECRET_VERSION";
 const AUTHORITY_VAR: &str = "AZURE_AUTHORITY_HOST";
-use secrets_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
+use mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
 
-pub use secrets_core::DEFAULT_REQUEST_TIMEOUT;
+pub use mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT;
 
 /// Builds an [`AzureKeyVaultProvider`] from code.
 #[derive(Default)]
@@ -459,3 +458,8 @@ mod tests {
         }
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

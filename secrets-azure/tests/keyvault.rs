@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use secrets_azure::{AzureCredential, AzureKeyVaultBuilder, AzureKeyVaultProvider};
-use secrets_core::{Credential, ErrorKind, SecretProvider};
+use mlflow_secrets_auth_azure::{AzureCredential, AzureKeyVaultBuilder, AzureKeyVaultProvider};
+use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use secrets_testkit::azure::{
     AzureKeyVault, CLIENT_ID, CLIENT_SECRET, Challenge, Mode, TENANT_ID, VAULT_HOST,
 };
@@ -83,7 +83,7 @@ secrets_testkit::conformance_tests!(
     rotation,
 );
 
-async fn fetch(provider: &AzureKeyVaultProvider) -> secrets_core::Result<Credential> {
+async fn fetch(provider: &AzureKeyVaultProvider) -> mlflow_secrets_auth_core::Result<Credential> {
     provider.fetch().await?.credential()
 }
 

@@ -1,7 +1,7 @@
 //! Benchmarks of `SecretCache`: the fresh-hit path on one and two threads (one
 //! key and distinct keys), and a cold burst of 1000 waiters.
 //!
-//! `cargo bench -p secrets-cache`
+//! `cargo bench -p mlflow-secrets-auth-cache`
 
 #![allow(clippy::print_stdout)]
 
@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use secrets_cache::{CacheConfig, EntryMeta, SecretCache};
+use mlflow_secrets_auth_cache::{CacheConfig, EntryMeta, SecretCache};
 
 type Cache = SecretCache<String, String, String>;
 

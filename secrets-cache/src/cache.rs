@@ -161,7 +161,7 @@ struct Inner<K, V, E> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use secrets_cache::{CacheConfig, EntryMeta, Outcome, SecretCache};
+/// use mlflow_secrets_auth_cache::{CacheConfig, EntryMeta, Outcome, SecretCache};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

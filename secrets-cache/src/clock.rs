@@ -56,7 +56,7 @@ impl Clock for TokioClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use secrets_cache::{Clock, ManualClock};
+/// use mlflow_secrets_auth_cache::{Clock, ManualClock};
 /// let clock = ManualClock::new();
 /// let start = clock.now();
 /// clock.advance(Duration::from_secs(5));

@@ -21,7 +21,7 @@ pub enum StaleGrace {
 ///
 /// ```
 /// use std::time::Duration;
-/// use secrets_cache::{CacheConfig, StaleGrace};
+/// use mlflow_secrets_auth_cache::{CacheConfig, StaleGrace};
 /// let config = CacheConfig::default()
 ///     .with_ttl(Duration::from_secs(120))
 ///     .with_jitter(0.0)

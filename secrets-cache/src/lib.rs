@@ -43,3 +43,8 @@ pub use cache::{EntryInfo, EntryState, Lookup, Outcome, SecretCache};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{CacheConfig, EntryMeta, StaleGrace};
 pub use stats::CacheStats;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use secrets_cache::{
+use mlflow_secrets_auth_cache::{
     CacheConfig, EntryMeta, EntryState, Lookup, ManualClock, Outcome, SecretCache, StaleGrace,
 };
 use tokio::sync::Semaphore;
@@ -679,7 +679,7 @@ async fn stress_mixed_gets_and_invalidates_add_up() {
                     state ^= state >> 7;
                     state ^= state << 17;
                     let key = &keys[(state % KEYS as u64) as usize];
-                    if state % 50 == 0 {
+                    if state.is_multiple_of(50) {
                         cache.invalidate(key);
                     } else {
                         let got = cache.get_or_fetch(key, backend.answer(Ok("v"))).await;
@@ -711,7 +711,7 @@ async fn follows_tokios_paused_clock() {
     let cache: Cache = SecretCache::with_clock(
         config().with_refresh_ahead(1.0),
         |e: &TestError| e.transient,
-        Arc::new(secrets_cache::TokioClock),
+        Arc::new(mlflow_secrets_auth_cache::TokioClock),
     );
     let backend = Backend::default();
     ask(&cache, &backend, "k", Ok("v1")).await.unwrap();

@@ -47,12 +47,12 @@ impl HostAllowlist {
     /// Parses a comma-separated list of host patterns.
     ///
     /// ```
-    /// use secrets_core::HostAllowlist;
+    /// use mlflow_secrets_auth_core::HostAllowlist;
     /// let list = HostAllowlist::parse("mlflow.example.com, *.corp.example")?;
     /// assert!(list.permits("https://MLFLOW.example.com:8443/api"));
     /// assert!(list.permits("https://a.b.corp.example/"));
     /// assert!(!list.permits("https://mlflow.example.com@evil.test/"));
-    /// # Ok::<(), secrets_core::InvalidHostPattern>(())
+    /// # Ok::<(), mlflow_secrets_auth_core::InvalidHostPattern>(())
     /// ```
     pub fn parse(list: &str) -> Result<Self, InvalidHostPattern> {
         let patterns = list

@@ -39,12 +39,12 @@ impl Credential {
     /// Parses secret text. See the module documentation for the accepted forms.
     ///
     /// ```
-    /// use secrets_core::Credential;
+    /// use mlflow_secrets_auth_core::Credential;
     /// let cred = Credential::parse(r#"{"username": "alice", "password": "s3cret"}"#)?;
     /// assert!(matches!(cred, Credential::UserPassword { .. }));
     /// let cred = Credential::parse("  my-token\n")?;
     /// assert!(matches!(cred, Credential::Token(_)));
-    /// # Ok::<(), secrets_core::SecretError>(())
+    /// # Ok::<(), mlflow_secrets_auth_core::SecretError>(())
     /// ```
     pub fn parse(text: &str) -> Result<Self> {
         if text.len() > MAX_SECRET_BYTES {

@@ -79,13 +79,13 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use secrets_core::Env;
+/// use mlflow_secrets_auth_core::Env;
 /// let vars = [("MLFLOW_SECRETS_MAX_RETRIES", "5"), ("MLFLOW_SECRETS_CACHE_DISABLED", "YES")];
 /// let env = Env::new(&vars);
 /// assert_eq!(env.u32("MLFLOW_SECRETS_MAX_RETRIES", 3)?, 5);
 /// assert!(env.flag("MLFLOW_SECRETS_CACHE_DISABLED", false)?);
 /// assert_eq!(env.seconds("MLFLOW_SECRETS_BASE_DELAY", Duration::from_secs(1))?, Duration::from_secs(1));
-/// # Ok::<(), secrets_core::SecretError>(())
+/// # Ok::<(), mlflow_secrets_auth_core::SecretError>(())
 /// ```
 #[derive(Clone, Copy)]
 pub struct Env<'a> {

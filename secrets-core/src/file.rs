@@ -19,7 +19,7 @@ use crate::provider::{FetchedSecret, ProviderDescription, SecretProvider};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use secrets_core::{FileProvider, SecretProvider};
+/// use mlflow_secrets_auth_core::{FileProvider, SecretProvider};
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("mlflow-token");
 /// # std::fs::write(&path, "{\"token\": \"abc\"}\n")?;

@@ -89,11 +89,11 @@ impl HeaderName {
     /// Validates `name` as an HTTP token (RFC 9110 `tchar`s).
     ///
     /// ```
-    /// use secrets_core::HeaderName;
+    /// use mlflow_secrets_auth_core::HeaderName;
     /// assert_eq!(HeaderName::new("AUTHORIZATION")?.as_str(), "Authorization");
     /// assert!(HeaderName::new("X-MLflow-Auth")?.is_custom());
     /// assert!(HeaderName::new("Bad Name").is_err());
-    /// # Ok::<(), secrets_core::InvalidHeaderName>(())
+    /// # Ok::<(), mlflow_secrets_auth_core::InvalidHeaderName>(())
     /// ```
     pub fn new(name: &str) -> std::result::Result<Self, InvalidHeaderName> {
         let name = name.trim();
@@ -160,12 +160,12 @@ impl AuthHeader {
     /// Builds the header for `credential` per the table in the module docs.
     ///
     /// ```
-    /// use secrets_core::{AuthHeader, AuthMode, Credential, HeaderName};
+    /// use mlflow_secrets_auth_core::{AuthHeader, AuthMode, Credential, HeaderName};
     /// use secrecy::ExposeSecret;
     /// let cred = Credential::parse("alice:wonderland")?;
     /// let header = AuthHeader::build(&cred, AuthMode::Basic, &HeaderName::authorization())?;
     /// assert_eq!(header.value().expose_secret(), "Basic YWxpY2U6d29uZGVybGFuZA==");
-    /// # Ok::<(), secrets_core::SecretError>(())
+    /// # Ok::<(), mlflow_secrets_auth_core::SecretError>(())
     /// ```
     pub fn build(credential: &Credential, mode: AuthMode, name: &HeaderName) -> Result<Self> {
         let value: SecretString = match (mode, credential) {

@@ -108,7 +108,7 @@ impl HopPolicy {
     /// An error only for plain http to a non-loopback host under `require_tls`.
     ///
     /// ```
-    /// use secrets_core::{HopPolicy, HostAllowlist, Withheld};
+    /// use mlflow_secrets_auth_core::{HopPolicy, HostAllowlist, Withheld};
     /// use url::Url;
     /// let policy = HopPolicy::new(HostAllowlist::parse("mlflow.example.com")?, false);
     /// let first = Url::parse("https://mlflow.example.com/api")?;

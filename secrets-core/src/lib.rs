@@ -10,7 +10,7 @@
 //! builds on this one.
 //!
 //! ```
-//! use secrets_core::{AuthHeader, AuthMode, Credential, HeaderName, HostAllowlist};
+//! use mlflow_secrets_auth_core::{AuthHeader, AuthMode, Credential, HeaderName, HostAllowlist};
 //! let allow = HostAllowlist::parse("mlflow.example.com")?;
 //! assert!(allow.permits("https://mlflow.example.com/api/2.0/mlflow/experiments/search"));
 //! let credential = Credential::parse(r#"{"token": "abc123"}"#)?;
@@ -67,3 +67,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::fr
 pub fn capped(duration: std::time::Duration) -> std::time::Duration {
     duration.min(MAX_DURATION)
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -17,7 +17,7 @@ const MASK_HEAD_FROM: usize = 24;
 /// its length only. Nothing ever shows the end of a secret.
 ///
 /// ```
-/// use secrets_core::mask;
+/// use mlflow_secrets_auth_core::mask;
 /// assert_eq!(mask("abcdefghijklmnopqrstuvwxyz0123"), "abcd… (30 chars)");
 /// assert_eq!(mask("hunter2-xyz"), "*** (11 chars)");
 /// ```
@@ -33,7 +33,7 @@ pub fn mask(secret: &str) -> String {
 /// Masks a password for display: its length only (`*** (11 chars)`).
 ///
 /// ```
-/// use secrets_core::mask_password;
+/// use mlflow_secrets_auth_core::mask_password;
 /// assert_eq!(mask_password("hunter2-xyz"), "*** (11 chars)");
 /// ```
 pub fn mask_password(secret: &str) -> String {
@@ -84,7 +84,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 /// another rule needs (a quoted field around `Bearer`, a scheme before a key).
 ///
 /// ```
-/// use secrets_core::redact;
+/// use mlflow_secrets_auth_core::redact;
 /// assert_eq!(redact("Authorization: Bearer abc.def"), "Authorization: Bearer ***");
 /// assert_eq!(redact(r#"{"password": "hunter2"}"#), r#"{"password": "***"}"#);
 /// assert_eq!(redact("https://bob:pw@mlflow.example.com/"), "https://***@mlflow.example.com/");
@@ -225,7 +225,7 @@ mod tests {
         for clean in [
             "mlflow_secrets_auth: credential fetched",
             "aws-secrets-manager: reading secret `x` failed",
-            "secrets_core::env: keyring lookup",
+            "mlflow_secrets_auth_core::env: keyring lookup",
         ] {
             assert_eq!(redact(clean), clean);
         }

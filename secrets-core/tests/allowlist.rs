@@ -1,7 +1,7 @@
 //! The host allowlist against URLs built to fool it: userinfo, query strings,
 //! case, trailing dots, ports, IPv6, look-alike suffixes, IDN/punycode.
 
-use secrets_core::{HostAllowlist, InvalidHostPattern};
+use mlflow_secrets_auth_core::{HostAllowlist, InvalidHostPattern};
 
 fn list(patterns: &str) -> HostAllowlist {
     HostAllowlist::parse(patterns).expect("valid patterns")

@@ -2,8 +2,10 @@
 
 use std::fs;
 
+use mlflow_secrets_auth_core::{
+    Credential, Env, ErrorKind, FileProvider, MAX_SECRET_BYTES, SecretProvider,
+};
 use secrecy::ExposeSecret;
-use secrets_core::{Credential, Env, ErrorKind, FileProvider, MAX_SECRET_BYTES, SecretProvider};
 
 #[tokio::test]
 async fn reads_and_parses_the_file() {

@@ -1,9 +1,11 @@
 //! Property tests: the parsers never panic on arbitrary input, and masked or
 //! redacted text never contains the secret.
 
+use mlflow_secrets_auth_core::{
+    AuthHeader, AuthMode, Credential, HeaderName, HostAllowlist, mask, redact,
+};
 use proptest::prelude::*;
 use secrecy::ExposeSecret;
-use secrets_core::{AuthHeader, AuthMode, Credential, HeaderName, HostAllowlist, mask, redact};
 
 /// Secrets as backends hand them out: printable, no spaces, long enough that
 /// they cannot occur by chance in the surrounding text.

@@ -2,10 +2,10 @@
 //! and malformed input that must give a precise invalid-secret error that never
 //! repeats the secret.
 
-use secrecy::ExposeSecret;
-use secrets_core::{
+use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, Credential, ErrorKind, HeaderName, MAX_SECRET_BYTES, SecretError,
 };
+use secrecy::ExposeSecret;
 
 fn header(secret: &str, mode: AuthMode, name: &str) -> Result<String, SecretError> {
     let credential = Credential::parse(secret)?;

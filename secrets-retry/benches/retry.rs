@@ -2,7 +2,7 @@
 //! breaker around a call, and `RetryPolicy::run` for a first-try success.
 //! Futures are polled once with a no-op waker, so no executor time is counted.
 //!
-//! `cargo bench -p secrets-retry`
+//! `cargo bench -p mlflow-secrets-auth-retry`
 
 use std::future::Future;
 use std::hint::black_box;
@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use secrets_retry::{BreakerConfig, CircuitBreaker, RetryDecision, RetryPolicy};
+use mlflow_secrets_auth_retry::{BreakerConfig, CircuitBreaker, RetryDecision, RetryPolicy};
 
 fn poll_once<F: Future>(future: F) -> F::Output {
     let mut context = Context::from_waker(Waker::noop());

@@ -23,7 +23,7 @@ pub enum Jitter {
 ///
 /// ```
 /// use std::time::Duration;
-/// use secrets_retry::{Backoff, Jitter, fastrand};
+/// use mlflow_secrets_auth_retry::{Backoff, Jitter, fastrand};
 /// let backoff = Backoff::default().with_jitter(Jitter::None);
 /// let delays: Vec<_> = backoff.delays(fastrand::Rng::with_seed(1)).take(3).collect();
 /// assert_eq!(delays, [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]);

@@ -164,7 +164,7 @@ struct Inner {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use secrets_retry::{BreakerConfig, BreakerError, CircuitBreaker};
+/// use mlflow_secrets_auth_retry::{BreakerConfig, BreakerError, CircuitBreaker};
 /// let breaker = CircuitBreaker::new(BreakerConfig::default().with_threshold(2));
 /// let failing = || async { Err::<(), &str>("connection refused") };
 /// for _ in 0..2 {

@@ -28,3 +28,8 @@ pub use budget::RetryBudget;
 /// The RNG type used for jitter, re-exported so callers can seed one.
 pub use fastrand;
 pub use policy::{Failure, RetryDecision, RetryError, RetryEvent, RetryPolicy, StopReason};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

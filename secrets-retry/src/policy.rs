@@ -131,7 +131,7 @@ pub struct RetryEvent<'a, E> {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// use std::time::Duration;
-/// use secrets_retry::{RetryDecision, RetryPolicy};
+/// use mlflow_secrets_auth_retry::{RetryDecision, RetryPolicy};
 /// let policy = RetryPolicy::default().with_deadline(Duration::from_secs(60));
 /// let mut calls = 0;
 /// let result = policy

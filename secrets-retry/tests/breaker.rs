@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use secrets_retry::{
+use mlflow_secrets_auth_retry::{
     Backoff, BreakerConfig, BreakerError, BreakerRefusal, BreakerState, CircuitBreaker, Failure,
     Jitter, RetryDecision, RetryError, RetryPolicy, StopReason,
 };

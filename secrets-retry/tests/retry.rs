@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrets_retry::{
+use mlflow_secrets_auth_retry::{
     Backoff, Failure, Jitter, RetryBudget, RetryDecision, RetryPolicy, StopReason, fastrand,
 };
 use tokio::time::Instant;

@@ -4,7 +4,7 @@
 //! list of cases into `#[tokio::test]`s.
 
 use async_trait::async_trait;
-use secrets_core::{Credential, ErrorKind, SecretProvider};
+use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 
 /// A test's admin access to a real secret backend.
 #[async_trait]

@@ -1,7 +1,7 @@
-//! vaultrs errors → [`secrets_core::ErrorKind`]s, keeping Vault's own messages
+//! vaultrs errors → [`mlflow_secrets_auth_core::ErrorKind`]s, keeping Vault's own messages
 //! (which name paths and reasons, never secret values).
 
-use secrets_core::{ErrorKind, SecretError, classify};
+use mlflow_secrets_auth_core::{ErrorKind, SecretError, classify};
 use vaultrs::error::ClientError;
 
 /// What was being done when the error happened, for the message.

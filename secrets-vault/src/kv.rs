@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mlflow_secrets_auth_core::{ErrorKind, FetchedSecret, Result, SecretError, SecretMeta};
 use rustify_derive::Endpoint;
-use secrets_core::{ErrorKind, FetchedSecret, Result, SecretError, SecretMeta};
 use serde::Deserialize;
 use serde_json::Value;
 use vaultrs::client::VaultClient;

@@ -14,9 +14,8 @@
 //!   keeps it longer.
 //!
 //! ```no_run
-//! # async fn demo() -> secrets_core::Result<()> {
-//! use secrets_core::{Env, SecretProvider};
-//! use secrets_vault::VaultProvider;
+//! # async fn demo() -> mlflow_secrets_auth_vault::Result<()> {
+//! use mlflow_secrets_auth_vault::{Env, SecretProvider, VaultProvider};
 //! let provider = VaultProvider::from_env(&Env::process())?;
 //! let credential = provider.fetch().await?.credential()?;
 //! # Ok(()) }
@@ -33,11 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use secrets_core::secrecy::{ExposeSecret, SecretString};
-use secrets_core::{ProviderDescription, mask};
+use mlflow_secrets_auth_core::secrecy::{ExposeSecret, SecretString};
+use mlflow_secrets_auth_core::{ProviderDescription, mask};
 
 /// What a provider is used with, so this crate alone is enough to use it.
-pub use secrets_core::{
+pub use mlflow_secrets_auth_core::{
     Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
 };
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
@@ -48,7 +47,7 @@ pub use crate::kv::KvMount;
 /// The provider's name.
 pub const NAME: &str = "vault";
 
-pub use secrets_core::DEFAULT_REQUEST_TIMEOUT;
+pub use mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT;
 
 /// How the provider authenticates to Vault.
 #[derive(Clone)]
@@ -244,9 +243,10 @@ impl VaultProvider {
     fn builder_from_env(env: &Env<'_>) -> Result<VaultProviderBuilder> {
         let mut builder = Self::builder()
             .skip_verify(env.flag("VAULT_SKIP_VERIFY", false)?)
-            .request_timeout(
-                env.seconds(secrets_core::REQUEST_TIMEOUT_VAR, DEFAULT_REQUEST_TIMEOUT)?,
-            );
+            .request_timeout(env.seconds(
+                mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR,
+                DEFAULT_REQUEST_TIMEOUT,
+            )?);
         if let Some(address) = env.string(&["VAULT_ADDR"])? {
             builder = builder.address(address);
         }
@@ -354,7 +354,8 @@ impl VaultProvider {
                 drop(SecretString::from(auth.client_token));
                 // Log in again once 80 % of the token's lifetime has passed.
                 // (`checked_add`: the lease is server input; `None` = never.)
-                let lease = secrets_core::capped(Duration::from_secs(auth.lease_duration));
+                let lease =
+                    mlflow_secrets_auth_core::capped(Duration::from_secs(auth.lease_duration));
                 let renew_at = (auth.lease_duration > 0)
                     .then(|| Instant::now().checked_add(lease.mul_f64(0.8)))
                     .flatten();
@@ -429,8 +430,9 @@ impl SecretProvider for VaultProvider {
             ));
         }
         // Loopback traffic never leaves the machine (a dev server, an agent).
-        let plain_remote = url::Url::parse(&self.address)
-            .is_ok_and(|url| url.scheme() == "http" && !secrets_core::is_loopback(&url));
+        let plain_remote = url::Url::parse(&self.address).is_ok_and(|url| {
+            url.scheme() == "http" && !mlflow_secrets_auth_core::is_loopback(&url)
+        });
         if plain_remote {
             warnings.push(format!(
                 "VAULT_ADDR {} is plain http: tokens and secrets cross the network unencrypted",
@@ -444,7 +446,7 @@ impl SecretProvider for VaultProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrets_core::ErrorKind;
+    use mlflow_secrets_auth_core::ErrorKind;
 
     fn env_provider(vars: &[(&str, &str)]) -> Result<VaultProvider> {
         VaultProvider::from_env(&Env::new(&vars))
@@ -558,3 +560,8 @@ mod tests {
         }
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

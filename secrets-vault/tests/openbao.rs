@@ -7,12 +7,12 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use secrets_core::{Credential, ErrorKind, SecretProvider};
+use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
+use mlflow_secrets_auth_vault::{KvMount, VaultProvider, VaultProviderBuilder};
 use secrets_testkit::conformance::{SecretStore, fetch_credential};
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::net::{Blackhole, closed_port};
 use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
-use secrets_vault::{KvMount, VaultProvider, VaultProviderBuilder};
 use serde_json::Value;
 
 fn json(text: &str) -> Value {

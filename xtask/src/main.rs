@@ -1,8 +1,9 @@
 //! Development tasks, run as `cargo xtask <task>`:
 //!
 //! - `ci`: everything CI checks — the test servers (`test-env`), format,
-//!   clippy (`-D warnings`), all tests, docs (`-D warnings`) and the facade's
-//!   feature matrix.
+//!   clippy (`-D warnings`, fuzz targets included), all tests (`--locked`),
+//!   the Python tests, the soak, fuzzing, docs (`-D warnings`), the facade's
+//!   feature matrix and `cargo package` of every published crate.
 //! - `test-env`: installs the servers backend tests start (moto, ...) into
 //!   `.venv/`, from pinned versions; does nothing when they are up to date.
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
@@ -129,6 +130,7 @@ fn ci() -> Result<()> {
         "clippy",
         cargo().args([
             "clippy",
+            "--locked",
             "--workspace",
             "--all-targets",
             "--all-features",
@@ -137,10 +139,24 @@ fn ci() -> Result<()> {
             "warnings",
         ]),
     )?;
+    let fuzz_manifest = root().join("fuzz/Cargo.toml");
+    run(
+        "format of the fuzz targets",
+        cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(&fuzz_manifest),
+    )?;
+    run(
+        "clippy on the fuzz targets",
+        cargo()
+            .args(["clippy", "--locked", "--all-targets", "--manifest-path"])
+            .arg(&fuzz_manifest)
+            .args(["--", "-D", "warnings"]),
+    )?;
     run(
         "tests",
         cargo()
-            .args(["test", "--workspace", "--all-features"])
+            .args(["test", "--locked", "--workspace", "--all-features"])
             // Backend tests must not skip for want of a server, and the AWS SDK
             // must never look for instance metadata off this machine.
             .env("SECRETS_REQUIRE_SERVERS", "1")
@@ -191,14 +207,32 @@ fn ci() -> Result<()> {
             "--no-default-features",
         ]),
     )?;
+    // Every publishable crate packages and builds from its package alone,
+    // in dependency order (unpublished workspace crates excluded).
+    run(
+        "cargo package of every published crate",
+        cargo().args([
+            "package",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "secrets-testkit",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "xtask-harness",
+            "--exclude",
+            "mlflow-secrets-auth-py",
+        ]),
+    )?;
     eprintln!("\nci: all steps passed");
     Ok(())
 }
 
 /// The criterion benches: (crate, bench target).
 const BENCHED: &[(&str, &str)] = &[
-    ("secrets-cache", "cache"),
-    ("secrets-retry", "retry"),
+    ("mlflow-secrets-auth-cache", "cache"),
+    ("mlflow-secrets-auth-retry", "retry"),
     ("mlflow-secrets-auth", "facade"),
 ];
 
@@ -236,7 +270,13 @@ fn bench() -> Result<()> {
     }
     run(
         "bench: release build of the command line",
-        cargo().args(["build", "--quiet", "--release", "-p", "secrets-cli"]),
+        cargo().args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "mlflow-secrets-auth-cli",
+        ]),
     )?;
     // Ours beside the predecessor: a release wheel in a venv with the same MLflow.
     let ours = root().join("target/bench/ours-venv");
@@ -570,7 +610,7 @@ fn demo() -> Result<()> {
             "build",
             "--quiet",
             "-p",
-            "secrets-cli",
+            "mlflow-secrets-auth-cli",
             "--bin",
             "mlflow-secrets-auth",
             "-p",
@@ -581,6 +621,13 @@ fn demo() -> Result<()> {
     )?;
     run(
         "demo: MLflow and a secrets backend on loopback, end to end",
-        cargo().args(["run", "--quiet", "-p", "secrets-cli", "--example", "demo"]),
+        cargo().args([
+            "run",
+            "--quiet",
+            "-p",
+            "mlflow-secrets-auth-cli",
+            "--example",
+            "demo",
+        ]),
     )
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mlflow_secrets_auth::{AuthMode, Config, HostAllowlist, ProviderSettings};
-use secrets_aws::AwsSecretsManagerProvider;
+use mlflow_secrets_auth_aws::AwsSecretsManagerProvider;
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
 

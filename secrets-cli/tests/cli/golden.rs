@@ -4,7 +4,7 @@
 //! refused by MLflow. Each transcript (`golden/<case>.txt`) records the
 //! environment, every command, its exit code and its output, with what varies
 //! between runs (ports, temporary paths, timings, version) replaced by
-//! placeholders. `UPDATE_GOLDEN=1 cargo test -p secrets-cli` rewrites them;
+//! placeholders. `UPDATE_GOLDEN=1 cargo test -p mlflow-secrets-auth-cli` rewrites them;
 //! review the diff.
 
 use std::path::{Path, PathBuf};
