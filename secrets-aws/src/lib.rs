@@ -28,6 +28,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
 use mlflow_secrets_auth_core::ProviderDescription;
+use mlflow_secrets_auth_core::secrecy::ExposeSecret;
 
 /// What a provider is used with, so this crate alone is enough to use it.
 pub use mlflow_secrets_auth_core::{
@@ -43,6 +44,9 @@ const VERSION_VAR: &str = "MLFLOW_AWS_SECRET_VERSION";
 const REGION_VARS: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
 const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"];
 use mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
+const KEY_ID_VAR: &str = "AWS_ACCESS_KEY_ID";
+const SECRET_KEY_VAR: &str = "AWS_SECRET_ACCESS_KEY";
+const SESSION_TOKEN_VAR: &str = "AWS_SESSION_TOKEN";
 
 pub use mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT;
 
@@ -138,14 +142,25 @@ impl AwsSecretsManagerBuilder {
     /// Static credentials instead of the standard AWS credential chain.
     #[must_use]
     pub fn static_credentials(
+        self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.session_credentials(access_key_id, secret_access_key, None)
+    }
+
+    /// Static credentials with a session token (temporary credentials).
+    #[must_use]
+    pub fn session_credentials(
         mut self,
         access_key_id: impl Into<String>,
         secret_access_key: impl Into<String>,
+        session_token: Option<String>,
     ) -> Self {
         self.credentials = Some(Credentials::new(
             access_key_id,
             secret_access_key,
-            None,
+            session_token,
             None,
             "mlflow-secrets-auth",
         ));
@@ -227,8 +242,11 @@ impl AwsSecretsManagerProvider {
     /// Reads `MLFLOW_AWS_SECRET_NAME` (alias `MLFLOW_AWS_SECRET_ID`),
     /// `MLFLOW_AWS_SECRET_VERSION`, `AWS_REGION` / `AWS_DEFAULT_REGION`,
     /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` / `AWS_ENDPOINT_URL` and
-    /// `MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC`. Credentials come from the standard
-    /// AWS chain when the first fetch builds the client.
+    /// `MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC`, and `AWS_ACCESS_KEY_ID` +
+    /// `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`) from `env` itself, so
+    /// keys given in a map are the keys used. Without them, credentials come
+    /// from the standard AWS chain (profiles, web identity, container and
+    /// instance metadata) when the first fetch builds the client.
     pub fn from_env(env: &Env<'_>) -> Result<Self> {
         let with_provider = |e: SecretError| e.with_provider(NAME);
         let mut builder = Self::builder().request_timeout(
@@ -246,6 +264,31 @@ impl AwsSecretsManagerProvider {
         }
         if let Some(url) = env.string(&ENDPOINT_VARS).map_err(with_provider)? {
             builder = builder.endpoint_url(url);
+        }
+        let key_id = env.string(&[KEY_ID_VAR]).map_err(with_provider)?;
+        let secret = env.secret(&[SECRET_KEY_VAR]).map_err(with_provider)?;
+        match (key_id, secret) {
+            (Some(id), Some(secret)) => {
+                let token = env.secret(&[SESSION_TOKEN_VAR]).map_err(with_provider)?;
+                builder = builder.session_credentials(
+                    id,
+                    secret.expose_secret(),
+                    token.map(|t| t.expose_secret().to_owned()),
+                );
+            }
+            (Some(_), None) => {
+                return Err(with_provider(SecretError::config(
+                    SECRET_KEY_VAR,
+                    format!("is not set, but {KEY_ID_VAR} is (static keys need both)"),
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(with_provider(SecretError::config(
+                    KEY_ID_VAR,
+                    format!("is not set, but {SECRET_KEY_VAR} is (static keys need both)"),
+                )));
+            }
+            (None, None) => {}
         }
         builder.build()
     }
@@ -365,7 +408,7 @@ impl SecretProvider for AwsSecretsManagerProvider {
         description.field(
             "credentials",
             if self.credentials.is_some() {
-                "static (builder)"
+                "static keys"
             } else {
                 "AWS default chain"
             },
@@ -416,6 +459,41 @@ mod tests {
         let err = AwsSecretsManagerProvider::from_env(&Env::new(&none)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("MLFLOW_AWS_SECRET_NAME"), "{err}");
+    }
+
+    #[test]
+    fn keys_in_the_given_environment_are_the_keys_used() {
+        let base = [
+            ("MLFLOW_AWS_SECRET_ID", "prod/mlflow"),
+            ("AWS_REGION", "eu-west-1"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            AwsSecretsManagerProvider::from_env(&Env::new(&vars.as_slice()))
+        };
+        let keyed = with(&[
+            ("AWS_ACCESS_KEY_ID", "AKIAFROMTHEMAP"),
+            ("AWS_SECRET_ACCESS_KEY", "map-secret-key-9f1c"),
+            ("AWS_SESSION_TOKEN", "map-session-token-77"),
+        ])
+        .unwrap();
+        let credentials = keyed.credentials.as_ref().unwrap();
+        assert_eq!(credentials.access_key_id(), "AKIAFROMTHEMAP");
+        assert_eq!(credentials.session_token(), Some("map-session-token-77"));
+        let shown = format!("{keyed:?} {}", keyed.describe());
+        assert!(!shown.contains("map-secret-key-9f1c"), "{shown}");
+        assert!(!shown.contains("map-session-token-77"), "{shown}");
+
+        for (set, missing) in [
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+            ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+        ] {
+            let err = with(&[(set, "only-one-half")]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains(missing), "{err}");
+            assert!(!err.to_string().contains("only-one-half"), "{err}");
+        }
+        assert!(with(&[]).unwrap().credentials.is_none(), "the AWS chain");
     }
 
     #[test]
