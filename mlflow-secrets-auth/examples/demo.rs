@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let provider = FileProvider::new(&path);
     println!("provider      {}", provider.describe());
-    println!("cache key     {}", provider.cache_key());
+    println!("secret ref    {}", provider.secret_ref());
 
     let credential = provider.fetch().await?.credential()?;
     println!("secret shape  {}", credential.shape());

@@ -178,10 +178,6 @@ impl<P: SecretProvider> SecretProvider for Retrying<P> {
         self.inner.name()
     }
 
-    fn cache_key(&self) -> String {
-        self.inner.cache_key()
-    }
-
     async fn fetch(&self) -> Result<FetchedSecret> {
         self.run(&self.policy).await
     }
@@ -243,10 +239,6 @@ impl<P: SecretProvider> SecretProvider for Breaking<P> {
         self.inner.name()
     }
 
-    fn cache_key(&self) -> String {
-        self.inner.cache_key()
-    }
-
     async fn fetch(&self) -> Result<FetchedSecret> {
         match self
             .breaker
@@ -306,10 +298,6 @@ impl<P> Cached<P> {
 impl<P: SecretProvider + 'static> SecretProvider for Cached<P> {
     fn name(&self) -> &'static str {
         self.inner.name()
-    }
-
-    fn cache_key(&self) -> String {
-        self.inner.cache_key()
     }
 
     /// The cached secret (its metadata as fetched), or a fetch.
@@ -378,10 +366,6 @@ where
 {
     fn name(&self) -> &'static str {
         self.name
-    }
-
-    fn cache_key(&self) -> String {
-        format!("fn:{}", self.name)
     }
 
     async fn fetch(&self) -> Result<FetchedSecret> {

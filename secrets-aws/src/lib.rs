@@ -234,6 +234,19 @@ impl fmt::Debug for AwsSecretsManagerProvider {
 }
 
 impl AwsSecretsManagerProvider {
+    /// Where the secret lives — provider, location, name, version — as one
+    /// string for logs, status and tests (never the secret itself).
+    pub fn secret_ref(&self) -> String {
+        format!(
+            "aws:{}:{}:{}",
+            self.region.as_deref().unwrap_or("default"),
+            self.secret_id,
+            self.version
+                .as_ref()
+                .map_or("AWSCURRENT", SecretVersion::as_str)
+        )
+    }
+
     /// A builder.
     pub fn builder() -> AwsSecretsManagerBuilder {
         AwsSecretsManagerBuilder::default()
@@ -340,17 +353,6 @@ impl SecretProvider for AwsSecretsManagerProvider {
         NAME
     }
 
-    fn cache_key(&self) -> String {
-        format!(
-            "aws:{}:{}:{}",
-            self.region.as_deref().unwrap_or("default"),
-            self.secret_id,
-            self.version
-                .as_ref()
-                .map_or("AWSCURRENT", SecretVersion::as_str)
-        )
-    }
-
     async fn fetch(&self) -> Result<FetchedSecret> {
         let client = self.client().await?;
         let mut request = client.get_secret_value().secret_id(&self.secret_id);
@@ -446,7 +448,7 @@ mod tests {
         ];
         let provider = AwsSecretsManagerProvider::from_env(&Env::new(&vars)).unwrap();
         assert_eq!(
-            provider.cache_key(),
+            provider.secret_ref(),
             "aws:eu-west-1:prod/mlflow:AWSPREVIOUS"
         );
         assert_eq!(

@@ -121,7 +121,7 @@ async fn version_by_stage() {
         .version(SecretVersion::Stage("AWSPENDING".into()))
         .build()
         .unwrap();
-    assert_eq!(pending.cache_key(), "aws:us-east-1:staged:AWSPENDING");
+    assert_eq!(pending.secret_ref(), "aws:us-east-1:staged:AWSPENDING");
     assert_eq!(fetch(pending).await.unwrap(), token("tok-pending"));
     assert_eq!(
         fetch_credential(&store, "staged").await,

@@ -212,6 +212,17 @@ impl fmt::Debug for AzureKeyVaultProvider {
 }
 
 impl AzureKeyVaultProvider {
+    /// Where the secret lives — provider, location, name, version — as one
+    /// string for logs, status and tests (never the secret itself).
+    pub fn secret_ref(&self) -> String {
+        format!(
+            "azure:{}:{}:{}",
+            self.vault_url,
+            self.secret_name,
+            self.version.as_deref().unwrap_or("latest")
+        )
+    }
+
     /// A builder.
     pub fn builder() -> AzureKeyVaultBuilder {
         AzureKeyVaultBuilder::default()
@@ -302,15 +313,6 @@ impl AzureKeyVaultProvider {
 impl SecretProvider for AzureKeyVaultProvider {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn cache_key(&self) -> String {
-        format!(
-            "azure:{}:{}:{}",
-            self.vault_url,
-            self.secret_name,
-            self.version.as_deref().unwrap_or("latest")
-        )
     }
 
     async fn fetch(&self) -> Result<FetchedSecret> {
@@ -405,7 +407,7 @@ mod tests {
     fn from_env_reads_aliases_and_describes_the_choice() {
         let provider = from(&BASE).unwrap();
         assert_eq!(
-            provider.cache_key(),
+            provider.secret_ref(),
             "azure:https://team.vault.azure.net:mlflow-cred:latest"
         );
         assert_eq!(
@@ -454,7 +456,7 @@ mod tests {
                 .credential(AzureCredential::ManagedIdentity { client_id: None })
                 .build()
                 .unwrap();
-            assert!(provider.cache_key().ends_with(":s:latest"), "{version:?}");
+            assert!(provider.secret_ref().ends_with(":s:latest"), "{version:?}");
         }
     }
 }

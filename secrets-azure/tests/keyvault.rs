@@ -165,7 +165,7 @@ async fn a_pinned_version_is_served_after_rotation_and_latest_means_current() {
     double.set_secret("pinned", "tok-two");
     let pinned = provider(&double, "pinned").version(&first).build().unwrap();
     assert_eq!(fetch(&pinned).await.unwrap(), token("tok-one"));
-    assert!(pinned.cache_key().ends_with(&format!(":pinned:{first}")));
+    assert!(pinned.secret_ref().ends_with(&format!(":pinned:{first}")));
     let fetched = pinned.fetch().await.unwrap();
     assert_eq!(fetched.meta.version.as_deref(), Some(first.as_str()));
 
@@ -174,7 +174,7 @@ async fn a_pinned_version_is_served_after_rotation_and_latest_means_current() {
         .build()
         .unwrap();
     assert_eq!(fetch(&latest).await.unwrap(), token("tok-two"));
-    assert!(latest.cache_key().ends_with(":pinned:latest"));
+    assert!(latest.secret_ref().ends_with(":pinned:latest"));
 
     let missing = provider(&double, "pinned")
         .version("0123456789abcdef0123456789abcdef")

@@ -35,6 +35,12 @@ pub struct FileProvider {
 }
 
 impl FileProvider {
+    /// Where the secret lives — provider, location, name, version — as one
+    /// string for logs, status and tests (never the secret itself).
+    pub fn secret_ref(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
     /// The provider's name.
     pub const NAME: &'static str = "file";
     /// The variable holding the path.
@@ -100,10 +106,6 @@ impl FileProvider {
 impl SecretProvider for FileProvider {
     fn name(&self) -> &'static str {
         Self::NAME
-    }
-
-    fn cache_key(&self) -> String {
-        format!("file:{}", self.path.display())
     }
 
     /// Reads the file. The read is synchronous: the file is small (at most

@@ -24,9 +24,6 @@ pub trait SecretProvider: Send + Sync + fmt::Debug {
     /// The provider's stable name, as in `MLFLOW_SECRETS_AUTH_ENABLE` (`vault`, `file`, ...).
     fn name(&self) -> &'static str;
 
-    /// The cache key of the secret this provider serves, e.g. `vault:{addr}:{ns}:{path}`.
-    fn cache_key(&self) -> String;
-
     /// Fetches the secret text once (no retries).
     async fn fetch(&self) -> Result<FetchedSecret>;
 
@@ -47,10 +44,6 @@ pub trait SecretProvider: Send + Sync + fmt::Debug {
 impl<P: SecretProvider + ?Sized> SecretProvider for std::sync::Arc<P> {
     fn name(&self) -> &'static str {
         (**self).name()
-    }
-
-    fn cache_key(&self) -> String {
-        (**self).cache_key()
     }
 
     async fn fetch(&self) -> Result<FetchedSecret> {

@@ -19,7 +19,7 @@ async fn reads_and_parses_the_file() {
         Credential::parse("alice:pw").unwrap()
     );
     assert_eq!(provider.name(), "file");
-    assert_eq!(provider.cache_key(), format!("file:{}", path.display()));
+    assert_eq!(provider.secret_ref(), format!("file:{}", path.display()));
 }
 
 #[tokio::test]

@@ -225,6 +225,17 @@ impl fmt::Debug for VaultProvider {
 }
 
 impl VaultProvider {
+    /// Where the secret lives — provider, location, name, version — as one
+    /// string for logs, status and tests (never the secret itself).
+    pub fn secret_ref(&self) -> String {
+        format!(
+            "vault:{}:{}:{}",
+            self.address,
+            self.namespace.as_deref().unwrap_or(""),
+            self.path
+        )
+    }
+
     /// A builder.
     pub fn builder() -> VaultProviderBuilder {
         VaultProviderBuilder::default()
@@ -375,15 +386,6 @@ impl SecretProvider for VaultProvider {
         NAME
     }
 
-    fn cache_key(&self) -> String {
-        format!(
-            "vault:{}:{}:{}",
-            self.address,
-            self.namespace.as_deref().unwrap_or(""),
-            self.path
-        )
-    }
-
     async fn fetch(&self) -> Result<FetchedSecret> {
         let result = async {
             let session = self.session(false).await?;
@@ -493,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_key_describe_and_debug_show_no_secret() {
+    fn secret_ref_describe_and_debug_show_no_secret() {
         let provider = env_provider(&[
             ("VAULT_ADDR", "https://vault.example.com:8200/"),
             ("MLFLOW_VAULT_SECRET_PATH", "/secret/mlflow/auth/"),
@@ -504,7 +506,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            provider.cache_key(),
+            provider.secret_ref(),
             "vault:https://vault.example.com:8200:team-a:secret/mlflow/auth"
         );
         let described = provider.describe().to_string();

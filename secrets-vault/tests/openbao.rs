@@ -359,7 +359,7 @@ async fn namespaces_are_honoured() {
         .build()
         .unwrap();
     assert_eq!(
-        vault.cache_key(),
+        vault.secret_ref(),
         format!("vault:{}:team-a:kv/mlflow", bao.url())
     );
     assert_eq!(read(&vault).await, token("tok-ns"));
