@@ -9,11 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use mlflow_secrets_auth_azure::{AzureCredential, AzureKeyVaultBuilder, AzureKeyVaultProvider};
+use mlflow_secrets_auth_conformance::SecretStore;
 use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use secrets_testkit::azure::{
     AzureKeyVault, CLIENT_ID, CLIENT_SECRET, Challenge, Mode, TENANT_ID, VAULT_HOST,
 };
-use secrets_testkit::conformance::SecretStore;
 
 /// A client that trusts only the double's CA and resolves the vault's host
 /// name to it — the transport option, nothing else, points the SDK at it.
@@ -72,15 +72,10 @@ impl SecretStore for DoubleStore {
 
 // Key Vault secret names hold letters, digits and dashes only, and values are
 // text: the binary and slash cases do not apply.
-secrets_testkit::conformance_tests!(
+mlflow_secrets_auth_conformance::conformance_suite!(
     double_store;
-    json_token,
-    json_user_password,
-    plain_user_password,
-    plain_token,
-    not_found,
-    malformed,
-    rotation,
+    binary: "Key Vault secrets are text: there is no binary secret to store";
+    slashes: "Key Vault secret names allow only letters, digits and `-`"
 );
 
 async fn fetch(provider: &AzureKeyVaultProvider) -> mlflow_secrets_auth_core::Result<Credential> {

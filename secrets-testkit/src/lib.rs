@@ -17,15 +17,16 @@
 //! - [`hostile`]: scripted hostile servers (redirect tricks, refusals, a TLS
 //!   listener, a thief that records every header), also run as the
 //!   `hostile-server` binary for the Python tests;
-//! - [`tls`]: a per-run CA and server certificate;
-//! - [`conformance`]: the cases every provider passes against its real server.
+//! - [`tls`]: a per-run CA and server certificate.
+//!
+//! The provider conformance suite is its own published crate,
+//! `mlflow-secrets-auth-conformance`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod azure;
 pub mod binaries;
 pub mod capture;
-pub mod conformance;
 pub mod fault;
 pub mod hostile;
 pub mod mlflow;

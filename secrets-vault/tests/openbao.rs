@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mlflow_secrets_auth_conformance::SecretStore;
+use mlflow_secrets_auth_conformance::cases::fetch_credential;
 use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use mlflow_secrets_auth_vault::{KvMount, VaultProvider, VaultProviderBuilder};
-use secrets_testkit::conformance::{SecretStore, fetch_credential};
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::net::{Blackhole, closed_port};
 use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
@@ -102,27 +103,19 @@ async fn kv1_store(test: &str) -> Option<KvStore> {
 
 mod kv2 {
     use super::*;
-    secrets_testkit::conformance_tests!(
+    mlflow_secrets_auth_conformance::conformance_suite!(
         kv2_store;
-        json_token,
-        json_user_password,
-        not_found,
-        malformed,
-        rotation,
-        name_with_slashes,
+        plain_text: "a Vault KV secret is a map of fields, never plain text";
+        binary: "a Vault KV secret holds JSON values, not bytes"
     );
 }
 
 mod kv1 {
     use super::*;
-    secrets_testkit::conformance_tests!(
+    mlflow_secrets_auth_conformance::conformance_suite!(
         kv1_store;
-        json_token,
-        json_user_password,
-        not_found,
-        malformed,
-        rotation,
-        name_with_slashes,
+        plain_text: "a Vault KV secret is a map of fields, never plain text";
+        binary: "a Vault KV secret holds JSON values, not bytes"
     );
 }
 

@@ -1,23 +1,9 @@
-//! The provider conformance suite: the same cases, run by every provider
-//! against its real server through a [`SecretStore`] (the test's admin access
-//! to that server). [`conformance_tests!`](crate::conformance_tests) turns a
-//! list of cases into `#[tokio::test]`s.
+//! The cases: each one stores secrets through a [`SecretStore`] and reads
+//! them back through the provider under test.
 
-use async_trait::async_trait;
-use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
+use mlflow_secrets_auth_core::{Credential, ErrorKind};
 
-/// A test's admin access to a real secret backend.
-#[async_trait]
-pub trait SecretStore: Send + Sync {
-    /// Creates secret `name` holding `text`, or stores `text` as its new current version.
-    async fn put_text(&self, name: &str, text: &str);
-
-    /// Creates secret `name` holding `bytes` as binary content.
-    async fn put_binary(&self, name: &str, bytes: &[u8]);
-
-    /// A provider reading the current version of `name`.
-    fn provider(&self, name: &str) -> Box<dyn SecretProvider>;
-}
+use crate::SecretStore;
 
 fn token(text: &str) -> Credential {
     Credential::Token(text.into())
@@ -175,25 +161,4 @@ pub async fn name_with_slashes(store: &dyn SecretStore) {
         token("tok-slash-8"),
     )
     .await;
-}
-
-/// Generates one `#[tokio::test]` per listed conformance case. `$store` is an
-/// async fn returning `Option<impl SecretStore>` (`None`: the server is
-/// missing and the test was reported as skipped).
-///
-/// ```text
-/// secrets_testkit::conformance_tests!(moto_store; json_token, not_found);
-/// ```
-#[macro_export]
-macro_rules! conformance_tests {
-    ($store:path; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                if let Some(store) = $store(stringify!($case)).await {
-                    $crate::conformance::$case(&store).await;
-                }
-            }
-        )+
-    };
 }
