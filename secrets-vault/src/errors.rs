@@ -74,7 +74,7 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
                 "VAULT_CACERT",
                 format!(
                     "the TLS certificate of {address} is not trusted (set VAULT_CACERT to its CA): {}",
-                    chain(source)
+                    transport_cause(source)
                 ),
             )
         }
@@ -86,7 +86,7 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
             };
             SecretError::new(
                 kind,
-                format!("Vault at {address} {what}: {}", chain(source)),
+                format!("Vault at {address} {what}: {}", transport_cause(source)),
             )
         }
         ClientError::FileReadError { path, .. }
@@ -134,6 +134,20 @@ fn chain_has(
         current = e.source();
     }
     false
+}
+
+/// What went wrong below the HTTP client's own wrappers ("Error sending HTTP
+/// request", "error sending request for url (…)"), which only repeat the
+/// address the message names already.
+fn transport_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<reqwest::Error>().is_some() {
+            return e.source().map_or_else(|| e.to_string(), chain);
+        }
+        current = e.source();
+    }
+    chain(error)
 }
 
 /// The messages of an error and its sources, joined.
