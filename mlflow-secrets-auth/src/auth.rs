@@ -62,6 +62,7 @@ impl fmt::Debug for SecretsAuth {
 
 /// What [`SecretsAuth::status`] says about one provider (never a secret).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProviderStatus {
     /// The provider's name.
     pub name: &'static str,
@@ -437,6 +438,7 @@ impl SecretsAuth {
                 expired_for_s = expired_for.as_secs_f64(),
                 "backend slow: serving the cached credential past its expiry while it is fetched"
             ),
+            other => tracing::debug!(outcome = ?other, "credential served"),
         }
     }
 

@@ -319,10 +319,7 @@ impl<P: SecretProvider + 'static> SecretProvider for Cached<P> {
             })
             .await?;
         let text = SecretString::from(lookup.value.text.expose_secret().to_owned());
-        Ok(FetchedSecret {
-            meta: lookup.value.meta.clone(),
-            ..FetchedSecret::new(text)
-        })
+        Ok(FetchedSecret::new(text).with_meta(lookup.value.meta.clone()))
     }
 
     fn describe(&self) -> ProviderDescription {

@@ -385,10 +385,7 @@ impl SecretProvider for AwsSecretsManagerProvider {
         if let Some(version) = output.version_id {
             meta = meta.with_version(version);
         }
-        Ok(FetchedSecret {
-            text: text.into(),
-            meta,
-        })
+        Ok(FetchedSecret::new(text.into()).with_meta(meta))
     }
 
     fn describe(&self) -> ProviderDescription {

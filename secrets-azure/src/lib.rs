@@ -368,10 +368,7 @@ impl SecretProvider for AzureKeyVaultProvider {
                 }
             }
         }
-        Ok(FetchedSecret {
-            text: value.into(),
-            meta,
-        })
+        Ok(FetchedSecret::new(value.into()).with_meta(meta))
     }
 
     fn describe(&self) -> ProviderDescription {

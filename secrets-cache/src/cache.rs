@@ -33,6 +33,7 @@ const SHARDS: usize = 16;
 
 /// A value from the cache and how it was obtained.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Lookup<V, E> {
     /// The value, shared with the cache.
     pub value: Arc<V>,
@@ -51,6 +52,7 @@ impl<V, E: Clone> Clone for Lookup<V, E> {
 
 /// How a [`Lookup`] was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome<E> {
     /// From a valid entry, without waiting.
     Hit,
@@ -78,6 +80,7 @@ pub enum Outcome<E> {
 
 /// The state of one entry, as [`SecretCache::entries`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EntryState {
     /// Valid, no fetch in flight.
     Fresh,
@@ -91,6 +94,7 @@ pub enum EntryState {
 
 /// One entry, as [`SecretCache::entries`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EntryInfo<K> {
     /// The key.
     pub key: K,

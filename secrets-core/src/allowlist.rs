@@ -23,6 +23,7 @@ pub struct HostAllowlist {
 /// Why a host pattern list was refused. The message names the bad pattern
 /// (host patterns are not secrets).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidHostPattern {
     /// The list has no pattern at all.
     #[error("lists no host pattern (unset it to allow every host)")]

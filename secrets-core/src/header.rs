@@ -71,6 +71,7 @@ pub struct HeaderName(String);
 
 /// The problem with a string that is not a valid header name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidHeaderName {
     /// The name is empty.
     #[error("is empty")]

@@ -61,6 +61,7 @@ impl<P: SecretProvider + ?Sized> SecretProvider for std::sync::Arc<P> {
 
 /// Secret text as a backend returned it, with what the backend said about it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct FetchedSecret {
     /// The secret text, wiped from memory on drop.
     pub text: SecretString,
@@ -75,6 +76,13 @@ impl FetchedSecret {
             text,
             meta: SecretMeta::default(),
         }
+    }
+
+    /// Sets what the backend reported besides the text.
+    #[must_use]
+    pub fn with_meta(mut self, meta: SecretMeta) -> Self {
+        self.meta = meta;
+        self
     }
 
     /// Parses the text into a [`Credential`].

@@ -76,6 +76,7 @@ impl BreakerConfig {
 
 /// Why a call was refused without running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BreakerRefusal {
     /// The circuit is open; the next try is allowed after `retry_after`.
     #[error("circuit open after repeated failures; next try in {:.1}s", retry_after.as_secs_f64())]
@@ -105,6 +106,7 @@ impl BreakerRefusal {
 
 /// The breaker's state, for status output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Calls go through.
     Closed {

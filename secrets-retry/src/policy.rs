@@ -53,6 +53,7 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
 
 /// Why retrying stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// The classifier said the error is not worth retrying.
     NotRetryable,
@@ -80,6 +81,7 @@ impl StopReason {
 
 /// The last failure, after retrying stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryError<E> {
     /// Attempts that ran (0 when the circuit refused the first one).
     pub attempts: u32,
@@ -116,6 +118,7 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for RetryError<E> {}
 
 /// What the `on_retry` hook is told before each wait.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct RetryEvent<'a, E> {
     /// The number of the attempt that failed (1 = the first).
     pub attempt: u32,

@@ -15,6 +15,7 @@ use crate::errors::{self, Action};
 
 /// The KV mount holding the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KvMount {
     /// The mount path, without slashes (`secret`).
     pub mount: String,
@@ -157,10 +158,7 @@ async fn read_at(
             provider.path
         )));
     }
-    Ok(FetchedSecret {
-        text: data.to_string().into(),
-        meta,
-    })
+    Ok(FetchedSecret::new(data.to_string().into()).with_meta(meta))
 }
 
 #[cfg(test)]
