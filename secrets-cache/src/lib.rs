@@ -37,7 +37,9 @@
 mod cache;
 mod clock;
 mod config;
+mod flight;
 mod stats;
+mod store;
 
 pub use cache::{EntryInfo, EntryState, Lookup, Outcome, SecretCache};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
