@@ -1,0 +1,116 @@
+//! `cargo xtask ci`: every check CI runs, in order.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{cargo, fuzz, install_wheel, root, run, soak, test_env, venv, wheel};
+
+/// Provider features of the facade; each must build alone.
+pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
+
+pub(crate) fn ci() -> Result<()> {
+    test_env()?;
+    run("format", cargo().args(["fmt", "--all", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let fuzz_manifest = root().join("fuzz/Cargo.toml");
+    run(
+        "format of the fuzz targets",
+        cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(&fuzz_manifest),
+    )?;
+    run(
+        "clippy on the fuzz targets",
+        cargo()
+            .args(["clippy", "--locked", "--all-targets", "--manifest-path"])
+            .arg(&fuzz_manifest)
+            .args(["--", "-D", "warnings"]),
+    )?;
+    run(
+        "tests",
+        cargo()
+            .args(["test", "--locked", "--workspace", "--all-features"])
+            // Backend tests must not skip for want of a server, and the AWS SDK
+            // must never look for instance metadata off this machine.
+            .env("SECRETS_REQUIRE_SERVERS", "1")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+    )?;
+    let wheel = wheel(false)?;
+    install_wheel(&wheel)?;
+    // The hostile servers the Python tests face are the Rust tests' own.
+    run(
+        "hostile-server for the Python tests",
+        cargo().args(["build", "-p", "secrets-testkit", "--bin", "hostile-server"]),
+    )?;
+    run(
+        "Python plugin tests (pytest, real MLflow and moto)",
+        Command::new(venv().join("bin/python"))
+            .current_dir(root())
+            .env("HOSTILE_SERVER", root().join("target/debug/hostile-server"))
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .arg(root().join("mlflow-secrets-auth-py/tests")),
+    )?;
+    soak(30, false, &venv().join("bin/python"))?;
+    fuzz(20)?;
+    run(
+        "docs",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    for feature in FACADE_FEATURES {
+        run(
+            &format!("facade with `{feature}` alone"),
+            cargo().args([
+                "check",
+                "-p",
+                "mlflow-secrets-auth",
+                "--no-default-features",
+                "--features",
+                feature,
+            ]),
+        )?;
+    }
+    run(
+        "facade with no provider feature",
+        cargo().args([
+            "check",
+            "-p",
+            "mlflow-secrets-auth",
+            "--no-default-features",
+        ]),
+    )?;
+    // Every publishable crate packages and builds from its package alone,
+    // in dependency order (unpublished workspace crates excluded).
+    run(
+        "cargo package of every published crate",
+        cargo().args([
+            "package",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "secrets-testkit",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "xtask-harness",
+            "--exclude",
+            "mlflow-secrets-auth-py",
+        ]),
+    )?;
+    eprintln!("\nci: all steps passed");
+    Ok(())
+}
