@@ -1,7 +1,7 @@
 //! `doctor`: numbered checks of the chain, each with a one-line fix when it
 //! fails; with `--dry-run URL`, an authenticated MLflow API call too.
 
-use std::process::ExitCode;
+use crate::{FAILURE, SUCCESS};
 use std::time::{Duration, Instant};
 
 use mlflow_secrets_auth::is_loopback;
@@ -88,7 +88,7 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub fn run(dry_run: Option<&str>, json_output: bool) -> anyhow::Result<ExitCode> {
+pub fn run(dry_run: Option<&str>, json_output: bool) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -118,11 +118,7 @@ pub fn run(dry_run: Option<&str>, json_output: bool) -> anyhow::Result<ExitCode>
             }
         }
     }
-    Ok(if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if passed { SUCCESS } else { FAILURE })
 }
 
 async fn checks(dry_run: Option<&str>) -> Vec<Check> {

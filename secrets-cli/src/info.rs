@@ -1,6 +1,6 @@
 //! `info`: the configuration as the library sees it — no network, no SDK client.
 
-use std::process::ExitCode;
+use crate::{FAILURE, SUCCESS};
 
 use mlflow_secrets_auth::{ProviderKind, SecretsAuth, provider_compiled_in};
 use serde_json::{Value, json};
@@ -63,7 +63,7 @@ pub fn report(auth: &SecretsAuth) -> Value {
     })
 }
 
-pub fn run(json_output: bool) -> anyhow::Result<ExitCode> {
+pub fn run(json_output: bool) -> anyhow::Result<u8> {
     let auth = SecretsAuth::from_env()?;
     let usable = auth.status().iter().any(|s| s.configured);
     let report = report(&auth);
@@ -72,11 +72,7 @@ pub fn run(json_output: bool) -> anyhow::Result<ExitCode> {
     } else {
         print_human(&auth, &report);
     }
-    Ok(if usable {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if usable { SUCCESS } else { FAILURE })
 }
 
 fn print_human(auth: &SecretsAuth, report: &Value) {

@@ -3,7 +3,9 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode};
+use std::process::Command;
+
+use crate::{CANNOT_RUN, SUCCESS};
 
 use anyhow::{Context, bail};
 use mlflow_secrets_auth::secrecy::ExposeSecret;
@@ -35,17 +37,17 @@ fn refuse(url: &Url, auth: &SecretsAuth) -> anyhow::Error {
     )
 }
 
-pub fn header(url: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn header(url: Option<&str>) -> anyhow::Result<u8> {
     let url = tracking_url(url)?;
     let auth = SecretsAuth::from_env()?;
     let header = runtime()?
         .block_on(auth.header_for_url(&url))?
         .ok_or_else(|| refuse(&url, &auth))?;
     println!("{}: {}", header.name(), header.value().expose_secret());
-    Ok(ExitCode::SUCCESS)
+    Ok(SUCCESS)
 }
 
-pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<ExitCode> {
+pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given after `--`");
     };
@@ -82,5 +84,5 @@ pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<ExitCode>
         "mlflow-secrets-auth: cannot run `{}`: {error}",
         program.to_string_lossy()
     );
-    Ok(ExitCode::from(127))
+    Ok(CANNOT_RUN)
 }

@@ -1,0 +1,142 @@
+//! The `mlflow-secrets-auth` command as a library: [`main_with`] runs it on
+//! an argument list and returns its exit code, so the binary and the Python
+//! wheel (`mlflow-secrets-auth` console script, `python -m
+//! mlflow_secrets_auth`) run one implementation. Subcommands: `info` (the
+//! configuration, no network), `doctor` (numbered checks of the whole chain,
+//! optionally against an MLflow server), `exec` (run a program with the
+//! credential in MLflow's variables; replaces the calling process) and
+//! `header` (print the header for scripts).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod doctor;
+mod info;
+mod output;
+mod run;
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+use mlflow_secrets_auth::{LogLevel, init_logging};
+
+/// Fetch the MLflow credential from a secret manager, check the chain, and run
+/// MLflow clients with it. Configured by the MLFLOW_SECRETS_* variables.
+#[derive(Debug, Parser)]
+#[command(name = "mlflow-secrets-auth", version)]
+struct Cli {
+    /// Log to stderr at this level (trace, debug, info, warning, error);
+    /// default: MLFLOW_SECRETS_LOG_LEVEL if set, else no logs.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the configuration: providers, allowlist, header, TTLs, retries. No network.
+    Info {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the chain step by step; with --dry-run, call an MLflow server too.
+    Doctor {
+        /// An MLflow tracking URL to call with the credential.
+        #[arg(long, value_name = "URL")]
+        dry_run: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command with MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME /
+    /// MLFLOW_TRACKING_PASSWORD set from the secret.
+    Exec {
+        /// The tracking URL (default: MLFLOW_TRACKING_URI); its host must be allowed.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Print `Name: value` of the auth header (for `curl -H @-`).
+    Header {
+        /// The URL the header is for (default: MLFLOW_TRACKING_URI); its host must be allowed.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Print a shell completion script (e.g. `mlflow-secrets-auth completions bash
+    /// > /etc/bash_completion.d/mlflow-secrets-auth`).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// Exit code: success.
+const SUCCESS: u8 = 0;
+/// Exit code: a check failed, nothing usable, or an error.
+const FAILURE: u8 = 1;
+/// Exit code: `exec` could not run the command (as a shell says).
+const CANNOT_RUN: u8 = 127;
+
+/// Runs the command line `args` (the program name first, as in `argv`) and
+/// returns the exit code; output goes to this process's stdout and stderr,
+/// flushed before returning. `exec` replaces the calling process.
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let code = match Cli::try_parse_from(args) {
+        Ok(cli) => run(cli),
+        Err(error) => {
+            // --help and --version are "errors" that print and succeed.
+            let _ = error.print();
+            u8::try_from(error.exit_code()).unwrap_or(FAILURE)
+        }
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    code
+}
+
+fn run(cli: Cli) -> u8 {
+    let level = cli.log_level.or_else(|| {
+        std::env::var("MLFLOW_SECRETS_LOG_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(level) = level {
+        let _ = init_logging(level);
+    }
+    let result = match cli.command {
+        Command::Info { json } => info::run(json),
+        Command::Doctor { dry_run, json } => doctor::run(dry_run.as_deref(), json),
+        Command::Exec { url, command } => run::exec(url.as_deref(), &command),
+        Command::Header { url } => run::header(url.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mlflow-secrets-auth",
+                &mut std::io::stdout(),
+            );
+            Ok(SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!(
+                "mlflow-secrets-auth: {}",
+                mlflow_secrets_auth::redact(&format!("{error:#}"))
+            );
+            FAILURE
+        }
+    }
+}
