@@ -5,7 +5,8 @@
 //! own readings of the host compared), `refused(value)` (the bounded refetch
 //! after a 401/403), `header_for(url)` and `invalidate()`, all releasing the GIL. Errors are raised as
 //! `SecretsAuthError` (an `Exception`); a Rust panic is caught and raised as
-//! that too, never as `PanicException`. The core — its runtime, clients and
+//! that too, never as `PanicException`. `cli(argv)` runs the
+//! `mlflow-secrets-auth` command itself. The core — its runtime, clients and
 //! cache — belongs to one process: after `fork()` the child builds its own,
 //! and never touches (or drops) the parent's.
 #![forbid(unsafe_code)]
@@ -298,6 +299,20 @@ impl PySecretsAuth {
     }
 }
 
+/// The exit code of a command that panicked (`EX_SOFTWARE`).
+const INTERNAL_ERROR: u8 = 70;
+
+/// Runs the `mlflow-secrets-auth` command on `argv` (program name first) —
+/// the same implementation as the Rust binary — and returns its exit code.
+/// The GIL is released meanwhile; `exec` replaces this process.
+#[pyfunction]
+fn cli(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.detach(|| {
+        catch_unwind(|| mlflow_secrets_auth_cli::main_as(env!("CARGO_PKG_VERSION"), argv))
+            .unwrap_or(INTERNAL_ERROR)
+    })
+}
+
 /// Runs in the child after `os.fork()`: the parent's core is not ours.
 #[pyfunction]
 fn after_fork_in_child() {
@@ -308,6 +323,7 @@ fn after_fork_in_child() {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySecretsAuth>()?;
+    m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add("SecretsAuthError", m.py().get_type::<SecretsAuthError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     let py = m.py();

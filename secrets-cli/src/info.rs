@@ -36,7 +36,7 @@ pub fn report(auth: &SecretsAuth) -> Value {
         .map(ProviderKind::name)
         .collect();
     json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::version(),
         "compiled_providers": compiled,
         "providers": providers,
         "allowed_hosts": config.allowlist.is_restricted().then(|| config.allowlist.patterns().collect::<Vec<_>>()),
@@ -77,7 +77,7 @@ pub fn run(json_output: bool) -> anyhow::Result<u8> {
 
 fn print_human(auth: &SecretsAuth, report: &Value) {
     let config = auth.config();
-    println!("mlflow-secrets-auth {}", env!("CARGO_PKG_VERSION"));
+    println!("mlflow-secrets-auth {}", crate::version());
     let compiled: Vec<&str> = report["compiled_providers"]
         .as_array()
         .into_iter()

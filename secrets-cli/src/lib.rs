@@ -18,7 +18,7 @@ mod run;
 use std::ffi::OsString;
 use std::io::Write;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
 use mlflow_secrets_auth::{LogLevel, init_logging};
 
@@ -77,6 +77,14 @@ enum Command {
     },
 }
 
+/// The version `info` shows: the host's (see [`main_as`]).
+static VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The version this command runs as.
+fn version() -> &'static str {
+    VERSION.get().copied().unwrap_or(env!("CARGO_PKG_VERSION"))
+}
+
 /// Exit code: success.
 const SUCCESS: u8 = 0;
 /// Exit code: a check failed, nothing usable, or an error.
@@ -92,7 +100,22 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let code = match Cli::try_parse_from(args) {
+    main_as(env!("CARGO_PKG_VERSION"), args)
+}
+
+/// [`main_with`] for a host that ships the command under its own version
+/// (the Python wheel): `--version` and `info` show `version`.
+pub fn main_as<I, T>(version: &'static str, args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let parsed = Cli::command()
+        .version(version)
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    VERSION.get_or_init(|| version);
+    let code = match parsed {
         Ok(cli) => run(cli),
         Err(error) => {
             // --help and --version are "errors" that print and succeed.

@@ -60,6 +60,7 @@ pub(crate) fn ci() -> Result<()> {
         Command::new(venv().join("bin/python"))
             .current_dir(root())
             .env("HOSTILE_SERVER", root().join("target/debug/hostile-server"))
+            .env("MSA_WHEEL", &wheel)
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;

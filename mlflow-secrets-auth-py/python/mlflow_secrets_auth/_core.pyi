@@ -2,6 +2,8 @@ from typing import List, Literal, Optional, Sequence, Tuple, Union
 
 __version__: str
 
+def cli(argv: Sequence[str]) -> int: ...
+
 class SecretsAuthError(Exception): ...
 
 class SecretsAuth:

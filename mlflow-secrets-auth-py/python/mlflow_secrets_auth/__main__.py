@@ -1,0 +1,5 @@
+"""``python -m mlflow_secrets_auth``: the ``mlflow-secrets-auth`` command."""
+
+from .cli import main
+
+main()
