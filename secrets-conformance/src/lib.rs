@@ -92,3 +92,8 @@ macro_rules! conformance_suite {
         }
     };
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

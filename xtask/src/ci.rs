@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{cargo, fuzz, install_wheel, root, run, soak, test_env, venv, wheel};
+use crate::{cargo, fuzz, install_wheel, root, run, sdist, soak, test_env, venv, wheel};
 
 /// Provider features of the facade; each must build alone.
 pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
@@ -65,6 +65,7 @@ pub(crate) fn ci() -> Result<()> {
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;
     soak(30, false, &venv().join("bin/python"))?;
+    sdist()?;
     fuzz(20)?;
     run(
         "docs",

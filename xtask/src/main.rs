@@ -9,6 +9,8 @@
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
 //!   (maturin, from the venv) into `target/wheels/`, and installs it into the
 //!   venv with `--install`.
+//! - `sdist`: the Python package's source distribution (`target/sdist/`),
+//!   checked for the files a build from it needs; `ci` runs it.
 //! - `fuzz [--seconds N]`: runs every cargo-fuzz target (nightly) for N
 //!   seconds each (default 60), from the committed seeds; `ci` runs 20 s each.
 //! - `bench`: the criterion benches, the side-by-side comparison with the
@@ -42,9 +44,9 @@ use ci::ci;
 use demo::demo;
 use env::{install_into, pip_install, test_env, venv};
 use fuzz::fuzz;
-use wheel::{install_wheel, wheel};
+use wheel::{install_wheel, sdist, wheel};
 
-pub(crate) const USAGE: &str = "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|fuzz [--seconds N]|bench|soak [--seconds N]|demo>";
+pub(crate) const USAGE: &str = "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|fuzz [--seconds N]|sdist|bench|soak [--seconds N]|demo>";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1);
@@ -54,6 +56,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench(),
         Some("fuzz") => fuzz(seconds_flag(60)?),
+        Some("sdist") => sdist().map(drop),
         Some("soak") => {
             let seconds = seconds_flag(30)?;
             install_wheel(&wheel(false)?)?;

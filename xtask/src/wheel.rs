@@ -52,3 +52,67 @@ pub(crate) fn install_wheel(wheel: &Path) -> Result<()> {
             .arg(wheel),
     )
 }
+
+/// What the sdist needs to build the extension where no wheel fits: the
+/// Python sources, the lock file and every crate the extension is built from.
+const SDIST_NEEDS: &[&str] = &[
+    "pyproject.toml",
+    "Cargo.toml",
+    "Cargo.lock",
+    "python/mlflow_secrets_auth/__init__.py",
+    "python/mlflow_secrets_auth/__main__.py",
+    "python/mlflow_secrets_auth/_plugin.py",
+    "python/mlflow_secrets_auth/cli.py",
+    "python/mlflow_secrets_auth/_core.pyi",
+    "python/mlflow_secrets_auth/py.typed",
+    "mlflow-secrets-auth-py/Cargo.toml",
+    "mlflow-secrets-auth-py/src/lib.rs",
+    "mlflow-secrets-auth/src/lib.rs",
+    "secrets-cli/src/lib.rs",
+    "secrets-core/src/lib.rs",
+    "secrets-cache/src/lib.rs",
+    "secrets-retry/src/lib.rs",
+    "secrets-vault/src/lib.rs",
+    "secrets-aws/src/lib.rs",
+    "secrets-azure/src/lib.rs",
+];
+
+/// Builds the sdist into `target/sdist` and checks it holds what a build from
+/// it needs; returns its path.
+pub(crate) fn sdist() -> Result<PathBuf> {
+    let out = root().join("target/sdist");
+    if out.is_dir() {
+        std::fs::remove_dir_all(&out).context("emptying target/sdist")?;
+    }
+    run(
+        "sdist: maturin sdist",
+        Command::new(venv().join("bin/maturin"))
+            .current_dir(root())
+            .args(["sdist", "-m", "mlflow-secrets-auth-py/Cargo.toml", "--out"])
+            .arg(&out),
+    )?;
+    let sdist = std::fs::read_dir(&out)
+        .context("reading target/sdist")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .context("no sdist built")?;
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&sdist)
+        .output()
+        .context("listing the sdist")?;
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let files: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_once('/').map(|(_, rest)| rest))
+        .collect();
+    let missing: Vec<&&str> = SDIST_NEEDS
+        .iter()
+        .filter(|needed| !files.contains(needed))
+        .collect();
+    if !missing.is_empty() {
+        bail!("{} lacks {missing:?}", sdist.display());
+    }
+    eprintln!("sdist: {} ({} files)", sdist.display(), files.len());
+    Ok(sdist)
+}
