@@ -48,8 +48,8 @@ pub(crate) fn ci() -> Result<()> {
             .env("SECRETS_REQUIRE_SERVERS", "1")
             .env("AWS_EC2_METADATA_DISABLED", "true"),
     )?;
-    let wheel = wheel(false)?;
-    install_wheel(&wheel)?;
+    let debug_wheel = wheel(false)?;
+    install_wheel(&debug_wheel)?;
     // The hostile servers the Python tests face are the Rust tests' own.
     run(
         "hostile-server for the Python tests",
@@ -60,12 +60,14 @@ pub(crate) fn ci() -> Result<()> {
         Command::new(venv().join("bin/python"))
             .current_dir(root())
             .env("HOSTILE_SERVER", root().join("target/debug/hostile-server"))
-            .env("MSA_WHEEL", &wheel)
+            .env("MSA_WHEEL", &debug_wheel)
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;
     soak(30, false, &venv().join("bin/python"))?;
     sdist()?;
+    // The wheel users install: release, glibc 2.17, checked by auditwheel.
+    wheel(true)?;
     fuzz(20)?;
     run(
         "docs",

@@ -8,7 +8,9 @@
 //!   `.venv/`, from pinned versions; does nothing when they are up to date.
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
 //!   (maturin, from the venv) into `target/wheels/`, and installs it into the
-//!   venv with `--install`.
+//!   venv with `--install`. `--release` builds for glibc 2.17 (manylinux2014,
+//!   linked by zig from PyPI's `ziglang`) and checks it with `auditwheel show`;
+//!   `ci` builds both (the debug one for pytest).
 //! - `sdist`: the Python package's source distribution (`target/sdist/`),
 //!   checked for the files a build from it needs; `ci` runs it.
 //! - `fuzz [--seconds N]`: runs every cargo-fuzz target (nightly) for N

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{pip_install, root, run, test_env, venv};
+use crate::{install_into, pip_install, root, run, test_env, venv};
 
 /// Builds the plugin's wheel with maturin from the venv; returns its path.
 pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
@@ -26,7 +26,17 @@ pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
         ])
         .arg(&out);
     if release {
-        maturin.arg("--release");
+        // glibc 2.17 (manylinux2014): linked by zig against that glibc's
+        // symbols, so pip installs it on RHEL/Rocky 8, Amazon Linux 2, Ubuntu 20.04.
+        install_into(
+            &venv(),
+            &root().join("xtask/wheel-requirements.txt"),
+            &root().join("xtask/test-env-constraints.txt"),
+        )?;
+        maturin
+            .args(["--release", "--zig", "--compatibility", "manylinux2014"])
+            .env("PATH", with_venv_on_path()?)
+            .env("CARGO_TARGET_DIR", root().join("target/manylinux2014"));
     }
     run("wheel: maturin build", &mut maturin)?;
     let built: Vec<PathBuf> = std::fs::read_dir(&out)
@@ -34,13 +44,50 @@ pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "whl"))
         .collect();
-    match built.as_slice() {
-        [one] => {
-            eprintln!("wheel: {}", one.display());
-            Ok(one.clone())
-        }
-        _ => bail!("expected one wheel in {}, found {built:?}", out.display()),
+    let [wheel] = built.as_slice() else {
+        bail!("expected one wheel in {}, found {built:?}", out.display());
+    };
+    if release {
+        check_manylinux2014(wheel)?;
     }
+    let size = std::fs::metadata(wheel).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "wheel: {} ({:.1} MB)",
+        wheel.display(),
+        size as f64 / 1_000_000.0
+    );
+    Ok(wheel.clone())
+}
+
+/// `PATH` with the venv's `bin` first (where `python -m ziglang` is found).
+fn with_venv_on_path() -> Result<std::ffi::OsString> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(venv().join("bin")).chain(std::env::split_paths(&path));
+    std::env::join_paths(dirs).context("building PATH")
+}
+
+/// `auditwheel show` must agree that the wheel needs nothing newer than
+/// glibc 2.17.
+fn check_manylinux2014(wheel: &Path) -> Result<()> {
+    let shown = Command::new(venv().join("bin/auditwheel"))
+        .arg("show")
+        .arg(wheel)
+        .output()
+        .context("running auditwheel")?;
+    let text = String::from_utf8_lossy(&shown.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("{text}");
+    if !shown.status.success()
+        || !text.contains("consistent with the following platform tag: \"manylinux_2_17_x86_64\"")
+    {
+        bail!(
+            "auditwheel does not find {} manylinux2014-compatible",
+            wheel.display()
+        );
+    }
+    Ok(())
 }
 
 /// Installs (or replaces) the plugin in the venv.
