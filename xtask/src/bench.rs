@@ -91,10 +91,7 @@ pub(crate) fn bench() -> Result<()> {
             "MSA_PLUGIN_SCRIPT",
             root().join("xtask/bench/plugin_per_request.py"),
         )
-        // The AWS SDK's credential chain reads the process environment:
-        // moto's test keys, and never instance metadata.
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        // moto's keys come with each configuration; never instance metadata.
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -131,10 +128,7 @@ pub(crate) fn soak(seconds: u64, release: bool, python: &Path) -> Result<String>
             "MSA_SOAK_CLIENT",
             root().join("xtask/harness/soak_client.py"),
         )
-        // The AWS SDK's credential chain reads the process environment:
-        // moto's test keys, and never instance metadata.
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        // moto's keys come with each configuration; never instance metadata.
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stderr(std::process::Stdio::inherit())
         .output()

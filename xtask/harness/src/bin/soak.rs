@@ -204,6 +204,17 @@ fn check(
     }
 }
 
+/// One call: how long it took since `started`, and whether it got the credential.
+fn record(
+    times: &Histogram,
+    tally: &Tally,
+    started: Instant,
+    outcome: std::result::Result<(), String>,
+) {
+    times.record(started.elapsed().as_nanos() as u64);
+    tally.note(outcome);
+}
+
 /// Resident set size of process `pid` ("self" for this one), in kB.
 fn rss_kb(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -359,10 +370,9 @@ fn main() -> Result<()> {
             );
             runtime.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
+                    let started = Instant::now();
                     let answer = auth.header_for(URL).await;
-                    times.record(t.elapsed().as_nanos() as u64);
-                    tally.note(check(answer, &expected));
+                    record(&times, &tally, started, check(answer, &expected));
                     tokio::time::sleep(PAUSE).await;
                 }
             })
@@ -379,10 +389,9 @@ fn main() -> Result<()> {
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
+                    let started = Instant::now();
                     let answer = auth.header_for(URL);
-                    times.record(t.elapsed().as_nanos() as u64);
-                    tally.note(check(answer, &expected));
+                    record(&times, &tally, started, check(answer, &expected));
                     std::thread::sleep(PAUSE);
                 }
             })
