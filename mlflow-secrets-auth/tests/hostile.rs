@@ -467,3 +467,73 @@ fn futures_stream(
     }
     Chunks(chunks.into_iter())
 }
+
+#[test]
+fn the_path_that_does_not_wait_never_answers_for_the_thief() {
+    // `header_for_cached` (taken first by the blocking face and the Python
+    // plugin) answers from remembered verdicts of plain origins and a fresh
+    // entry. Every URL a client could be pointed at is asked through it and
+    // through the blocking face once the allowed origin is warm; whatever
+    // comes back is sent, as a client would, to that URL (no redirects
+    // followed). Oracle: the thief's own record of what it received.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for header in HEADERS {
+        // The kit's servers run on this runtime; the blocking face must be
+        // called outside it.
+        let s = {
+            let _inside = runtime.enter();
+            Scene::new(header)
+        };
+        let sync = mlflow_secrets_auth::blocking::SecretsAuth::new(s.auth.clone()).unwrap();
+        let allowed = format!("{}/api", s.kit.url("allowed"));
+        assert!(sync.header_for(&allowed).unwrap().is_some());
+        let warm = s.auth.header_for_cached(&allowed);
+        assert!(matches!(warm, Some(Some(_))), "{header}: warm and judged");
+
+        let thief = format!("{}/steal", s.kit.url("thief"));
+        let mut urls = tricks(&s.kit);
+        urls.push(thief.clone());
+        // The thief's plain origin judged once, then asked again from memory.
+        assert!(sync.header_for(&thief).unwrap().is_none(), "{header}");
+        assert!(
+            matches!(s.auth.header_for_cached(&thief), Some(None)),
+            "{header}: remembered as refused"
+        );
+        let ca = reqwest::Certificate::from_pem(s.kit.ca_pem().as_bytes()).unwrap();
+        let plain = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut sent = 0;
+        for url in &urls {
+            let cached = s.auth.header_for_cached(url).flatten();
+            let blocking = sync.header_for(url).unwrap();
+            for got in [cached, blocking].into_iter().flatten() {
+                sent += 1;
+                let name = got.name().as_str().to_owned();
+                let value = mlflow_secrets_auth::secrecy::ExposeSecret::expose_secret(got.value())
+                    .to_owned();
+                let _ = runtime.block_on(async { plain.get(url).header(name, value).send().await });
+            }
+        }
+        assert!(
+            !s.leaked_to("thief"),
+            "{header}: the thief saw the credential"
+        );
+        // Control: the same sending does reach an allowed host.
+        let got = sync.header_for(&allowed).unwrap().unwrap();
+        let value =
+            mlflow_secrets_auth::secrecy::ExposeSecret::expose_secret(got.value()).to_owned();
+        let name = got.name().as_str();
+        runtime
+            .block_on(async { plain.get(&allowed).header(name, value).send().await })
+            .unwrap();
+        assert!(s.kit.saw("allowed", &s.value(OLD)), "{header}: control");
+        println!(
+            "{header}: {} tricky URLs asked, {sent} answered with a credential",
+            urls.len()
+        );
+    }
+}

@@ -322,3 +322,21 @@ async fn the_challenge_resource_must_match_the_vault_domain() {
     assert!(!err.is_transient(), "{err}");
     assert_eq!(double.token_requests(), 0, "no token for a foreign vault");
 }
+
+/// The suite's declared incapability holds: a name with `/` is refused
+/// before any call, as a configuration error naming the variable.
+#[tokio::test]
+async fn a_name_with_slashes_is_refused_before_any_call() {
+    let double = AzureKeyVault::start();
+    let err = provider(&double, "team/mlflow/auth-8").build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string().contains("MLFLOW_AZURE_SECRET_NAME"),
+        "{err}"
+    );
+    assert_eq!(
+        (double.token_requests(), double.secret_reads()),
+        (0, 0),
+        "nothing was sent"
+    );
+}

@@ -441,3 +441,30 @@ async fn tls_with_the_ca_certificate_and_without() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("VAULT_CACERT"), "{err}");
 }
+
+/// The suite's declared incapability holds on the real server: a KV secret
+/// is a map of fields, and OpenBao refuses plain text in either version.
+#[tokio::test]
+async fn plain_text_is_refused_by_both_kv_versions() {
+    for store in [kv2_store("plain-kv2").await, kv1_store("plain-kv1").await]
+        .into_iter()
+        .flatten()
+    {
+        let path = if store.version == 2 {
+            format!("{}/data/conf-plain", store.mount)
+        } else {
+            format!("{}/conf-plain", store.mount)
+        };
+        let body = if store.version == 2 {
+            r#"{"data": "bob:pw-conf-3"}"#
+        } else {
+            r#""bob:pw-conf-3""#
+        };
+        let refused = store.bao.root("POST", &path, body);
+        assert_eq!(
+            refused.status, 400,
+            "KV v{}: {}",
+            store.version, refused.body
+        );
+    }
+}
