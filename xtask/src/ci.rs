@@ -99,6 +99,7 @@ pub(crate) fn ci() -> Result<()> {
     )?;
     // Every publishable crate packages and builds from its package alone,
     // in dependency order (unpublished workspace crates excluded).
+    forget_packaged_sources()?;
     run(
         "cargo package of every published crate",
         cargo().args([
@@ -116,5 +117,31 @@ pub(crate) fn ci() -> Result<()> {
         ]),
     )?;
     eprintln!("\nci: all steps passed");
+    Ok(())
+}
+
+/// `cargo package` verifies each crate as a registry crate built in
+/// `target/`; registry crates are taken as immutable, so a build left by an
+/// earlier run of the same name and version is reused even when our sources
+/// changed since. Remove those builds of our crates (their fingerprints and
+/// artifacts) so every run verifies the sources it packages.
+fn forget_packaged_sources() -> Result<()> {
+    let debug = root().join("target/debug");
+    for dir in [debug.join(".fingerprint"), debug.join("deps")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("mlflow-secrets-auth") || name.contains("mlflow_secrets_auth") {
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
     Ok(())
 }
