@@ -3,21 +3,22 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mlflow_secrets_auth_cache::{
-    CacheConfig, CacheStats, Clock, EntryMeta, Outcome, SecretCache, StaleGrace, SystemClock,
+    CacheConfig, CacheStats, Clock, EntryInfo, EntryMeta, Outcome, SecretCache, StaleGrace,
+    SystemClock,
 };
 use mlflow_secrets_auth_core::secrecy::ExposeSecret;
 use mlflow_secrets_auth_core::{
-    AuthHeader, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription, ProviderSettings,
-    Result, SecretError, SecretProvider, is_loopback, plain_origin,
+    AuthHeader, AuthMode, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription,
+    ProviderSettings, Result, SecretError, SecretProvider, is_loopback, plain_origin,
 };
 use mlflow_secrets_auth_retry::BreakerState;
 use url::Url;
 
-use crate::chain::{Chain, Resolved};
+use crate::chain::{Chain, FetchEvent, FetchObserver, Resolved};
 use crate::config::{Config, Warning, WarningKind};
 
 struct Inner {
@@ -32,6 +33,7 @@ struct Inner {
     /// Verdicts of plain origins already judged ([`SecretsAuth::header_for`]).
     judged: Judged,
     warned_plain_http: AtomicBool,
+    observer: OnceLock<FetchObserver>,
 }
 
 /// Fetches, caches and attaches the credential. Cheap to clone; `Send + Sync`.
@@ -78,6 +80,20 @@ pub struct ProviderStatus {
     pub last_error: Option<ErrorKind>,
     /// Its auth mode and TTL (after clamping), when configured.
     pub settings: Option<ProviderSettings>,
+}
+
+/// The credential and how to use it, as [`SecretsAuth::lease`] hands it on.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The credential (`Debug` shows no value).
+    pub credential: Credential,
+    /// How it is written into the header.
+    pub auth_mode: AuthMode,
+    /// The provider that served it.
+    pub provider: &'static str,
+    /// How long the cached entry stays valid (zero when served stale).
+    pub valid_for: Duration,
 }
 
 /// Builds a [`SecretsAuth`] from code.
@@ -200,6 +216,7 @@ impl SecretsAuth {
                 refetched: Mutex::new(None),
                 judged: Judged::default(),
                 warned_plain_http: AtomicBool::new(false),
+                observer: OnceLock::new(),
             }),
         }
     }
@@ -457,6 +474,52 @@ impl SecretsAuth {
         self.inner.cache.expire(&());
     }
 
+    /// The credential with what another process needs to use it as this
+    /// one would: the auth mode, the provider that served it and how long
+    /// the cached entry stays valid (zero when served stale). Whatever the
+    /// destination, like [`Self::credential_unchecked`]: for handing on
+    /// (the node agent), never for attaching to a request.
+    pub async fn lease(&self) -> Result<Lease> {
+        let served = self.current().await?;
+        let valid_for = self.entry().map_or(Duration::ZERO, |e| e.remaining);
+        Ok(Lease {
+            credential: served.credential.clone(),
+            auth_mode: served.mode,
+            provider: self.inner.chain.links[served.index].provider.name(),
+            valid_for,
+        })
+    }
+
+    /// Fetches the credential again now, under the bounded-refetch rule of
+    /// [`Self::refused`] (at most once per credential per
+    /// [`Config::refetch_interval`]); the old value stays the stale fallback.
+    /// `true` when the credential changed. Nothing cached: fetches it.
+    pub async fn refetch(&self) -> Result<bool> {
+        match self.inner.cache.peek(&()) {
+            Some(cached) => Ok(self
+                .refused(cached.header.value().expose_secret())
+                .await?
+                .is_some()),
+            None => {
+                self.current().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The cached entry's age, remaining validity and state (no value).
+    pub fn entry(&self) -> Option<EntryInfo<()>> {
+        self.inner.cache.entries().into_iter().next()
+    }
+
+    /// Calls `observe` after every fetch from a provider of the chain
+    /// (foreground or background), with the provider, the time it took and
+    /// its error kind — for metrics. One observer per `SecretsAuth`: `false`
+    /// when one was already set (the new one is dropped).
+    pub fn observe_fetches(&self, observe: impl Fn(&FetchEvent) + Send + Sync + 'static) -> bool {
+        self.inner.observer.set(Box::new(observe)).is_ok()
+    }
+
     /// Cache counters.
     pub fn stats(&self) -> CacheStats {
         self.inner.cache.stats()
@@ -524,7 +587,7 @@ fn same_value(header: &AuthHeader, value: &str) -> bool {
 
 impl Inner {
     async fn fetch(&self) -> Result<(Resolved, EntryMeta)> {
-        let (served, meta) = self.chain.fetch().await?;
+        let (served, meta) = self.chain.fetch(self.observer.get()).await?;
         let ttl = self.chain.links[served.index].settings.ttl;
         let mut entry = EntryMeta::default().with_ttl(ttl);
         if let Some(valid_for) = meta.valid_for {

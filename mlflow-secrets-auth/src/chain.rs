@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mlflow_secrets_auth_core::{
-    AuthHeader, Credential, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings, Result,
-    SecretError, SecretMeta, SecretProvider,
+    AuthHeader, AuthMode, Credential, Env, ErrorKind, HeaderName, ProviderKind, ProviderSettings,
+    Result, SecretError, SecretMeta, SecretProvider,
 };
 use mlflow_secrets_auth_retry::{Backoff, BreakerConfig, BreakerState, Jitter, RetryPolicy};
 
@@ -20,6 +20,9 @@ pub(crate) struct Link {
     pub(crate) settings: ProviderSettings,
     pub(crate) last_error: Mutex<Option<ErrorKind>>,
 }
+
+/// The name of the node agent's provider.
+const AGENT: &str = "agent";
 
 /// A provider that is enabled but cannot be used, and why.
 #[derive(Debug, Clone)]
@@ -55,6 +58,37 @@ fn build(kind: ProviderKind, env: &Env<'_>) -> Result<Arc<dyn SecretProvider>> {
                 ),
                 None => format!("provider `{other}` is not compiled into this build"),
             },
+        )),
+    }
+}
+
+/// The node agent named by `MLFLOW_SECRETS_AGENT`, first in the chain. Its
+/// answers carry the auth mode and validity of the agent's own provider;
+/// the TTL here is only the upper bound.
+#[cfg(feature = "agent")]
+fn agent(
+    config: &Config,
+    env: &Env<'_>,
+) -> Result<Option<(Arc<dyn SecretProvider>, ProviderSettings)>> {
+    let settings = ProviderSettings {
+        auth_mode: AuthMode::default(),
+        ttl: config.ttl_max,
+    };
+    Ok(mlflow_secrets_auth_agent::AgentProvider::from_env(env)?
+        .map(|agent| (Arc::new(agent) as Arc<dyn SecretProvider>, settings)))
+}
+
+/// Without the feature `agent`, naming an agent is a configuration error.
+#[cfg(not(feature = "agent"))]
+fn agent(
+    _config: &Config,
+    env: &Env<'_>,
+) -> Result<Option<(Arc<dyn SecretProvider>, ProviderSettings)>> {
+    match env.string(&["MLFLOW_SECRETS_AGENT"])? {
+        None => Ok(None),
+        Some(_) => Err(SecretError::config(
+            "MLFLOW_SECRETS_AGENT",
+            "the agent client is not compiled into this build (enable the crate feature `agent`)",
         )),
     }
 }
@@ -106,6 +140,17 @@ impl Chain {
     pub(crate) fn from_env(config: &Config, env: &Env<'_>, warnings: &mut Vec<Warning>) -> Self {
         let mut entries = Vec::new();
         let mut unusable = Vec::new();
+        match agent(config, env) {
+            Ok(Some(pair)) => entries.push(pair),
+            Ok(None) => {}
+            Err(error) => {
+                warnings.push(Warning::new(
+                    WarningKind::Provider,
+                    format!("the agent is skipped: {error}"),
+                ));
+                unusable.push(Unusable { name: AGENT, error });
+            }
+        }
         for &kind in &config.enabled {
             let built = build(kind, env).and_then(|provider| {
                 let (settings, warning) = config.provider_settings(kind, env)?;
@@ -142,8 +187,18 @@ impl Chain {
         let policy = retry_policy(config);
         let links = providers
             .into_iter()
+            .map(|(provider, settings)| {
+                // An agent that does not answer is failed over at once:
+                // retrying a local socket only delays the next provider.
+                let policy = if provider.name() == AGENT {
+                    policy.clone().with_max_retries(0)
+                } else {
+                    policy.clone()
+                };
+                (provider.with_retry(policy).with_breaker(breaker), settings)
+            })
             .map(|(provider, settings)| Link {
-                provider: provider.with_retry(policy.clone()).with_breaker(breaker),
+                provider,
                 settings,
                 last_error: Mutex::new(None),
             })
@@ -159,7 +214,10 @@ impl Chain {
     /// Fetches the credential: providers in order, each under retry and its
     /// breaker; a transient failure (or open circuit) moves on to the next
     /// provider, any other failure is returned as is.
-    pub(crate) async fn fetch(&self) -> Result<(Resolved, SecretMeta)> {
+    pub(crate) async fn fetch(
+        &self,
+        observer: Option<&FetchObserver>,
+    ) -> Result<(Resolved, SecretMeta)> {
         if self.links.is_empty() {
             let why = match self.unusable.first() {
                 Some(u) => format!("no usable provider (`{}`: {})", u.name, u.error),
@@ -176,11 +234,19 @@ impl Chain {
                 failures.push(format!("{name}: not tried, the fetch deadline passed"));
                 break;
             }
+            let started = Instant::now();
             let result = self.fetch_one(link, left).await;
+            if let Some(observe) = &observer {
+                observe(&FetchEvent {
+                    provider: name,
+                    took: started.elapsed(),
+                    error: result.as_ref().err().map(SecretError::kind),
+                });
+            }
             *link.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                 result.as_ref().err().map(SecretError::kind);
             match result {
-                Ok((header, credential, meta)) => {
+                Ok((header, credential, mode, meta)) => {
                     if index > 0 {
                         tracing::info!(provider = name, "credential served by a fallback provider");
                     }
@@ -188,6 +254,7 @@ impl Chain {
                         Resolved {
                             header,
                             credential,
+                            mode,
                             index,
                         },
                         meta,
@@ -225,13 +292,14 @@ impl Chain {
         &self,
         link: &Link,
         budget: Duration,
-    ) -> Result<(AuthHeader, Credential, SecretMeta)> {
+    ) -> Result<(AuthHeader, Credential, AuthMode, SecretMeta)> {
         let name = link.provider.name();
         let fetched = link.provider.fetch_within(budget).await?;
         let credential = fetched.credential().map_err(|e| e.with_provider(name))?;
-        let header = AuthHeader::build(&credential, link.settings.auth_mode, &self.header_name)
+        let mode = fetched.meta.auth_mode.unwrap_or(link.settings.auth_mode);
+        let header = AuthHeader::build(&credential, mode, &self.header_name)
             .map_err(|e| e.with_provider(name))?;
-        Ok((header, credential, fetched.meta))
+        Ok((header, credential, mode, fetched.meta))
     }
 
     /// The breaker state of a link, for status output.
@@ -245,5 +313,21 @@ impl Chain {
 pub(crate) struct Resolved {
     pub(crate) header: AuthHeader,
     pub(crate) credential: Credential,
+    pub(crate) mode: AuthMode,
     pub(crate) index: usize,
 }
+
+/// One fetch from one provider of the chain, as a [`FetchObserver`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FetchEvent {
+    /// The provider asked.
+    pub provider: &'static str,
+    /// How long it took, retries included.
+    pub took: Duration,
+    /// The kind of its failure, `None` on success.
+    pub error: Option<ErrorKind>,
+}
+
+/// Told of every fetch (see [`crate::SecretsAuth::observe_fetches`]).
+pub type FetchObserver = Box<dyn Fn(&FetchEvent) + Send + Sync>;

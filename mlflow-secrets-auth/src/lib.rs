@@ -16,7 +16,8 @@
 //! - [`providers`]: every provider crate, one import away.
 //!
 //! Provider crates are behind the features `vault`, `aws`, `azure`; the file
-//! provider is always there.
+//! provider is always there. With the feature `agent`, `MLFLOW_SECRETS_AGENT`
+//! puts the node agent (`mlflow-secrets-auth agent`) first in the chain.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -29,10 +30,11 @@ mod logging;
 #[cfg(feature = "middleware")]
 pub mod middleware;
 
-pub use auth::{ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
+pub use auth::{Lease, ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
+pub use chain::{FetchEvent, FetchObserver};
 pub use config::{Config, LogLevel, Warning, WarningKind};
 pub use logging::{RedactingWriter, init_logging, subscriber};
-pub use mlflow_secrets_auth_cache::CacheStats;
+pub use mlflow_secrets_auth_cache::{CacheStats, EntryInfo, EntryState};
 pub use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
     FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
@@ -43,8 +45,11 @@ pub use mlflow_secrets_auth_retry::BreakerState;
 pub use url::Url;
 
 /// Every provider, one import away: `providers::vault`, `providers::aws`,
-/// `providers::azure` (each behind its crate feature) and `providers::file`.
+/// `providers::azure`, `providers::agent` (each behind its crate feature)
+/// and `providers::file`.
 pub mod providers {
+    #[cfg(feature = "agent")]
+    pub use mlflow_secrets_auth_agent as agent;
     #[cfg(feature = "aws")]
     pub use mlflow_secrets_auth_aws as aws;
     #[cfg(feature = "azure")]

@@ -100,6 +100,10 @@ pub struct SecretMeta {
     /// How long the backend says the secret stays valid from now (a Vault lease,
     /// an Azure `exp`). A cache never keeps the secret longer than this.
     pub valid_for: Option<Duration>,
+    /// How the source wants the credential written, overriding the provider's
+    /// configured auth mode: a source that serves credentials it did not
+    /// choose the mode of (the node agent passes on its own provider's).
+    pub auth_mode: Option<AuthMode>,
 }
 
 impl SecretMeta {
@@ -114,6 +118,13 @@ impl SecretMeta {
     #[must_use]
     pub fn with_valid_for(mut self, valid_for: Duration) -> Self {
         self.valid_for = Some(crate::capped(valid_for));
+        self
+    }
+
+    /// Sets the auth mode the credential must be written with.
+    #[must_use]
+    pub fn with_auth_mode(mut self, auth_mode: AuthMode) -> Self {
+        self.auth_mode = Some(auth_mode);
         self
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::{cargo, fuzz, install_wheel, root, run, sdist, soak, test_env, venv, wheel};
 
 /// Provider features of the facade; each must build alone.
-pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "middleware"];
+pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "agent", "middleware"];
 
 pub(crate) fn ci() -> Result<()> {
     test_env()?;

@@ -1,0 +1,467 @@
+//! The client of the mlflow-secrets-auth node agent.
+//!
+//! The agent (`mlflow-secrets-auth agent`) owns the one credential cache of a
+//! node; processes read the credential from it instead of from the backend,
+//! so 64 workers make one backend fetch per TTL and hold no backend
+//! credentials. [`AgentProvider`] is that reader as a [`SecretProvider`]: put
+//! first in a chain, an unreachable agent is a transient error and the chain
+//! fails over to its other providers. [`AgentClient`] speaks the agent's
+//! other endpoints ([`protocol`]).
+//!
+//! - `MLFLOW_SECRETS_AGENT=unix:/run/user/1000/mlflow-secrets-auth/agent.sock`
+//!   — the agent's Unix socket (the agent checks the caller's uid), or
+//! - `MLFLOW_SECRETS_AGENT=http://127.0.0.1:PORT` (a loopback IP literal
+//!   only) with `MLFLOW_SECRETS_AGENT_TOKEN_FILE` naming the file holding the
+//!   agent's token, sent as `Authorization: Bearer`.
+//!
+//! ```no_run
+//! # async fn demo() -> mlflow_secrets_auth_agent::Result<()> {
+//! use mlflow_secrets_auth_agent::{AgentProvider, Env, SecretProvider};
+//! if let Some(agent) = AgentProvider::from_env(&Env::process())? {
+//!     let credential = agent.fetch().await?.credential()?;
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod protocol;
+
+use std::fmt;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use mlflow_secrets_auth_core::ProviderDescription;
+use mlflow_secrets_auth_core::secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite};
+use zeroize::Zeroizing;
+
+/// What a provider is used with, so this crate alone is enough to use it.
+pub use mlflow_secrets_auth_core::{
+    Env, ErrorKind, FetchedSecret, Result, SecretError, SecretMeta, SecretProvider, secrecy,
+};
+
+use crate::protocol::{ErrorAnswer, SecretAnswer};
+
+/// The provider's name.
+pub const NAME: &str = "agent";
+/// The variable naming the agent: `unix:/path` or `http://127.0.0.1:PORT`.
+pub const AGENT_VAR: &str = "MLFLOW_SECRETS_AGENT";
+/// The variable naming the file holding the agent's token (TCP only).
+pub const TOKEN_FILE_VAR: &str = "MLFLOW_SECRETS_AGENT_TOKEN_FILE";
+/// The largest token file read, in bytes.
+const MAX_TOKEN_BYTES: u64 = 4096;
+/// The longest error message taken from the agent, in characters.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Where the agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAddr {
+    /// A Unix domain socket.
+    Unix(PathBuf),
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+}
+
+impl AgentAddr {
+    /// Parses `unix:/path` or `http://IP:PORT` (a loopback IP literal: the
+    /// token goes there). Errors name [`AGENT_VAR`].
+    pub fn parse(value: &str) -> Result<Self> {
+        let value = value.trim();
+        if let Some(path) = value.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(config(AGENT_VAR, "`unix:` needs a socket path"));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        let Some(rest) = value.strip_prefix("http://") else {
+            return Err(config(
+                AGENT_VAR,
+                format!(
+                    "{value:?} is not an agent address (expected `unix:/path/agent.sock` or `http://127.0.0.1:PORT`)"
+                ),
+            ));
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let addr: SocketAddr = authority.parse().map_err(|_| {
+            config(
+                AGENT_VAR,
+                format!("{value:?}: the agent's address must be a loopback IP and a port, as in `http://127.0.0.1:8765`"),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(config(
+                AGENT_VAR,
+                format!("{value:?} is not a loopback address; the agent listens on loopback only"),
+            ));
+        }
+        Ok(Self::Tcp(addr))
+    }
+}
+
+impl fmt::Display for AgentAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Tcp(addr) => write!(f, "http://{addr}"),
+        }
+    }
+}
+
+fn config(var: &str, problem: impl fmt::Display) -> SecretError {
+    SecretError::config(var, problem).with_provider(NAME)
+}
+
+/// Talks HTTP/1.1 to the agent: one connection per call (calls are rare: the
+/// caller caches).
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    addr: AgentAddr,
+    token_file: Option<PathBuf>,
+}
+
+/// An answer of the agent: status and body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body (at most [`protocol::MAX_ANSWER_BYTES`]), wiped on drop.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl Answer {
+    /// The error message of a refusal, cut short and safe to show.
+    fn message(&self) -> String {
+        let text = serde_json::from_slice::<ErrorAnswer>(&self.body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).into_owned());
+        let text: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        mlflow_secrets_auth_core::redact(text.trim()).into_owned()
+    }
+
+    fn kind(&self) -> Option<ErrorKind> {
+        serde_json::from_slice::<ErrorAnswer>(&self.body)
+            .ok()?
+            .kind
+            .as_deref()
+            .and_then(protocol::error_kind)
+    }
+}
+
+impl AgentClient {
+    /// A client of the agent at `addr`; `token_file` (TCP) holds the token.
+    pub fn new(addr: AgentAddr, token_file: Option<PathBuf>) -> Self {
+        Self { addr, token_file }
+    }
+
+    /// Reads [`AGENT_VAR`] and [`TOKEN_FILE_VAR`]; `None` when no agent is named.
+    pub fn from_env(env: &Env<'_>) -> Result<Option<Self>> {
+        let Some(value) = env.string(&[AGENT_VAR])? else {
+            return Ok(None);
+        };
+        let addr = AgentAddr::parse(&value)?;
+        let token_file = env.string(&[TOKEN_FILE_VAR])?.map(PathBuf::from);
+        if matches!(addr, AgentAddr::Tcp(_)) && token_file.is_none() {
+            return Err(config(
+                TOKEN_FILE_VAR,
+                format!("is not set; an agent on TCP ({addr}) needs its token"),
+            ));
+        }
+        Ok(Some(Self::new(addr, token_file)))
+    }
+
+    /// Where the agent is.
+    pub fn addr(&self) -> &AgentAddr {
+        &self.addr
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Answer> {
+        self.call(Method::GET, path).await
+    }
+
+    /// `POST path` (no body).
+    pub async fn post(&self, path: &str) -> Result<Answer> {
+        self.call(Method::POST, path).await
+    }
+
+    async fn call(&self, method: Method, path: &str) -> Result<Answer> {
+        let token = match &self.token_file {
+            Some(file) => Some(read_token(file)?),
+            None => None,
+        };
+        let host = match &self.addr {
+            AgentAddr::Unix(_) => "localhost".to_owned(),
+            AgentAddr::Tcp(addr) => addr.to_string(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, host)
+            .header(
+                header::USER_AGENT,
+                concat!("mlflow-secrets-auth/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(token) = &token {
+            let value = Zeroizing::new(format!("Bearer {}", token.expose_secret()));
+            let mut value = http::HeaderValue::from_str(&value)
+                .map_err(|_| config(TOKEN_FILE_VAR, "the token is not a valid header value"))?;
+            value.set_sensitive(true);
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| SecretError::new(ErrorKind::Config, format!("agent request: {e}")))?;
+        match &self.addr {
+            AgentAddr::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.unreachable(&e))?;
+                exchange(stream, request).await
+            }
+            AgentAddr::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| self.unreachable(&e))?;
+                exchange(stream, request).await
+            }
+        }
+        .map_err(|e| self.unreachable(&e))
+    }
+
+    fn unreachable(&self, error: &dyn fmt::Display) -> SecretError {
+        SecretError::new(
+            ErrorKind::Transient,
+            format!("the agent at {} is unreachable: {error}", self.addr),
+        )
+        .with_provider(NAME)
+    }
+
+    /// The error for an answer that is not a success.
+    fn refusal(&self, answer: &Answer) -> SecretError {
+        let message = answer.message();
+        let status = answer.status;
+        let error = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let hint = match self.addr {
+                    AgentAddr::Unix(_) => "run as a user the agent allows (--allow-uid)",
+                    AgentAddr::Tcp(_) => "check MLFLOW_SECRETS_AGENT_TOKEN_FILE",
+                };
+                SecretError::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "the agent at {} refused this client ({status}: {message}); {hint}",
+                        self.addr
+                    ),
+                )
+            }
+            _ => SecretError::new(
+                answer.kind().unwrap_or(ErrorKind::Transient),
+                format!("the agent at {} answered {status}: {message}", self.addr),
+            ),
+        };
+        error.with_provider(NAME)
+    }
+}
+
+/// Reads the token file: trimmed, bounded, never shown.
+fn read_token(path: &Path) -> Result<SecretString> {
+    let fail = |problem: String| config(TOKEN_FILE_VAR, format!("{}: {problem}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX_TOKEN_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(fail(format!("is longer than {MAX_TOKEN_BYTES} bytes")));
+    }
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail("is empty".to_owned()));
+    }
+    Ok(token.into())
+}
+
+/// One request on a fresh connection; the body is read up to the limit.
+async fn exchange<S>(stream: S, request: Request<Empty<Bytes>>) -> std::io::Result<Answer>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let io_error = std::io::Error::other;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(io_error)?;
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(io_error)?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), protocol::MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| std::io::Error::other(format!("reading the answer: {e}")))?
+        .to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok(Answer {
+        status,
+        body: Zeroizing::new(body.to_vec()),
+    })
+}
+
+/// Reads the credential from the agent.
+#[derive(Debug, Clone)]
+pub struct AgentProvider {
+    client: AgentClient,
+}
+
+impl AgentProvider {
+    /// A provider reading from `client`'s agent.
+    pub fn new(client: AgentClient) -> Self {
+        Self { client }
+    }
+
+    /// Reads [`AGENT_VAR`] (and [`TOKEN_FILE_VAR`]); `None` when no agent is named.
+    pub fn from_env(env: &Env<'_>) -> Result<Option<Self>> {
+        Ok(AgentClient::from_env(env)?.map(Self::new))
+    }
+
+    /// The client underneath.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl SecretProvider for AgentProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn fetch(&self) -> Result<FetchedSecret> {
+        let answer = self.client.get(protocol::SECRET_PATH).await?;
+        if answer.status != StatusCode::OK {
+            return Err(self.client.refusal(&answer));
+        }
+        let malformed = |what: String| {
+            SecretError::new(
+                ErrorKind::InvalidSecret,
+                format!(
+                    "the agent at {} sent a malformed answer: {what}",
+                    self.client.addr
+                ),
+            )
+            .with_provider(NAME)
+        };
+        // serde's messages may quote the input: only the position is shown.
+        let parsed: SecretAnswer = serde_json::from_slice(&answer.body).map_err(|e| {
+            malformed(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let mode = parsed
+            .mode()
+            .ok_or_else(|| malformed("`auth_mode` is neither `bearer` nor `basic`".to_owned()))?;
+        if !parsed.valid_for_secs.is_finite() || parsed.valid_for_secs < 0.0 {
+            return Err(malformed(
+                "`valid_for_secs` is not a non-negative number".to_owned(),
+            ));
+        }
+        let valid_for = Duration::from_secs_f64(
+            parsed
+                .valid_for_secs
+                .min(mlflow_secrets_auth_core::MAX_DURATION.as_secs_f64()),
+        );
+        let text = Zeroizing::new(
+            serde_json::to_string(&parsed.credential)
+                .map_err(|e| malformed(format!("{:?}", e.classify())))?,
+        );
+        let meta = SecretMeta::default()
+            .with_valid_for(valid_for)
+            .with_auth_mode(mode);
+        Ok(FetchedSecret::new(text.as_str().into()).with_meta(meta))
+    }
+
+    fn describe(&self) -> ProviderDescription {
+        let description =
+            ProviderDescription::new(NAME).field("address", self.client.addr.to_string());
+        match &self.client.token_file {
+            Some(file) => description.field("token_file", file.display().to_string()),
+            None => description,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_foreign_ones_are_refused() {
+        assert_eq!(
+            AgentAddr::parse("unix:/run/agent.sock").unwrap(),
+            AgentAddr::Unix("/run/agent.sock".into())
+        );
+        assert_eq!(
+            AgentAddr::parse("http://127.0.0.1:8765/").unwrap(),
+            AgentAddr::Tcp("127.0.0.1:8765".parse().unwrap())
+        );
+        assert!(matches!(
+            AgentAddr::parse("http://[::1]:9").unwrap(),
+            AgentAddr::Tcp(_)
+        ));
+        for bad in [
+            "unix:",
+            "http://10.0.0.1:8765",
+            "http://localhost:8765",
+            "http://127.0.0.1",
+            "https://127.0.0.1:8765",
+            "tcp://127.0.0.1:1",
+        ] {
+            let error = AgentAddr::parse(bad).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Config, "{bad}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("agent: MLFLOW_SECRETS_AGENT:"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_needs_a_token_file() {
+        let vars = [(AGENT_VAR, "http://127.0.0.1:8765")];
+        let error = AgentClient::from_env(&Env::new(&vars)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("MLFLOW_SECRETS_AGENT_TOKEN_FILE: is not set"),
+            "{error}"
+        );
+        let none: [(&str, &str); 0] = [];
+        assert!(AgentClient::from_env(&Env::new(&none)).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_absent_agent_is_transient_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let agent = AgentProvider::new(AgentClient::new(AgentAddr::Unix(path.clone()), None));
+        let error = agent.fetch().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! What the agent and its clients say to each other: the paths, the answer of
+//! `GET /v1/secret`, and the error body. HTTP/1.1 with JSON bodies.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use mlflow_secrets_auth_core::secrecy::ExposeSecret;
+use mlflow_secrets_auth_core::{AuthMode, Credential, ErrorKind};
+
+/// The secret material and how long it stays valid.
+pub const SECRET_PATH: &str = "/v1/secret";
+/// Refetch now (`POST`).
+pub const INVALIDATE_PATH: &str = "/v1/invalidate";
+/// Providers, cache entry, breakers, counters (no secret).
+pub const STATUS_PATH: &str = "/v1/status";
+/// The process is alive.
+pub const HEALTH_PATH: &str = "/healthz";
+/// A credential is cached or the last fetch succeeded.
+pub const READY_PATH: &str = "/readyz";
+/// Prometheus text exposition.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The largest body a client reads from the agent (a secret is at most
+/// [`mlflow_secrets_auth_core::MAX_SECRET_BYTES`], written as JSON).
+pub const MAX_ANSWER_BYTES: usize = 2 * mlflow_secrets_auth_core::MAX_SECRET_BYTES + 4096;
+
+/// A credential as the agent sends it: the JSON shapes every provider accepts.
+/// `Debug` shows no value; the strings are wiped on drop.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WireCredential {
+    /// A username and password.
+    UserPassword {
+        /// The username.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// A token.
+    Token {
+        /// The token.
+        token: String,
+    },
+}
+
+impl std::fmt::Debug for WireCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UserPassword { .. } => f.write_str("WireCredential::UserPassword(***)"),
+            Self::Token { .. } => f.write_str("WireCredential::Token(***)"),
+        }
+    }
+}
+
+impl Drop for WireCredential {
+    fn drop(&mut self) {
+        match self {
+            Self::UserPassword { username, password } => {
+                username.zeroize();
+                password.zeroize();
+            }
+            Self::Token { token } => token.zeroize(),
+        }
+    }
+}
+
+impl From<&Credential> for WireCredential {
+    fn from(credential: &Credential) -> Self {
+        match credential {
+            Credential::Token(token) => Self::Token {
+                token: token.expose_secret().to_owned(),
+            },
+            Credential::UserPassword { username, password } => Self::UserPassword {
+                username: username.expose_secret().to_owned(),
+                password: password.expose_secret().to_owned(),
+            },
+        }
+    }
+}
+
+/// The answer of `GET /v1/secret`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretAnswer {
+    /// The credential.
+    pub credential: WireCredential,
+    /// How it is written into the header (`bearer` or `basic`): the agent's
+    /// provider's mode.
+    pub auth_mode: String,
+    /// Seconds until the agent's own entry expires; a client's cache expires
+    /// with it.
+    pub valid_for_secs: f64,
+    /// The provider that served it to the agent.
+    pub provider: String,
+}
+
+impl SecretAnswer {
+    /// The auth mode, or `None` when it names none.
+    pub fn mode(&self) -> Option<AuthMode> {
+        self.auth_mode.parse().ok()
+    }
+}
+
+/// The body of every answer that is not a success.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// What went wrong, never a secret.
+    pub error: String,
+    /// The error kind (`transient`, `config`, ...), when the agent's fetch failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The error kind named `name` ([`ErrorKind::as_str`]).
+pub fn error_kind(name: &str) -> Option<ErrorKind> {
+    [
+        ErrorKind::Config,
+        ErrorKind::NotFound,
+        ErrorKind::PermissionDenied,
+        ErrorKind::InvalidSecret,
+        ErrorKind::Rejected,
+        ErrorKind::Transient,
+        ErrorKind::Throttled,
+        ErrorKind::Timeout,
+        ErrorKind::CircuitOpen,
+    ]
+    .into_iter()
+    .find(|kind| kind.as_str() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_round_trip_and_never_show() {
+        for text in ["tok-123", "alice:wonder:land", r#"{"token": "a:b"}"#] {
+            let credential = Credential::parse(text).unwrap();
+            let wire = WireCredential::from(&credential);
+            assert!(!format!("{wire:?}").contains("tok-123"));
+            let json = serde_json::to_string(&wire).unwrap();
+            let back: WireCredential = serde_json::from_str(&json).unwrap();
+            let again = Credential::parse(&serde_json::to_string(&back).unwrap()).unwrap();
+            assert_eq!(again.shape(), credential.shape(), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_kind_is_named() {
+        assert_eq!(error_kind("circuit-open"), Some(ErrorKind::CircuitOpen));
+        assert_eq!(error_kind("transient"), Some(ErrorKind::Transient));
+        assert_eq!(error_kind("nope"), None);
+    }
+}
