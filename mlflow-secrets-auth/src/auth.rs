@@ -302,10 +302,26 @@ impl SecretsAuth {
     ///   server refuses it for this resource (authorization, not staleness):
     ///   `None`, and the caller returns the 401/403 as it is.
     pub async fn refused(&self, refused: &str) -> Result<Option<AuthHeader>> {
+        let fresh = self
+            .refetch_bounded(refused, "server refused the credential: fetching it again")
+            .await?;
+        if same_value(&fresh, refused) {
+            tracing::info!(
+                "the backend holds the same credential: the server refuses it for this resource; not resending"
+            );
+            return Ok(None);
+        }
+        Ok(Some(fresh))
+    }
+
+    /// The header after a refetch of the credential whose header value is
+    /// `old`, at most once per credential per refetch interval (see
+    /// [`Self::refused`]); logs `why` when it fetches.
+    async fn refetch_bounded(&self, old: &str, why: &'static str) -> Result<AuthHeader> {
         if let Some(cached) = self.inner.cache.peek(&())
-            && !same_value(&cached.header, refused)
+            && !same_value(&cached.header, old)
         {
-            return Ok(Some(cached.header.clone()));
+            return Ok(cached.header.clone());
         }
         let now = self.inner.clock.now();
         let refetch = {
@@ -315,7 +331,7 @@ impl SecretsAuth {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let recent = last.as_ref().is_some_and(|(header, at)| {
-                same_value(header, refused)
+                same_value(header, old)
                     && now.saturating_sub(*at) < self.inner.config.refetch_interval
             });
             if !recent && let Some(cached) = self.inner.cache.peek(&()) {
@@ -323,8 +339,8 @@ impl SecretsAuth {
             }
             !recent
         };
-        let fresh = if refetch {
-            tracing::info!("server refused the credential: fetching it again");
+        if refetch {
+            tracing::info!("{why}");
             let inner = Arc::clone(&self.inner);
             let lookup = self
                 .inner
@@ -332,19 +348,12 @@ impl SecretsAuth {
                 .refetch(&(), move || async move { inner.fetch().await })
                 .await?;
             self.log(&lookup);
-            lookup.value.header.clone()
+            Ok(lookup.value.header.clone())
         } else {
             // Refetched recently: share that fetch's result (no new fetch).
-            tracing::debug!("credential refused again within the refetch interval");
-            self.current().await?.header.clone()
-        };
-        if same_value(&fresh, refused) {
-            tracing::info!(
-                "the backend holds the same credential: the server refuses it for this resource; not resending"
-            );
-            return Ok(None);
+            tracing::debug!("credential refetched recently: not again within the refetch interval");
+            Ok(self.current().await?.header.clone())
         }
-        Ok(Some(fresh))
     }
 
     /// The header for a request to `url`, or `None` when the credential may not
@@ -496,10 +505,13 @@ impl SecretsAuth {
     /// `true` when the credential changed. Nothing cached: fetches it.
     pub async fn refetch(&self) -> Result<bool> {
         match self.inner.cache.peek(&()) {
-            Some(cached) => Ok(self
-                .refused(cached.header.value().expose_secret())
-                .await?
-                .is_some()),
+            Some(cached) => {
+                let old = cached.header.value().expose_secret();
+                let fresh = self
+                    .refetch_bounded(old, "asked to fetch the credential again")
+                    .await?;
+                Ok(!same_value(&fresh, old))
+            }
             None => {
                 self.current().await?;
                 Ok(true)

@@ -33,7 +33,9 @@ pub mod middleware;
 pub use auth::{Lease, ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
 pub use chain::{FetchEvent, FetchObserver};
 pub use config::{Config, LogLevel, Warning, WarningKind};
-pub use logging::{RedactingWriter, init_logging, subscriber};
+pub use logging::{
+    LogFormat, RedactingWriter, init_logging, init_logging_as, subscriber, subscriber_as,
+};
 pub use mlflow_secrets_auth_cache::{CacheStats, EntryInfo, EntryState};
 pub use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,

@@ -84,9 +84,31 @@ const OUR_CRATES: [&str; 7] = [
     "mlflow_secrets_auth_azure",
 ];
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
 /// A subscriber writing redacted lines to what `writer` makes: this
 /// workspace's events at `level`, other crates' from `WARN` up.
 pub fn subscriber<M>(level: LogLevel, writer: M) -> impl tracing::Subscriber + Send + Sync
+where
+    M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    subscriber_as(level, LogFormat::Text, writer)
+}
+
+/// [`subscriber`] in the given format; every line (JSON too) is redacted.
+pub fn subscriber_as<M>(
+    level: LogLevel,
+    format: LogFormat,
+    writer: M,
+) -> impl tracing::Subscriber + Send + Sync
 where
     M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -100,15 +122,26 @@ where
         .with_default(tracing::Level::WARN);
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(Redacting(writer))
-        .with_ansi(false)
-        .with_filter(targets);
-    tracing_subscriber::registry().with(layer)
+        .with_ansi(false);
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    };
+    tracing_subscriber::registry().with(layer.with_filter(targets))
 }
 
 /// Installs a global subscriber writing redacted lines to stderr at `level`.
 /// Fails when the process already has one.
 pub fn init_logging(level: LogLevel) -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
-    tracing::subscriber::set_global_default(subscriber(level, io::stderr))
+    init_logging_as(level, LogFormat::Text)
+}
+
+/// [`init_logging`] in the given format.
+pub fn init_logging_as(
+    level: LogLevel,
+    format: LogFormat,
+) -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
+    tracing::subscriber::set_global_default(subscriber_as(level, format, io::stderr))
 }
 
 #[cfg(test)]

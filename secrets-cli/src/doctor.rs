@@ -149,6 +149,16 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
         return checks;
     }
     checks.push(Check::pass("provider resolution", configured.join(" → ")));
+    if let Some((address, answered)) = crate::cache::probe().await {
+        checks.push(match answered {
+            Ok(()) => Check::pass("agent reachable", format!("{address} answered")),
+            Err(error) => Check::fail(
+                "agent reachable",
+                error,
+                "start the agent (mlflow-secrets-auth agent) or unset MLFLOW_SECRETS_AGENT; until then the other providers serve",
+            ),
+        });
+    }
     let problems: Vec<String> = status.iter().filter_map(|s| s.problem.clone()).collect();
     checks.push(if problems.is_empty() {
         let warnings = auth.warnings().len();

@@ -66,7 +66,17 @@ pub fn report(auth: &SecretsAuth) -> Value {
 pub fn run(json_output: bool) -> anyhow::Result<u8> {
     let auth = SecretsAuth::from_env()?;
     let usable = auth.status().iter().any(|s| s.configured);
-    let report = report(&auth);
+    let mut report = report(&auth);
+    // The agent, when one is named: a call on this machine only.
+    let agent = crate::cache::runtime()?.block_on(crate::cache::probe());
+    report["agent"] = match &agent {
+        None => Value::Null,
+        Some((address, answered)) => json!({
+            "address": address,
+            "reachable": answered.is_ok(),
+            "error": answered.as_ref().err(),
+        }),
+    };
     if json_output {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -105,6 +115,14 @@ fn print_human(auth: &SecretsAuth, report: &Value) {
             (None, None) => String::new(),
         };
         println!("  {} {}", mark(s.configured), line(s.name, detail));
+    }
+    if let Some(agent) = report["agent"].as_object() {
+        let address = agent["address"].as_str().unwrap_or_default();
+        let detail = match agent["error"].as_str() {
+            None => format!("{address} (reachable)"),
+            Some(error) => format!("{address} (unreachable: {error})"),
+        };
+        println!("{}", line("agent", detail));
     }
     println!("{}", line("allowed hosts", &config.allowlist));
     println!("{}", line("header", &config.header_name));

@@ -10,17 +10,21 @@
 #![deny(missing_docs)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod agent;
+mod cache;
 mod doctor;
 mod info;
+mod metrics;
 mod output;
 mod run;
+mod serve;
 
 use std::ffi::OsString;
 use std::io::Write;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
-use mlflow_secrets_auth::{LogLevel, init_logging};
+use mlflow_secrets_auth::{LogFormat, LogLevel, init_logging_as};
 
 /// Fetch the MLflow credential from a secret manager, check the chain, and run
 /// MLflow clients with it. Configured by the MLFLOW_SECRETS_* variables.
@@ -31,6 +35,10 @@ struct Cli {
     /// default: MLFLOW_SECRETS_LOG_LEVEL if set, else no logs.
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<LogLevel>,
+
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormatArg,
 
     #[command(subcommand)]
     command: Command,
@@ -69,12 +77,48 @@ enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Run the node agent: one credential cache for every process on this
+    /// machine, served on a Unix socket (see docs/agent.md). Logs at info by default.
+    Agent(agent::AgentArgs),
+    /// The agent's cache: `status` or `clear` (MLFLOW_SECRETS_AGENT or --socket names it).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print a shell completion script (e.g. `mlflow-secrets-auth completions bash
     /// > /etc/bash_completion.d/mlflow-secrets-auth`).
     Completions {
         /// The shell.
         shell: Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Providers, the cached entry, breakers and counters of the agent (no secret).
+    Status {
+        /// The agent's socket (default: MLFLOW_SECRETS_AGENT).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the agent fetch the credential again now.
+    Clear {
+        /// The agent's socket (default: MLFLOW_SECRETS_AGENT).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The version `info` shows: the host's (see [`main_as`]).
@@ -134,14 +178,28 @@ fn run(cli: Cli) -> u8 {
             .ok()
             .and_then(|v| v.parse().ok())
     });
+    // A server says what it does unless told otherwise.
+    let level = match cli.command {
+        Command::Agent(_) => level.or(Some(LogLevel::Info)),
+        _ => level,
+    };
     if let Some(level) = level {
-        let _ = init_logging(level);
+        let format = match cli.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        let _ = init_logging_as(level, format);
     }
     let result = match cli.command {
         Command::Info { json } => info::run(json),
         Command::Doctor { dry_run, json } => doctor::run(dry_run.as_deref(), json),
         Command::Exec { url, command } => run::exec(url.as_deref(), &command),
         Command::Header { url } => run::header(url.as_deref()),
+        Command::Agent(args) => agent::run(args),
+        Command::Cache { command } => match command {
+            CacheCommand::Status { socket, json } => cache::status(socket, json),
+            CacheCommand::Clear { socket } => cache::clear(socket),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

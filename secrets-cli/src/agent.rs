@@ -1,0 +1,413 @@
+//! `mlflow-secrets-auth agent`: one credential cache for every process on a
+//! node, served over a Unix socket (and optionally a loopback port), with
+//! status, health and Prometheus metrics. See `docs/agent.md`.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use mlflow_secrets_auth::{
+    BreakerState, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth, redact,
+};
+use mlflow_secrets_auth_agent::protocol::{self, SecretAnswer, WireCredential};
+
+use crate::metrics::Metrics;
+use crate::serve::{self, Limits, Listener, Peer, json};
+use crate::{SUCCESS, version};
+
+/// The agent's options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AgentArgs {
+    /// The Unix socket to serve (default: $XDG_RUNTIME_DIR/mlflow-secrets-auth/agent.sock,
+    /// else /tmp/mlflow-secrets-auth-<uid>/agent.sock). Its directory is made 0700, the socket 0600.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Also serve this loopback TCP address (e.g. 127.0.0.1:8765); callers must send the token.
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    listen: Option<SocketAddr>,
+    /// The token TCP callers send as `Authorization: Bearer`; a new one is written (0600) when absent.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// A uid besides the agent's own that may use the socket (repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Connections served at once; more get 503.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+}
+
+/// The environment, without the variable naming an agent: the agent reads
+/// the backend itself and must never ask itself.
+struct OwnEnv;
+
+impl EnvSource for OwnEnv {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        (name != mlflow_secrets_auth_agent::AGENT_VAR)
+            .then(|| std::env::var_os(name))
+            .flatten()
+    }
+}
+
+/// How many distinct client processes are remembered for the status.
+const MAX_CLIENTS_REMEMBERED: usize = 65_536;
+
+/// The agent's state, shared by every connection.
+pub(crate) struct Agent {
+    auth: SecretsAuth,
+    started: Instant,
+    metrics: Metrics,
+    last_fetch_ok: Arc<AtomicBool>,
+    secrets_served: AtomicU64,
+    clients: Mutex<HashSet<(u32, i32)>>,
+}
+
+impl Agent {
+    /// The agent for `auth`; its fetches are counted in the metrics.
+    pub(crate) fn new(auth: SecretsAuth) -> Arc<Self> {
+        let metrics = Metrics::new(auth.clone());
+        let last_fetch_ok = Arc::new(AtomicBool::new(false));
+        let observed = metrics.fetch_observer(Arc::clone(&last_fetch_ok));
+        auth.observe_fetches(observed);
+        Arc::new(Self {
+            auth,
+            started: Instant::now(),
+            metrics,
+            last_fetch_ok,
+            secrets_served: AtomicU64::new(0),
+            clients: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Answers one request.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Response<Full<Bytes>> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (endpoint, response) = match path.as_str() {
+            protocol::SECRET_PATH => (
+                protocol::SECRET_PATH,
+                self.only(&method, Method::GET, || self.secret(peer)).await,
+            ),
+            protocol::INVALIDATE_PATH => (
+                protocol::INVALIDATE_PATH,
+                self.only(&method, Method::POST, || self.invalidate()).await,
+            ),
+            protocol::STATUS_PATH => (
+                protocol::STATUS_PATH,
+                self.only(&method, Method::GET, || async { self.status() })
+                    .await,
+            ),
+            protocol::HEALTH_PATH => (
+                protocol::HEALTH_PATH,
+                self.only(&method, Method::GET, || async {
+                    json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
+                })
+                .await,
+            ),
+            protocol::READY_PATH => (
+                protocol::READY_PATH,
+                self.only(&method, Method::GET, || async { self.ready() })
+                    .await,
+            ),
+            protocol::METRICS_PATH => (
+                protocol::METRICS_PATH,
+                self.only(&method, Method::GET, || async { self.metrics() })
+                    .await,
+            ),
+            _ => (
+                "other",
+                serve::refusal(StatusCode::NOT_FOUND, "no such endpoint"),
+            ),
+        };
+        self.metrics.request(endpoint, response.status());
+        response
+    }
+
+    /// Runs `answer` for `wanted`, else 405.
+    async fn only<F, Fut>(
+        &self,
+        method: &Method,
+        wanted: Method,
+        answer: F,
+    ) -> Response<Full<Bytes>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Response<Full<Bytes>>>,
+    {
+        if *method == wanted {
+            answer().await
+        } else {
+            let mut response = serve::refusal(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            if let Ok(allow) = header::HeaderValue::from_str(wanted.as_str()) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            response
+        }
+    }
+
+    async fn secret(&self, peer: Peer) -> Response<Full<Bytes>> {
+        let lease = match self.auth.lease().await {
+            Ok(lease) => lease,
+            Err(error) => return fetch_failed(&error),
+        };
+        self.secrets_served.fetch_add(1, Ordering::Relaxed);
+        if let Peer::Unix {
+            uid,
+            pid: Some(pid),
+        } = peer
+        {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if clients.len() < MAX_CLIENTS_REMEMBERED {
+                clients.insert((uid, pid));
+            }
+        }
+        // Served stale (expired, within the grace): clients keep it briefly
+        // and ask again.
+        let valid_for = if lease.valid_for.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            lease.valid_for
+        };
+        let answer = SecretAnswer {
+            credential: WireCredential::from(&lease.credential),
+            auth_mode: lease.auth_mode.as_str().to_owned(),
+            valid_for_secs: valid_for.as_secs_f64(),
+            provider: lease.provider.to_owned(),
+        };
+        match serde_json::to_string(&answer) {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(_) => serve::refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the answer",
+            ),
+        }
+    }
+
+    async fn invalidate(&self) -> Response<Full<Bytes>> {
+        match self.auth.refetch().await {
+            Ok(changed) => json(
+                StatusCode::OK,
+                serde_json::json!({ "changed": changed }).to_string(),
+            ),
+            Err(error) => fetch_failed(&error),
+        }
+    }
+
+    /// Whether a credential is cached (fresh or within the stale grace) or
+    /// the last fetch succeeded.
+    fn is_ready(&self) -> bool {
+        let cached = self
+            .auth
+            .entry()
+            .is_some_and(|e| e.state != EntryState::Expired);
+        cached || self.last_fetch_ok.load(Ordering::Relaxed)
+    }
+
+    fn ready(&self) -> Response<Full<Bytes>> {
+        if self.is_ready() {
+            json(StatusCode::OK, r#"{"ready":true}"#.to_owned())
+        } else {
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"ready":false,"reason":"no credential cached and the last fetch failed"}"#
+                    .to_owned(),
+            )
+        }
+    }
+
+    fn status(&self) -> Response<Full<Bytes>> {
+        let stats = self.auth.stats();
+        let providers: Vec<_> = self
+            .auth
+            .status()
+            .into_iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "configured": p.configured,
+                    "problem": p.problem.map(|m| redact(&m).into_owned()),
+                    "description": p.description.map(|d| d.to_string()),
+                    "circuit": p.circuit.map(circuit_name),
+                    "last_error": p.last_error.map(ErrorKind::as_str),
+                })
+            })
+            .collect();
+        let entry = self.auth.entry().map(|e| {
+            serde_json::json!({
+                "age_secs": e.age.as_secs_f64(),
+                "remaining_secs": e.remaining.as_secs_f64(),
+                "state": entry_state_name(e.state),
+            })
+        });
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let body = serde_json::json!({
+            "version": version(),
+            "uptime_secs": self.started.elapsed().as_secs_f64(),
+            "ready": self.is_ready(),
+            "providers": providers,
+            "entry": entry,
+            "counters": {
+                "hits": stats.hits,
+                "misses": stats.misses,
+                "coalesced": stats.coalesced,
+                "stale_served": stats.stale_served,
+                "fetches": stats.fetches,
+                "failures": stats.failures,
+                "refreshes": stats.refreshes,
+                "refresh_failures": stats.refresh_failures,
+            },
+            "fetch_errors": self.metrics.errors_by_kind(),
+            "secrets_served": self.secrets_served.load(Ordering::Relaxed),
+            "clients": clients,
+        });
+        json(StatusCode::OK, body.to_string())
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
+        match self
+            .metrics
+            .encode(self.started.elapsed(), clients, self.is_ready())
+        {
+            Ok(text) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            Err(_) => serve::refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the metrics",
+            ),
+        }
+    }
+}
+
+/// The answer when the chain could not produce the credential: 503 for a
+/// transient failure (a client fails over), 502 otherwise; the kind named.
+fn fetch_failed(error: &SecretError) -> Response<Full<Bytes>> {
+    let status = if error.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let reason = redact(&error.to_string()).into_owned();
+    json(
+        status,
+        serve::error_body(&reason, Some(error.kind().as_str())),
+    )
+}
+
+/// A breaker state's name in status and metrics.
+pub(crate) fn circuit_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed { .. } => "closed",
+        BreakerState::Open { .. } => "open",
+        BreakerState::HalfOpen => "half-open",
+        _ => "isolated",
+    }
+}
+
+fn entry_state_name(state: EntryState) -> &'static str {
+    match state {
+        EntryState::Fresh => "fresh",
+        EntryState::Refreshing => "refreshing",
+        EntryState::Stale => "stale",
+        _ => "expired",
+    }
+}
+
+/// How often the agent touches its entry so the cache refreshes it ahead of
+/// expiry: a quarter of the shortest TTL, between 100 ms and 5 s.
+fn refresh_tick(auth: &SecretsAuth) -> Duration {
+    (auth.config().ttl_min / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub(crate) fn run(args: AgentArgs) -> anyhow::Result<u8> {
+    let auth = SecretsAuth::from_source(&Env::new(&OwnEnv)).context("reading the configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve_until(args, auth, serve::stop_signal()))?;
+    Ok(SUCCESS)
+}
+
+/// Serves until `stop` completes.
+async fn serve_until(
+    args: AgentArgs,
+    auth: SecretsAuth,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| serve::default_socket("agent"));
+    let mut allowed = args.allow_uid.clone();
+    allowed.sort_unstable();
+    allowed.dedup();
+    let unix = Listener::unix(&socket, allowed).await?;
+    let tcp = match (args.listen, &args.token_file) {
+        (Some(addr), Some(file)) => Some(Listener::tcp(addr, file).await?),
+        _ => None,
+    };
+    let agent = Agent::new(auth.clone());
+    let tick = refresh_tick(&auth);
+    let refresher = tokio::spawn(async move {
+        loop {
+            if let Err(error) = auth.warm().await {
+                tracing::warn!(error = %redact(&error.to_string()), "fetch failed");
+            }
+            tokio::time::sleep(tick).await;
+        }
+    });
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        ..Limits::default()
+    };
+    tracing::info!(
+        socket = %unix.address(),
+        tcp = tcp.as_ref().map(Listener::address).unwrap_or_default(),
+        version = version(),
+        "agent listening"
+    );
+    let (stopped, _) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let handler = {
+        let agent = Arc::clone(&agent);
+        move |request, peer| Arc::clone(&agent).handle(request, peer)
+    };
+    let unix_served = unix.serve(limits, handler.clone(), wait(stopped.subscribe()));
+    let tcp_served = async {
+        match tcp {
+            Some(tcp) => tcp.serve(limits, handler, wait(stopped.subscribe())).await,
+            None => Ok(()),
+        }
+    };
+    let signal = async {
+        stop.await;
+        let _ = stopped.send(true);
+    };
+    let (unix_result, tcp_result, ()) = tokio::join!(unix_served, tcp_served, signal);
+    refresher.abort();
+    unix_result.and(tcp_result)
+}

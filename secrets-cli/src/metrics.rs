@@ -1,0 +1,236 @@
+//! The agent's Prometheus metrics (OpenMetrics text, `prometheus-client`):
+//! requests by endpoint and status, fetch latency and errors, and on each
+//! scrape the cache counters, breaker states, readiness and uptime.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+use mlflow_secrets_auth::{FetchEvent, SecretsAuth};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::agent::circuit_name;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    provider: &'static str,
+    state: &'static str,
+}
+
+/// The metrics of one agent.
+pub(crate) struct Metrics {
+    auth: SecretsAuth,
+    requests: Family<RequestLabels, Counter>,
+    fetch_seconds: Family<ProviderLabels, Histogram>,
+    fetch_errors: Family<KindLabels, Counter>,
+    /// Errors by kind, also for the status endpoint.
+    errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    pub(crate) fn new(auth: SecretsAuth) -> Self {
+        Self {
+            auth,
+            requests: Family::default(),
+            fetch_seconds: Family::new_with_constructor(latency_histogram),
+            fetch_errors: Family::default(),
+            errors: Arc::default(),
+        }
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn request(&self, endpoint: &'static str, status: StatusCode) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
+    /// The observer of the agent's fetches: latency, errors by kind, and
+    /// whether the last one succeeded.
+    pub(crate) fn fetch_observer(
+        &self,
+        last_ok: Arc<AtomicBool>,
+    ) -> impl Fn(&FetchEvent) + Send + Sync + 'static {
+        let seconds = self.fetch_seconds.clone();
+        let counted = self.fetch_errors.clone();
+        let errors = Arc::clone(&self.errors);
+        move |event: &FetchEvent| {
+            seconds
+                .get_or_create(&ProviderLabels {
+                    provider: event.provider,
+                })
+                .observe(event.took.as_secs_f64());
+            last_ok.store(event.error.is_none(), Ordering::Relaxed);
+            if let Some(kind) = event.error {
+                counted
+                    .get_or_create(&KindLabels {
+                        kind: kind.as_str(),
+                    })
+                    .inc();
+                *errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(kind.as_str())
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Fetch errors by kind name.
+    pub(crate) fn errors_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The OpenMetrics text of a scrape now.
+    pub(crate) fn encode(
+        &self,
+        uptime: Duration,
+        clients: usize,
+        ready: bool,
+    ) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::with_prefix("mlflow_secrets_agent");
+        registry.register(
+            "requests",
+            "Requests answered, by endpoint and HTTP status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "fetch_duration_seconds",
+            "Time of one fetch from a provider (retries included)",
+            self.fetch_seconds.clone(),
+        );
+        registry.register(
+            "fetch_errors",
+            "Failed fetches from a provider, by error kind",
+            self.fetch_errors.clone(),
+        );
+        let stats = self.auth.stats();
+        for (name, help, value) in [
+            (
+                "cache_hits",
+                "Calls answered from a valid entry",
+                stats.hits,
+            ),
+            (
+                "cache_misses",
+                "Calls that found no valid entry",
+                stats.misses,
+            ),
+            (
+                "cache_coalesced",
+                "Misses that waited on a fetch in flight",
+                stats.coalesced,
+            ),
+            (
+                "cache_stale_served",
+                "Calls answered with an expired value during a backend failure",
+                stats.stale_served,
+            ),
+            (
+                "cache_fetches",
+                "Fetches run (foreground and refresh)",
+                stats.fetches,
+            ),
+            (
+                "cache_failures",
+                "Foreground fetches that failed",
+                stats.failures,
+            ),
+            (
+                "cache_refreshes",
+                "Background refreshes ahead of expiry",
+                stats.refreshes,
+            ),
+        ] {
+            let counter: Counter = Counter::default();
+            counter.inc_by(value);
+            registry.register(name, help, counter);
+        }
+        let breakers: Family<BreakerLabels, Gauge> = Family::default();
+        for provider in self.auth.status() {
+            if let Some(state) = provider.circuit {
+                breakers
+                    .get_or_create(&BreakerLabels {
+                        provider: provider.name,
+                        state: circuit_name(state),
+                    })
+                    .set(1);
+            }
+        }
+        registry.register(
+            "breaker_state",
+            "The circuit breaker state of each provider (1 for its current state)",
+            breakers,
+        );
+        let remaining = self.auth.entry().map_or(0.0, |e| e.remaining.as_secs_f64());
+        for (name, help, value) in [
+            (
+                "credential_remaining_seconds",
+                "Time until the cached credential expires",
+                remaining,
+            ),
+            (
+                "uptime_seconds",
+                "Time since the agent started",
+                uptime.as_secs_f64(),
+            ),
+        ] {
+            let gauge: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        }
+        for (name, help, value) in [
+            (
+                "ready",
+                "1 when a credential is cached or the last fetch succeeded",
+                i64::from(ready),
+            ),
+            (
+                "clients",
+                "Distinct client processes served",
+                i64::try_from(clients).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}

@@ -1,0 +1,623 @@
+//! What a local server of this command needs besides its routes: a Unix
+//! socket in a private directory or a loopback TCP port, the caller checks
+//! (peer uid on the socket; token, loopback `Host` and no forwarding headers
+//! on TCP), a cap on connections, timeouts against slow clients, and a
+//! graceful stop on SIGTERM/SIGINT.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+/// Limits of a server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Connections served at once; more get 503.
+    pub(crate) max_connections: usize,
+    /// Time a client has to send a request's headers (also the keep-alive idle time).
+    pub(crate) header_timeout: Duration,
+    /// The largest request head, in bytes.
+    pub(crate) max_head_bytes: usize,
+    /// The most request headers.
+    pub(crate) max_headers: usize,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    pub(crate) drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Who is calling, as the listener knows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Peer {
+    /// A Unix socket peer (from `SO_PEERCRED`).
+    Unix {
+        /// Its uid.
+        uid: u32,
+        /// Its pid, when the kernel says.
+        pid: Option<i32>,
+    },
+    /// A loopback TCP peer (it proves itself with the token).
+    Tcp,
+}
+
+/// Where a server listens.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    /// A Unix socket; the file is removed on stop.
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+        allowed_uids: Vec<u32>,
+    },
+    /// A loopback TCP port; every request must carry the token.
+    Tcp {
+        listener: TcpListener,
+        token: SecretString,
+    },
+}
+
+/// The uid this process runs as.
+pub(crate) fn own_uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+/// The default socket: `$XDG_RUNTIME_DIR/mlflow-secrets-auth/<name>.sock`,
+/// else `/tmp/mlflow-secrets-auth-<uid>/<name>.sock`.
+pub(crate) fn default_socket(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => PathBuf::from(runtime).join("mlflow-secrets-auth"),
+        None => std::env::temp_dir().join(format!("mlflow-secrets-auth-{}", own_uid())),
+    };
+    dir.join(format!("{name}.sock"))
+}
+
+impl Listener {
+    /// Binds the Unix socket at `path`: its directory made (or found) 0700
+    /// and owned by this uid, a stale socket of a dead server replaced, a
+    /// live one left alone (an error), the socket 0600.
+    pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> anyhow::Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        private_dir(dir)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if tokio::net::UnixStream::connect(path).await.is_ok() {
+                    bail!(
+                        "{} is in use by a running server; stop it or choose another --socket",
+                        path.display()
+                    );
+                }
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale socket {}", path.display()))?;
+            }
+            Ok(_) => bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} 0600", path.display()))?;
+        Ok(Self::Unix {
+            listener,
+            path: path.to_owned(),
+            allowed_uids,
+        })
+    }
+
+    /// Binds a loopback TCP address (anything else is refused) whose callers
+    /// must present the token in `token_file` (made, 0600, when absent).
+    pub(crate) async fn tcp(addr: SocketAddr, token_file: &Path) -> anyhow::Result<Self> {
+        if !addr.ip().is_loopback() {
+            bail!(
+                "--listen {addr}: only loopback addresses (127.0.0.0/8, ::1) are allowed; use a Unix socket to serve other containers of a pod"
+            );
+        }
+        let token = load_or_make_token(token_file)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        Ok(Self::Tcp { listener, token })
+    }
+
+    /// Where it listens, for logs and for clients (`unix:/path` or `http://addr`).
+    pub(crate) fn address(&self) -> String {
+        match self {
+            Self::Unix { path, .. } => format!("unix:{}", path.display()),
+            Self::Tcp { listener, .. } => listener
+                .local_addr()
+                .map_or_else(|_| "http://?".to_owned(), |a| format!("http://{a}")),
+        }
+    }
+
+    /// Serves `handler` until `stop` completes, then lets in-flight requests
+    /// finish within `limits.drain` and removes the socket file.
+    pub(crate) async fn serve<H, F>(
+        self,
+        limits: Limits,
+        handler: H,
+        stop: impl Future<Output = ()>,
+    ) -> anyhow::Result<()>
+    where
+        H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let address = self.address();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let token = match &self {
+            Self::Tcp { token, .. } => Some(Arc::new(token.clone())),
+            Self::Unix { .. } => None,
+        };
+        tokio::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                accepted = self.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Self::Unix { allowed_uids, .. } = &self
+                && let Peer::Unix { uid, .. } = peer
+                && uid != own_uid()
+                && !allowed_uids.contains(&uid)
+            {
+                tracing::warn!(uid, "connection from a uid that is not allowed refused");
+                refuse_raw(
+                    stream,
+                    StatusCode::FORBIDDEN,
+                    "this uid may not use this server",
+                );
+                continue;
+            }
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!(limit = limits.max_connections, "too many connections: 503");
+                refuse_raw(
+                    stream,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections; retry later",
+                );
+                continue;
+            };
+            let handler = handler.clone();
+            let token = token.clone();
+            let service = service_fn(move |request: Request<Incoming>| {
+                let handler = handler.clone();
+                let token = token.clone();
+                async move {
+                    if let Some(refusal) = check_request(&request, peer, token.as_deref()) {
+                        return Ok::<_, Infallible>(refusal);
+                    }
+                    Ok(handler(request, peer).await)
+                }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_head_bytes)
+                .max_headers(limits.max_headers)
+                .serve_connection(stream, service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        let path = match &self {
+            Self::Unix { path, .. } => Some(path.clone()),
+            Self::Tcp { .. } => None,
+        };
+        drop(self);
+        if let Some(path) = &path {
+            let _ = std::fs::remove_file(path);
+        }
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!(%address, "stopped: every request finished"),
+            () = tokio::time::sleep(limits.drain) => {
+                tracing::warn!(%address, drain_s = limits.drain.as_secs_f64(), "stopped: requests still running after the drain time were cut");
+            }
+        }
+        Ok(())
+    }
+
+    async fn accept(&self) -> std::io::Result<(TokioIo<Stream>, Peer)> {
+        match self {
+            Self::Unix { listener, .. } => {
+                let (stream, _) = listener.accept().await?;
+                let cred = stream.peer_cred()?;
+                let peer = Peer::Unix {
+                    uid: cred.uid(),
+                    pid: cred.pid(),
+                };
+                Ok((TokioIo::new(Stream::Unix(stream)), peer))
+            }
+            Self::Tcp { listener, .. } => {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((TokioIo::new(Stream::Tcp(stream)), Peer::Tcp))
+            }
+        }
+    }
+}
+
+/// A connection of either kind.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Self::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Answers a connection that is not served with one short response and
+/// closes it (in the background, bounded by a second).
+fn refuse_raw(stream: TokioIo<Stream>, status: StatusCode, reason: &'static str) {
+    tokio::spawn(async move {
+        let mut stream = stream.into_inner();
+        let body = error_body(reason, None);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        let write = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    });
+}
+
+/// The JSON error body: `{"error": reason, "kind": kind}`.
+pub(crate) fn error_body(reason: &str, kind: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "error": reason });
+    if let Some(kind) = kind {
+        body["kind"] = kind.into();
+    }
+    body.to_string()
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// An error response with a short reason.
+pub(crate) fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    json(status, error_body(reason, None))
+}
+
+/// Paths any caller of a TCP listener may ask without the token (liveness
+/// probes): they tell nothing but that the server runs.
+const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// The checks every request passes before its handler: no forwarding
+/// headers (this server is never behind a proxy); on TCP a loopback `Host`
+/// (against DNS rebinding) and the token (constant-time compare).
+fn check_request(
+    request: &Request<Incoming>,
+    peer: Peer,
+    token: Option<&SecretString>,
+) -> Option<Response<Full<Bytes>>> {
+    let headers = request.headers();
+    if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
+        return Some(refusal(
+            StatusCode::BAD_REQUEST,
+            "forwarded requests are refused: call this server directly",
+        ));
+    }
+    let (Peer::Tcp, Some(token)) = (peer, token) else {
+        return None;
+    };
+    if !loopback_host(headers) {
+        return Some(refusal(
+            StatusCode::FORBIDDEN,
+            "the Host header must name a loopback address",
+        ));
+    }
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return None;
+    }
+    if !bearer_matches(headers, token) {
+        return Some(refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token (Authorization: Bearer <token>)",
+        ));
+    }
+    None
+}
+
+/// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`), any port.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (compared in
+/// constant time).
+fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some(given) = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| &value[7..])
+    else {
+        return false;
+    };
+    given.ct_eq(token.expose_secret().as_bytes()).into()
+}
+
+/// Makes (or checks) a directory only this uid may enter: created 0700; an
+/// existing one must be owned by this uid and is set to 0700.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    if meta.uid() != own_uid() {
+        bail!(
+            "{} belongs to uid {}, not to this user ({}); refusing to put the socket there",
+            dir.display(),
+            meta.uid(),
+            own_uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} 0700", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The token in `path`, or a new random one written there (mode 0600). An
+/// existing file readable by others is refused.
+pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.mode() & 0o077 != 0 {
+                bail!(
+                    "the token file {} is readable by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    meta.mode() & 0o777
+                );
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = text.trim();
+            if token.len() < 16 {
+                bail!(
+                    "the token in {} is shorter than 16 characters",
+                    path.display()
+                );
+            }
+            Ok(token.into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("reading random bytes for the token: {e}"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating the token file {}", path.display()))?;
+            std::io::Write::write_all(&mut file, token.as_bytes())?;
+            tracing::info!(path = %path.display(), "new token written");
+            Ok(token.into())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the token file {}", path.display())),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub(crate) async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        for good in [
+            "127.0.0.1:8765",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9",
+            "127.1.2.3",
+        ] {
+            assert!(loopback_host(&headers(&[("host", good)])), "{good}");
+        }
+        for bad in [
+            "evil.example:8765",
+            "10.0.0.1",
+            "127.0.0.1.nip.io",
+            "",
+            "[::2]:1",
+            "localhost.evil",
+        ] {
+            assert!(!loopback_host(&headers(&[("host", bad)])), "{bad}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_token_must_match_exactly() {
+        let token: SecretString = "0123456789abcdef".into();
+        assert!(bearer_matches(
+            &headers(&[("authorization", "Bearer 0123456789abcdef")]),
+            &token
+        ));
+        assert!(bearer_matches(
+            &headers(&[("authorization", "bearer 0123456789abcdef")]),
+            &token
+        ));
+        for bad in [
+            "Bearer 0123456789abcde",
+            "Bearer 0123456789abcdef0",
+            "Basic 0123456789abcdef",
+            "Bearer",
+            "",
+        ] {
+            assert!(
+                !bearer_matches(&headers(&[("authorization", bad)]), &token),
+                "{bad}"
+            );
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), &token));
+    }
+
+    #[test]
+    fn a_token_file_is_made_private_and_a_shared_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let made = load_or_make_token(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            load_or_make_token(&path).unwrap().expose_secret(),
+            made.expose_secret()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = load_or_make_token(&path).unwrap_err().to_string();
+        assert!(error.contains("readable by other users"), "{error}");
+        assert!(!error.contains(made.expose_secret()));
+    }
+}
