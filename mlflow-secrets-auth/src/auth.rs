@@ -302,7 +302,7 @@ impl SecretsAuth {
     ///   server refuses it for this resource (authorization, not staleness):
     ///   `None`, and the caller returns the 401/403 as it is.
     pub async fn refused(&self, refused: &str) -> Result<Option<AuthHeader>> {
-        let fresh = self
+        let (fresh, _) = self
             .refetch_bounded(refused, "server refused the credential: fetching it again")
             .await?;
         if same_value(&fresh, refused) {
@@ -316,12 +316,17 @@ impl SecretsAuth {
 
     /// The header after a refetch of the credential whose header value is
     /// `old`, at most once per credential per refetch interval (see
-    /// [`Self::refused`]); logs `why` when it fetches.
-    async fn refetch_bounded(&self, old: &str, why: &'static str) -> Result<AuthHeader> {
+    /// [`Self::refused`]); logs `why` when it fetches. With the error of a
+    /// refetch that failed transiently (the old value was kept).
+    async fn refetch_bounded(
+        &self,
+        old: &str,
+        why: &'static str,
+    ) -> Result<(AuthHeader, Option<SecretError>)> {
         if let Some(cached) = self.inner.cache.peek(&())
             && !same_value(&cached.header, old)
         {
-            return Ok(cached.header.clone());
+            return Ok((cached.header.clone(), None));
         }
         let now = self.inner.clock.now();
         let refetch = {
@@ -348,11 +353,15 @@ impl SecretsAuth {
                 .refetch(&(), move || async move { inner.fetch().await })
                 .await?;
             self.log(&lookup);
-            Ok(lookup.value.header.clone())
+            let failed = match lookup.outcome {
+                Outcome::Stale { error, .. } => Some(error),
+                _ => None,
+            };
+            Ok((lookup.value.header.clone(), failed))
         } else {
             // Refetched recently: share that fetch's result (no new fetch).
             tracing::debug!("credential refetched recently: not again within the refetch interval");
-            Ok(self.current().await?.header.clone())
+            Ok((self.current().await?.header.clone(), None))
         }
     }
 
@@ -501,16 +510,20 @@ impl SecretsAuth {
 
     /// Fetches the credential again now, under the bounded-refetch rule of
     /// [`Self::refused`] (at most once per credential per
-    /// [`Config::refetch_interval`]); the old value stays the stale fallback.
-    /// `true` when the credential changed. Nothing cached: fetches it.
+    /// [`Config::refetch_interval`]). `true` when the credential changed.
+    /// Nothing cached: fetches it. A fetch that fails is an error, even when
+    /// the old value is kept as the stale fallback (requests still get it).
     pub async fn refetch(&self) -> Result<bool> {
         match self.inner.cache.peek(&()) {
             Some(cached) => {
                 let old = cached.header.value().expose_secret();
-                let fresh = self
+                let (fresh, failed) = self
                     .refetch_bounded(old, "asked to fetch the credential again")
                     .await?;
-                Ok(!same_value(&fresh, old))
+                match failed {
+                    Some(error) => Err(error),
+                    None => Ok(!same_value(&fresh, old)),
+                }
             }
             None => {
                 self.current().await?;

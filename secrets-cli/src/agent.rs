@@ -43,6 +43,10 @@ pub(crate) struct AgentArgs {
     /// Connections served at once; more get 503.
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_connections: usize,
+    /// Seconds a client has to send a request's headers (and to keep an
+    /// idle connection open); slower clients are cut off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    read_timeout: f64,
 }
 
 /// The environment, without the variable naming an agent: the agent reads
@@ -356,6 +360,14 @@ async fn serve_until(
     auth: SecretsAuth,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::try_from_secs_f64(args.read_timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .context("--read-timeout must be a positive number of seconds")?,
+        ..Limits::default()
+    };
     let socket = args
         .socket
         .clone()
@@ -363,11 +375,12 @@ async fn serve_until(
     let mut allowed = args.allow_uid.clone();
     allowed.sort_unstable();
     allowed.dedup();
-    let unix = Listener::unix(&socket, allowed).await?;
+    // TCP first: its checks fail before a socket file exists.
     let tcp = match (args.listen, &args.token_file) {
         (Some(addr), Some(file)) => Some(Listener::tcp(addr, file).await?),
         _ => None,
     };
+    let unix = Listener::unix(&socket, allowed).await?;
     let agent = Agent::new(auth.clone());
     let tick = refresh_tick(&auth);
     let refresher = tokio::spawn(async move {
@@ -378,10 +391,6 @@ async fn serve_until(
             tokio::time::sleep(tick).await;
         }
     });
-    let limits = Limits {
-        max_connections: args.max_connections.max(1),
-        ..Limits::default()
-    };
     tracing::info!(
         socket = %unix.address(),
         tcp = tcp.as_ref().map(Listener::address).unwrap_or_default(),

@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
@@ -336,6 +336,19 @@ impl AsyncWrite for Stream {
 fn refuse_raw(stream: TokioIo<Stream>, status: StatusCode, reason: &'static str) {
     tokio::spawn(async move {
         let mut stream = stream.into_inner();
+        // Read the request head first (bounded): a client still writing to
+        // a closed socket would see a reset instead of the answer.
+        let mut head = Vec::new();
+        let read_head = async {
+            let mut buf = [0u8; 1024];
+            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), read_head).await;
         let body = error_body(reason, None);
         let head = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",

@@ -1,0 +1,690 @@
+//! The node agent as a real process: clients are the CLI's own processes
+//! (and, in the Python tests, MLflow's client with the plugin); the backend
+//! is moto behind a counting proxy, so backend requests are counted by a
+//! party that is not the code under test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use secrets_testkit::fault::{Fault, FaultProxy};
+use secrets_testkit::moto::{self, MotoServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
+const USER: &str = "agent-user";
+const PASSWORD: &str = "pw-agent-test-77c1d2";
+const DIRECT_PASSWORD: &str = "pw-direct-test-1b9e40";
+
+/// The header a client must print for `user:password`.
+fn basic_line(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {encoded}")
+}
+
+/// A running agent; killed on drop.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_at(&dir.join("run/agent.sock"), dir, vars, args)
+    }
+
+    fn start_at(socket: &Path, dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!(
+            "agent-{}.log",
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .args(["agent", "--socket"])
+            .arg(socket)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the agent");
+        let agent = Self {
+            child,
+            socket: socket.to_owned(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(&agent.socket, "/healthz").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not start: {}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    fn address(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a connection of its own; status and body (0 when the
+/// connection failed or was closed without an answer).
+fn exchange(mut stream: impl Read + Write, request: &str) -> (u16, String) {
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(socket: &Path, path: &str) -> (u16, String) {
+    request(socket, "GET", path)
+}
+
+fn request(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let Ok(stream) = UnixStream::connect(socket) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    exchange(
+        stream,
+        &format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn tcp(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut text = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    exchange(stream, &text)
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The CLI as a client: `header` for an allowed loopback URL.
+fn client(vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+        .envs(vars.iter().copied())
+        .args(["header", "--url", "http://127.0.0.1:5000/"]);
+    command
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A file holding `user:password`; the variables of the file provider.
+fn file_vars(dir: &Path, name: &str, password: &str) -> (String, Vec<(&'static str, String)>) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{USER}:{password}")).unwrap();
+    let path = path.display().to_string();
+    let vars = vec![
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file".to_owned()),
+        ("MLFLOW_SECRETS_FILE_PATH", path.clone()),
+        ("MLFLOW_FILE_AUTH_MODE", "basic".to_owned()),
+    ];
+    (path, vars)
+}
+
+fn borrowed<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The AWS provider's variables for secret `name` behind `endpoint`.
+fn aws_vars(endpoint: &str, name: &str) -> Vec<(&'static str, String)> {
+    [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "aws-secrets-manager"),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", moto::REGION),
+        ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("MLFLOW_AWS_SECRET_NAME", name),
+        ("MLFLOW_AWS_AUTH_MODE", "basic"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect()
+}
+
+fn moto_addr(moto: &MotoServer) -> SocketAddr {
+    moto.url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("moto's address")
+}
+
+#[test]
+fn fifty_client_processes_make_one_backend_fetch_per_ttl() {
+    let Some(moto) = MotoServer::start("agent: fifty clients") else {
+        return;
+    };
+    moto.create_secret("agent-fifty", &format!("{USER}:{PASSWORD}"));
+    let proxy = FaultProxy::start(moto_addr(&moto));
+    let dir = tempfile::tempdir().unwrap();
+    let vars = aws_vars(&proxy.url(), "agent-fifty");
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    let expected = basic_line(USER, PASSWORD);
+
+    // The clients hold no backend variables at all.
+    let address = agent.address();
+    let children: Vec<Child> = (0..50)
+        .map(|_| {
+            client(&[("MLFLOW_SECRETS_AGENT", &address)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert_eq!(stdout.trim(), expected);
+    }
+    assert_eq!(proxy.forwarded(), 1, "50 processes, one backend fetch");
+
+    let (status, body) = get(&agent.socket, "/v1/status");
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["counters"]["fetches"], 1);
+    assert_eq!(status["clients"], 50, "{status}");
+    assert!(!body.contains(PASSWORD) && !body.contains(&expected));
+}
+
+#[test]
+fn after_the_ttl_still_one_fetch_per_ttl() {
+    let Some(moto) = MotoServer::start("agent: per ttl") else {
+        return;
+    };
+    moto.create_secret("agent-ttl", &format!("{USER}:{PASSWORD}"));
+    let proxy = FaultProxy::start(moto_addr(&moto));
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = aws_vars(&proxy.url(), "agent-ttl");
+    vars.push(("MLFLOW_SECRETS_TTL_MIN_SEC", "1".to_owned()));
+    vars.push(("MLFLOW_AWS_TTL_SEC", "1".to_owned()));
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    let address = agent.address();
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let children: Vec<Child> = (0..10)
+            .map(|_| {
+                client(&[("MLFLOW_SECRETS_AGENT", &address)])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+            served += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let fetches = proxy.forwarded();
+    // One at start, then about one per TTL (refreshed ahead at 80 % of a
+    // TTL jittered by up to 10 %): never one per client.
+    let most = 2 + (elapsed / 0.7).ceil() as usize;
+    assert!(
+        (2..=most).contains(&fetches),
+        "{fetches} fetches for {served} clients in {elapsed:.1}s (at most {most})"
+    );
+}
+
+#[test]
+fn the_socket_is_private_and_other_uids_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    let run = agent.socket.parent().unwrap().to_owned();
+    assert_eq!(std::fs::metadata(&run).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&agent.socket).unwrap().mode() & 0o777,
+        0o600
+    );
+
+    let as_nobody = |socket: &str| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["header", "--url", "http://127.0.0.1:5000/"])
+            .env_clear()
+            .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+            .env("MLFLOW_SECRETS_AGENT", socket);
+        command.output().expect("run setpriv")
+    };
+    // As made, another uid cannot even reach the socket.
+    let output = as_nobody(&agent.address());
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+
+    // Opened up by mistake, the agent still refuses the uid (SO_PEERCRED).
+    for (path, mode) in [
+        (dir.path(), 0o755),
+        (run.as_path(), 0o755),
+        (agent.socket.as_path(), 0o666),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let output = as_nobody(&agent.address());
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("refused this client"), "{stderr}");
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+    assert!(agent.log_text().contains("uid that is not allowed"));
+
+    // Allowed by --allow-uid, it is served.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let allowed = Agent::start_at(
+        &other.join("run/agent.sock"),
+        dir.path(),
+        &borrowed(&vars),
+        &["--allow-uid", "65534"],
+    );
+    let run = allowed.socket.parent().unwrap().to_owned();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&allowed.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = as_nobody(&allowed.address());
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), basic_line(USER, PASSWORD));
+}
+
+#[test]
+fn tcp_needs_the_token_a_loopback_host_and_no_forwarding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    let addr = free_port();
+    let token_file = dir.path().join("token");
+    let agent = Agent::start(
+        dir.path(),
+        &borrowed(&vars),
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().mode() & 0o777,
+        0o600
+    );
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let bearer = format!("Bearer {token}");
+    let host = addr.to_string();
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case<'_>; 6] = [
+        ("no token", vec![("Host", &host)], 401),
+        (
+            "wrong token",
+            vec![
+                ("Host", &host),
+                ("Authorization", "Bearer 0000000000000000"),
+            ],
+            401,
+        ),
+        (
+            "X-Forwarded-For",
+            vec![
+                ("Host", &host),
+                ("Authorization", &bearer),
+                ("X-Forwarded-For", "10.1.2.3"),
+            ],
+            400,
+        ),
+        (
+            "Forwarded",
+            vec![
+                ("Host", &host),
+                ("Authorization", &bearer),
+                ("Forwarded", "for=10.1.2.3"),
+            ],
+            400,
+        ),
+        (
+            "foreign Host",
+            vec![("Host", "attacker.example:80"), ("Authorization", &bearer)],
+            403,
+        ),
+        ("no Host", vec![("Authorization", &bearer)], 403),
+    ];
+    for (what, headers, want) in &cases {
+        let (status, body) = tcp(addr, "/v1/secret", headers);
+        assert_eq!(status, *want, "{what}: {body}");
+        assert!(
+            !body.contains(PASSWORD) && !body.contains(token.trim()),
+            "{what}: {body}"
+        );
+    }
+    // The control: the right token, a loopback Host.
+    let (status, body) = tcp(
+        addr,
+        "/v1/secret",
+        &[("Host", &host), ("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(PASSWORD));
+    // Liveness needs no token.
+    assert_eq!(tcp(addr, "/healthz", &[("Host", &host)]).0, 200);
+
+    // The provider over TCP, with and without the right token file.
+    let url = format!("http://{addr}");
+    let good = token_file.display().to_string();
+    let output = client(&[
+        ("MLFLOW_SECRETS_AGENT", &url),
+        ("MLFLOW_SECRETS_AGENT_TOKEN_FILE", &good),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        text(&output).0.trim(),
+        basic_line(USER, PASSWORD),
+        "{}",
+        text(&output).1
+    );
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, "0123456789abcdef0123").unwrap();
+    let output = client(&[
+        ("MLFLOW_SECRETS_AGENT", &url),
+        ("MLFLOW_SECRETS_AGENT_TOKEN_FILE", wrong.to_str().unwrap()),
+    ])
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("refused this client")
+            && stderr.contains("MLFLOW_SECRETS_AGENT_TOKEN_FILE"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains("0123456789abcdef0123"));
+
+    // Every log line is JSON, and none carries the secret or the token.
+    let log = agent.log_text();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{line}"
+        );
+        assert!(
+            !line.contains(PASSWORD) && !line.contains(token.trim()),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_address_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let output = Command::new(BIN)
+            .env_clear()
+            .envs(borrowed(&vars))
+            .args(["agent", "--socket"])
+            .arg(dir.path().join("run/agent.sock"))
+            .args(["--listen", listen, "--token-file"])
+            .arg(dir.path().join("token"))
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{listen}: {stderr}");
+        assert!(
+            stderr.contains("only loopback addresses"),
+            "{listen}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn killed_agent_fails_over_and_a_restarted_one_is_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, agent_vars) = file_vars(dir.path(), "agent-secret", PASSWORD);
+    let (_, direct_vars) = file_vars(dir.path(), "direct-secret", DIRECT_PASSWORD);
+    let agent = Agent::start(dir.path(), &borrowed(&agent_vars), &[]);
+    let address = agent.address();
+    let mut with_direct = borrowed(&direct_vars);
+    with_direct.push(("MLFLOW_SECRETS_AGENT", &address));
+    let header = |vars: &[(&str, &str)]| {
+        let output = client(vars).output().unwrap();
+        (output.status.code(), text(&output))
+    };
+    assert_eq!(header(&with_direct).1.0.trim(), basic_line(USER, PASSWORD));
+
+    let socket = agent.socket.clone();
+    drop(agent); // SIGKILL: the socket file stays behind.
+    assert!(socket.exists());
+    let (code, (stdout, stderr)) = header(&with_direct);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        basic_line(USER, DIRECT_PASSWORD),
+        "failed over to the file"
+    );
+    let (code, (_, stderr)) = header(&[("MLFLOW_SECRETS_AGENT", &address)]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("agent") && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+
+    // A new agent replaces the dead one's socket; clients use it again.
+    let agent = Agent::start(dir.path(), &borrowed(&agent_vars), &[]);
+    assert_eq!(header(&with_direct).1.0.trim(), basic_line(USER, PASSWORD));
+    // A second agent on a live socket refuses to start.
+    let output = Command::new(BIN)
+        .env_clear()
+        .envs(borrowed(&agent_vars))
+        .args(["agent", "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("in use by a running server"),
+        "{}",
+        text(&output).1
+    );
+    // SIGTERM: exit 0, the socket removed.
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(!socket.exists());
+}
+
+#[test]
+fn readyz_is_false_before_a_first_fetch_against_a_down_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let mut vars = aws_vars(&format!("http://{closed}"), "nothing");
+    vars.push(("MLFLOW_SECRETS_MAX_RETRIES", "0".to_owned()));
+    vars.push(("MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC", "1".to_owned()));
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    assert_eq!(get(&agent.socket, "/healthz").0, 200);
+    let (status, body) = get(&agent.socket, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = get(&agent.socket, "/v1/secret");
+    assert_eq!(status, 503, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["kind"], "transient", "{body}");
+}
+
+#[test]
+fn a_backend_outage_is_bridged_with_the_cached_value() {
+    let Some(moto) = MotoServer::start("agent: outage") else {
+        return;
+    };
+    moto.create_secret("agent-outage", &format!("{USER}:{PASSWORD}"));
+    let proxy = FaultProxy::start(moto_addr(&moto));
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = aws_vars(&proxy.url(), "agent-outage");
+    vars.push(("MLFLOW_SECRETS_MAX_RETRIES", "0".to_owned()));
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    let address = agent.address();
+    assert_eq!(get(&agent.socket, "/v1/secret").0, 200);
+    proxy.inject(Fault::new("/", 503, "down"));
+    // Cleared while the backend is down: the refetch fails, the old value stays.
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("MLFLOW_SECRETS_AGENT", &address)
+        .args(["cache", "clear"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{:?}", text(&output));
+    let output = client(&[("MLFLOW_SECRETS_AGENT", &address)])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), basic_line(USER, PASSWORD));
+    assert!(proxy.answered() >= 1, "the backend was asked and failed");
+    let (_, body) = get(&agent.socket, "/v1/status");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["counters"]["stale_served"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(
+        get(&agent.socket, "/readyz").0,
+        200,
+        "a stale value is a usable value"
+    );
+}
+
+#[test]
+fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    let agent = Agent::start(
+        dir.path(),
+        &borrowed(&vars),
+        &["--max-connections", "2", "--read-timeout", "1"],
+    );
+    // Let the start-up probes' connections close.
+    std::thread::sleep(Duration::from_millis(100));
+    let idle: Vec<UnixStream> = (0..2)
+        .map(|_| UnixStream::connect(&agent.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, body) = get(&agent.socket, "/v1/secret");
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains(PASSWORD));
+
+    // A client sending its headers a byte at a time is cut off by the
+    // read timeout (1 s), long before it finishes.
+    let mut slow = idle.into_iter().next().unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let request = b"GET /v1/secret HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in request {
+        if slow.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match slow.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => {
+                let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(!answer.contains(PASSWORD), "{answer}");
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed, "the slow client was never cut off");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Once they are gone the agent serves again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&agent.socket, "/v1/secret").0 != 200 {
+        assert!(Instant::now() < deadline, "the agent did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
