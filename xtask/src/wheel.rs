@@ -122,6 +122,7 @@ const SDIST_NEEDS: &[&str] = &[
     "secrets-vault/src/lib.rs",
     "secrets-aws/src/lib.rs",
     "secrets-azure/src/lib.rs",
+    "secrets-agent/src/lib.rs",
 ];
 
 /// Builds the sdist into `target/sdist` and checks it holds what a build from
