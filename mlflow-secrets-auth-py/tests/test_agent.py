@@ -6,14 +6,14 @@ moto, and /metrics is read by Prometheus's own parser."""
 from __future__ import annotations
 
 import http.client
-import os
 import http.server
-import urllib.error
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Dict, Iterator

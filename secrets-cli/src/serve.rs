@@ -99,15 +99,18 @@ pub(crate) fn default_socket(name: &str) -> PathBuf {
 }
 
 impl Listener {
-    /// Binds the Unix socket at `path`: its directory made (or found) 0700
-    /// and owned by this uid, a stale socket of a dead server replaced, a
-    /// live one left alone (an error), the socket 0600.
+    /// Binds the Unix socket at `path`: its directory made (or found) owned
+    /// by this uid, a stale socket of a dead server replaced, a live one
+    /// left alone (an error). Private (no `allowed_uids`): directory 0700,
+    /// socket 0600. Shared: a new directory 0711 (an existing one as its
+    /// owner set it), the socket 0666 — the peer uid check is the gate.
     pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> anyhow::Result<Self> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        private_dir(dir)?;
+        let shared = !allowed_uids.is_empty();
+        own_dir(dir, shared)?;
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -128,8 +131,9 @@ impl Listener {
         }
         let listener =
             UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("making {} 0600", path.display()))?;
+        let mode = if shared { 0o666 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} {mode:o}", path.display()))?;
         Ok(Self::Unix {
             listener,
             path: path.to_owned(),
@@ -470,11 +474,19 @@ fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
     given.ct_eq(token.expose_secret().as_bytes()).into()
 }
 
-/// Makes (or checks) a directory only this uid may enter: created 0700; an
-/// existing one must be owned by this uid and is set to 0700.
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => return Ok(()),
+/// Makes (or checks) the socket's directory: owned by this uid. Private:
+/// created 0700, an existing one set to 0700. Shared: created 0711 (others
+/// may reach the socket, not list the directory), an existing one left as
+/// its owner set it.
+fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
+    let mode = if shared { 0o711 } else { 0o700 };
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            // The umask may have taken bits away.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("making {} {mode:o}", dir.display()))?;
+            return Ok(());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
@@ -491,7 +503,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
             own_uid()
         );
     }
-    if meta.mode() & 0o077 != 0 {
+    if !shared && meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("making {} 0700", dir.display()))?;
     }

@@ -359,9 +359,13 @@ fn the_socket_is_private_and_other_uids_are_refused() {
         &borrowed(&vars),
         &["--allow-uid", "65534"],
     );
+    // Shared: the directory 0711, the socket 0666; the uid check is the gate.
     let run = allowed.socket.parent().unwrap().to_owned();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&allowed.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(std::fs::metadata(&run).unwrap().mode() & 0o777, 0o711);
+    assert_eq!(
+        std::fs::metadata(&allowed.socket).unwrap().mode() & 0o777,
+        0o666
+    );
     let output = as_nobody(&allowed.address());
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");

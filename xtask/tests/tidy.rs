@@ -17,6 +17,7 @@ const SOURCES: &[&str] = &[
     "secrets-vault/src",
     "secrets-aws/src",
     "secrets-azure/src",
+    "secrets-agent/src",
     "mlflow-secrets-auth/src",
     "secrets-cli/src",
     "mlflow-secrets-auth-py/src",
