@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use mlflow_secrets_auth::{
     BreakerState, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth, redact,
@@ -21,7 +19,7 @@ use mlflow_secrets_auth::{
 use mlflow_secrets_auth_agent::protocol::{self, SecretAnswer, WireCredential};
 
 use crate::metrics::Metrics;
-use crate::serve::{self, Limits, Listener, Peer, json};
+use crate::serve::{self, Body, Limits, Listener, Peer, TcpAccess, full, json};
 use crate::{SUCCESS, version};
 
 /// The agent's options.
@@ -61,6 +59,9 @@ impl EnvSource for OwnEnv {
     }
 }
 
+/// What a TCP caller may ask without the token: liveness only.
+const OPEN_PATHS: &[&str] = &[protocol::HEALTH_PATH, protocol::READY_PATH];
+
 /// How many distinct client processes are remembered for the status.
 const MAX_CLIENTS_REMEMBERED: usize = 65_536;
 
@@ -96,7 +97,7 @@ impl Agent {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: Peer,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let (endpoint, response) = match path.as_str() {
@@ -140,15 +141,10 @@ impl Agent {
     }
 
     /// Runs `answer` for `wanted`, else 405.
-    async fn only<F, Fut>(
-        &self,
-        method: &Method,
-        wanted: Method,
-        answer: F,
-    ) -> Response<Full<Bytes>>
+    async fn only<F, Fut>(&self, method: &Method, wanted: Method, answer: F) -> Response<Body>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Response<Full<Bytes>>>,
+        Fut: Future<Output = Response<Body>>,
     {
         if *method == wanted {
             answer().await
@@ -161,7 +157,7 @@ impl Agent {
         }
     }
 
-    async fn secret(&self, peer: Peer) -> Response<Full<Bytes>> {
+    async fn secret(&self, peer: Peer) -> Response<Body> {
         let lease = match self.auth.lease().await {
             Ok(lease) => lease,
             Err(error) => return fetch_failed(&error),
@@ -199,7 +195,7 @@ impl Agent {
         }
     }
 
-    async fn invalidate(&self) -> Response<Full<Bytes>> {
+    async fn invalidate(&self) -> Response<Body> {
         match self.auth.refetch().await {
             Ok(changed) => json(
                 StatusCode::OK,
@@ -219,7 +215,7 @@ impl Agent {
         cached || self.last_fetch_ok.load(Ordering::Relaxed)
     }
 
-    fn ready(&self) -> Response<Full<Bytes>> {
+    fn ready(&self) -> Response<Body> {
         if self.is_ready() {
             json(StatusCode::OK, r#"{"ready":true}"#.to_owned())
         } else {
@@ -231,7 +227,7 @@ impl Agent {
         }
     }
 
-    fn status(&self) -> Response<Full<Bytes>> {
+    fn status(&self) -> Response<Body> {
         let stats = self.auth.stats();
         let providers: Vec<_> = self
             .auth
@@ -279,14 +275,14 @@ impl Agent {
         json(StatusCode::OK, body.to_string())
     }
 
-    fn metrics(&self) -> Response<Full<Bytes>> {
+    fn metrics(&self) -> Response<Body> {
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
         match self
             .metrics
             .encode(self.started.elapsed(), clients, self.is_ready())
         {
             Ok(text) => {
-                let mut response = Response::new(Full::new(Bytes::from(text)));
+                let mut response = Response::new(full(text));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static(
@@ -305,7 +301,7 @@ impl Agent {
 
 /// The answer when the chain could not produce the credential: 503 for a
 /// transient failure (a client fails over), 502 otherwise; the kind named.
-fn fetch_failed(error: &SecretError) -> Response<Full<Bytes>> {
+fn fetch_failed(error: &SecretError) -> Response<Body> {
     let status = if error.is_transient() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -377,7 +373,13 @@ async fn serve_until(
     allowed.dedup();
     // TCP first: its checks fail before a socket file exists.
     let tcp = match (args.listen, &args.token_file) {
-        (Some(addr), Some(file)) => Some(Listener::tcp(addr, file).await?),
+        (Some(addr), Some(file)) => {
+            let access = TcpAccess {
+                token: Some(serve::load_or_make_token(file)?),
+                allow_remote: false,
+            };
+            Some(Listener::tcp(addr, access).await?)
+        }
         _ => None,
     };
     let unix = Listener::unix(&socket, allowed).await?;
@@ -405,10 +407,18 @@ async fn serve_until(
         let agent = Arc::clone(&agent);
         move |request, peer| Arc::clone(&agent).handle(request, peer)
     };
-    let unix_served = unix.serve(limits, handler.clone(), wait(stopped.subscribe()));
+    let unix_served = unix.serve(
+        limits,
+        OPEN_PATHS,
+        handler.clone(),
+        wait(stopped.subscribe()),
+    );
     let tcp_served = async {
         match tcp {
-            Some(tcp) => tcp.serve(limits, handler, wait(stopped.subscribe())).await,
+            Some(tcp) => {
+                tcp.serve(limits, OPEN_PATHS, handler, wait(stopped.subscribe()))
+                    .await
+            }
             None => Ok(()),
         }
     };

@@ -16,6 +16,7 @@ mod doctor;
 mod info;
 mod metrics;
 mod output;
+mod proxy;
 mod run;
 mod serve;
 
@@ -67,6 +68,11 @@ enum Command {
         /// The tracking URL (default: MLFLOW_TRACKING_URI); its host must be allowed.
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// Give CMD a local proxy (MLFLOW_TRACKING_URI on loopback, a one-time
+        /// MLFLOW_TRACKING_TOKEN) instead of the credential: rotations need no
+        /// restart and CMD's environment holds no real credential.
+        #[arg(long)]
+        proxy: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -80,6 +86,9 @@ enum Command {
     /// Run the node agent: one credential cache for every process on this
     /// machine, served on a Unix socket (see docs/agent.md). Logs at info by default.
     Agent(agent::AgentArgs),
+    /// Run an authenticating local proxy in front of one MLflow server: clients
+    /// send a local token, the proxy forwards with the real credential (see docs/proxy.md).
+    Proxy(proxy::ProxyArgs),
     /// The agent's cache: `status` or `clear` (MLFLOW_SECRETS_AGENT or --socket names it).
     Cache {
         #[command(subcommand)]
@@ -180,7 +189,7 @@ fn run(cli: Cli) -> u8 {
     });
     // A server says what it does unless told otherwise.
     let level = match cli.command {
-        Command::Agent(_) => level.or(Some(LogLevel::Info)),
+        Command::Agent(_) | Command::Proxy(_) => level.or(Some(LogLevel::Info)),
         _ => level,
     };
     if let Some(level) = level {
@@ -193,7 +202,17 @@ fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Info { json } => info::run(json),
         Command::Doctor { dry_run, json } => doctor::run(dry_run.as_deref(), json),
-        Command::Exec { url, command } => run::exec(url.as_deref(), &command),
+        Command::Exec {
+            url,
+            proxy: true,
+            command,
+        } => run::exec_with_proxy(url.as_deref(), &command),
+        Command::Exec {
+            url,
+            proxy: false,
+            command,
+        } => run::exec(url.as_deref(), &command),
+        Command::Proxy(args) => proxy::run(args),
         Command::Header { url } => run::header(url.as_deref()),
         Command::Agent(args) => agent::run(args),
         Command::Cache { command } => match command {

@@ -234,3 +234,94 @@ impl Metrics {
         Ok(text)
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+/// The proxy's metrics. Cheap to clone (clones share the counters).
+#[derive(Clone)]
+pub(crate) struct ProxyMetrics {
+    requests: Family<StatusLabels, Counter>,
+    upstream_seconds: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    refetches: Counter,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            upstream_seconds: latency_histogram(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            refetches: Counter::default(),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Counts one answered request.
+    pub(crate) fn request(&self, status: StatusCode) {
+        self.requests
+            .get_or_create(&StatusLabels {
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
+    /// Time until the upstream's response headers.
+    pub(crate) fn upstream_latency(&self, took: Duration) {
+        self.upstream_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Request body bytes sent upstream.
+    pub(crate) fn bytes_in(&self, n: usize) {
+        self.bytes_in.inc_by(n as u64);
+    }
+
+    /// Response body bytes sent to clients.
+    pub(crate) fn bytes_out(&self, n: usize) {
+        self.bytes_out.inc_by(n as u64);
+    }
+
+    /// A credential refetched after the upstream refused it.
+    pub(crate) fn refetch(&self) {
+        self.refetches.inc();
+    }
+
+    /// The OpenMetrics text of a scrape now.
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::with_prefix("mlflow_secrets_proxy");
+        registry.register(
+            "requests",
+            "Requests answered, by HTTP status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time until the upstream's response headers",
+            self.upstream_seconds.clone(),
+        );
+        registry.register(
+            "request_bytes",
+            "Request body bytes sent upstream",
+            self.bytes_in.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            self.bytes_out.clone(),
+        );
+        registry.register(
+            "refetches",
+            "Credentials refetched after the upstream refused one",
+            self.refetches.clone(),
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}

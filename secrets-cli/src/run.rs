@@ -47,6 +47,12 @@ pub fn header(url: Option<&str>) -> anyhow::Result<u8> {
     Ok(SUCCESS)
 }
 
+/// `exec --proxy`: CMD talks to a local proxy of the tracking server.
+pub fn exec_with_proxy(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
+    let tracking = tracking_url(url)?;
+    crate::proxy::exec(tracking.as_str(), command)
+}
+
 pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given after `--`");

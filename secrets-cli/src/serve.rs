@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,6 +25,19 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+
+/// What a handler's response body may fail with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: a whole buffer or a stream.
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A body of `bytes`.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 /// Limits of a server.
 #[derive(Debug, Clone, Copy)]
@@ -79,8 +92,23 @@ pub(crate) enum Listener {
     /// A loopback TCP port; every request must carry the token.
     Tcp {
         listener: TcpListener,
-        token: SecretString,
+        /// What callers must present; `None` only when local auth was
+        /// turned off explicitly.
+        token: Option<SecretString>,
+        /// Whether `Host` must name a loopback address (off only for an
+        /// explicitly remote listener).
+        loopback_host: bool,
     },
+}
+
+/// Who may use a TCP listener.
+#[derive(Debug)]
+pub(crate) struct TcpAccess {
+    /// The token callers present as `Authorization: Bearer`; `None`: anyone
+    /// who can connect (an explicit choice, warned about).
+    pub(crate) token: Option<SecretString>,
+    /// Listening beyond loopback is allowed (with a token only).
+    pub(crate) allow_remote: bool,
 }
 
 /// The uid this process runs as.
@@ -141,19 +169,31 @@ impl Listener {
         })
     }
 
-    /// Binds a loopback TCP address (anything else is refused) whose callers
-    /// must present the token in `token_file` (made, 0600, when absent).
-    pub(crate) async fn tcp(addr: SocketAddr, token_file: &Path) -> anyhow::Result<Self> {
-        if !addr.ip().is_loopback() {
+    /// Binds a TCP address: loopback only (anything else is refused) unless
+    /// `access.allow_remote` and a token are both given.
+    pub(crate) async fn tcp(addr: SocketAddr, access: TcpAccess) -> anyhow::Result<Self> {
+        let remote = !addr.ip().is_loopback();
+        if remote && !(access.allow_remote && access.token.is_some()) {
             bail!(
                 "--listen {addr}: only loopback addresses (127.0.0.0/8, ::1) are allowed; use a Unix socket to serve other containers of a pod"
             );
         }
-        let token = load_or_make_token(token_file)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        Ok(Self::Tcp { listener, token })
+        Ok(Self::Tcp {
+            listener,
+            token: access.token,
+            loopback_host: !remote,
+        })
+    }
+
+    /// The bound TCP address (`None` for a Unix socket).
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp { listener, .. } => listener.local_addr().ok(),
+            Self::Unix { .. } => None,
+        }
     }
 
     /// Where it listens, for logs and for clients (`unix:/path` or `http://addr`).
@@ -167,24 +207,40 @@ impl Listener {
     }
 
     /// Serves `handler` until `stop` completes, then lets in-flight requests
-    /// finish within `limits.drain` and removes the socket file.
+    /// finish within `limits.drain` and removes the socket file. On TCP,
+    /// `open_paths` need no token.
     pub(crate) async fn serve<H, F>(
         self,
         limits: Limits,
+        open_paths: &'static [&'static str],
         handler: H,
         stop: impl Future<Output = ()>,
     ) -> anyhow::Result<()>
     where
         H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
     {
         let address = self.address();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let token = match &self {
-            Self::Tcp { token, .. } => Some(Arc::new(token.clone())),
-            Self::Unix { .. } => None,
-        };
+        let checks = Arc::new(match &self {
+            Self::Tcp {
+                token,
+                loopback_host,
+                ..
+            } => Checks {
+                tcp: true,
+                token: token.clone(),
+                loopback_host: *loopback_host,
+                open_paths,
+            },
+            Self::Unix { .. } => Checks {
+                tcp: false,
+                token: None,
+                loopback_host: false,
+                open_paths,
+            },
+        });
         tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
@@ -222,12 +278,12 @@ impl Listener {
                 continue;
             };
             let handler = handler.clone();
-            let token = token.clone();
+            let checks = Arc::clone(&checks);
             let service = service_fn(move |request: Request<Incoming>| {
                 let handler = handler.clone();
-                let token = token.clone();
+                let refusal = checks.refusal(&request);
                 async move {
-                    if let Some(refusal) = check_request(&request, peer, token.as_deref()) {
+                    if let Some(refusal) = refusal {
                         return Ok::<_, Infallible>(refusal);
                     }
                     Ok(handler(request, peer).await)
@@ -379,8 +435,8 @@ pub(crate) fn error_body(reason: &str, kind: Option<&str>) -> String {
 }
 
 /// A JSON response.
-pub(crate) fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -394,48 +450,52 @@ pub(crate) fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 /// An error response with a short reason.
-pub(crate) fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+pub(crate) fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
     json(status, error_body(reason, None))
 }
 
-/// Paths any caller of a TCP listener may ask without the token (liveness
-/// probes): they tell nothing but that the server runs.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// The checks every request passes before its handler.
+struct Checks {
+    tcp: bool,
+    token: Option<SecretString>,
+    loopback_host: bool,
+    open_paths: &'static [&'static str],
+}
 
-/// The checks every request passes before its handler: no forwarding
-/// headers (this server is never behind a proxy); on TCP a loopback `Host`
-/// (against DNS rebinding) and the token (constant-time compare).
-fn check_request(
-    request: &Request<Incoming>,
-    peer: Peer,
-    token: Option<&SecretString>,
-) -> Option<Response<Full<Bytes>>> {
-    let headers = request.headers();
-    if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
-        return Some(refusal(
-            StatusCode::BAD_REQUEST,
-            "forwarded requests are refused: call this server directly",
-        ));
+impl Checks {
+    /// No forwarding headers (this server is never behind a proxy); on TCP a
+    /// loopback `Host` (against DNS rebinding) and the token (constant-time
+    /// compare) except on the open paths.
+    fn refusal(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
+        let headers = request.headers();
+        if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
+            return Some(refusal(
+                StatusCode::BAD_REQUEST,
+                "forwarded requests are refused: call this server directly",
+            ));
+        }
+        if !self.tcp {
+            return None;
+        }
+        if self.loopback_host && !loopback_host(headers) {
+            return Some(refusal(
+                StatusCode::FORBIDDEN,
+                "the Host header must name a loopback address",
+            ));
+        }
+        match &self.token {
+            Some(token)
+                if !self.open_paths.contains(&request.uri().path())
+                    && !bearer_matches(headers, token) =>
+            {
+                Some(refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong token (Authorization: Bearer <token>)",
+                ))
+            }
+            _ => None,
+        }
     }
-    let (Peer::Tcp, Some(token)) = (peer, token) else {
-        return None;
-    };
-    if !loopback_host(headers) {
-        return Some(refusal(
-            StatusCode::FORBIDDEN,
-            "the Host header must name a loopback address",
-        ));
-    }
-    if OPEN_PATHS.contains(&request.uri().path()) {
-        return None;
-    }
-    if !bearer_matches(headers, token) {
-        return Some(refusal(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token (Authorization: Bearer <token>)",
-        ));
-    }
-    None
 }
 
 /// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`), any port.
@@ -478,7 +538,7 @@ fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
 /// created 0700, an existing one set to 0700. Shared: created 0711 (others
 /// may reach the socket, not list the directory), an existing one left as
 /// its owner set it.
-fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
+pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
     let mode = if shared { 0o711 } else { 0o700 };
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {
@@ -534,10 +594,7 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
             Ok(token.into())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes)
-                .map_err(|e| anyhow::anyhow!("reading random bytes for the token: {e}"))?;
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let token = random_token()?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -550,6 +607,14 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
         }
         Err(e) => Err(e).with_context(|| format!("reading the token file {}", path.display())),
     }
+}
+
+/// A new random token: 32 bytes from the OS, as 64 hex characters.
+pub(crate) fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("reading random bytes for the token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Completes on SIGTERM or SIGINT.

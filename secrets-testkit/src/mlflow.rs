@@ -35,6 +35,17 @@ impl MlflowServer {
     /// Starts a server, or `None` (with a loud SKIPPED line) when `mlflow` is
     /// missing and servers are not required.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false)
+    }
+
+    /// [`Self::start`] with artifacts served by the server itself
+    /// (`--serve-artifacts`): clients upload and download them through the
+    /// tracking server (`mlflow-artifacts:` URIs).
+    pub fn start_serving_artifacts(test: &str) -> Option<Self> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, serve_artifacts: bool) -> Option<Self> {
         let binary = ServerPolicy::from_env().require("mlflow", test)?;
         let dir = std::env::temp_dir().join(format!(
             "mlflow-secrets-auth-mlflow-{}-{}",
@@ -58,24 +69,28 @@ impl MlflowServer {
         let artifacts = dir.join("artifacts").display().to_string();
         let ini_path = ini.display().to_string();
         let secret_key = format!("{:016x}{:016x}", fastrand_u64(), fastrand_u64());
+        let mut args = vec![
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            &store,
+        ];
+        if serve_artifacts {
+            args.extend(["--serve-artifacts", "--artifacts-destination", &artifacts]);
+        } else {
+            args.extend(["--default-artifact-root", &artifacts]);
+        }
         let process = ServerProcess::start(&ServerSpec {
             name: "mlflow",
             binary: &binary,
-            args: &[
-                "server",
-                "--app-name",
-                "basic-auth",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                &store,
-                "--default-artifact-root",
-                &artifacts,
-            ],
+            args: &args,
             env: &[
                 ("MLFLOW_AUTH_CONFIG_PATH", &ini_path),
                 ("MLFLOW_FLASK_SERVER_SECRET_KEY", &secret_key),

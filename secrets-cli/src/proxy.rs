@@ -1,0 +1,627 @@
+//! `mlflow-secrets-auth proxy`: a local authenticating proxy in front of one
+//! MLflow server. Clients talk to it in the clear on loopback (or a Unix
+//! socket) and prove themselves with a local token; it forwards every request
+//! with the current credential, streaming bodies both ways, and never
+//! follows a redirect. `exec --proxy` runs one in-process for a child. See
+//! `docs/proxy.md`.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
+use mlflow_secrets_auth::{AuthHeader, EntryState, Env, SecretsAuth, redact};
+use url::Url;
+
+use crate::metrics::ProxyMetrics;
+use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, TcpAccess, full};
+use crate::{FAILURE, SUCCESS};
+
+/// Request bodies up to this size are kept so the request can be resent
+/// after a 401/403 with a refetched credential; larger (or chunked) bodies
+/// stream through and a refusal goes back to the client as it is.
+pub(crate) const MAX_REPLAY_BYTES: u64 = 1 << 20;
+
+/// Paths under this prefix are the proxy's own, never forwarded.
+const RESERVED: &str = "/-/";
+/// What a TCP caller may ask without the local token.
+const OPEN_PATHS: &[&str] = &["/-/healthz", "/-/readyz", "/-/metrics"];
+
+/// Request headers never forwarded: hop-by-hop ones, the client's own
+/// credentials (the local token) and `Host` (set for the upstream).
+const DROPPED_REQUEST: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::HOST,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Response headers not passed back (hop-by-hop).
+const DROPPED_RESPONSE: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The proxy's options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProxyArgs {
+    /// The MLflow server to forward to; its host must pass MLFLOW_SECRETS_ALLOWED_HOSTS.
+    #[arg(long, value_name = "URL")]
+    upstream: String,
+    /// The TCP address to serve (loopback unless --allow-remote).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5000",
+        conflicts_with = "socket"
+    )]
+    listen: SocketAddr,
+    /// Serve a Unix socket instead of TCP (the peer uid is checked, no token).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The local token TCP clients send as `Authorization: Bearer` (MLFLOW_TRACKING_TOKEN);
+    /// written (0600) when absent. Default: next to the default agent socket, `proxy.token`.
+    #[arg(long, value_name = "PATH")]
+    local_token_file: Option<PathBuf>,
+    /// Accept TCP clients without the local token: anyone on this machine may
+    /// then act with the MLflow credential. Warned about at start.
+    #[arg(long)]
+    no_local_auth: bool,
+    /// Allow a non-loopback --listen address (the local token stays required).
+    #[arg(long)]
+    allow_remote: bool,
+    /// A uid besides the proxy's own that may use its socket (repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// A PEM file of CA certificates to trust for the upstream (besides the system's).
+    #[arg(long, value_name = "PATH")]
+    upstream_ca: Option<PathBuf>,
+    /// Connections served at once; more get 503.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (and to keep an idle connection).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    read_timeout: f64,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    drain: f64,
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds"))
+}
+
+/// The upstream and how to reach it.
+struct Upstream {
+    /// `scheme://host[:port]`.
+    origin: String,
+    /// The base path without a trailing `/` (`""` or `/mlflow`).
+    base: String,
+    /// The parsed base URL (for the origin comparison).
+    url: Url,
+    client: reqwest::Client,
+}
+
+impl Upstream {
+    fn new(text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
+        let url = Url::parse(text).with_context(|| format!("--upstream {text:?} is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            bail!("--upstream must be an http(s) URL with a host");
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            bail!("--upstream must not carry a username or password");
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            bail!("--upstream must not have a query or fragment");
+        }
+        let origin = url.origin().ascii_serialization();
+        let base = url.path().trim_end_matches('/').to_owned();
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .referer(false);
+        if let Some(path) = ca {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --upstream-ca {}", path.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!("--upstream-ca {}: not PEM certificates", path.display())
+            })? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().context("building the upstream client")?;
+        Ok(Self {
+            origin,
+            base,
+            url,
+            client,
+        })
+    }
+
+    /// The upstream URL of a request's path and query, or `None` when it
+    /// would not be on the upstream's origin (fail closed).
+    fn target(&self, path_and_query: &str) -> Option<Url> {
+        if !path_and_query.starts_with('/') {
+            return None;
+        }
+        let url = Url::parse(&format!("{}{}{path_and_query}", self.origin, self.base)).ok()?;
+        (url.origin() == self.url.origin()).then_some(url)
+    }
+
+    /// `location` rewritten to point at the proxy when it points at the
+    /// upstream; anything else unchanged.
+    fn rewrite_location(&self, location: &str, public: &str) -> Option<String> {
+        let url = Url::parse(location).ok()?;
+        if url.origin() != self.url.origin() {
+            return None;
+        }
+        let rest = &location[url.origin().ascii_serialization().len()..];
+        let rest = rest.strip_prefix(self.base.as_str()).unwrap_or(rest);
+        Some(format!("{public}{rest}"))
+    }
+}
+
+/// The proxy's state, shared by every connection.
+pub(crate) struct Proxy {
+    auth: SecretsAuth,
+    upstream: Upstream,
+    metrics: ProxyMetrics,
+    quit: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = if path.starts_with(RESERVED) {
+            self.reserved(&method, &path)
+        } else {
+            self.forward(request).await
+        };
+        self.metrics.request(response.status());
+        // Never the query: presigned storage URLs carry signatures there.
+        tracing::debug!(
+            %method,
+            path = %path,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            peer = ?peer,
+            "request"
+        );
+        response
+    }
+
+    fn ready(&self) -> bool {
+        self.auth
+            .entry()
+            .is_some_and(|e| e.state != EntryState::Expired)
+    }
+
+    fn reserved(&self, method: &Method, path: &str) -> Response<Body> {
+        match (method, path) {
+            (&Method::GET, "/-/healthz") => text(StatusCode::OK, "ok"),
+            // Never a call upstream or to the backend: a probe that dials
+            // upstream turns an upstream hiccup into a fleet-wide restart.
+            (&Method::GET, "/-/readyz") if self.ready() => text(StatusCode::OK, "ready"),
+            (&Method::GET, "/-/readyz") => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no usable credential cached",
+            ),
+            (&Method::GET, "/-/metrics") => match self.metrics.encode() {
+                Ok(body) => {
+                    let mut response = Response::new(full(body));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    response
+                }
+                Err(_) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot encode the metrics",
+                ),
+            },
+            (&Method::POST, "/-/quitquitquit") => {
+                tracing::info!("asked to quit");
+                let _ = self.quit.send(true);
+                text(StatusCode::OK, "stopping")
+            }
+            _ => text(StatusCode::NOT_FOUND, "no such proxy endpoint"),
+        }
+    }
+
+    async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let Some(url) = self.upstream.target(path_and_query) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "the request target is not a path on the upstream",
+            );
+        };
+        let header = match self.auth.header_for_url(&url).await {
+            Ok(Some(header)) => header,
+            Ok(None) => return text(StatusCode::FORBIDDEN, "the upstream is not an allowed host"),
+            Err(error) => {
+                tracing::warn!(error = %redact(&error.to_string()), "no credential for the upstream");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "no credential available for the upstream",
+                );
+            }
+        };
+        let public = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map_or_else(|| "http://localhost".to_owned(), |h| format!("http://{h}"));
+        let headers = self.forwarded_headers(&parts.headers);
+        // Small bodies are kept for a resend; others stream through.
+        let length = body.size_hint().exact();
+        let kept = match length {
+            Some(n) if n <= MAX_REPLAY_BYTES => {
+                match Limited::new(body, MAX_REPLAY_BYTES as usize)
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => Ok(collected.to_bytes()),
+                    Err(_) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "the request body could not be read",
+                        );
+                    }
+                }
+            }
+            _ => Err(body),
+        };
+        let response = match kept {
+            Ok(bytes) => {
+                self.metrics.bytes_in(bytes.len());
+                let first = self
+                    .send(
+                        &parts.method,
+                        &url,
+                        &headers,
+                        &header,
+                        reqwest::Body::from(bytes.clone()),
+                    )
+                    .await;
+                match first {
+                    Ok(answer) if refused(answer.status()) => {
+                        match self.auth.refused(header.value().expose_secret()).await {
+                            Ok(Some(fresh)) => {
+                                self.metrics.refetch();
+                                tracing::info!(
+                                    "upstream refused the credential: resending with the refetched one"
+                                );
+                                self.send(
+                                    &parts.method,
+                                    &url,
+                                    &headers,
+                                    &fresh,
+                                    reqwest::Body::from(bytes),
+                                )
+                                .await
+                            }
+                            _ => Ok(answer),
+                        }
+                    }
+                    other => other,
+                }
+            }
+            Err(body) => {
+                let metrics = self.metrics.clone();
+                let counted = body.map_frame(move |frame| {
+                    if let Some(data) = frame.data_ref() {
+                        metrics.bytes_in(data.len());
+                    }
+                    frame
+                });
+                self.send(
+                    &parts.method,
+                    &url,
+                    &headers,
+                    &header,
+                    reqwest::Body::wrap(counted),
+                )
+                .await
+            }
+        };
+        match response {
+            Ok(answer) => self.relay(answer, &public),
+            Err(error) => {
+                // reqwest's message carries the URL (and its query): not shown.
+                let error = error.without_url();
+                tracing::warn!(error = %redact(&error.to_string()), "upstream unreachable");
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream MLflow server is unreachable",
+                )
+            }
+        }
+    }
+
+    fn forwarded_headers(&self, incoming: &HeaderMap) -> HeaderMap {
+        let configured =
+            HeaderName::from_bytes(self.auth.config().header_name.as_str().as_bytes()).ok();
+        let mut headers = HeaderMap::with_capacity(incoming.len());
+        for (name, value) in incoming {
+            let dropped = DROPPED_REQUEST.contains(name)
+                || configured.as_ref() == Some(name)
+                || name.as_str() == "keep-alive"
+                || name.as_str() == "proxy-connection";
+            if !dropped {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        credential: &AuthHeader,
+        body: reqwest::Body,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut value = HeaderValue::from_str(credential.value().expose_secret())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        let started = Instant::now();
+        let answer = self
+            .upstream
+            .client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone())
+            .header(credential.name().as_str(), value)
+            .body(body)
+            .send()
+            .await;
+        self.metrics.upstream_latency(started.elapsed());
+        answer
+    }
+
+    /// The upstream's answer for the client: hop-by-hop headers dropped, a
+    /// `Location` on the upstream pointed at the proxy, the body streamed.
+    fn relay(&self, answer: reqwest::Response, public: &str) -> Response<Body> {
+        let answer: Response<reqwest::Body> = answer.into();
+        let (mut parts, body) = answer.into_parts();
+        for name in DROPPED_RESPONSE {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove("keep-alive");
+        if let Some(location) = parts
+            .headers
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            && let Some(rewritten) = self.upstream.rewrite_location(location, public)
+            && let Ok(value) = HeaderValue::from_str(&rewritten)
+        {
+            parts.headers.insert(header::LOCATION, value);
+        }
+        let metrics = self.metrics.clone();
+        let body = body
+            .map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    metrics.bytes_out(data.len());
+                }
+                frame
+            })
+            .map_err(|e| Box::new(e) as BoxError)
+            .boxed();
+        Response::from_parts(parts, body)
+    }
+}
+
+fn refused(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
+/// A short plain-text answer (never a secret).
+fn text(status: StatusCode, reason: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(format!("{reason}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A running proxy: its address and how to stop it.
+pub(crate) struct Running {
+    /// Sending `true` stops it (in-flight requests drain first).
+    pub(crate) quit: tokio::sync::watch::Sender<bool>,
+    /// Completes when it has stopped.
+    pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Builds the proxy for `upstream` (allowed by the allowlist, else an error
+/// naming the variable) and starts serving `listener`.
+pub(crate) async fn start(
+    auth: SecretsAuth,
+    upstream: &str,
+    upstream_ca: Option<&PathBuf>,
+    listener: Listener,
+    limits: Limits,
+) -> anyhow::Result<Running> {
+    let upstream = Upstream::new(upstream, upstream_ca)?;
+    if !auth.permits(&upstream.url)? {
+        bail!(
+            "--upstream host `{}` is not in MLFLOW_SECRETS_ALLOWED_HOSTS ({}); refusing to start",
+            upstream.url.host_str().unwrap_or_default(),
+            auth.config().allowlist
+        );
+    }
+    // Fetch now: the first request does not wait, and a broken chain shows at start.
+    if let Err(error) = auth.warm().await {
+        tracing::warn!(error = %redact(&error.to_string()), "no credential yet; requests will retry");
+    }
+    let (quit, mut quitting) = tokio::sync::watch::channel(false);
+    let proxy = Arc::new(Proxy {
+        auth,
+        upstream,
+        metrics: ProxyMetrics::default(),
+        quit: quit.clone(),
+    });
+    let address = listener.address();
+    tracing::info!(%address, upstream = %proxy.upstream.url, "proxy listening");
+    let handler = move |request, peer| Arc::clone(&proxy).handle(request, peer);
+    let stop = async move {
+        let _ = quitting.wait_for(|q| *q).await;
+    };
+    let done = tokio::spawn(listener.serve(limits, OPEN_PATHS, handler, stop));
+    Ok(Running { quit, done })
+}
+
+/// `mlflow-secrets-auth proxy`.
+pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: seconds(args.read_timeout, "--read-timeout")?,
+        drain: seconds(args.drain, "--drain")?,
+        ..Limits::default()
+    };
+    let auth = SecretsAuth::from_env().context("reading the configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = match &args.socket {
+            Some(path) => Listener::unix(path, args.allow_uid.clone()).await?,
+            None => {
+                let token = if args.no_local_auth {
+                    tracing::warn!(
+                        "--no-local-auth: any process that can reach {} may act with the MLflow credential",
+                        args.listen
+                    );
+                    None
+                } else {
+                    let file = args
+                        .local_token_file
+                        .clone()
+                        .unwrap_or_else(|| serve::default_socket("proxy").with_extension("token"));
+                    if let Some(dir) = file.parent() {
+                        serve::own_dir(dir, false)?;
+                    }
+                    let token = serve::load_or_make_token(&file)?;
+                    tracing::info!(
+                        file = %file.display(),
+                        "clients send the token in this file as MLFLOW_TRACKING_TOKEN"
+                    );
+                    Some(token)
+                };
+                if args.allow_remote && token.is_none() {
+                    bail!("--allow-remote needs the local token (drop --no-local-auth)");
+                }
+                let access = TcpAccess {
+                    token,
+                    allow_remote: args.allow_remote,
+                };
+                Listener::tcp(args.listen, access).await?
+            }
+        };
+        let running = start(auth, &args.upstream, args.upstream_ca.as_ref(), listener, limits).await?;
+        let quit = running.quit.clone();
+        let signal = tokio::spawn(async move {
+            serve::stop_signal().await;
+            let _ = quit.send(true);
+        });
+        let result = running.done.await.context("the proxy stopped unexpectedly")?;
+        signal.abort();
+        result
+    })?;
+    Ok(SUCCESS)
+}
+
+/// `exec --proxy -- CMD`: a proxy on an ephemeral loopback port with a fresh
+/// token, CMD run with `MLFLOW_TRACKING_URI` pointing at it and
+/// `MLFLOW_TRACKING_TOKEN` set to that token (no real credential in its
+/// environment); signals forwarded; CMD's exit code returned.
+pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given after `--`");
+    };
+    let auth = SecretsAuth::from_source(&Env::process()).context("reading the configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let token = serve::random_token()?;
+        let access = TcpAccess {
+            token: Some(SecretString::from(token.clone())),
+            allow_remote: false,
+        };
+        let listener = Listener::tcp(SocketAddr::from(([127, 0, 0, 1], 0)), access).await?;
+        let port = listener.local_addr().context("the proxy's port")?.port();
+        let running = start(auth, upstream, None, listener, Limits::default()).await?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .env("MLFLOW_TRACKING_URI", format!("http://127.0.0.1:{port}"))
+            .env("MLFLOW_TRACKING_TOKEN", &token)
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .env_remove("MLFLOW_TRACKING_AUTH")
+            .spawn()
+            .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+        drop(token);
+        let code = wait_forwarding_signals(&mut child).await?;
+        let _ = running.quit.send(true);
+        let _ = running.done.await;
+        Ok::<u8, anyhow::Error>(code)
+    })
+}
+
+/// Waits for `child`, passing SIGTERM, SIGINT and SIGHUP on to it; its exit
+/// code (128 + the signal when a signal ended it).
+async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> anyhow::Result<u8> {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let pid = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?));
+    let status = loop {
+        let forwarded = tokio::select! {
+            status = child.wait() => break status?,
+            _ = term.recv() => rustix::process::Signal::TERM,
+            _ = int.recv() => rustix::process::Signal::INT,
+            _ = hup.recv() => rustix::process::Signal::HUP,
+        };
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, forwarded);
+        }
+    };
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(FAILURE),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(FAILURE),
+        (None, None) => FAILURE,
+    })
+}

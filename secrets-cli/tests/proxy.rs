@@ -1,0 +1,641 @@
+//! The authenticating proxy as a real process, in front of recording servers
+//! (the oracle of what reached upstream) and a real MLflow server with basic
+//! auth, used by MLflow's own Python client without the plugin.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use secrets_testkit::binaries::venv_dir;
+use secrets_testkit::capture::CaptureServer;
+use secrets_testkit::mlflow::MlflowServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
+const TOKEN: &str = "tok-real-credential-5b7e1c9d";
+
+/// A running proxy; killed on drop.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+    log: PathBuf,
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Proxy {
+    fn start(dir: &Path, upstream: &str, vars: &[(&str, &str)], args: &[&str]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let log = dir.join(format!("proxy-{n}.log"));
+        let token_file = dir.join(format!("proxy-{n}.token"));
+        let addr = free_port();
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .args([
+                "proxy",
+                "--log-level",
+                "debug",
+                "--upstream",
+                upstream,
+                "--listen",
+            ])
+            .arg(addr.to_string())
+            .arg("--local-token-file")
+            .arg(&token_file)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the proxy");
+        let mut proxy = Self {
+            child,
+            addr,
+            token: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while call(addr, "GET", "/-/healthz", &[], b"").0 != 200 {
+            if let Some(status) = proxy.child.try_wait().unwrap() {
+                panic!("the proxy exited ({status}): {}", proxy.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not start: {}",
+                proxy.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy.token = std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+        let mut all = vec![("Host", self.addr.to_string())];
+        all.extend(headers.iter().map(|(n, v)| (*n, (*v).to_owned())));
+        let borrowed: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        call(self.addr, "GET", path, &borrowed, b"")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on its own connection: status, head and body.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new(), String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    if stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .is_err()
+    {
+        return (0, String::new(), String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn token_file(dir: &Path) -> String {
+    let path = dir.join("secret");
+    std::fs::write(&path, TOKEN).unwrap();
+    path.display().to_string()
+}
+
+fn file_vars(path: &str) -> Vec<(&'static str, &str)> {
+    vec![
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+        ("MLFLOW_SECRETS_FILE_PATH", path),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ]
+}
+
+#[test]
+fn the_local_token_is_swapped_for_the_credential_and_nothing_passes_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
+    let path = "/api/2.0/mlflow/experiments/search?max_results=1&sig=PRESIGNED-SIGNATURE";
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer 00000000000000000000")],
+    ] {
+        let (status, _, body) = proxy.get(path, &headers);
+        assert_eq!(status, 401, "{body}");
+        assert!(!body.contains(TOKEN));
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing forwarded without the token"
+    );
+
+    let bearer = proxy.bearer();
+    let (status, _, _) = proxy.get(path, &[("Authorization", &bearer)]);
+    assert_eq!(status, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(seen[0].path, path);
+    assert!(
+        !upstream.saw(&proxy.token),
+        "the upstream never sees the local token"
+    );
+    assert_eq!(
+        seen[0].header("host"),
+        Some(upstream.url().trim_start_matches("http://"))
+    );
+    let log = proxy.log_text();
+    assert!(
+        !log.contains("PRESIGNED-SIGNATURE"),
+        "no query string in the logs"
+    );
+    assert!(!log.contains(TOKEN) && !log.contains(&proxy.token));
+}
+
+#[test]
+fn a_configured_custom_header_sent_by_the_client_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let mut vars = file_vars(&secret);
+    vars.push(("MLFLOW_AUTH_HEADER_NAME", "X-MLflow-Auth"));
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &vars, &[]);
+    let bearer = proxy.bearer();
+    let (status, _, _) = proxy.get(
+        "/api/2.0/mlflow/runs/get",
+        &[
+            ("Authorization", &bearer),
+            ("X-MLflow-Auth", "forged-by-client"),
+        ],
+    );
+    assert_eq!(status, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen[0].header("x-mlflow-auth"), Some(TOKEN));
+    assert_eq!(seen[0].header("authorization"), None);
+    assert!(!upstream.saw("forged-by-client") && !upstream.saw(&proxy.token));
+}
+
+#[test]
+fn redirects_reach_the_client_and_the_proxy_never_follows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let thief = CaptureServer::start_on("127.0.0.2:0");
+    let elsewhere = format!("{}/steal", thief.url());
+    upstream.route("/away", 302, &[("Location", &elsewhere)], "");
+    let own = format!("{}/api/2.0/next?x=1", upstream.url());
+    upstream.route("/home", 307, &[("Location", &own)], "");
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
+    let bearer = proxy.bearer();
+
+    let (status, head, _) = proxy.get("/away", &[("Authorization", &bearer)]);
+    assert_eq!(status, 302);
+    assert!(head.contains(&format!("location: {elsewhere}")), "{head}");
+    let (status, head, _) = proxy.get("/home", &[("Authorization", &bearer)]);
+    assert_eq!(status, 307);
+    assert!(
+        head.contains(&format!("location: {}/api/2.0/next?x=1", proxy.url())),
+        "{head}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(thief.requests().is_empty(), "the thief received nothing");
+    assert_eq!(upstream.requests().len(), 2, "no redirect followed");
+}
+
+#[test]
+fn reserved_paths_stay_local_and_readiness_survives_an_upstream_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let port = upstream.port();
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
+    let bearer = proxy.bearer();
+    assert_eq!(proxy.get("/-/readyz", &[]).0, 200);
+    assert_eq!(proxy.get("/-/metrics", &[]).0, 200);
+    assert_eq!(
+        proxy.get("/-/nothing", &[("Authorization", &bearer)]).0,
+        404
+    );
+    assert_eq!(
+        call(proxy.addr, "POST", "/-/quitquitquit", &[], b"").0,
+        401,
+        "quitting needs the token"
+    );
+    assert!(
+        upstream.requests().is_empty(),
+        "/-/ paths are never forwarded"
+    );
+
+    drop(upstream);
+    let (status, _, body) = proxy.get(
+        "/api/2.0/mlflow/experiments/search",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("unreachable") && !body.contains(TOKEN),
+        "{body}"
+    );
+    assert_eq!(
+        proxy.get("/-/readyz", &[]).0,
+        200,
+        "a cached credential keeps it ready"
+    );
+
+    let upstream = CaptureServer::start_on(&format!("127.0.0.1:{port}"));
+    let (status, _, _) = proxy.get(
+        "/api/2.0/mlflow/experiments/search",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "back without restarting the proxy");
+    assert_eq!(upstream.requests().len(), 1);
+
+    // A Job's main container stops its proxy sidecar.
+    let mut proxy = proxy;
+    let (status, _, _) = call(
+        proxy.addr,
+        "POST",
+        "/-/quitquitquit",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let code = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the proxy did not quit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_disallowed_upstream_or_a_non_loopback_listener_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let run = |upstream: &str, extra: &[&str]| -> Output {
+        Command::new(BIN)
+            .env_clear()
+            .envs(file_vars(&secret))
+            .args(["proxy", "--upstream", upstream, "--local-token-file"])
+            .arg(dir.path().join("token"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run("https://mlflow.example.com", &["--listen", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"), "{stderr}");
+    let output = run("http://127.0.0.1:9", &["--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only loopback"));
+    let output = run(
+        "http://127.0.0.1:9",
+        &["--listen", "0.0.0.0:0", "--allow-remote", "--no-local-auth"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--allow-remote needs the local token")
+    );
+}
+
+#[test]
+fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let proxy = Proxy::start(
+        dir.path(),
+        &upstream.url(),
+        &file_vars(&secret),
+        &["--max-connections", "1", "--read-timeout", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(proxy.get("/-/healthz", &[]).0, 503);
+    // Headers a byte at a time: cut off after the read timeout.
+    slow.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET /api/2.0/mlflow/experiments/search HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+        if slow.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match slow.read(&mut buf) {
+            // Closed (0) or answered (a 408): either way, cut off.
+            Ok(0 | 1..) => {
+                closed = true;
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(5),
+        "the slow client was not cut off"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+/// The venv's Python with MLflow, or `None` (skipped unless servers are required).
+fn python() -> Option<PathBuf> {
+    let python = venv_dir().join("bin/python");
+    python.is_file().then_some(python)
+}
+
+fn run_python(script: &str, env: &[(&str, &str)]) -> Output {
+    Command::new(python().unwrap())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .envs(env.iter().copied())
+        .args(["-c", script])
+        .output()
+        .unwrap()
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    kb / 1024.0
+}
+
+const LOG_AND_ROUND_TRIP: &str = r#"
+import hashlib, os, sys, tempfile
+import mlflow
+mlflow.set_experiment("through-the-proxy")
+size = 200 * 1024 * 1024
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "big.bin")
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        block = os.urandom(1024 * 1024)
+        for i in range(size // len(block)):
+            chunk = bytes([i % 256]) + block[1:]
+            f.write(chunk)
+            digest.update(chunk)
+    with mlflow.start_run() as run:
+        mlflow.log_param("lr", 0.1)
+        mlflow.log_metric("loss", 0.5)
+        mlflow.log_artifact(path)
+    back = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=os.path.join(d, "back"))
+    again = hashlib.sha256()
+    with open(back, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            again.update(chunk)
+    assert again.hexdigest() == digest.hexdigest(), "the artifact came back different"
+    params = mlflow.get_run(run.info.run_id).data.params
+    assert params == {"lr": "0.1"}, params
+print("round trip ok")
+"#;
+
+#[test]
+fn mlflows_client_without_the_plugin_logs_and_round_trips_a_200_mb_artifact() {
+    let Some(mlflow) = MlflowServer::start_serving_artifacts("proxy: mlflow client") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let password = "pw-proxy-user-3e8a10";
+    mlflow.create_user("proxy-user", password);
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("proxy-user:{password}")).unwrap();
+    let secret = secret.display().to_string();
+    let mut vars = file_vars(&secret);
+    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let proxy = Proxy::start(dir.path(), &mlflow.url(), &vars, &[]);
+    let output = run_python(
+        LOG_AND_ROUND_TRIP,
+        &[
+            ("MLFLOW_TRACKING_URI", &proxy.url()),
+            ("MLFLOW_TRACKING_TOKEN", &proxy.token),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("round trip ok"));
+    let peak = peak_rss_mb(proxy.child.id());
+    assert!(peak < 64.0, "the proxy's peak RSS was {peak:.1} MB");
+    assert!(!proxy.log_text().contains(password));
+}
+
+const KEEP_LOGGING: &str = r#"
+import os, time
+import mlflow
+mlflow.set_experiment("rotation")
+with mlflow.start_run():
+    for step in range(40):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        if step == 10:
+            open(os.environ["ROTATE_SIGNAL"], "w").close()
+            while not os.path.exists(os.environ["ROTATED"]):
+                time.sleep(0.05)
+print("logged through the rotation")
+"#;
+
+#[test]
+fn a_rotation_mid_run_is_invisible_to_the_client() {
+    let Some(mlflow) = MlflowServer::start("proxy: rotation") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    mlflow.create_user("rotating-user", "pw-before-rotation-1");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "rotating-user:pw-before-rotation-1").unwrap();
+    let secret_text = secret.display().to_string();
+    let mut vars = file_vars(&secret_text);
+    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let proxy = Proxy::start(dir.path(), &mlflow.url(), &vars, &[]);
+    let signal = dir.path().join("rotate-now");
+    let rotated = dir.path().join("rotated");
+    let mut client = Command::new(python().unwrap())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("MLFLOW_TRACKING_URI", proxy.url())
+        .env("MLFLOW_TRACKING_TOKEN", &proxy.token)
+        .env("ROTATE_SIGNAL", &signal)
+        .env("ROTATED", &rotated)
+        .args(["-c", KEEP_LOGGING])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !signal.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the client never reached the rotation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The password changes in MLflow and in the backend; the proxy's cached
+    // credential is now stale and MLflow refuses it.
+    mlflow.set_password("rotating-user", "pw-after-rotation-2");
+    std::fs::write(&secret, "rotating-user:pw-after-rotation-2").unwrap();
+    std::fs::write(&rotated, "").unwrap();
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    client
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(client.wait().unwrap().success(), "{stderr}");
+    assert!(stdout.contains("logged through the rotation"));
+    assert!(!stderr.contains("401"), "{stderr}");
+    let (_, _, metrics) = proxy.get("/-/metrics", &[]);
+    assert!(
+        metrics.contains("mlflow_secrets_proxy_refetches_total 1"),
+        "{metrics}"
+    );
+}
+
+const READ_ENVIRON: &str = r#"
+import mlflow, os, sys
+mlflow.set_experiment("exec-proxy")
+with mlflow.start_run():
+    mlflow.log_metric("m", 1.0)
+environ = open("/proc/self/environ", "rb").read()
+assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:"), os.environ["MLFLOW_TRACKING_URI"]
+assert b"MLFLOW_TRACKING_PASSWORD" not in environ and b"MLFLOW_TRACKING_USERNAME" not in environ
+print("environ:" + environ.hex())
+sys.stdout.flush()
+sys.exit(7)
+"#;
+
+#[test]
+fn exec_proxy_gives_the_child_a_local_proxy_and_no_credential() {
+    let Some(mlflow) = MlflowServer::start("proxy: exec --proxy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let password = "pw-exec-proxy-9c0d22";
+    mlflow.create_user("exec-user", password);
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("exec-user:{password}")).unwrap();
+    let secret = secret.display().to_string();
+    let mut vars = file_vars(&secret);
+    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .envs(vars.iter().copied())
+        .args(["exec", "--proxy", "--url", &mlflow.url(), "--"])
+        .arg(python().unwrap())
+        .args(["-c", READ_ENVIRON])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "CMD's own exit code: {stderr}"
+    );
+    let environ = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("environ:"))
+        .map(|hex| {
+            (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        })
+        .unwrap_or_else(|| panic!("the child did not report: {stdout}{stderr}"));
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains(password),
+        "the child's environment holds the password"
+    );
+    assert!(
+        !environ.contains("ZXhlYy11c2Vy"),
+        "the child's environment holds the Basic header"
+    );
+    assert!(environ.contains("MLFLOW_TRACKING_TOKEN="));
+    assert!(!stdout.contains(password) && !stderr.contains(password));
+}
