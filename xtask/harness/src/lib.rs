@@ -35,3 +35,21 @@ pub fn aws_env(endpoint: &str, secret_id: &str) -> HashMap<String, String> {
 pub fn moto_addr(moto: &MotoServer) -> Result<SocketAddr> {
     Ok(moto.url().trim_start_matches("http://").parse()?)
 }
+
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`,
+/// `VmHWM`), in MB.
+pub fn memory_mb(pid: u32, field: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or("no such field in /proc/PID/status")?;
+    Ok(kb / 1024.0)
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mlflow_secrets_auth_agent::{AgentAddr, AgentClient, protocol};
 use secrets_testkit::fault::FaultProxy;
 use secrets_testkit::moto::MotoServer;
-use xtask_harness::{Result, aws_env, moto_addr};
+use xtask_harness::{Result, aws_env, memory_mb, moto_addr};
 
 const CLIENTS: usize = 50;
 const REQUESTS: usize = 10_000;
@@ -59,7 +59,7 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let idle_rss = memory(agent.id(), "VmRSS")?;
+    let idle_rss = memory_mb(agent.id(), "VmRSS")?;
     let agent_var = format!("unix:{}", socket.display());
     wave(
         &cli,
@@ -67,7 +67,7 @@ fn main() -> Result<()> {
         &[("MLFLOW_SECRETS_AGENT", &agent_var)],
     )?;
     let with = proxy.forwarded() - before;
-    let peak_rss = memory(agent.id(), "VmHWM")?;
+    let peak_rss = memory_mb(agent.id(), "VmHWM")?;
 
     // /v1/secret, one connection per request (as a client's provider asks).
     let mut latencies = Vec::with_capacity(REQUESTS);
@@ -86,7 +86,7 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     latencies.sort();
-    let rss_after = memory(agent.id(), "VmRSS")?;
+    let rss_after = memory_mb(agent.id(), "VmRSS")?;
 
     // `cache status`: the whole command, process start included.
     let mut walls = Vec::new();
@@ -161,23 +161,6 @@ fn wave(cli: &Path, env: &HashMap<String, String>, extra: &[(&str, &str)]) -> Re
         }
     }
     Ok(())
-}
-
-/// A memory figure of process `pid` from /proc (`VmRSS`, `VmHWM`), in MB.
-fn memory(pid: u32, field: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .ok_or("no such field in /proc/PID/status")?;
-    Ok(kb / 1024.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

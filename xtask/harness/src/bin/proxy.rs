@@ -1,0 +1,297 @@
+//! The proxy's figures for BENCHMARKS.md, side by side in one run: a small
+//! GET through the proxy and directly (a trivial local upstream, then MLflow
+//! itself) under `wrk`, artifact upload and download through the proxy and
+//! directly (MLflow's Python client), and the proxy's memory. Prints Markdown.
+//!
+//! `MSA_CLI`: the release `mlflow-secrets-auth`; `MSA_PYTHON`: a Python with
+//! MLflow; `wrk` on the PATH.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use secrets_testkit::mlflow::{MlflowServer, basic};
+use xtask_harness::{Result, memory_mb};
+
+const PATH: &str = "/api/2.0/mlflow/experiments/search?max_results=1";
+
+fn main() -> Result<()> {
+    let cli = PathBuf::from(std::env::var("MSA_CLI")?);
+    let python = PathBuf::from(std::env::var("MSA_PYTHON")?);
+    let dir = std::env::temp_dir().join(format!("msa-proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+
+    // A trivial upstream: keep-alive, a fixed small JSON answer.
+    let trivial = trivial_upstream()?;
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "bench-user:bench-password-7f3a")?;
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+        (
+            "MLFLOW_SECRETS_FILE_PATH",
+            secret.to_str().unwrap_or_default(),
+        ),
+        ("MLFLOW_FILE_AUTH_MODE", "basic"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    let upstream = format!("http://{trivial}");
+    let (mut proxy, proxy_addr, token) = start_proxy(&cli, &dir, &upstream, &vars)?;
+    let idle = memory_mb(proxy.id(), "VmRSS")?;
+    let direct = wrk(&format!("{upstream}{PATH}"), None)?;
+    let through = wrk(
+        &format!("http://{proxy_addr}{PATH}"),
+        Some(&format!("Authorization: Bearer {token}")),
+    )?;
+    rows.push(row("small GET, trivial local upstream", &direct, &through));
+
+    // MLflow itself (basic auth, artifacts served by the server).
+    let Some(mlflow) = MlflowServer::start_serving_artifacts("proxy figures") else {
+        return Err("mlflow is not installed (cargo xtask test-env)".into());
+    };
+    mlflow.create_user("bench-user", "bench-password-7f3a");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let (mut proxy, proxy_addr, token) = start_proxy(&cli, &dir, &mlflow.url(), &vars)?;
+    let direct = wrk(
+        &format!("{}{PATH}", mlflow.url()),
+        Some(&format!(
+            "Authorization: {}",
+            basic("bench-user", "bench-password-7f3a")
+        )),
+    )?;
+    let through = wrk(
+        &format!("http://{proxy_addr}{PATH}"),
+        Some(&format!("Authorization: Bearer {token}")),
+    )?;
+    rows.push(row(
+        "`experiments/search`, MLflow (1 worker)",
+        &direct,
+        &through,
+    ));
+
+    let artifacts_direct = artifact_round_trip(
+        &python,
+        &mlflow.url(),
+        &[
+            ("MLFLOW_TRACKING_USERNAME", "bench-user"),
+            ("MLFLOW_TRACKING_PASSWORD", "bench-password-7f3a"),
+        ],
+    )?;
+    let proxy_url = format!("http://{proxy_addr}");
+    let artifacts_proxy =
+        artifact_round_trip(&python, &proxy_url, &[("MLFLOW_TRACKING_TOKEN", &token)])?;
+    let peak = memory_mb(proxy.id(), "VmHWM")?;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "| request | direct: p50 / p99, requests/s | through the proxy: p50 / p99, requests/s | p50 added |\n|---|---|---|---|"
+    );
+    for r in rows {
+        println!("{r}");
+    }
+    println!(
+        "\n| 100 MB artifact with MLflow's client | direct | through the proxy |\n|---|---|---|"
+    );
+    println!(
+        "| upload (`log_artifact`) | {:.0} MB/s | {:.0} MB/s |",
+        artifacts_direct.0, artifacts_proxy.0
+    );
+    println!(
+        "| download (`download_artifacts`) | {:.0} MB/s | {:.0} MB/s |",
+        artifacts_direct.1, artifacts_proxy.1
+    );
+    println!(
+        "\nProxy RSS: {idle:.1} MB idle (credential cached), {peak:.1} MB peak over the whole run (both `wrk` loads and the artifacts)."
+    );
+    Ok(())
+}
+
+/// Latency and throughput of one `wrk` run.
+struct Load {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+fn row(what: &str, direct: &Load, through: &Load) -> String {
+    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    let added = through.p50.as_secs_f64() - direct.p50.as_secs_f64();
+    format!(
+        "| {what} | {} / {}, {:.0} | {} / {}, {:.0} | {:.0} µs |",
+        us(direct.p50),
+        us(direct.p99),
+        direct.per_second,
+        us(through.p50),
+        us(through.p99),
+        through.per_second,
+        added * 1e6
+    )
+}
+
+/// `wrk -t2 -c16 -d10s --latency`, parsed.
+fn wrk(url: &str, header: Option<&str>) -> Result<Load> {
+    let mut command = Command::new("wrk");
+    command.args(["-t2", "-c16", "-d10s", "--latency"]);
+    if let Some(header) = header {
+        command.args(["-H", header]);
+    }
+    let output = command.arg(url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() || text.contains("Non-2xx") {
+        return Err(format!("wrk {url} failed:\n{text}").into());
+    }
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let duration = |value: &str| -> Option<Duration> {
+        let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
+        let number: f64 = number.parse().ok()?;
+        let seconds = match unit {
+            "us" => number / 1e6,
+            "ms" => number / 1e3,
+            "s" => number,
+            _ => return None,
+        };
+        Some(Duration::from_secs_f64(seconds))
+    };
+    let parsed = (|| {
+        Some(Load {
+            p50: duration(field("50%")?)?,
+            p99: duration(field("99%")?)?,
+            per_second: field("Requests/sec:")?.parse().ok()?,
+        })
+    })();
+    parsed.ok_or_else(|| format!("cannot read wrk's output:\n{text}").into())
+}
+
+/// Starts the proxy for `upstream`; its address and local token.
+fn start_proxy(
+    cli: &Path,
+    dir: &Path,
+    upstream: &str,
+    vars: &[(&str, &str)],
+) -> Result<(Child, SocketAddr, String)> {
+    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let token_file = dir.join(format!("token-{}", addr.port()));
+    let child = Command::new(cli)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .args([
+            "proxy",
+            "--log-level",
+            "error",
+            "--upstream",
+            upstream,
+            "--listen",
+        ])
+        .arg(addr.to_string())
+        .arg("--local-token-file")
+        .arg(&token_file)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() || !token_file.exists() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the proxy did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = std::fs::read_to_string(&token_file)?.trim().to_owned();
+    Ok((child, addr, token))
+}
+
+/// A keep-alive HTTP/1.1 server answering every request with a small JSON
+/// body, on its own threads.
+fn trivial_upstream() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = service_fn(|_request| async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            br#"{"experiments": []}"#,
+                        ))))
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+const ROUND_TRIP: &str = r#"
+import os, sys, tempfile, time
+import mlflow
+size = 100 * 1024 * 1024
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "big.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    mlflow.set_experiment("bench-artifacts")
+    with mlflow.start_run() as run:
+        start = time.perf_counter()
+        mlflow.log_artifact(path)
+        up = time.perf_counter() - start
+    start = time.perf_counter()
+    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=os.path.join(d, "back"))
+    down = time.perf_counter() - start
+print(f"{size / up / 1e6} {size / down / 1e6}")
+"#;
+
+/// MB/s of a 100 MB upload and download with MLflow's client.
+fn artifact_round_trip(python: &Path, url: &str, env: &[(&str, &str)]) -> Result<(f64, f64)> {
+    let output = Command::new(python)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("MLFLOW_TRACKING_URI", url)
+        .envs(env.iter().copied())
+        .args(["-c", ROUND_TRIP])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse::<f64>().ok());
+    match (output.status.success(), numbers.next(), numbers.next()) {
+        (true, Some(up), Some(down)) => Ok((up, down)),
+        _ => Err(format!(
+            "the artifact round trip through {url} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into()),
+    }
+}
