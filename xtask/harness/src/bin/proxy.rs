@@ -47,12 +47,17 @@ fn main() -> Result<()> {
     let upstream = format!("http://{trivial}");
     let (mut proxy, proxy_addr, token) = start_proxy(&cli, &dir, &upstream, &vars)?;
     let idle = memory_mb(proxy.id(), "VmRSS")?;
-    let direct = wrk(&format!("{upstream}{PATH}"), None)?;
+    let direct = wrk(&format!("{upstream}{PATH}"), None, 16)?;
     let through = wrk(
         &format!("http://{proxy_addr}{PATH}"),
         Some(&format!("Authorization: Bearer {token}")),
+        16,
     )?;
-    rows.push(row("small GET, trivial local upstream", &direct, &through));
+    rows.push(row(
+        "small GET, trivial local upstream (16 connections)",
+        &direct,
+        &through,
+    ));
 
     // MLflow itself (basic auth, artifacts served by the server).
     let Some(mlflow) = MlflowServer::start_serving_artifacts("proxy figures") else {
@@ -68,10 +73,12 @@ fn main() -> Result<()> {
             "Authorization: {}",
             basic("bench-user", "bench-password-7f3a")
         )),
+        2,
     )?;
     let through = wrk(
         &format!("http://{proxy_addr}{PATH}"),
         Some(&format!("Authorization: Bearer {token}")),
+        2,
     )?;
     rows.push(row(
         "`experiments/search`, MLflow (1 worker)",
@@ -140,10 +147,12 @@ fn row(what: &str, direct: &Load, through: &Load) -> String {
     )
 }
 
-/// `wrk -t2 -c16 -d10s --latency`, parsed.
-fn wrk(url: &str, header: Option<&str>) -> Result<Load> {
+/// `wrk -d10s --latency` with `connections` (over 2 threads), parsed.
+fn wrk(url: &str, header: Option<&str>, connections: u32) -> Result<Load> {
     let mut command = Command::new("wrk");
-    command.args(["-t2", "-c16", "-d10s", "--latency"]);
+    command
+        .args(["-t2", "-d10s", "--timeout", "30s", "--latency", "-c"])
+        .arg(connections.to_string());
     if let Some(header) = header {
         command.args(["-H", header]);
     }
