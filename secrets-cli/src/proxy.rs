@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
-use mlflow_secrets_auth::{AuthHeader, EntryState, Env, SecretsAuth, redact};
+use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, redact};
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
@@ -27,6 +27,9 @@ use crate::{FAILURE, SUCCESS};
 /// after a 401/403 with a refetched credential; larger (or chunked) bodies
 /// stream through and a refusal goes back to the client as it is.
 pub(crate) const MAX_REPLAY_BYTES: u64 = 1 << 20;
+
+/// The longest wait for the next bytes from the upstream.
+const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Paths under this prefix are the proxy's own, never forwarded.
 const RESERVED: &str = "/-/";
@@ -136,6 +139,8 @@ impl Upstream {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
+            // A half-open upstream cannot pin a connection forever.
+            .read_timeout(UPSTREAM_READ_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .referer(false);
         if let Some(path) = ca {
@@ -252,6 +257,9 @@ impl Proxy {
     }
 
     async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
+        if request.method() == Method::CONNECT {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not forwarded");
+        }
         let (parts, body) = request.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Some(url) = self.upstream.target(path_and_query) else {
@@ -566,7 +574,7 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given after `--`");
     };
-    let auth = SecretsAuth::from_source(&Env::process()).context("reading the configuration")?;
+    let auth = SecretsAuth::from_env().context("reading the configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
