@@ -341,12 +341,7 @@ impl Proxy {
             }
             Err(body) => {
                 let metrics = self.metrics.clone();
-                let counted = body.map_frame(move |frame| {
-                    if let Some(data) = frame.data_ref() {
-                        metrics.bytes_in(data.len());
-                    }
-                    frame
-                });
+                let counted = counting(body, move |n| metrics.bytes_in(n));
                 self.send(
                     &parts.method,
                     &url,
@@ -431,17 +426,27 @@ impl Proxy {
             parts.headers.insert(header::LOCATION, value);
         }
         let metrics = self.metrics.clone();
-        let body = body
-            .map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    metrics.bytes_out(data.len());
-                }
-                frame
-            })
+        let body = counting(body, move |n| metrics.bytes_out(n))
             .map_err(|e| Box::new(e) as BoxError)
             .boxed();
         Response::from_parts(parts, body)
     }
+}
+
+/// `body`, telling `count` the length of each data frame as it passes.
+fn counting<B>(
+    body: B,
+    count: impl Fn(usize) + Send + Sync + 'static,
+) -> impl hyper::body::Body<Data = bytes::Bytes, Error = B::Error>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+{
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            count(data.len());
+        }
+        frame
+    })
 }
 
 fn refused(status: StatusCode) -> bool {
