@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use secrets_testkit::binaries::venv_dir;
 use secrets_testkit::capture::CaptureServer;
+use secrets_testkit::hostile::{Answer, HostileKit};
 use secrets_testkit::mlflow::MlflowServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
@@ -638,4 +639,96 @@ fn exec_proxy_gives_the_child_a_local_proxy_and_no_credential() {
     );
     assert!(environ.contains("MLFLOW_TRACKING_TOKEN="));
     assert!(!stdout.contains(password) && !stderr.contains(password));
+}
+
+#[test]
+fn a_tls_upstream_is_trusted_through_upstream_ca_only() {
+    let kit = HostileKit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let mut vars = file_vars(&secret);
+    vars.retain(|(name, _)| *name != "MLFLOW_SECRETS_ALLOWED_HOSTS");
+    vars.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "localhost"));
+    let ca = kit.ca_path().display().to_string();
+    let trusted = Proxy::start(dir.path(), &kit.url("tls"), &vars, &["--upstream-ca", &ca]);
+    let bearer = trusted.bearer();
+    let (status, _, body) = trusted.get("/api/2.0/mlflow/runs/get", &[("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+    let seen = kit.requests("tls");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+
+    // Without the CA the certificate is not trusted: 502, nothing sent.
+    let untrusted = Proxy::start(dir.path(), &kit.url("tls"), &vars, &[]);
+    let bearer = untrusted.bearer();
+    let (status, _, body) =
+        untrusted.get("/api/2.0/mlflow/runs/get", &[("Authorization", &bearer)]);
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(kit.requests("tls").len(), 1);
+}
+
+#[test]
+fn a_refused_request_is_resent_once_only_when_its_body_was_kept() {
+    let kit = HostileKit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let proxy = Proxy::start(dir.path(), &kit.url("allowed"), &file_vars(&secret), &[]);
+    let bearer = proxy.bearer();
+    let rotated = "tok-rotated-credential-0a4f77";
+
+    // Small body: refused, refetched (the backend now holds a new
+    // credential), resent whole with it.
+    kit.script(
+        "allowed",
+        "/small",
+        vec![Answer::status(401), Answer::status(200)],
+    );
+    std::fs::write(&secret, rotated).unwrap();
+    let small = vec![b'x'; 64 * 1024];
+    let (status, _, _) = call(
+        proxy.addr,
+        "POST",
+        "/small",
+        &[("Authorization", &bearer)],
+        &small,
+    );
+    assert_eq!(status, 200);
+    let seen = kit.requests("allowed");
+    assert_eq!(seen.len(), 2, "sent, refused, resent once");
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(
+        seen[1].header("authorization"),
+        Some(format!("Bearer {rotated}").as_str())
+    );
+    assert!(seen[1].body_complete && seen[1].body_len == small.len());
+
+    // Over 1 MiB: streamed, not kept; the refusal goes back as it is.
+    kit.reset();
+    kit.script(
+        "allowed",
+        "/large",
+        vec![Answer::status(401), Answer::status(200)],
+    );
+    std::fs::write(&secret, "tok-third-credential-c3d2e1").unwrap();
+    let large = vec![b'y'; 2 * 1024 * 1024];
+    let (status, _, _) = call(
+        proxy.addr,
+        "POST",
+        "/large",
+        &[("Authorization", &bearer)],
+        &large,
+    );
+    assert_eq!(status, 401, "a body that was not kept is not resent");
+    let seen = kit.requests("allowed");
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].body_complete && seen[0].body_len == large.len(),
+        "streamed whole"
+    );
 }
