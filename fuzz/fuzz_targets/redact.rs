@@ -57,8 +57,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let line = format!("{before} {shape} {after}");
         let redacted = redact(&line);
+        // The marker `***` is redaction's own text: a secret that ends like
+        // the words before a marker (`secret":"**`) would otherwise be
+        // "found" in `client_secret":"***`.
         assert!(
-            !redacted.contains(secret),
+            !redacted.replace("***", "\u{0}").contains(secret),
             "secret survived in {redacted:?} (shape {shape:?})"
         );
     }
