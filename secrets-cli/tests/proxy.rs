@@ -732,3 +732,77 @@ fn a_refused_request_is_resent_once_only_when_its_body_was_kept() {
         "streamed whole"
     );
 }
+
+/// Both header styles against the hostile kit: an https upstream that
+/// redirects to plain http on a thief host, and a resend after a refusal.
+#[test]
+fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
+    for custom in [false, true] {
+        let kit = HostileKit::start();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = token_file(dir.path());
+        let mut vars = file_vars(&secret);
+        vars.retain(|(name, _)| *name != "MLFLOW_SECRETS_ALLOWED_HOSTS");
+        vars.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "localhost"));
+        if custom {
+            vars.push(("MLFLOW_AUTH_HEADER_NAME", "X-MLflow-Auth"));
+        }
+        let (name, value) = if custom {
+            ("x-mlflow-auth", TOKEN.to_owned())
+        } else {
+            ("authorization", format!("Bearer {TOKEN}"))
+        };
+        let ca = kit.ca_path().display().to_string();
+        let proxy = Proxy::start(dir.path(), &kit.url("tls"), &vars, &["--upstream-ca", &ca]);
+        let bearer = proxy.bearer();
+
+        // https → http on another host: passed back, never followed.
+        let thief = format!("{}/steal", kit.url("thief"));
+        kit.script("tls", "/down", vec![Answer::redirect(302, &thief)]);
+        let (status, head, _) = proxy.get("/down", &[("Authorization", &bearer)]);
+        assert_eq!(status, 302, "custom={custom}");
+        assert!(head.contains(&format!("location: {thief}")), "{head}");
+        assert!(
+            kit.requests("thief").is_empty(),
+            "custom={custom}: the thief got a request"
+        );
+        assert!(!kit.saw("thief", TOKEN));
+
+        // A refusal with a rotated backend value: one resend, new value, same style.
+        let rotated = "tok-rotated-in-hostile-kit-77aa";
+        kit.script(
+            "tls",
+            "/refuse",
+            vec![Answer::status(401), Answer::status(200)],
+        );
+        std::fs::write(&secret, rotated).unwrap();
+        let (status, _, _) = call(
+            proxy.addr,
+            "POST",
+            "/refuse",
+            &[("Authorization", &bearer)],
+            b"{\"k\":1}",
+        );
+        assert_eq!(status, 200, "custom={custom}");
+        let seen: Vec<_> = kit
+            .requests("tls")
+            .into_iter()
+            .filter(|r| r.target == "/refuse")
+            .collect();
+        assert_eq!(seen.len(), 2, "custom={custom}");
+        assert_eq!(seen[0].header(name), Some(value.as_str()));
+        let resent = if custom {
+            rotated.to_owned()
+        } else {
+            format!("Bearer {rotated}")
+        };
+        assert_eq!(seen[1].header(name), Some(resent.as_str()));
+        if custom {
+            assert!(
+                seen.iter().all(|r| r.header("authorization").is_none()),
+                "local token or credential leaked in Authorization"
+            );
+        }
+        assert!(!kit.saw("tls", &proxy.token) && !kit.saw("thief", rotated));
+    }
+}
