@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: every check CI runs, in order.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::Result;
@@ -120,14 +121,30 @@ pub(crate) fn ci() -> Result<()> {
     Ok(())
 }
 
-/// `cargo package` verifies each crate as a registry crate built in
-/// `target/`; registry crates are taken as immutable, so a build left by an
-/// earlier run of the same name and version is reused even when our sources
-/// changed since. Remove those builds of our crates (their fingerprints and
-/// artifacts) so every run verifies the sources it packages.
+/// `cargo package` verifies each crate as a registry crate: it unpacks the
+/// packaged crates of a local registry (`target/package/tmp-registry`) under
+/// `$CARGO_HOME/registry/src/-<hash of that path>/` and builds them in
+/// `target/`. Registry crates are taken as immutable, so sources unpacked and
+/// builds made by an earlier run of the same name and version are reused even
+/// when our sources changed since. Remove both for our crates so every run
+/// verifies the sources it packages.
 fn forget_packaged_sources() -> Result<()> {
     let debug = root().join("target/debug");
-    for dir in [debug.join(".fingerprint"), debug.join("deps")] {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    // Local registries have no host, so their unpack directories start with
+    // `-`; crates.io's (`index.crates.io-…`) are left alone.
+    let mut dirs = vec![debug.join(".fingerprint"), debug.join("deps")];
+    if let Some(Ok(entries)) = cargo_home.map(|home| std::fs::read_dir(home.join("registry/src"))) {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with('-'))
+                .map(|entry| entry.path()),
+        );
+    }
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
