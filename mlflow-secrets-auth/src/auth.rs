@@ -350,7 +350,7 @@ impl SecretsAuth {
             let lookup = self
                 .inner
                 .cache
-                .refetch(&(), move || async move { inner.fetch().await })
+                .refetch(&(), move || async move { inner.fetch(true).await })
                 .await?;
             self.log(&lookup);
             let failed = match lookup.outcome {
@@ -450,7 +450,7 @@ impl SecretsAuth {
         let lookup = self
             .inner
             .cache
-            .get_or_fetch(&(), move || async move { inner.fetch().await })
+            .get_or_fetch(&(), move || async move { inner.fetch(false).await })
             .await?;
         self.log(&lookup);
         Ok(lookup.value)
@@ -611,8 +611,9 @@ fn same_value(header: &AuthHeader, value: &str) -> bool {
 }
 
 impl Inner {
-    async fn fetch(&self) -> Result<(Resolved, EntryMeta)> {
-        let (served, meta) = self.chain.fetch(self.observer.get()).await?;
+    /// `again`: see `Chain::fetch`.
+    async fn fetch(&self, again: bool) -> Result<(Resolved, EntryMeta)> {
+        let (served, meta) = self.chain.fetch(self.observer.get(), again).await?;
         let ttl = self.chain.links[served.index].settings.ttl;
         let mut entry = EntryMeta::default().with_ttl(ttl);
         if let Some(valid_for) = meta.valid_for {

@@ -213,10 +213,13 @@ impl Chain {
 
     /// Fetches the credential: providers in order, each under retry and its
     /// breaker; a transient failure (or open circuit) moves on to the next
-    /// provider, any other failure is returned as is.
+    /// provider, any other failure is returned as is. `again`: the value
+    /// last fetched was refused, so each provider is asked to
+    /// [refetch](SecretProvider::refetch).
     pub(crate) async fn fetch(
         &self,
         observer: Option<&FetchObserver>,
+        again: bool,
     ) -> Result<(Resolved, SecretMeta)> {
         if self.links.is_empty() {
             let why = match self.unusable.first() {
@@ -235,7 +238,7 @@ impl Chain {
                 break;
             }
             let started = Instant::now();
-            let result = self.fetch_one(link, left).await;
+            let result = self.fetch_one(link, left, again).await;
             if let Some(observe) = &observer {
                 observe(&FetchEvent {
                     provider: name,
@@ -292,9 +295,14 @@ impl Chain {
         &self,
         link: &Link,
         budget: Duration,
+        again: bool,
     ) -> Result<(AuthHeader, Credential, AuthMode, SecretMeta)> {
         let name = link.provider.name();
-        let fetched = link.provider.fetch_within(budget).await?;
+        let fetched = if again {
+            link.provider.refetch_within(budget).await?
+        } else {
+            link.provider.fetch_within(budget).await?
+        };
         let credential = fetched.credential().map_err(|e| e.with_provider(name))?;
         let mode = fetched.meta.auth_mode.unwrap_or(link.settings.auth_mode);
         let header = AuthHeader::build(&credential, mode, &self.header_name)

@@ -139,11 +139,21 @@ impl<P> Retrying<P> {
 impl<P: SecretProvider> Retrying<P> {
     /// Fetches within `budget` at most (and within the policy's own deadline).
     pub async fn fetch_within(&self, budget: Duration) -> Result<FetchedSecret> {
-        let deadline = self.policy.deadline().map_or(budget, |d| d.min(budget));
-        self.run(&self.policy.clone().with_deadline(deadline)).await
+        self.run(&self.within(budget), false).await
     }
 
-    async fn run(&self, policy: &RetryPolicy) -> Result<FetchedSecret> {
+    /// [`SecretProvider::refetch`] (the last value was refused) within
+    /// `budget` at most.
+    pub async fn refetch_within(&self, budget: Duration) -> Result<FetchedSecret> {
+        self.run(&self.within(budget), true).await
+    }
+
+    fn within(&self, budget: Duration) -> RetryPolicy {
+        let deadline = self.policy.deadline().map_or(budget, |d| d.min(budget));
+        self.policy.clone().with_deadline(deadline)
+    }
+
+    async fn run(&self, policy: &RetryPolicy, again: bool) -> Result<FetchedSecret> {
         let name = self.inner.name();
         let before = self.breaker.as_ref().map(CircuitBreaker::state);
         let result = policy
@@ -159,7 +169,13 @@ impl<P: SecretProvider> Retrying<P> {
                         "retrying"
                     );
                 },
-                || self.inner.fetch(),
+                || {
+                    if again {
+                        self.inner.refetch()
+                    } else {
+                        self.inner.fetch()
+                    }
+                },
             )
             .await;
         if let (Some(before), Some(breaker)) = (before, &self.breaker) {
@@ -179,7 +195,11 @@ impl<P: SecretProvider> SecretProvider for Retrying<P> {
     }
 
     async fn fetch(&self) -> Result<FetchedSecret> {
-        self.run(&self.policy).await
+        self.run(&self.policy, false).await
+    }
+
+    async fn refetch(&self) -> Result<FetchedSecret> {
+        self.run(&self.policy, true).await
     }
 
     fn describe(&self) -> ProviderDescription {
@@ -233,6 +253,19 @@ impl<P> Breaking<P> {
     }
 }
 
+impl<P: SecretProvider> Breaking<P> {
+    async fn call(
+        &self,
+        fetch: impl Future<Output = Result<FetchedSecret>>,
+    ) -> Result<FetchedSecret> {
+        match self.breaker.call(SecretError::is_transient, || fetch).await {
+            Ok(fetched) => Ok(fetched),
+            Err(BreakerError::Inner(error)) => Err(error),
+            Err(BreakerError::Open(open)) => Err(circuit_open(open, self.inner.name())),
+        }
+    }
+}
+
 #[async_trait]
 impl<P: SecretProvider> SecretProvider for Breaking<P> {
     fn name(&self) -> &'static str {
@@ -240,15 +273,11 @@ impl<P: SecretProvider> SecretProvider for Breaking<P> {
     }
 
     async fn fetch(&self) -> Result<FetchedSecret> {
-        match self
-            .breaker
-            .call(SecretError::is_transient, || self.inner.fetch())
-            .await
-        {
-            Ok(fetched) => Ok(fetched),
-            Err(BreakerError::Inner(error)) => Err(error),
-            Err(BreakerError::Open(open)) => Err(circuit_open(open, self.inner.name())),
-        }
+        self.call(self.inner.fetch()).await
+    }
+
+    async fn refetch(&self) -> Result<FetchedSecret> {
+        self.call(self.inner.refetch()).await
     }
 
     fn describe(&self) -> ProviderDescription {
@@ -264,6 +293,23 @@ impl<P: SecretProvider> SecretProvider for Breaking<P> {
 struct Kept {
     text: SecretString,
     meta: SecretMeta,
+}
+
+fn keep(fetched: FetchedSecret) -> Result<(Kept, EntryMeta)> {
+    let mut entry = EntryMeta::default();
+    if let Some(valid_for) = fetched.meta.valid_for {
+        entry = entry.with_valid_for(valid_for);
+    }
+    let kept = Kept {
+        text: fetched.text,
+        meta: fetched.meta,
+    };
+    Ok((kept, entry))
+}
+
+fn unkeep(kept: &Kept) -> FetchedSecret {
+    let text = SecretString::from(kept.text.expose_secret().to_owned());
+    FetchedSecret::new(text).with_meta(kept.meta.clone())
 }
 
 /// A provider whose secret is cached; see [`ProviderExt::cached`].
@@ -305,21 +351,20 @@ impl<P: SecretProvider + 'static> SecretProvider for Cached<P> {
         let inner = Arc::clone(&self.inner);
         let lookup = self
             .cache
-            .get_or_fetch(&(), move || async move {
-                let fetched = inner.fetch().await?;
-                let mut entry = EntryMeta::default();
-                if let Some(valid_for) = fetched.meta.valid_for {
-                    entry = entry.with_valid_for(valid_for);
-                }
-                let kept = Kept {
-                    text: fetched.text,
-                    meta: fetched.meta,
-                };
-                Ok((kept, entry))
-            })
+            .get_or_fetch(&(), move || async move { keep(inner.fetch().await?) })
             .await?;
-        let text = SecretString::from(lookup.value.text.expose_secret().to_owned());
-        Ok(FetchedSecret::new(text).with_meta(lookup.value.meta.clone()))
+        Ok(unkeep(&lookup.value))
+    }
+
+    /// Drops the cached secret and refetches from the provider (itself told
+    /// the value was refused); the old value stays the stale fallback.
+    async fn refetch(&self) -> Result<FetchedSecret> {
+        let inner = Arc::clone(&self.inner);
+        let lookup = self
+            .cache
+            .refetch(&(), move || async move { keep(inner.refetch().await?) })
+            .await?;
+        Ok(unkeep(&lookup.value))
     }
 
     fn describe(&self) -> ProviderDescription {

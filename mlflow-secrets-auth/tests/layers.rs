@@ -11,7 +11,10 @@ use mlflow_secrets_auth::layers::{
 };
 use mlflow_secrets_auth::providers::file::FileProvider;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{Env, ErrorKind, FetchedSecret, Result, SecretError, SecretProvider};
+use mlflow_secrets_auth::{
+    AuthMode, Env, ErrorKind, FetchedSecret, ProviderSettings, Result, SecretError, SecretProvider,
+    SecretsAuth,
+};
 
 /// A provider that fails with `failures[i]` on call `i`, then answers "tok".
 fn scripted(failures: Vec<ErrorKind>) -> (impl SecretProvider + 'static, Arc<AtomicUsize>) {
@@ -137,4 +140,55 @@ async fn layers_wrap_a_real_provider() {
     provider.invalidate();
     let fetched = provider.fetch().await;
     assert!(text(&fetched).contains("second"));
+}
+
+/// A backend answering `tok-N` on its N-th call, counted.
+fn rotating() -> (impl SecretProvider + 'static, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let provider = provider_fn("rotating", move || {
+        let call = counter.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(FetchedSecret::new(format!("tok-{call}").into())) }
+    });
+    (provider, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_passes_through_a_cache_of_the_provider_to_its_backend() {
+    // A provider with a cache of its own (as the node agent has): a plain
+    // fetch is served from that cache, a refetch reaches the backend.
+    let (backend, calls) = rotating();
+    let provider = backend
+        .cached(CacheConfig::default().with_ttl(Duration::from_secs(300)))
+        .with_retry(RetryPolicy::default())
+        .with_breaker(BreakerConfig::default());
+    assert_eq!(text(&provider.fetch().await), "tok-0");
+    assert_eq!(text(&provider.fetch().await), "tok-0");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(text(&provider.refetch().await), "tok-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(text(&provider.fetch().await), "tok-1", "kept by the cache");
+
+    // Through the facade: a refused value makes the chain refetch, so the
+    // backend behind the provider's cache is asked and the new value used.
+    let (backend, calls) = rotating();
+    let auth = SecretsAuth::builder()
+        .provider(
+            backend.cached(CacheConfig::default().with_ttl(Duration::from_secs(300))),
+            ProviderSettings {
+                auth_mode: AuthMode::Bearer,
+                ttl: Duration::from_secs(300),
+            },
+        )
+        .build();
+    let url = "https://mlflow.example.com/api";
+    let first = auth.header_for(url).await.unwrap().unwrap();
+    assert_eq!(first.value().expose_secret(), "Bearer tok-0");
+    let fresh = auth
+        .refused(first.value().expose_secret())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fresh.value().expose_secret(), "Bearer tok-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -391,6 +391,17 @@ impl SecretProvider for AgentProvider {
         Ok(FetchedSecret::new(text.as_str().into()).with_meta(meta))
     }
 
+    /// Asks the agent to fetch again (`POST /v1/invalidate`, under the
+    /// agent's own bounded-refetch rule), then reads the value it holds: a
+    /// value one client saw refused is refetched for every client.
+    async fn refetch(&self) -> Result<FetchedSecret> {
+        let answer = self.client.post(protocol::INVALIDATE_PATH).await?;
+        if answer.status != StatusCode::OK {
+            return Err(self.client.refusal(&answer));
+        }
+        self.fetch().await
+    }
+
     fn describe(&self) -> ProviderDescription {
         let description =
             ProviderDescription::new(NAME).field("address", self.client.addr.to_string());

@@ -806,3 +806,65 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
         assert!(!kit.saw("tls", &proxy.token) && !kit.saw("thief", rotated));
     }
 }
+
+#[test]
+fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
+    let Some(mlflow) = MlflowServer::start("proxy: rotation through the agent") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    mlflow.create_user("agent-rotating", "pw-agent-before-1");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "agent-rotating:pw-agent-before-1").unwrap();
+    let secret_text = secret.display().to_string();
+    let mut vars = file_vars(&secret_text);
+    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    // The agent holds the backend's settings; the proxy knows only the agent.
+    let socket = dir.path().join("run/agent.sock");
+    let agent_log = dir.path().join("agent.log");
+    let mut agent = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(vars.iter().copied())
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&agent_log).unwrap())
+        .spawn()
+        .expect("start the agent");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let agent_address = format!("unix:{}", socket.display());
+    let proxy_vars = [
+        ("MLFLOW_SECRETS_AGENT", agent_address.as_str()),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    let proxy = Proxy::start(dir.path(), &mlflow.url(), &proxy_vars, &[]);
+    let search = "/api/2.0/mlflow/experiments/search?max_results=1";
+    let bearer = proxy.bearer();
+    let (status, _, body) = proxy.get(search, &[("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+
+    // Rotated in MLflow and in the backend: the agent's cached value is now
+    // refused. The proxy's refetch must reach the agent's backend, or the
+    // agent would hand back the refused value until its TTL ends.
+    mlflow.set_password("agent-rotating", "pw-agent-after-2");
+    std::fs::write(&secret, "agent-rotating:pw-agent-after-2").unwrap();
+    let (status, _, body) = proxy.get(search, &[("Authorization", &bearer)]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let agent_text = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}\n{agent_text}", proxy.log_text());
+    let (_, _, metrics) = proxy.get("/-/metrics", &[]);
+    assert!(
+        metrics.contains("mlflow_secrets_proxy_refetches_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        agent_text.contains("asked to fetch the credential again"),
+        "{agent_text}"
+    );
+}

@@ -27,6 +27,15 @@ pub trait SecretProvider: Send + Sync + fmt::Debug {
     /// Fetches the secret text once (no retries).
     async fn fetch(&self) -> Result<FetchedSecret>;
 
+    /// Fetches the secret text again because the value last fetched was
+    /// refused (a 401/403 from the server it was sent to). A provider that
+    /// answers from a cache of its own (the node agent, a cached layer)
+    /// passes that on, so its backend is asked; any other fetches as usual
+    /// (the default).
+    async fn refetch(&self) -> Result<FetchedSecret> {
+        self.fetch().await
+    }
+
     /// A summary of the configuration for `info`/`doctor`, with no secret in it.
     fn describe(&self) -> ProviderDescription;
 
@@ -48,6 +57,10 @@ impl<P: SecretProvider + ?Sized> SecretProvider for std::sync::Arc<P> {
 
     async fn fetch(&self) -> Result<FetchedSecret> {
         (**self).fetch().await
+    }
+
+    async fn refetch(&self) -> Result<FetchedSecret> {
+        (**self).refetch().await
     }
 
     fn describe(&self) -> ProviderDescription {
