@@ -285,6 +285,12 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .map_or_else(|| "http://localhost".to_owned(), |h| format!("http://{h}"));
         let headers = self.forwarded_headers(&parts.headers);
+        let Some(with_credential) = authorised(headers.clone(), &header) else {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "the credential is not a valid header value",
+            );
+        };
         // Small bodies are kept for a resend; others stream through.
         let length = body.size_hint().exact();
         let kept = match length {
@@ -311,27 +317,21 @@ impl Proxy {
                     .send(
                         &parts.method,
                         &url,
-                        &headers,
-                        &header,
+                        with_credential,
                         reqwest::Body::from(bytes.clone()),
                     )
                     .await;
                 match first {
                     Ok(answer) if refused(answer.status()) => {
-                        match self.auth.refused(header.value().expose_secret()).await {
-                            Ok(Some(fresh)) => {
+                        let refetched = self.auth.refused(header.value().expose_secret()).await;
+                        match refetched.map(|fresh| fresh.and_then(|f| authorised(headers, &f))) {
+                            Ok(Some(again)) => {
                                 self.metrics.refetch();
                                 tracing::info!(
                                     "upstream refused the credential: resending with the refetched one"
                                 );
-                                self.send(
-                                    &parts.method,
-                                    &url,
-                                    &headers,
-                                    &fresh,
-                                    reqwest::Body::from(bytes),
-                                )
-                                .await
+                                self.send(&parts.method, &url, again, reqwest::Body::from(bytes))
+                                    .await
                             }
                             _ => Ok(answer),
                         }
@@ -345,8 +345,7 @@ impl Proxy {
                 self.send(
                     &parts.method,
                     &url,
-                    &headers,
-                    &header,
+                    with_credential,
                     reqwest::Body::wrap(counted),
                 )
                 .await
@@ -366,15 +365,20 @@ impl Proxy {
         }
     }
 
+    /// The client's headers for the upstream: without hop-by-hop ones
+    /// (those named in `Connection` too), the client's credentials and the
+    /// configured header.
     fn forwarded_headers(&self, incoming: &HeaderMap) -> HeaderMap {
         let configured =
             HeaderName::from_bytes(self.auth.config().header_name.as_str().as_bytes()).ok();
+        let listed = connection_listed(incoming);
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
             let dropped = DROPPED_REQUEST.contains(name)
                 || configured.as_ref() == Some(name)
                 || name.as_str() == "keep-alive"
-                || name.as_str() == "proxy-connection";
+                || name.as_str() == "proxy-connection"
+                || listed.contains(name);
             if !dropped {
                 headers.append(name.clone(), value.clone());
             }
@@ -386,20 +390,15 @@ impl Proxy {
         &self,
         method: &Method,
         url: &Url,
-        headers: &HeaderMap,
-        credential: &AuthHeader,
+        headers: HeaderMap,
         body: reqwest::Body,
     ) -> reqwest::Result<reqwest::Response> {
-        let mut value = HeaderValue::from_str(credential.value().expose_secret())
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        value.set_sensitive(true);
         let started = Instant::now();
         let answer = self
             .upstream
             .client
             .request(method.clone(), url.clone())
-            .headers(headers.clone())
-            .header(credential.name().as_str(), value)
+            .headers(headers)
             .body(body)
             .send()
             .await;
@@ -412,6 +411,9 @@ impl Proxy {
     fn relay(&self, answer: reqwest::Response, public: &str) -> Response<Body> {
         let answer: Response<reqwest::Body> = answer.into();
         let (mut parts, body) = answer.into_parts();
+        for name in connection_listed(&parts.headers) {
+            parts.headers.remove(name);
+        }
         for name in DROPPED_RESPONSE {
             parts.headers.remove(name);
         }
@@ -447,6 +449,28 @@ where
         }
         frame
     })
+}
+
+/// `headers` with the credential added (marked sensitive, so it is never
+/// shown by a `Debug` of the request); `None` when it is no header value.
+fn authorised(mut headers: HeaderMap, credential: &AuthHeader) -> Option<HeaderMap> {
+    let name = HeaderName::from_bytes(credential.name().as_str().as_bytes()).ok()?;
+    let mut value = HeaderValue::from_str(credential.value().expose_secret()).ok()?;
+    value.set_sensitive(true);
+    headers.insert(name, value);
+    Some(headers)
+}
+
+/// The header names a `Connection` header lists: hop-by-hop for this
+/// connection only, never forwarded (RFC 9110, section 7.6.1).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
 }
 
 fn refused(status: StatusCode) -> bool {

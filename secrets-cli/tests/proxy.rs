@@ -239,6 +239,41 @@ fn a_configured_custom_header_sent_by_the_client_is_replaced() {
 }
 
 #[test]
+fn headers_named_in_connection_stay_on_their_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    upstream.route(
+        "/api/",
+        200,
+        &[
+            ("Connection", "X-Upstream-Hop"),
+            ("X-Upstream-Hop", "upstream-only"),
+            ("X-Upstream-Kept", "for-the-client"),
+        ],
+        "ok",
+    );
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
+    let bearer = proxy.bearer();
+    let (status, head, _) = proxy.get(
+        "/api/2.0/mlflow/runs/get",
+        &[
+            ("Authorization", &bearer),
+            ("Connection", "keep-alive, X-Client-Hop"),
+            ("X-Client-Hop", "client-only"),
+            ("X-Client-Kept", "for-the-upstream"),
+        ],
+    );
+    assert_eq!(status, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen[0].header("x-client-kept"), Some("for-the-upstream"));
+    assert_eq!(seen[0].header("x-client-hop"), None);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-upstream-kept: for-the-client"), "{head}");
+    assert!(!head.contains("upstream-only"), "{head}");
+}
+
+#[test]
 fn redirects_reach_the_client_and_the_proxy_never_follows_them() {
     let dir = tempfile::tempdir().unwrap();
     let secret = token_file(dir.path());
