@@ -534,6 +534,17 @@ pub(crate) async fn start(
     Ok(Running { quit, done })
 }
 
+/// The proxy's runtime: one thread. A request's tasks (the client's
+/// connection, the upstream's pooled connection, the credential) wake each
+/// other on that thread instead of across threads; measured with `wrk` on 2
+/// cores against a 2-worker runtime, the 1-connection p50 was a little lower
+/// and the 16-connection throughput about a fifth higher.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// `mlflow-secrets-auth proxy`.
 pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let limits = Limits {
@@ -543,10 +554,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
         ..Limits::default()
     };
     let auth = SecretsAuth::from_env().context("reading the configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let listener = match &args.socket {
             Some(path) => Listener::unix(path, args.allow_uid.clone()).await?,
@@ -604,10 +612,7 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         bail!("no command given after `--`");
     };
     let auth = SecretsAuth::from_env().context("reading the configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let token = serve::random_token()?;
         let access = TcpAccess {

@@ -4,7 +4,8 @@
 //! directly (MLflow's Python client), and the proxy's memory. Prints Markdown.
 //!
 //! `MSA_CLI`: the release `mlflow-secrets-auth`; `MSA_PYTHON`: a Python with
-//! MLflow; `wrk` on the PATH.
+//! MLflow; `wrk` on the PATH. With `MSA_PROXY_TRIVIAL_ONLY` set, only the
+//! trivial upstream's rows (for profiling the proxy's own cost).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -51,12 +52,29 @@ fn main() -> Result<()> {
     let direct_url = format!("{upstream}{PATH}");
     let proxy_url = format!("http://{proxy_addr}{PATH}");
     for connections in [1, 16] {
-        let (direct, through) = side_by_side(&direct_url, None, &proxy_url, &bearer, connections)?;
+        let (direct, through) =
+            side_by_side(&direct_url, None, &proxy_url, Some(&bearer), connections)?;
         rows.push(row(
             &format!("small GET, trivial local upstream ({connections} connection(s))"),
             &direct,
             &through,
         ));
+    }
+    // What one more loopback hop costs on this machine whatever relays it.
+    let relay_url = format!("http://{}{PATH}", tcp_relay(trivial)?);
+    let (direct, relayed) = side_by_side(&direct_url, None, &relay_url, None, 1)?;
+    rows.push(row(
+        "the same, through a plain TCP relay instead of the proxy (bytes copied, no HTTP; 1 connection): the floor of one more hop",
+        &direct,
+        &relayed,
+    ));
+
+    if std::env::var_os("MSA_PROXY_TRIVIAL_ONLY").is_some() {
+        let _ = proxy.kill();
+        let _ = proxy.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("{}", rows.join("\n"));
+        return Ok(());
     }
 
     // MLflow itself (basic auth, artifacts served by the server). Its job
@@ -78,7 +96,7 @@ fn main() -> Result<()> {
         &format!("{}{PATH}", mlflow.url()),
         Some(&direct_auth),
         &format!("http://{proxy_addr}{PATH}"),
-        &format!("Authorization: Bearer {token}"),
+        Some(&format!("Authorization: Bearer {token}")),
         2,
     )?;
     rows.push(row(
@@ -158,14 +176,14 @@ fn side_by_side(
     direct_url: &str,
     direct_header: Option<&str>,
     proxy_url: &str,
-    proxy_header: &str,
+    proxy_header: Option<&str>,
     connections: u32,
 ) -> Result<(Load, Load)> {
     wrk(direct_url, direct_header, connections, 3)?;
-    wrk(proxy_url, Some(proxy_header), connections, 3)?;
+    wrk(proxy_url, proxy_header, connections, 3)?;
     let direct_first = wrk(direct_url, direct_header, connections, 10)?;
-    let through_first = wrk(proxy_url, Some(proxy_header), connections, 10)?;
-    let through_second = wrk(proxy_url, Some(proxy_header), connections, 10)?;
+    let through_first = wrk(proxy_url, proxy_header, connections, 10)?;
+    let through_second = wrk(proxy_url, proxy_header, connections, 10)?;
     let direct_second = wrk(direct_url, direct_header, connections, 10)?;
     Ok((
         better(direct_first, direct_second),
@@ -285,6 +303,37 @@ fn trivial_upstream() -> Result<SocketAddr> {
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+/// A plain TCP relay to `upstream` on its own thread: bytes copied both
+/// ways, no HTTP — the cost of one more loopback hop, which any proxy pays.
+fn tcp_relay(upstream: SocketAddr) -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = client.set_nodelay(true);
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = server.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
                 });
             }
         });
