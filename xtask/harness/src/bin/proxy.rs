@@ -278,15 +278,47 @@ fn start_proxy(
 /// A keep-alive HTTP/1.1 server answering every request with a small JSON
 /// body, on its own threads.
 fn trivial_upstream() -> Result<SocketAddr> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.worker_threads(1);
+    serve_on_thread(runtime, |stream| async move {
+        let service = service_fn(|_request| async {
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                br#"{"experiments": []}"#,
+            ))))
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+}
+
+/// A plain TCP relay to `upstream` on its own thread: bytes copied both
+/// ways, no HTTP — the cost of one more loopback hop, which any proxy pays.
+fn tcp_relay(upstream: SocketAddr) -> Result<SocketAddr> {
+    serve_on_thread(
+        tokio::runtime::Builder::new_current_thread(),
+        move |mut client| async move {
+            let _ = client.set_nodelay(true);
+            if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        },
+    )
+}
+
+/// A loopback listener whose connections are each given to `serve` on a
+/// runtime of their own (built from `runtime`) on another thread.
+fn serve_on_thread<F, Fut>(mut runtime: tokio::runtime::Builder, serve: F) -> Result<SocketAddr>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-        else {
+        let Ok(runtime) = runtime.enable_all().build() else {
             return;
         };
         runtime.block_on(async move {
@@ -294,47 +326,7 @@ fn trivial_upstream() -> Result<SocketAddr> {
                 return;
             };
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = service_fn(|_request| async {
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            br#"{"experiments": []}"#,
-                        ))))
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    });
-    Ok(addr)
-}
-
-/// A plain TCP relay to `upstream` on its own thread: bytes copied both
-/// ways, no HTTP — the cost of one more loopback hop, which any proxy pays.
-fn tcp_relay(upstream: SocketAddr) -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            while let Ok((mut client, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let _ = client.set_nodelay(true);
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = server.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
+                tokio::spawn(serve(stream));
             }
         });
     });
