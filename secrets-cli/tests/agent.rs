@@ -4,7 +4,7 @@
 //! party that is not the code under test.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{self, MotoServer};
+use secrets_testkit::net::free_addr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const USER: &str = "agent-user";
@@ -158,13 +159,6 @@ fn tcp(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) 
     }
     text.push_str("\r\n");
     exchange(stream, &text)
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// The CLI as a client: `header` for an allowed loopback URL.
@@ -376,7 +370,7 @@ fn the_socket_is_private_and_other_uids_are_refused() {
 fn tcp_needs_the_token_a_loopback_host_and_no_forwarding() {
     let dir = tempfile::tempdir().unwrap();
     let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
-    let addr = free_port();
+    let addr = free_addr();
     let token_file = dir.path().join("token");
     let agent = Agent::start(
         dir.path(),
@@ -579,7 +573,7 @@ fn killed_agent_fails_over_and_a_restarted_one_is_used_again() {
 #[test]
 fn readyz_is_false_before_a_first_fetch_against_a_down_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let closed = free_port();
+    let closed = free_addr();
     let mut vars = aws_vars(&format!("http://{closed}"), "nothing");
     vars.push(("MLFLOW_SECRETS_MAX_RETRIES", "0".to_owned()));
     vars.push(("MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC", "1".to_owned()));

@@ -3,7 +3,7 @@
 //! auth, used by MLflow's own Python client without the plugin.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use secrets_testkit::binaries::venv_dir;
 use secrets_testkit::capture::CaptureServer;
 use secrets_testkit::hostile::{Answer, HostileKit};
 use secrets_testkit::mlflow::MlflowServer;
+use secrets_testkit::net::free_addr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const TOKEN: &str = "tok-real-credential-5b7e1c9d";
@@ -25,20 +26,13 @@ struct Proxy {
     log: PathBuf,
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 impl Proxy {
     fn start(dir: &Path, upstream: &str, vars: &[(&str, &str)], args: &[&str]) -> Self {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let log = dir.join(format!("proxy-{n}.log"));
         let token_file = dir.join(format!("proxy-{n}.token"));
-        let addr = free_port();
+        let addr = free_addr();
         let child = Command::new(BIN)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

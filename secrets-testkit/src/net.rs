@@ -82,9 +82,15 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A free address on 127.0.0.1 at the time of the call (for a server to
+/// listen on).
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// An address on 127.0.0.1 where nothing listens: connections are refused.
 pub fn closed_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+    free_addr()
 }
 
 /// A listener on 127.0.0.1 that accepts every connection and never answers —

@@ -1,5 +1,5 @@
 //! End-to-end demo on the file provider: a secret file → credential → auth
-//! header, sent only to allowed hosts. Run it with `cargo xtask demo`.
+//! header, sent only to allowed hosts: `cargo run -p mlflow-secrets-auth --example file_provider`.
 #![allow(clippy::print_stdout)]
 
 use std::error::Error;
