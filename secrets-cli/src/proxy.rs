@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, redact};
+use tower_http::timeout::TimeoutBody;
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
@@ -96,7 +97,7 @@ pub(crate) struct ProxyArgs {
     /// Connections served at once; more get 503.
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_connections: usize,
-    /// Seconds a client has to send a request's headers (and to keep an idle connection).
+    /// Seconds a client has to send a request's headers, the longest pause within its body, and how long an idle connection is kept.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     read_timeout: f64,
     /// Seconds in-flight requests get to finish after SIGTERM.
@@ -190,6 +191,8 @@ pub(crate) struct Proxy {
     upstream: Upstream,
     metrics: ProxyMetrics,
     quit: tokio::sync::watch::Sender<bool>,
+    /// The longest wait for the next bytes of a client's request body.
+    body_timeout: Duration,
 }
 
 impl Proxy {
@@ -261,6 +264,9 @@ impl Proxy {
             return text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not forwarded");
         }
         let (parts, body) = request.into_parts();
+        // A client trickling its body cannot hold a connection (and an
+        // upstream connection) forever.
+        let body = TimeoutBody::new(self.body_timeout, body);
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Some(url) = self.upstream.target(path_and_query) else {
             return text(
@@ -523,6 +529,7 @@ pub(crate) async fn start(
         upstream,
         metrics: ProxyMetrics::default(),
         quit: quit.clone(),
+        body_timeout: limits.header_timeout,
     });
     let address = listener.address();
     tracing::info!(%address, upstream = %proxy.upstream.url, "proxy listening");

@@ -436,6 +436,53 @@ fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
     assert!(upstream.requests().is_empty());
 }
 
+#[test]
+fn a_client_pausing_within_its_body_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let proxy = Proxy::start(
+        dir.path(),
+        &upstream.url(),
+        &file_vars(&secret),
+        &["--read-timeout", "1"],
+    );
+    // A body small enough to be kept for a resend, and one that streams.
+    for length in [1000, 4 * 1024 * 1024] {
+        let mut client = TcpStream::connect(proxy.addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let head = format!(
+            "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: {length}\r\n\r\n",
+            proxy.addr,
+            proxy.bearer()
+        );
+        client.write_all(head.as_bytes()).unwrap();
+        client.write_all(&[b'x'; 100]).unwrap();
+        // ...and nothing more: the proxy gives up after the read timeout.
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a {length}-byte body paused for {:?}",
+            started.elapsed()
+        );
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 4")
+                || answer.starts_with("HTTP/1.1 5"),
+            "{answer}"
+        );
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "no request completed upstream"
+    );
+}
+
 /// The venv's Python with MLflow, or `None` (skipped unless servers are required).
 fn python() -> Option<PathBuf> {
     let python = venv_dir().join("bin/python");
