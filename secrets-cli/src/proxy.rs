@@ -8,7 +8,9 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,7 +19,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, redact};
-use tower_http::timeout::TimeoutBody;
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
@@ -266,7 +267,7 @@ impl Proxy {
         let (parts, body) = request.into_parts();
         // A client trickling its body cannot hold a connection (and an
         // upstream connection) forever.
-        let body = TimeoutBody::new(self.body_timeout, body);
+        let body = IdleTimeout::new(body, self.body_timeout);
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Some(url) = self.upstream.target(path_and_query) else {
             return text(
@@ -455,6 +456,70 @@ where
         }
         frame
     })
+}
+
+/// A request body that fails when the client pauses longer than `idle`
+/// between frames. Unlike tower-http's `TimeoutBody` it passes on the
+/// body's length, so a sized body stays sized (and small enough to keep).
+struct IdleTimeout<B> {
+    body: B,
+    idle: Duration,
+    /// Armed while the body is waiting for the client.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(body: B, idle: Duration) -> Self {
+        Self {
+            body,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = tokio::time::Instant::now() + this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.armed {
+            timer.as_mut().reset(deadline);
+            this.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(
+                "the client paused its request body longer than the read timeout".into(),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// `headers` with the credential added (marked sensitive, so it is never
@@ -673,4 +738,66 @@ async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> anyhow::R
         (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(FAILURE),
         (None, None) => FAILURE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use hyper::body::{Body as _, Frame, SizeHint};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A body of 10 bytes whose frames come when the test sends them.
+    struct Trickle(mpsc::UnboundedReceiver<Bytes>);
+
+    impl hyper::body::Body for Trickle {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(10)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_fails_only_after_a_pause_longer_than_the_timeout() {
+        let (send, receive) = mpsc::unbounded_channel();
+        let idle = Duration::from_secs(30);
+        let body = IdleTimeout::new(Trickle(receive), idle);
+        assert_eq!(
+            body.size_hint().exact(),
+            Some(10),
+            "the length is passed on"
+        );
+        let reader = tokio::spawn(async move {
+            let mut body = std::pin::pin!(body);
+            let mut got = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => got += frame.into_data().map_or(0, |d| d.len()),
+                    Err(error) => return (got, Some(error.to_string())),
+                }
+            }
+            (got, None)
+        });
+        // Pauses just under the timeout, many times over: never cut off.
+        for _ in 0..5 {
+            tokio::time::sleep(idle - Duration::from_secs(1)).await;
+            send.send(Bytes::from_static(b"xx")).unwrap();
+        }
+        // Then a pause past it.
+        tokio::time::sleep(idle + Duration::from_secs(1)).await;
+        let _ = send.send(Bytes::from_static(b"late"));
+        let (got, error) = reader.await.unwrap();
+        assert_eq!(got, 10);
+        assert!(error.is_some_and(|e| e.contains("read timeout")));
+    }
 }
