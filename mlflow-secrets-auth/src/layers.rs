@@ -295,7 +295,7 @@ struct Kept {
     meta: SecretMeta,
 }
 
-fn keep(fetched: FetchedSecret) -> Result<(Kept, EntryMeta)> {
+fn keep(fetched: FetchedSecret) -> (Kept, EntryMeta) {
     let mut entry = EntryMeta::default();
     if let Some(valid_for) = fetched.meta.valid_for {
         entry = entry.with_valid_for(valid_for);
@@ -304,7 +304,7 @@ fn keep(fetched: FetchedSecret) -> Result<(Kept, EntryMeta)> {
         text: fetched.text,
         meta: fetched.meta,
     };
-    Ok((kept, entry))
+    (kept, entry)
 }
 
 fn unkeep(kept: &Kept) -> FetchedSecret {
@@ -351,7 +351,7 @@ impl<P: SecretProvider + 'static> SecretProvider for Cached<P> {
         let inner = Arc::clone(&self.inner);
         let lookup = self
             .cache
-            .get_or_fetch(&(), move || async move { keep(inner.fetch().await?) })
+            .get_or_fetch(&(), move || async move { Ok(keep(inner.fetch().await?)) })
             .await?;
         Ok(unkeep(&lookup.value))
     }
@@ -362,7 +362,7 @@ impl<P: SecretProvider + 'static> SecretProvider for Cached<P> {
         let inner = Arc::clone(&self.inner);
         let lookup = self
             .cache
-            .refetch(&(), move || async move { keep(inner.refetch().await?) })
+            .refetch(&(), move || async move { Ok(keep(inner.refetch().await?)) })
             .await?;
         Ok(unkeep(&lookup.value))
     }

@@ -291,8 +291,7 @@ impl Proxy {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map_or_else(|| "http://localhost".to_owned(), |h| format!("http://{h}"));
-        let headers = self.forwarded_headers(&parts.headers);
-        let Some(with_credential) = authorised(headers.clone(), &header) else {
+        let Some(headers) = authorised(self.forwarded_headers(&parts.headers), &header) else {
             return text(
                 StatusCode::BAD_GATEWAY,
                 "the credential is not a valid header value",
@@ -324,13 +323,14 @@ impl Proxy {
                     .send(
                         &parts.method,
                         &url,
-                        with_credential,
+                        headers.clone(),
                         reqwest::Body::from(bytes.clone()),
                     )
                     .await;
                 match first {
                     Ok(answer) if refused(answer.status()) => {
                         let refetched = self.auth.refused(header.value().expose_secret()).await;
+                        // The refetched value replaces the refused one.
                         match refetched.map(|fresh| fresh.and_then(|f| authorised(headers, &f))) {
                             Ok(Some(again)) => {
                                 self.metrics.refetch();
@@ -349,13 +349,8 @@ impl Proxy {
             Err(body) => {
                 let metrics = self.metrics.clone();
                 let counted = counting(body, move |n| metrics.bytes_in(n));
-                self.send(
-                    &parts.method,
-                    &url,
-                    with_credential,
-                    reqwest::Body::wrap(counted),
-                )
-                .await
+                self.send(&parts.method, &url, headers, reqwest::Body::wrap(counted))
+                    .await
             }
         };
         match response {
@@ -522,8 +517,9 @@ where
     }
 }
 
-/// `headers` with the credential added (marked sensitive, so it is never
-/// shown by a `Debug` of the request); `None` when it is no header value.
+/// `headers` with the credential set, replacing any value of that name
+/// (marked sensitive, so it is never shown by a `Debug` of the request);
+/// `None` when it is no header value.
 fn authorised(mut headers: HeaderMap, credential: &AuthHeader) -> Option<HeaderMap> {
     let name = HeaderName::from_bytes(credential.name().as_str().as_bytes()).ok()?;
     let mut value = HeaderValue::from_str(credential.value().expose_secret()).ok()?;

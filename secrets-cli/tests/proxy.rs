@@ -483,6 +483,23 @@ fn a_client_pausing_within_its_body_is_cut_off() {
     );
 }
 
+/// A user of `mlflow` with `password`, and the secret file holding
+/// `user:password` (its path, and the path as text for the variables).
+fn mlflow_user(mlflow: &MlflowServer, dir: &Path, user: &str, password: &str) -> (PathBuf, String) {
+    mlflow.create_user(user, password);
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{user}:{password}")).unwrap();
+    let text = secret.display().to_string();
+    (secret, text)
+}
+
+/// The file provider's variables for `path`, in basic mode.
+fn basic_vars(path: &str) -> Vec<(&'static str, &str)> {
+    let mut vars = file_vars(path);
+    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    vars
+}
+
 /// The venv's Python with MLflow, or `None` (skipped unless servers are required).
 fn python() -> Option<PathBuf> {
     let python = venv_dir().join("bin/python");
@@ -551,12 +568,8 @@ fn mlflows_client_without_the_plugin_logs_and_round_trips_a_200_mb_artifact() {
     };
     let dir = tempfile::tempdir().unwrap();
     let password = "pw-proxy-user-3e8a10";
-    mlflow.create_user("proxy-user", password);
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, format!("proxy-user:{password}")).unwrap();
-    let secret = secret.display().to_string();
-    let mut vars = file_vars(&secret);
-    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let (_, secret) = mlflow_user(&mlflow, dir.path(), "proxy-user", password);
+    let vars = basic_vars(&secret);
     let proxy = Proxy::start(dir.path(), &mlflow.url(), &vars, &[]);
     let output = run_python(
         LOG_AND_ROUND_TRIP,
@@ -593,12 +606,9 @@ fn a_rotation_mid_run_is_invisible_to_the_client() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    mlflow.create_user("rotating-user", "pw-before-rotation-1");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "rotating-user:pw-before-rotation-1").unwrap();
-    let secret_text = secret.display().to_string();
-    let mut vars = file_vars(&secret_text);
-    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let (secret, secret_text) =
+        mlflow_user(&mlflow, dir.path(), "rotating-user", "pw-before-rotation-1");
+    let vars = basic_vars(&secret_text);
     let proxy = Proxy::start(dir.path(), &mlflow.url(), &vars, &[]);
     let signal = dir.path().join("rotate-now");
     let rotated = dir.path().join("rotated");
@@ -672,12 +682,8 @@ fn exec_proxy_gives_the_child_a_local_proxy_and_no_credential() {
     };
     let dir = tempfile::tempdir().unwrap();
     let password = "pw-exec-proxy-9c0d22";
-    mlflow.create_user("exec-user", password);
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, format!("exec-user:{password}")).unwrap();
-    let secret = secret.display().to_string();
-    let mut vars = file_vars(&secret);
-    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let (_, secret) = mlflow_user(&mlflow, dir.path(), "exec-user", password);
+    let vars = basic_vars(&secret);
     let output = Command::new(BIN)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -889,12 +895,9 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    mlflow.create_user("agent-rotating", "pw-agent-before-1");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "agent-rotating:pw-agent-before-1").unwrap();
-    let secret_text = secret.display().to_string();
-    let mut vars = file_vars(&secret_text);
-    vars.push(("MLFLOW_FILE_AUTH_MODE", "basic"));
+    let (secret, secret_text) =
+        mlflow_user(&mlflow, dir.path(), "agent-rotating", "pw-agent-before-1");
+    let vars = basic_vars(&secret_text);
     // The agent holds the backend's settings; the proxy knows only the agent.
     let socket = dir.path().join("run/agent.sock");
     let agent_log = dir.path().join("agent.log");
