@@ -6,17 +6,25 @@
 use libfuzzer_sys::fuzz_target;
 use mlflow_secrets_auth_core::HostAllowlist;
 
-/// Glob match of `pattern` on `host`, both lower-case: `*` any run, `?` one char.
+/// Glob match of `pattern` on `host`, both lower-case: `*` any run, `?` one
+/// char. A table of prefix matches, so a pattern of many stars takes
+/// `pattern.len() * host.len()` steps rather than exponential time.
 fn glob(pattern: &[u8], host: &[u8]) -> bool {
-    match (pattern.first(), host.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob(&pattern[1..], host) || (!host.is_empty() && glob(pattern, &host[1..]))
+    // `row[j]`: the pattern read so far matches `host[..j]`.
+    let mut row = vec![false; host.len() + 1];
+    row[0] = true;
+    for &p in pattern {
+        let mut next = vec![false; host.len() + 1];
+        for j in 0..=host.len() {
+            next[j] = match p {
+                b'*' => row[j] || (j > 0 && next[j - 1]),
+                b'?' => j > 0 && row[j - 1],
+                _ => j > 0 && row[j - 1] && host[j - 1] == p,
+            };
         }
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &host[1..]),
-        (Some(p), Some(h)) => p == h && glob(&pattern[1..], &host[1..]),
-        _ => false,
+        row = next;
     }
+    row[host.len()]
 }
 
 fuzz_target!(|data: &[u8]| {

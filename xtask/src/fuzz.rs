@@ -68,6 +68,9 @@ pub(crate) fn fuzz(seconds: u64) -> Result<()> {
                 .arg(root().join("fuzz/seeds").join(target))
                 .arg("--")
                 .arg(format!("-max_total_time={seconds}"))
+                // One input taking this long is a hang (libFuzzer's own
+                // default is 20 minutes).
+                .arg("-timeout=10")
                 .arg(format!("-artifact_prefix={}/", artifacts.display()))
                 .arg("-print_final_stats=0"),
         )?;
