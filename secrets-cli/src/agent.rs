@@ -45,6 +45,9 @@ pub(crate) struct AgentArgs {
     /// idle connection open); slower clients are cut off.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     read_timeout: f64,
+    /// Seconds a client may take none of an answer before its connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    send_timeout: f64,
 }
 
 /// The environment, without the variable naming an agent: the agent reads
@@ -358,10 +361,8 @@ async fn serve_until(
 ) -> anyhow::Result<()> {
     let limits = Limits {
         max_connections: args.max_connections.max(1),
-        header_timeout: Duration::try_from_secs_f64(args.read_timeout)
-            .ok()
-            .filter(|t| !t.is_zero())
-            .context("--read-timeout must be a positive number of seconds")?,
+        header_timeout: serve::seconds(args.read_timeout, "--read-timeout")?,
+        send_timeout: serve::seconds(args.send_timeout, "--send-timeout")?,
         ..Limits::default()
     };
     let socket = args

@@ -22,7 +22,7 @@ use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, redact};
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
-use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, TcpAccess, full};
+use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, TcpAccess, full, seconds};
 use crate::{FAILURE, SUCCESS};
 
 /// Request bodies up to this size are kept so the request can be resent
@@ -101,16 +101,12 @@ pub(crate) struct ProxyArgs {
     /// Seconds a client has to send a request's headers, the longest pause within its body, and how long an idle connection is kept.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     read_timeout: f64,
+    /// Seconds a client may take none of a response before its connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    send_timeout: f64,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     drain: f64,
-}
-
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("{flag} must be a positive number of seconds"))
 }
 
 /// The upstream and how to reach it.
@@ -618,6 +614,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let limits = Limits {
         max_connections: args.max_connections.max(1),
         header_timeout: seconds(args.read_timeout, "--read-timeout")?,
+        send_timeout: seconds(args.send_timeout, "--send-timeout")?,
         drain: seconds(args.drain, "--drain")?,
         ..Limits::default()
     };

@@ -6,13 +6,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -50,6 +53,9 @@ pub(crate) struct Limits {
     pub(crate) max_head_bytes: usize,
     /// The most request headers.
     pub(crate) max_headers: usize,
+    /// Time a client may take none of a response before its connection is
+    /// closed (nginx's `send_timeout`).
+    pub(crate) send_timeout: Duration,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     pub(crate) drain: Duration,
 }
@@ -61,9 +67,18 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_head_bytes: 16 * 1024,
             max_headers: 64,
+            send_timeout: Duration::from_secs(60),
             drain: Duration::from_secs(10),
         }
     }
+}
+
+/// `value` seconds as a duration; zero, negative or not finite is an error naming `flag`.
+pub(crate) fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds"))
 }
 
 /// Who is calling, as the listener knows it.
@@ -154,7 +169,7 @@ impl Listener {
                 "{} exists and is not a socket; refusing to replace it",
                 path.display()
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
         }
         let listener =
@@ -245,7 +260,7 @@ impl Listener {
         loop {
             let accepted = tokio::select! {
                 () = &mut stop => break,
-                accepted = self.accept() => accepted,
+                accepted = self.accept(limits.send_timeout) => accepted,
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
@@ -297,7 +312,9 @@ impl Listener {
                 .serve_connection(stream, service);
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
-                let _ = connection.await;
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended early");
+                }
                 drop(slot);
             });
         }
@@ -318,7 +335,7 @@ impl Listener {
         Ok(())
     }
 
-    async fn accept(&self) -> std::io::Result<(TokioIo<Stream>, Peer)> {
+    async fn accept(&self, send_timeout: Duration) -> io::Result<(TokioIo<Stream>, Peer)> {
         match self {
             Self::Unix { listener, .. } => {
                 let (stream, _) = listener.accept().await?;
@@ -327,66 +344,110 @@ impl Listener {
                     uid: cred.uid(),
                     pid: cred.pid(),
                 };
-                Ok((TokioIo::new(Stream::Unix(stream)), peer))
+                Ok((
+                    TokioIo::new(Stream::new(Io::Unix(stream), send_timeout)),
+                    peer,
+                ))
             }
             Self::Tcp { listener, .. } => {
                 let (stream, _) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok((TokioIo::new(Stream::Tcp(stream)), Peer::Tcp))
+                Ok((
+                    TokioIo::new(Stream::new(Io::Tcp(stream), send_timeout)),
+                    Peer::Tcp,
+                ))
             }
         }
     }
 }
 
-/// A connection of either kind.
+/// A connection of either kind, whose writes fail once the client has taken
+/// none of the response for `send_timeout`: a client that stops reading
+/// would otherwise hold its connection slot (and, in the proxy, an upstream
+/// connection) for as long as it likes.
 #[derive(Debug)]
-pub(crate) enum Stream {
+pub(crate) struct Stream {
+    io: Io,
+    send_timeout: Duration,
+    /// Armed while a write waits for the client.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+#[derive(Debug)]
+enum Io {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
 }
 
+impl Stream {
+    fn new(io: Io, send_timeout: Duration) -> Self {
+        Self {
+            io,
+            send_timeout,
+            stalled: None,
+        }
+    }
+
+    /// `poll` as it is, except that a write pending for `send_timeout` fails.
+    fn bound<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read none of the response within the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Self::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for Stream {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Self::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = match &mut this.io {
+            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        };
+        this.bound(cx, poll)
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Self::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = match &mut this.io {
+            Io::Unix(s) => Pin::new(s).poll_flush(cx),
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+        };
+        this.bound(cx, poll)
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Self::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -547,7 +608,7 @@ pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
                 .with_context(|| format!("making {} {mode:o}", dir.display()))?;
             return Ok(());
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
     let meta =
@@ -593,7 +654,7 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
             }
             Ok(token.into())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let token = random_token()?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -601,7 +662,7 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("creating the token file {}", path.display()))?;
-            std::io::Write::write_all(&mut file, token.as_bytes())?;
+            io::Write::write_all(&mut file, token.as_bytes())?;
             tracing::info!(path = %path.display(), "new token written");
             Ok(token.into())
         }
@@ -709,5 +770,61 @@ mod tests {
         let error = load_or_make_token(&path).unwrap_err().to_string();
         assert!(error.contains("readable by other users"), "{error}");
         assert!(!error.contains(made.expose_secret()));
+    }
+
+    const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_reading_nothing_fails_the_write_after_the_send_timeout() {
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let mut stream = Stream::new(Io::Unix(ours), SEND_TIMEOUT);
+        let chunk = vec![0u8; 64 * 1024];
+        let started = tokio::time::Instant::now();
+        let error = loop {
+            if let Err(error) = stream.write_all(&chunk).await {
+                break error;
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        let waited = started.elapsed();
+        assert!(
+            (SEND_TIMEOUT..SEND_TIMEOUT + Duration::from_secs(1)).contains(&waited),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_reading_slowly_gets_the_whole_response() {
+        const LEN: usize = 1024 * 1024;
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        // Every 50 s the client reads what has arrived: each pause is under
+        // the send timeout, the whole transfer far over it.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0;
+            loop {
+                tokio::time::sleep(SEND_TIMEOUT - Duration::from_secs(10)).await;
+                theirs.readable().await.unwrap();
+                loop {
+                    match theirs.try_read(&mut buf) {
+                        Ok(0) => return total,
+                        Ok(n) => total += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let mut stream = Stream::new(Io::Unix(ours), SEND_TIMEOUT);
+        stream.write_all(&vec![1u8; LEN]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert_eq!(reader.await.unwrap(), LEN);
+        assert!(
+            started.elapsed() > SEND_TIMEOUT * 3,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

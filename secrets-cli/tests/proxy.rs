@@ -483,6 +483,47 @@ fn a_client_pausing_within_its_body_is_cut_off() {
     );
 }
 
+#[test]
+fn a_client_that_stops_reading_the_response_loses_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    // Far more than the socket buffers between the proxy and the client hold.
+    upstream.route("/get-artifact", 200, &[], &"x".repeat(64 << 20));
+    let proxy = Proxy::start(
+        dir.path(),
+        &upstream.url(),
+        &file_vars(&secret),
+        &["--max-connections", "1", "--send-timeout", "1"],
+    );
+    let mut client = TcpStream::connect(proxy.addr).unwrap();
+    let head = format!(
+        "GET /get-artifact HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+        proxy.addr,
+        proxy.bearer()
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    // The client reads nothing. While it holds the only connection slot,
+    // others get 503; once the send timeout has passed, they are served.
+    let started = Instant::now();
+    let mut refused = 0;
+    loop {
+        match proxy.get("/-/healthz", &[]).0 {
+            200 => break,
+            503 => refused += 1,
+            other => panic!("/-/healthz answered {other}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a client reading nothing kept its connection: {}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(refused > 0, "the stalled client never held the slot");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
 /// A user of `mlflow` with `password`, and the secret file holding
 /// `user:password` (its path, and the path as text for the variables).
 fn mlflow_user(mlflow: &MlflowServer, dir: &Path, user: &str, password: &str) -> (PathBuf, String) {
