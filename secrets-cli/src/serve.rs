@@ -237,6 +237,8 @@ impl Listener {
     {
         let address = self.address();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+        let (mut over_cap, mut foreign_uid) = (Quiet::default(), Quiet::default());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let checks = Arc::new(match &self {
             Self::Tcp {
@@ -275,8 +277,15 @@ impl Listener {
                 && uid != own_uid()
                 && !allowed_uids.contains(&uid)
             {
-                tracing::warn!(uid, "connection from a uid that is not allowed refused");
+                if let Some(not_logged) = foreign_uid.due() {
+                    tracing::warn!(
+                        uid,
+                        not_logged,
+                        "connection from a uid that is not allowed refused"
+                    );
+                }
                 refuse_raw(
+                    &refusing,
                     stream,
                     StatusCode::FORBIDDEN,
                     "this uid may not use this server",
@@ -284,8 +293,15 @@ impl Listener {
                 continue;
             }
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                tracing::warn!(limit = limits.max_connections, "too many connections: 503");
+                if let Some(not_logged) = over_cap.due() {
+                    tracing::warn!(
+                        limit = limits.max_connections,
+                        not_logged,
+                        "too many connections: 503"
+                    );
+                }
                 refuse_raw(
+                    &refusing,
                     stream,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too many connections; retry later",
@@ -452,10 +468,47 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Refused connections answered at once; more are closed unanswered, so a
+/// flood of connections cannot pile up tasks and open sockets.
+const MAX_REFUSING: usize = 64;
+
+/// A warning that repeats at most once per [`Quiet::EVERY`].
+#[derive(Debug, Default)]
+struct Quiet {
+    last: Option<tokio::time::Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(how many were held back since the last one)` when this one is
+    /// to be logged.
+    fn due(&mut self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now - last < Self::EVERY) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
 /// Answers a connection that is not served with one short response and
-/// closes it (in the background, bounded by a second).
-fn refuse_raw(stream: TokioIo<Stream>, status: StatusCode, reason: &'static str) {
+/// closes it (in the background, bounded by two seconds; closed unanswered
+/// when [`MAX_REFUSING`] are being answered already).
+fn refuse_raw(
+    refusing: &Arc<Semaphore>,
+    stream: TokioIo<Stream>,
+    status: StatusCode,
+    reason: &'static str,
+) {
+    let Ok(permit) = Arc::clone(refusing).try_acquire_owned() else {
+        return;
+    };
     tokio::spawn(async move {
+        let _permit = permit;
         let mut stream = stream.into_inner();
         // Read the request head first (bounded): a client still writing to
         // a closed socket would see a reset instead of the answer.
@@ -826,5 +879,17 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_warning_is_logged_once_per_interval_with_a_count() {
+        let mut quiet = Quiet::default();
+        assert_eq!(quiet.due(), Some(0));
+        assert_eq!(quiet.due(), None);
+        tokio::time::advance(Quiet::EVERY - Duration::from_millis(1)).await;
+        assert_eq!(quiet.due(), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(quiet.due(), Some(2));
+        assert_eq!(quiet.due(), None);
     }
 }
