@@ -31,6 +31,7 @@ use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -319,12 +320,18 @@ where
 #[derive(Debug, Clone)]
 pub struct AgentProvider {
     client: AgentClient,
+    /// The fingerprint of the value last fetched (what a refetch reports
+    /// as refused).
+    last: Arc<Mutex<Option<String>>>,
 }
 
 impl AgentProvider {
     /// A provider reading from `client`'s agent.
     pub fn new(client: AgentClient) -> Self {
-        Self { client }
+        Self {
+            client,
+            last: Arc::default(),
+        }
     }
 
     /// Reads [`AGENT_VAR`] (and [`TOKEN_FILE_VAR`]); `None` when no agent is named.
@@ -385,6 +392,8 @@ impl SecretProvider for AgentProvider {
             serde_json::to_string(&parsed.credential)
                 .map_err(|e| malformed(format!("{:?}", e.classify())))?,
         );
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            parsed.usable_fingerprint().map(str::to_owned);
         let meta = SecretMeta::default()
             .with_valid_for(valid_for)
             .with_auth_mode(mode);
@@ -393,9 +402,20 @@ impl SecretProvider for AgentProvider {
 
     /// Asks the agent to fetch again (`POST /v1/invalidate`, under the
     /// agent's own bounded-refetch rule), then reads the value it holds: a
-    /// value one client saw refused is refetched for every client.
+    /// value one client saw refused is refetched for every client. The
+    /// refused value's fingerprint goes along, so clients refused one after
+    /// another around a rotation make one backend fetch, not one each.
     async fn refetch(&self) -> Result<FetchedSecret> {
-        let answer = self.client.post(protocol::INVALIDATE_PATH).await?;
+        let refused = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let path = match refused {
+            Some(fingerprint) => format!(
+                "{}?{}={fingerprint}",
+                protocol::INVALIDATE_PATH,
+                protocol::REFUSED_PARAM
+            ),
+            None => protocol::INVALIDATE_PATH.to_owned(),
+        };
+        let answer = self.client.post(&path).await?;
         if answer.status != StatusCode::OK {
             return Err(self.client.refusal(&answer));
         }

@@ -9,8 +9,15 @@ use mlflow_secrets_auth_core::{AuthMode, Credential, ErrorKind};
 
 /// The secret material and how long it stays valid.
 pub const SECRET_PATH: &str = "/v1/secret";
-/// Refetch now (`POST`).
+/// Refetch now (`POST`), optionally `?refused=<fingerprint>`: the value a
+/// client saw refused, so the agent fetches nothing when it holds another
+/// value already.
 pub const INVALIDATE_PATH: &str = "/v1/invalidate";
+/// The query parameter of [`INVALIDATE_PATH`] naming the refused value's
+/// [`SecretAnswer::fingerprint`].
+pub const REFUSED_PARAM: &str = "refused";
+/// The longest fingerprint a client keeps (longer ones are ignored).
+pub const MAX_FINGERPRINT_CHARS: usize = 64;
 /// Providers, cache entry, breakers, counters (no secret).
 pub const STATUS_PATH: &str = "/v1/status";
 /// The process is alive.
@@ -91,12 +98,27 @@ pub struct SecretAnswer {
     pub valid_for_secs: f64,
     /// The provider that served it to the agent.
     pub provider: String,
+    /// An opaque name of this value, the same for the same value while the
+    /// agent runs (a keyed hash; it says nothing about the value): what a
+    /// client sends back as [`REFUSED_PARAM`] when the value is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 impl SecretAnswer {
     /// The auth mode, or `None` when it names none.
     pub fn mode(&self) -> Option<AuthMode> {
         self.auth_mode.parse().ok()
+    }
+
+    /// The fingerprint, when it is one a client may send back (at most
+    /// [`MAX_FINGERPRINT_CHARS`] ASCII letters and digits).
+    pub fn usable_fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref().filter(|f| {
+            !f.is_empty()
+                && f.len() <= MAX_FINGERPRINT_CHARS
+                && f.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
     }
 }
 
@@ -149,5 +171,33 @@ mod tests {
         assert_eq!(error_kind("circuit-open"), Some(ErrorKind::CircuitOpen));
         assert_eq!(error_kind("transient"), Some(ErrorKind::Transient));
         assert_eq!(error_kind("nope"), None);
+    }
+
+    #[test]
+    fn only_short_alphanumeric_fingerprints_are_kept() {
+        let answer = |fingerprint: Option<&str>| SecretAnswer {
+            credential: WireCredential::Token {
+                token: "t".to_owned(),
+            },
+            auth_mode: "bearer".to_owned(),
+            valid_for_secs: 1.0,
+            provider: "file".to_owned(),
+            fingerprint: fingerprint.map(str::to_owned),
+        };
+        assert_eq!(answer(Some("00ff9a")).usable_fingerprint(), Some("00ff9a"));
+        for bad in [
+            "",
+            "a&refused=b",
+            "a b",
+            "ä",
+            &"f".repeat(MAX_FINGERPRINT_CHARS + 1),
+        ] {
+            assert_eq!(answer(Some(bad)).usable_fingerprint(), None, "{bad:?}");
+        }
+        assert_eq!(answer(None).usable_fingerprint(), None);
+        // An agent without fingerprints is still understood.
+        let old = r#"{"credential":{"token":"t"},"auth_mode":"bearer","valid_for_secs":1,"provider":"file"}"#;
+        let parsed: SecretAnswer = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.usable_fingerprint(), None);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,8 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use mlflow_secrets_auth::secrecy::ExposeSecret;
 use mlflow_secrets_auth::{
-    BreakerState, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth, redact,
+    BreakerState, Credential, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth,
+    redact,
 };
 use mlflow_secrets_auth_agent::protocol::{self, SecretAnswer, WireCredential};
 
@@ -76,6 +79,8 @@ pub(crate) struct Agent {
     last_fetch_ok: Arc<AtomicBool>,
     secrets_served: AtomicU64,
     clients: Mutex<HashSet<(u32, i32)>>,
+    /// The key of the values' fingerprints (random per process).
+    fingerprints: RandomState,
 }
 
 impl Agent {
@@ -92,6 +97,7 @@ impl Agent {
             last_fetch_ok,
             secrets_served: AtomicU64::new(0),
             clients: Mutex::new(HashSet::new()),
+            fingerprints: RandomState::new(),
         })
     }
 
@@ -110,7 +116,10 @@ impl Agent {
             ),
             protocol::INVALIDATE_PATH => (
                 protocol::INVALIDATE_PATH,
-                self.only(&method, Method::POST, || self.invalidate()).await,
+                self.only(&method, Method::POST, || {
+                    self.invalidate(refused_param(request.uri().query()))
+                })
+                .await,
             ),
             protocol::STATUS_PATH => (
                 protocol::STATUS_PATH,
@@ -188,6 +197,7 @@ impl Agent {
             auth_mode: lease.auth_mode.as_str().to_owned(),
             valid_for_secs: valid_for.as_secs_f64(),
             provider: lease.provider.to_owned(),
+            fingerprint: Some(fingerprint(&self.fingerprints, &lease.credential)),
         };
         match serde_json::to_string(&answer) {
             Ok(body) => json(StatusCode::OK, body),
@@ -198,7 +208,21 @@ impl Agent {
         }
     }
 
-    async fn invalidate(&self) -> Response<Body> {
+    /// Refetches under the bounded rule; when the client names the value it
+    /// saw refused and another one is held already, answers without a fetch.
+    async fn invalidate(&self, refused: Option<String>) -> Response<Body> {
+        if let Some(refused) = refused {
+            match self.auth.lease().await {
+                Ok(lease) if fingerprint(&self.fingerprints, &lease.credential) != refused => {
+                    tracing::debug!(
+                        "the value a client saw refused was replaced already: not fetching again"
+                    );
+                    return json(StatusCode::OK, r#"{"changed":true}"#.to_owned());
+                }
+                Ok(_) => {}
+                Err(error) => return fetch_failed(&error),
+            }
+        }
         match self.auth.refetch().await {
             Ok(changed) => json(
                 StatusCode::OK,
@@ -300,6 +324,32 @@ impl Agent {
             ),
         }
     }
+}
+
+/// The fingerprint of `credential`: a hash under `key` (random per agent
+/// process), so it names a value to this agent's clients and tells nothing
+/// about it.
+fn fingerprint(key: &RandomState, credential: &Credential) -> String {
+    let hash = match credential {
+        Credential::Token(token) => key.hash_one((0u8, token.expose_secret())),
+        Credential::UserPassword { username, password } => {
+            key.hash_one((1u8, username.expose_secret(), password.expose_secret()))
+        }
+    };
+    format!("{hash:016x}")
+}
+
+/// The `refused` parameter of an invalidate request, when it is a
+/// fingerprint this agent could have made.
+fn refused_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| {
+            pair.strip_prefix(protocol::REFUSED_PARAM)?
+                .strip_prefix('=')
+        })
+        .filter(|f| f.len() <= protocol::MAX_FINGERPRINT_CHARS)
+        .map(str::to_owned)
 }
 
 /// The answer when the chain could not produce the credential: 503 for a
@@ -430,4 +480,40 @@ async fn serve_until(
     let (unix_result, tcp_result, ()) = tokio::join!(unix_served, tcp_served, signal);
     refresher.abort();
     unix_result.and(tcp_result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_names_one_value_of_one_agent() {
+        let key = RandomState::new();
+        let print = |text: &str| fingerprint(&key, &Credential::parse(text).unwrap());
+        assert_eq!(print("alice:pw-1"), print("alice:pw-1"));
+        assert_ne!(print("alice:pw-1"), print("alice:pw-2"));
+        assert_ne!(print("tok-a"), print(r#"{"token": "tok-b"}"#));
+        // A token is not the user and password its text would split into.
+        assert_ne!(print(r#"{"token": "alice:pw-1"}"#), print("alice:pw-1"));
+        let other = fingerprint(
+            &RandomState::new(),
+            &Credential::parse("alice:pw-1").unwrap(),
+        );
+        assert_ne!(print("alice:pw-1"), other, "another agent, another key");
+        assert!(!print("tok-secret-value").contains("secret"));
+    }
+
+    #[test]
+    fn the_refused_parameter_is_read_and_bounded() {
+        assert_eq!(refused_param(Some("refused=00ab")).as_deref(), Some("00ab"));
+        assert_eq!(refused_param(Some("x=1&refused=ff")).as_deref(), Some("ff"));
+        assert_eq!(refused_param(Some("refusedx=ff")), None);
+        assert_eq!(refused_param(Some("")), None);
+        assert_eq!(refused_param(None), None);
+        let long = format!(
+            "refused={}",
+            "a".repeat(protocol::MAX_FINGERPRINT_CHARS + 1)
+        );
+        assert_eq!(refused_param(Some(&long)), None);
+    }
 }

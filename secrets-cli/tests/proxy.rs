@@ -966,29 +966,43 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
         ("MLFLOW_SECRETS_AGENT", agent_address.as_str()),
         ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
     ];
-    let proxy = Proxy::start(dir.path(), &mlflow.url(), &proxy_vars, &[]);
+    // Two clients of the agent, each with the value cached.
+    let proxies = [
+        Proxy::start(dir.path(), &mlflow.url(), &proxy_vars, &[]),
+        Proxy::start(dir.path(), &mlflow.url(), &proxy_vars, &[]),
+    ];
     let search = "/api/2.0/mlflow/experiments/search?max_results=1";
-    let bearer = proxy.bearer();
-    let (status, _, body) = proxy.get(search, &[("Authorization", &bearer)]);
-    assert_eq!(status, 200, "{body}");
+    for proxy in &proxies {
+        let (status, _, body) = proxy.get(search, &[("Authorization", &proxy.bearer())]);
+        assert_eq!(status, 200, "{body}");
+    }
 
     // Rotated in MLflow and in the backend: the agent's cached value is now
     // refused. The proxy's refetch must reach the agent's backend, or the
-    // agent would hand back the refused value until its TTL ends.
+    // agent would hand back the refused value until its TTL ends. The second
+    // client's refusal of the same old value must not fetch again.
     mlflow.set_password("agent-rotating", "pw-agent-after-2");
     std::fs::write(&secret, "agent-rotating:pw-agent-after-2").unwrap();
-    let (status, _, body) = proxy.get(search, &[("Authorization", &bearer)]);
+    let answers: Vec<_> = proxies
+        .iter()
+        .map(|proxy| proxy.get(search, &[("Authorization", &proxy.bearer())]))
+        .collect();
     let _ = agent.kill();
     let _ = agent.wait();
     let agent_text = std::fs::read_to_string(&agent_log).unwrap_or_default();
-    assert_eq!(status, 200, "{body}\n{}\n{agent_text}", proxy.log_text());
-    let (_, _, metrics) = proxy.get("/-/metrics", &[]);
-    assert!(
-        metrics.contains("mlflow_secrets_proxy_refetches_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        agent_text.contains("asked to fetch the credential again"),
+    for (proxy, (status, _, body)) in proxies.iter().zip(&answers) {
+        assert_eq!(*status, 200, "{body}\n{}\n{agent_text}", proxy.log_text());
+        let (_, _, metrics) = proxy.get("/-/metrics", &[]);
+        assert!(
+            metrics.contains("mlflow_secrets_proxy_refetches_total 1"),
+            "{metrics}"
+        );
+    }
+    assert_eq!(
+        agent_text
+            .matches("asked to fetch the credential again")
+            .count(),
+        1,
         "{agent_text}"
     );
 }
