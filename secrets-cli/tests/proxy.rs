@@ -163,12 +163,19 @@ fn file_vars(path: &str) -> Vec<(&'static str, &str)> {
     ]
 }
 
-#[test]
-fn the_local_token_is_swapped_for_the_credential_and_nothing_passes_without_it() {
+/// A proxy on the file backend in front of a recording server, and the
+/// directory holding its files.
+fn capture_proxy(args: &[&str]) -> (tempfile::TempDir, CaptureServer, Proxy) {
     let dir = tempfile::tempdir().unwrap();
     let secret = token_file(dir.path());
     let upstream = CaptureServer::start();
-    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), args);
+    (dir, upstream, proxy)
+}
+
+#[test]
+fn the_local_token_is_swapped_for_the_credential_and_nothing_passes_without_it() {
+    let (_dir, upstream, proxy) = capture_proxy(&[]);
     let path = "/api/2.0/mlflow/experiments/search?max_results=1&sig=PRESIGNED-SIGNATURE";
     for headers in [
         vec![],
@@ -234,9 +241,7 @@ fn a_configured_custom_header_sent_by_the_client_is_replaced() {
 
 #[test]
 fn headers_named_in_connection_stay_on_their_hop() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = token_file(dir.path());
-    let upstream = CaptureServer::start();
+    let (_dir, upstream, proxy) = capture_proxy(&[]);
     upstream.route(
         "/api/",
         200,
@@ -247,7 +252,6 @@ fn headers_named_in_connection_stay_on_their_hop() {
         ],
         "ok",
     );
-    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
     let bearer = proxy.bearer();
     let (status, head, _) = proxy.get(
         "/api/2.0/mlflow/runs/get",
@@ -269,15 +273,12 @@ fn headers_named_in_connection_stay_on_their_hop() {
 
 #[test]
 fn redirects_reach_the_client_and_the_proxy_never_follows_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = token_file(dir.path());
-    let upstream = CaptureServer::start();
+    let (_dir, upstream, proxy) = capture_proxy(&[]);
     let thief = CaptureServer::start_on("127.0.0.2:0");
     let elsewhere = format!("{}/steal", thief.url());
     upstream.route("/away", 302, &[("Location", &elsewhere)], "");
     let own = format!("{}/api/2.0/next?x=1", upstream.url());
     upstream.route("/home", 307, &[("Location", &own)], "");
-    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
     let bearer = proxy.bearer();
 
     let (status, head, _) = proxy.get("/away", &[("Authorization", &bearer)]);
@@ -296,11 +297,8 @@ fn redirects_reach_the_client_and_the_proxy_never_follows_them() {
 
 #[test]
 fn reserved_paths_stay_local_and_readiness_survives_an_upstream_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = token_file(dir.path());
-    let upstream = CaptureServer::start();
+    let (_dir, upstream, proxy) = capture_proxy(&[]);
     let port = upstream.port();
-    let proxy = Proxy::start(dir.path(), &upstream.url(), &file_vars(&secret), &[]);
     let bearer = proxy.bearer();
     assert_eq!(proxy.get("/-/readyz", &[]).0, 200);
     assert_eq!(proxy.get("/-/metrics", &[]).0, 200);
@@ -396,15 +394,7 @@ fn a_disallowed_upstream_or_a_non_loopback_listener_is_refused_at_start() {
 
 #[test]
 fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = token_file(dir.path());
-    let upstream = CaptureServer::start();
-    let proxy = Proxy::start(
-        dir.path(),
-        &upstream.url(),
-        &file_vars(&secret),
-        &["--max-connections", "1", "--read-timeout", "1"],
-    );
+    let (_dir, upstream, proxy) = capture_proxy(&["--max-connections", "1", "--read-timeout", "1"]);
     std::thread::sleep(Duration::from_millis(100));
     let mut slow = TcpStream::connect(proxy.addr).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -442,15 +432,7 @@ fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
 
 #[test]
 fn a_client_pausing_within_its_body_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = token_file(dir.path());
-    let upstream = CaptureServer::start();
-    let proxy = Proxy::start(
-        dir.path(),
-        &upstream.url(),
-        &file_vars(&secret),
-        &["--read-timeout", "1"],
-    );
+    let (_dir, upstream, proxy) = capture_proxy(&["--read-timeout", "1"]);
     // A body small enough to be kept for a resend, and one that streams.
     for length in [1000, 4 * 1024 * 1024] {
         let mut client = TcpStream::connect(proxy.addr).unwrap();
@@ -489,17 +471,9 @@ fn a_client_pausing_within_its_body_is_cut_off() {
 
 #[test]
 fn a_client_that_stops_reading_the_response_loses_its_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = token_file(dir.path());
-    let upstream = CaptureServer::start();
+    let (_dir, upstream, proxy) = capture_proxy(&["--max-connections", "1", "--send-timeout", "1"]);
     // Far more than the socket buffers between the proxy and the client hold.
     upstream.route("/get-artifact", 200, &[], &"x".repeat(64 << 20));
-    let proxy = Proxy::start(
-        dir.path(),
-        &upstream.url(),
-        &file_vars(&secret),
-        &["--max-connections", "1", "--send-timeout", "1"],
-    );
     let mut client = TcpStream::connect(proxy.addr).unwrap();
     let head = format!(
         "GET /get-artifact HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
