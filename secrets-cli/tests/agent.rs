@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{self, MotoServer};
-use secrets_testkit::net::free_addr;
+use secrets_testkit::net::{exchange, free_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const USER: &str = "agent-user";
@@ -110,27 +110,6 @@ impl Drop for Agent {
     }
 }
 
-/// One request on a connection of its own; status and body (0 when the
-/// connection failed or was closed without an answer).
-fn exchange(mut stream: impl Read + Write, request: &str) -> (u16, String) {
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn get(socket: &Path, path: &str) -> (u16, String) {
     request(socket, "GET", path)
 }
@@ -142,10 +121,12 @@ fn request(socket: &Path, method: &str, path: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    exchange(
+    let raw = exchange(
         stream,
-        &format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-    )
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    (raw.status, raw.body)
 }
 
 fn tcp(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
@@ -158,7 +139,8 @@ fn tcp(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) 
         text.push_str(&format!("{name}: {value}\r\n"));
     }
     text.push_str("\r\n");
-    exchange(stream, &text)
+    let raw = exchange(stream, text.as_bytes());
+    (raw.status, raw.body)
 }
 
 /// The CLI as a client: `header` for an allowed loopback URL.

@@ -13,7 +13,7 @@ use secrets_testkit::binaries::venv_dir;
 use secrets_testkit::capture::CaptureServer;
 use secrets_testkit::hostile::{Answer, HostileKit};
 use secrets_testkit::mlflow::MlflowServer;
-use secrets_testkit::net::free_addr;
+use secrets_testkit::net::{exchange, free_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const TOKEN: &str = "tok-real-credential-5b7e1c9d";
@@ -113,7 +113,7 @@ fn call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
+    let Ok(stream) = TcpStream::connect(addr) else {
         return (0, String::new(), String::new());
     };
     stream
@@ -130,23 +130,8 @@ fn call(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    if stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .is_err()
-    {
-        return (0, String::new(), String::new());
-    }
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (status, head.to_owned(), body.to_owned())
+    let raw = exchange(stream, &[head.as_bytes(), body].concat());
+    (raw.status, raw.head, raw.body)
 }
 
 fn token_file(dir: &Path) -> String {

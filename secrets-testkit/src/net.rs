@@ -59,6 +59,40 @@ pub fn http(
     Ok(Response { status, body })
 }
 
+/// What [`exchange`] read: status (0 when the connection failed or closed
+/// without an answer), head and body as text (lossy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Raw {
+    /// The HTTP status code, or 0.
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// Everything after the head, as sent (not de-chunked).
+    pub body: String,
+}
+
+/// Writes `request` (raw bytes, for requests a client library would not
+/// send) to `stream` and reads until the server closes it.
+pub fn exchange(mut stream: impl Read + Write, request: &[u8]) -> Raw {
+    if stream.write_all(request).is_err() {
+        return Raw::default();
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Raw {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
