@@ -238,7 +238,8 @@ impl Listener {
         let address = self.address();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
-        let (mut over_cap, mut foreign_uid) = (Quiet::default(), Quiet::default());
+        let (mut over_cap, mut foreign_uid, mut accept_failed) =
+            (Quiet::default(), Quiet::default(), Quiet::default());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let checks = Arc::new(match &self {
             Self::Tcp {
@@ -267,7 +268,9 @@ impl Listener {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    if let Some(not_logged) = accept_failed.due() {
+                        tracing::warn!(%error, not_logged, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
