@@ -22,7 +22,7 @@ use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, redact};
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
-use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, TcpAccess, full, seconds};
+use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, Stall, TcpAccess, full, seconds};
 use crate::{FAILURE, SUCCESS};
 
 /// Request bodies up to this size are kept so the request can be resent
@@ -454,19 +454,15 @@ where
 /// body's length, so a sized body stays sized (and small enough to keep).
 struct IdleTimeout<B> {
     body: B,
-    idle: Duration,
     /// Armed while the body is waiting for the client.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    armed: bool,
+    stall: Stall,
 }
 
 impl<B> IdleTimeout<B> {
     fn new(body: B, idle: Duration) -> Self {
         Self {
             body,
-            idle,
-            timer: None,
-            armed: false,
+            stall: Stall::new(idle),
         }
     }
 }
@@ -485,23 +481,15 @@ where
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, BoxError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            this.armed = false;
+            this.stall.progress();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let deadline = tokio::time::Instant::now() + this.idle;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.armed {
-            timer.as_mut().reset(deadline);
-            this.armed = true;
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(
+        if this.stall.poll_expired(cx) {
+            return Poll::Ready(Some(Err(
                 "the client paused its request body longer than the read timeout".into(),
-            ))),
-            Poll::Pending => Poll::Pending,
+            )));
         }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

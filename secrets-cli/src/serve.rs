@@ -387,9 +387,8 @@ impl Listener {
 #[derive(Debug)]
 pub(crate) struct Stream {
     io: Io,
-    send_timeout: Duration,
     /// Armed while a write waits for the client.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: Stall,
 }
 
 #[derive(Debug)]
@@ -402,28 +401,63 @@ impl Stream {
     fn new(io: Io, send_timeout: Duration) -> Self {
         Self {
             io,
-            send_timeout,
-            stalled: None,
+            stall: Stall::new(send_timeout),
         }
     }
 
-    /// `poll` as it is, except that a write pending for `send_timeout` fails.
+    /// `poll` as it is, except that a write pending for the send timeout fails.
     fn bound<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
-            self.stalled = None;
+            self.stall.progress();
             return poll;
         }
-        let timeout = self.send_timeout;
-        let stalled = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+        if self.stall.poll_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client read none of the response within the send timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+            )));
         }
+        Poll::Pending
+    }
+}
+
+/// A deadline for an operation that waits on its peer: armed when it starts
+/// waiting, disarmed by progress, so it bounds each pause, not the whole.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    limit: Duration,
+    /// Made on the first wait and reset after that (no allocation per pause).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl Stall {
+    /// Pauses of up to `limit`.
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// The operation made progress: the next wait starts a new pause.
+    pub(crate) fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// The operation is waiting: `true` once this pause has lasted `limit`
+    /// (else `cx` is woken when it will have).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
