@@ -105,6 +105,54 @@ impl Drop for Proxy {
     }
 }
 
+/// A node agent on a socket in `dir`; killed on drop.
+struct Agent {
+    child: Child,
+    /// `unix:/path`, for `MLFLOW_SECRETS_AGENT`.
+    address: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, vars: &[(&str, &str)]) -> Self {
+        let socket = dir.join("run/agent.sock");
+        let log = dir.join("agent.log");
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .args(["agent", "--socket"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the agent");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            address: format!("unix:{}", socket.display()),
+            log,
+        }
+    }
+
+    /// Stops it; its log.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// One request on its own connection: status, head and body.
 fn call(
     addr: SocketAddr,
@@ -823,16 +871,28 @@ fn a_refused_request_is_resent_once_only_when_its_body_was_kept() {
 /// redirects to plain http on a thief host, and a resend after a refusal.
 #[test]
 fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
-    for custom in [false, true] {
+    // Each header style with the backend read by the proxy itself, and
+    // through a node agent (the refetch then goes to the agent with the
+    // refused value's fingerprint).
+    for (custom, via_agent) in [(false, false), (true, false), (false, true), (true, true)] {
         let kit = HostileKit::start();
         let dir = tempfile::tempdir().unwrap();
         let secret = token_file(dir.path());
-        let mut vars = file_vars(&secret);
-        vars.retain(|(name, _)| *name != "MLFLOW_SECRETS_ALLOWED_HOSTS");
-        vars.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "localhost"));
+        let mut backend = file_vars(&secret);
+        backend.retain(|(name, _)| *name != "MLFLOW_SECRETS_ALLOWED_HOSTS");
+        backend.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "localhost"));
+        let mut agent = via_agent.then(|| Agent::start(dir.path(), &backend));
+        let mut vars = match &agent {
+            Some(agent) => vec![
+                ("MLFLOW_SECRETS_AGENT", agent.address.as_str()),
+                ("MLFLOW_SECRETS_ALLOWED_HOSTS", "localhost"),
+            ],
+            None => backend.clone(),
+        };
         if custom {
             vars.push(("MLFLOW_AUTH_HEADER_NAME", "X-MLflow-Auth"));
         }
+        let case = format!("custom={custom} via_agent={via_agent}");
         let (name, value) = if custom {
             ("x-mlflow-auth", TOKEN.to_owned())
         } else {
@@ -846,11 +906,11 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
         let thief = format!("{}/steal", kit.url("thief"));
         kit.script("tls", "/down", vec![Answer::redirect(302, &thief)]);
         let (status, head, _) = proxy.get("/down", &[("Authorization", &bearer)]);
-        assert_eq!(status, 302, "custom={custom}");
+        assert_eq!(status, 302, "{case}");
         assert!(head.contains(&format!("location: {thief}")), "{head}");
         assert!(
             kit.requests("thief").is_empty(),
-            "custom={custom}: the thief got a request"
+            "{case}: the thief got a request"
         );
         assert!(!kit.saw("thief", TOKEN));
 
@@ -869,13 +929,13 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
             &[("Authorization", &bearer)],
             b"{\"k\":1}",
         );
-        assert_eq!(status, 200, "custom={custom}");
+        assert_eq!(status, 200, "{case}");
         let seen: Vec<_> = kit
             .requests("tls")
             .into_iter()
             .filter(|r| r.target == "/refuse")
             .collect();
-        assert_eq!(seen.len(), 2, "custom={custom}");
+        assert_eq!(seen.len(), 2, "{case}");
         assert_eq!(seen[0].header(name), Some(value.as_str()));
         let resent = if custom {
             rotated.to_owned()
@@ -890,6 +950,14 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
             );
         }
         assert!(!kit.saw("tls", &proxy.token) && !kit.saw("thief", rotated));
+        if let Some(agent) = &mut agent {
+            let log = agent.stop();
+            assert_eq!(
+                log.matches("asked to fetch the credential again").count(),
+                1,
+                "{case}: {log}"
+            );
+        }
     }
 }
 
@@ -903,26 +971,9 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
         mlflow_user(&mlflow, dir.path(), "agent-rotating", "pw-agent-before-1");
     let vars = basic_vars(&secret_text);
     // The agent holds the backend's settings; the proxy knows only the agent.
-    let socket = dir.path().join("run/agent.sock");
-    let agent_log = dir.path().join("agent.log");
-    let mut agent = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(vars.iter().copied())
-        .args(["agent", "--socket"])
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&agent_log).unwrap())
-        .spawn()
-        .expect("start the agent");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let agent_address = format!("unix:{}", socket.display());
+    let mut agent = Agent::start(dir.path(), &vars);
     let proxy_vars = [
-        ("MLFLOW_SECRETS_AGENT", agent_address.as_str()),
+        ("MLFLOW_SECRETS_AGENT", agent.address.as_str()),
         ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
     ];
     // Two clients of the agent, each with the value cached.
@@ -946,9 +997,7 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
         .iter()
         .map(|proxy| proxy.get(search, &[("Authorization", &proxy.bearer())]))
         .collect();
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let agent_text = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let agent_text = agent.stop();
     for (proxy, (status, _, body)) in proxies.iter().zip(&answers) {
         assert_eq!(*status, 200, "{body}\n{}\n{agent_text}", proxy.log_text());
         let (_, _, metrics) = proxy.get("/-/metrics", &[]);
