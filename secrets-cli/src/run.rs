@@ -9,18 +9,25 @@ use crate::{CANNOT_RUN, SUCCESS};
 
 use anyhow::{Context, bail};
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{Credential, SecretsAuth};
+use mlflow_secrets_auth::{Credential, SecretsAuth, parse_handed_on};
 use url::Url;
 
-/// The tracking URL: `--url`, else `MLFLOW_TRACKING_URI`.
-fn tracking_url(url: Option<&str>) -> anyhow::Result<Url> {
-    let text = match url {
-        Some(url) => url.to_owned(),
-        None => std::env::var("MLFLOW_TRACKING_URI").context(
-            "set MLFLOW_TRACKING_URI or pass --url (the MLflow server the credential is for)",
-        )?,
+/// The tracking URL: `--url`, else `MLFLOW_TRACKING_URI`, as text (what is
+/// handed on) and parsed (what is judged). The text goes to other programs
+/// that read it with parsers of their own, so it must be a plain origin
+/// that every parser reads alike ([`parse_handed_on`]).
+fn tracking_url(url: Option<&str>) -> anyhow::Result<(String, Url)> {
+    let (text, source) = match url {
+        Some(url) => (url.to_owned(), "--url"),
+        None => (
+            std::env::var("MLFLOW_TRACKING_URI").context(
+                "set MLFLOW_TRACKING_URI or pass --url (the MLflow server the credential is for)",
+            )?,
+            "MLFLOW_TRACKING_URI",
+        ),
     };
-    Url::parse(&text).with_context(|| format!("`{text}` is not a URL"))
+    let parsed = parse_handed_on(&text, source)?;
+    Ok((text, parsed))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -38,7 +45,7 @@ fn refuse(url: &Url, auth: &SecretsAuth) -> anyhow::Error {
 }
 
 pub fn header(url: Option<&str>) -> anyhow::Result<u8> {
-    let url = tracking_url(url)?;
+    let (_, url) = tracking_url(url)?;
     let auth = SecretsAuth::from_env()?;
     let header = runtime()?
         .block_on(auth.header_for_url(&url))?
@@ -49,15 +56,15 @@ pub fn header(url: Option<&str>) -> anyhow::Result<u8> {
 
 /// `exec --proxy`: CMD talks to a local proxy of the tracking server.
 pub fn exec_with_proxy(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
-    let tracking = tracking_url(url)?;
-    crate::proxy::exec(tracking.as_str(), command)
+    let (tracking, _) = tracking_url(url)?;
+    crate::proxy::exec(&tracking, command)
 }
 
 pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given after `--`");
     };
-    let tracking = tracking_url(url)?;
+    let (text, tracking) = tracking_url(url)?;
     let auth = SecretsAuth::from_env()?;
     let credential = runtime()?
         .block_on(auth.credential_for_url(&tracking))?
@@ -82,7 +89,7 @@ pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
         }
     }
     if url.is_some() {
-        child.env("MLFLOW_TRACKING_URI", tracking.as_str());
+        child.env("MLFLOW_TRACKING_URI", text);
     }
     // Replaces this process: exit code and signals are the command's own.
     let error = child.exec();

@@ -167,8 +167,9 @@ impl HopPolicy {
 
 /// `scheme://authority` of `url` when it is plain enough that every URL
 /// parser reads the same host and port from it: `http`/`https` in lower case,
-/// then only lower-case letters, digits, `.`, `-` and `:` up to the first `/`,
-/// `?` or `#` (or the end).
+/// then a host of lower-case letters, digits, `.` and `-` (or an IPv6
+/// literal in brackets: hex digits, `:` and `.`) and an optional `:port` of
+/// digits, up to the first `/`, `?` or `#` (or the end).
 pub fn plain_origin(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("https://")
@@ -178,11 +179,74 @@ pub fn plain_origin(url: &str) -> Option<&str> {
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     let authority = &rest[..end];
-    let plain = !authority.is_empty()
-        && authority
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b':'));
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(literal) => {
+            let (inside, after) = literal.split_once(']')?;
+            let ipv6 = !inside.is_empty()
+                && inside
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':' | b'.'));
+            (
+                ipv6.then_some(inside)?,
+                after.strip_prefix(':').or(after.is_empty().then_some(""))?,
+            )
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, port),
+            None => (authority, ""),
+        },
+    };
+    let plain = !host.is_empty()
+        && (authority.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-')))
+        && port.bytes().all(|b| b.is_ascii_digit());
     plain.then(|| &url[..url.len() - rest.len() + end])
+}
+
+/// Parses `text`, a URL that will be handed on *as text* to another program
+/// (a child's `MLFLOW_TRACKING_URI`, the destination of a printed header):
+/// that program's parser, not ours, decides where the credential goes, so
+/// only a [`plain_origin`] — read the same by every parser — is accepted.
+/// Anything else is a `config` error naming `source` (the variable or flag
+/// the text came from), never showing the text (it may hold a password).
+///
+/// ```
+/// use mlflow_secrets_auth_core::parse_handed_on;
+/// assert!(parse_handed_on("https://mlflow.example.com:8443/x", "--url").is_ok());
+/// let error = parse_handed_on("http://mlflow.example.com\\@127.0.0.2/", "--url").unwrap_err();
+/// assert!(error.to_string().starts_with("--url: "));
+/// ```
+pub fn parse_handed_on(text: &str, source: &str) -> Result<Url> {
+    let refuse = |problem: &str| SecretError::config(source, problem);
+    if plain_origin(text).is_none() {
+        return Err(refuse(
+            "is not a plain http(s) URL, so other programs may read another host from it than \
+             the one allowed: write `http://` or `https://`, the host in lower case (letters, \
+             digits, `.`, `-`, or an IPv6 address in brackets), an optional `:port`, then the \
+             path — no user name, `@`, `\\`, `%`-escapes, spaces or control characters",
+        ));
+    }
+    let url = Url::parse(text).map_err(|e| refuse(&format!("is not a URL ({e})")))?;
+    // A plain origin parses to itself (but for a default port): the text
+    // handed on names the host and port that were judged.
+    fn without_default_port(origin: &str) -> &str {
+        let origin = origin.strip_suffix(':').unwrap_or(origin);
+        let default = if origin.starts_with("https:") {
+            ":443"
+        } else {
+            ":80"
+        };
+        origin.strip_suffix(default).unwrap_or(origin)
+    }
+    if plain_origin(url.as_str()) != plain_origin(text).map(without_default_port) {
+        return Err(refuse(
+            "is read differently once parsed; write the address in its usual form \
+             (no leading zeros, no trailing dot)",
+        ));
+    }
+    Ok(url)
 }
 
 /// Whether `http::Uri` — what hyper connects with — reads the same host and
@@ -332,13 +396,48 @@ mod tests {
             ("http://allowed%40thief/", None),
             ("http://Allowed.example/", None),
             ("HTTP://allowed.example/", None),
-            ("http://[::1]:5000/", None),
+            ("http://[::1]:5000/", Some("http://[::1]:5000")),
+            ("http://[::1]/", Some("http://[::1]")),
+            ("http://[::1]x/", None),
+            ("http://[::1%25lo]/", None),
+            ("http://[]/", None),
+            ("http://[::1/", None),
+            ("http://host:80x/", None),
+            ("http://:80/", None),
             ("http://allowed\tx/", None),
             (" http://allowed/", None),
             ("http:///", None),
             ("ftp://allowed/", None),
         ] {
             assert_eq!(plain_origin(url), origin, "{url}");
+        }
+    }
+
+    #[test]
+    fn only_plain_urls_are_handed_on() {
+        for text in [
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:80/api",
+            "https://mlflow.example.com:443/x?y#z",
+            "http://[::1]:5000/",
+            "http://localhost:",
+        ] {
+            assert!(parse_handed_on(text, "V").is_ok(), "{text}");
+        }
+        for text in [
+            "http://allowed.example\\@127.0.0.2/",
+            "http://2130706434/",
+            "http://0x7f.0.0.2/",
+            "http://127.000.0.1/",
+            "http://[0:0::1]/",
+            "http://Mlflow.example.com/",
+            "http://a.example:0080/",
+            "mlflow.example.com",
+            "file:///tmp/mlruns",
+        ] {
+            let error = parse_handed_on(text, "V").unwrap_err().to_string();
+            assert!(error.starts_with("V: "), "{text}: {error}");
+            assert!(!error.contains(text), "{text}: the text is not shown");
         }
     }
 

@@ -39,8 +39,8 @@ pub use error::{ErrorKind, Result, SecretError, source_chain};
 pub use file::FileProvider;
 pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
 pub use hop::{
-    CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parsers_agree, plain_origin,
-    same_authority,
+    CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parse_handed_on, parsers_agree,
+    plain_origin, same_authority,
 };
 pub use provider::{
     FetchedSecret, ProviderDescription, ProviderKind, ProviderSettings, SecretMeta, SecretProvider,

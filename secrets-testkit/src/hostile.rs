@@ -230,6 +230,40 @@ impl HostileKit {
         self.addrs[Self::index(listener)].port()
     }
 
+    /// URLs that try to make one parser see the `allowed` host and another
+    /// the `thief`, or that simply point at the thief: as redirect targets,
+    /// tracking URLs or `Location` headers.
+    pub fn tricks(&self) -> Vec<String> {
+        let allowed = self.url("allowed").trim_start_matches("http://").to_owned();
+        let thief = self.url("thief").trim_start_matches("http://").to_owned();
+        let port = self.port("thief");
+        vec![
+            format!("http://{allowed}\\@{thief}/steal"),
+            format!("http://{allowed}\t@{thief}/steal"),
+            format!("http://{allowed}%40{thief}/steal"),
+            format!("http://{allowed}@{thief}/steal"),
+            format!("http://user:pw@{thief}/steal"),
+            format!("//{thief}/steal"),
+            format!("http:{thief}/steal"),
+            format!("https:\\\\{thief}/steal"),
+            format!("http:\\\\{thief}/steal"),
+            format!("http://127%2E0%2E0%2E2:{port}/steal"),
+            format!("http://127\u{3002}0\u{3002}0\u{3002}2:{port}/steal"),
+            format!("http://127\u{ff0e}0\u{ff0e}0\u{ff0e}2:{port}/steal"),
+            format!("http://[::ffff:127.0.0.2]:{port}/steal"),
+            format!("http://2130706434:{port}/steal"),
+            format!("http://0x7f.0.0.2:{port}/steal"),
+            format!("http://{thief}/steal?next=http://{allowed}/"),
+            format!("HTTP://{thief}/steal"),
+            format!(" http://{thief}/steal"),
+            format!("http://{thief}#@{allowed}/"),
+            format!("http://{thief}\\\\{allowed}/"),
+            format!("http://{allowed}/x\r\nLocation: http://{thief}/steal"),
+            format!("http://{thief}\r\n/steal"),
+            format!("http://{allowed}\n@{thief}/steal"),
+        ]
+    }
+
     /// The PEM of the CA that signed the `tls` listener's certificate.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem

@@ -3,6 +3,7 @@
 //! never printed, `exec` with a real MLflow server and the Python client.
 
 mod golden;
+mod handed_on;
 
 use std::path::Path;
 use std::process::{Command, Output};

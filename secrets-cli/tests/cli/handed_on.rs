@@ -1,0 +1,104 @@
+//! `exec` and `header` hand text on to other programs (a child's
+//! `MLFLOW_TRACKING_URI`, a header for a client that reads the URL itself).
+//! The oracle is where curl — a parser that is not ours — connects: a URL
+//! it reads as the thief (127.0.0.2) must be refused, and the thief must
+//! never see the credential.
+
+use std::process::Command;
+
+use secrets_testkit::hostile::HostileKit;
+
+use super::{cli, stderr, stdout};
+
+const TOKEN: &str = "tok-handed-on-3c9a7e51";
+
+/// `ip:port` curl connected to for `url`, empty when it connected nowhere.
+fn curl_reaches(url: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-m", "5"])
+        .args(["-w", "%{remote_ip}:%{remote_port}"])
+        .arg(url)
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn exec_and_header_refuse_urls_another_parser_reads_as_another_host() {
+    let kit = HostileKit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, TOKEN).unwrap();
+    let secret = secret.display().to_string();
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+        ("MLFLOW_SECRETS_FILE_PATH", secret.as_str()),
+        ("MLFLOW_FILE_AUTH_MODE", "bearer"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    let thief = format!("127.0.0.2:{}", kit.port("thief"));
+    let mut urls = kit.tricks();
+    urls.push(format!("{}/plain", kit.url("allowed")));
+    let mut read_as_thief = 0;
+    for url in &urls {
+        // exec: the child reads MLFLOW_TRACKING_URI with curl.
+        let mut env = vars.to_vec();
+        env.push(("MLFLOW_TRACKING_URI", url));
+        let exec = cli(
+            &env,
+            &[
+                "exec",
+                "--",
+                "sh",
+                "-c",
+                r#"curl -s -o /dev/null -m 5 -H "Authorization: Bearer $MLFLOW_TRACKING_TOKEN" "$MLFLOW_TRACKING_URI""#,
+            ],
+        );
+        // header: the printed header, sent by curl to the same text.
+        let header = cli(&vars, &["header", "--url", url]);
+        if header.status.success() {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-m", "5", "-H"])
+                .arg(stdout(&header).trim())
+                .arg(url)
+                .status()
+                .expect("run curl");
+        }
+        if curl_reaches(url) == thief {
+            read_as_thief += 1;
+            assert_eq!(exec.status.code(), Some(1), "{url:?}: {}", stderr(&exec));
+            // Refused as not plain (naming where the URL came from) or as
+            // a host not allowed.
+            let named = |text: String, source: &str| {
+                text.contains(source) || text.contains("not in MLFLOW_SECRETS_ALLOWED_HOSTS")
+            };
+            assert!(
+                named(stderr(&exec), "MLFLOW_TRACKING_URI"),
+                "{url:?}: {}",
+                stderr(&exec)
+            );
+            assert_eq!(header.status.code(), Some(1), "{url:?}");
+            assert!(stdout(&header).is_empty(), "{url:?}");
+            assert!(
+                named(stderr(&header), "--url"),
+                "{url:?}: {}",
+                stderr(&header)
+            );
+        }
+        for output in [&exec, &header] {
+            assert!(!stderr(output).contains(TOKEN), "{url:?}");
+        }
+    }
+    assert!(
+        read_as_thief >= 5,
+        "curl reads several of the URLs as the thief ({read_as_thief} did)"
+    );
+    assert!(!kit.saw("thief", TOKEN), "{:#?}", kit.requests("thief"));
+    // The plain allowed URL got it both ways: the oracle sees a credential.
+    let carried = kit
+        .requests("allowed")
+        .iter()
+        .filter(|seen| seen.header("authorization") == Some(&format!("Bearer {TOKEN}")))
+        .count();
+    assert_eq!(carried, 2, "{:#?}", kit.requests("allowed"));
+}
