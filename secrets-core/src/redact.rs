@@ -44,12 +44,23 @@ pub fn mask_password(secret: &str) -> String {
 struct Rule {
     pattern: Regex,
     value: usize,
+    /// `NAME: word` where `word` is one of [`OUR_WORDS`] is a message about
+    /// the variable (`VAULT_TOKEN: is not set`), not its value.
+    messages: bool,
 }
+
+/// Words our own messages put after `VARIABLE: `; all shorter than any
+/// secret worth the name, so a value spelled like one is no real secret.
+const OUR_WORDS: [&str; 16] = [
+    "is", "not", "must", "needs", "has", "was", "cannot", "does", "the", "a", "an", "no", "names",
+    "holds", "only", "set",
+];
 
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     let rule = |pattern: &str, value| Rule {
         pattern: Regex::new(pattern).expect("redaction patterns are valid"),
         value,
+        messages: false,
     };
     vec![
         // URL userinfo: scheme://user:pass@host → scheme://***@host
@@ -66,10 +77,13 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         // Unquoted key=value / key: value pairs (query strings, env dumps):
         // the key must end with the sensitive word (`VAULT_TOKEN`, `api_key`),
         // so names like `aws-secrets-manager:` are left alone.
-        rule(
-            r#"(?i)\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*([^\s"',;&]+)"#,
-            1,
-        ),
+        Rule {
+            messages: true,
+            ..rule(
+                r#"(?i)\b[a-z0-9_]*(?:token|password|passwd|secret|key)\s*[:=]\s*([^\s"',;&]+)"#,
+                1,
+            )
+        },
         // JSON Web Tokens anywhere.
         rule(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", 0),
     ]
@@ -97,7 +111,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             let value = captures
                 .get(rule.value)
                 .or_else(|| (rule.value == 1).then(|| captures.get(2)).flatten());
-            if let Some(value) = value.filter(|v| !v.is_empty()) {
+            let ours = |v: &regex::Match<'_>| {
+                rule.messages
+                    && text[..v.start()].trim_end().ends_with(':')
+                    && OUR_WORDS.iter().any(|w| v.as_str().eq_ignore_ascii_case(w))
+            };
+            if let Some(value) = value.filter(|v| !v.is_empty() && !ours(v)) {
                 spans.push((value.start(), value.end()));
             }
         }
@@ -204,6 +223,22 @@ mod tests {
             "VAULT_TOKEN=*** other=1"
         );
         assert_eq!(redact("?secret=abc&x=1"), "?secret=***&x=1");
+    }
+
+    #[test]
+    fn a_variable_named_in_our_own_words_survives_but_its_value_does_not() {
+        for message in [
+            "vault: VAULT_TOKEN: is not set (config)",
+            "MLFLOW_SECRETS_AGENT_TOKEN_FILE: names a file that does not exist",
+            "AWS_SECRET_ACCESS_KEY: must be set with AWS_ACCESS_KEY_ID",
+        ] {
+            assert_eq!(redact(message), message);
+        }
+        assert_eq!(
+            redact("VAULT_TOKEN: s.abc is wrong"),
+            "VAULT_TOKEN: *** is wrong"
+        );
+        assert_eq!(redact("VAULT_TOKEN=is"), "VAULT_TOKEN=***");
     }
 
     #[test]
