@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
-use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, redact};
+use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, plain_origin, redact};
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
@@ -160,25 +160,100 @@ impl Upstream {
     }
 
     /// The upstream URL of a request's path and query, or `None` when it
-    /// would not be on the upstream's origin (fail closed).
+    /// would not be on the upstream's origin or would leave its base path
+    /// (fail closed).
     fn target(&self, path_and_query: &str) -> Option<Url> {
         if !path_and_query.starts_with('/') {
             return None;
         }
         let url = Url::parse(&format!("{}{}{path_and_query}", self.origin, self.base)).ok()?;
-        (url.origin() == self.url.origin()).then_some(url)
+        (url.origin() == self.url.origin() && self.within_base(url.path())).then_some(url)
     }
 
-    /// `location` rewritten to point at the proxy when it points at the
-    /// upstream; anything else unchanged.
+    /// Whether `path` stays under the base path as a server may read it:
+    /// percent-encoded dots and slashes (and backslashes) decoded, then dot
+    /// segments removed.
+    fn within_base(&self, path: &str) -> bool {
+        if self.base.is_empty() {
+            return true;
+        }
+        let path = normalised_path(path);
+        let base = normalised_path(&self.base);
+        path.strip_prefix(base.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// `location` rewritten to point at the proxy (`public`, `http://host:port`)
+    /// when it points at the upstream under its base path; anything else —
+    /// relative, another origin, outside the base, or doubtful — unchanged.
+    /// The new value is built from the parsed URL's parts and must read as
+    /// `public` to any parser, so it can never name another host.
     fn rewrite_location(&self, location: &str, public: &str) -> Option<String> {
         let url = Url::parse(location).ok()?;
-        if url.origin() != self.url.origin() {
+        if url.origin() != self.url.origin()
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || !self.within_base(url.path())
+        {
             return None;
         }
-        let rest = &location[url.origin().ascii_serialization().len()..];
-        let rest = rest.strip_prefix(self.base.as_str()).unwrap_or(rest);
-        Some(format!("{public}{rest}"))
+        let rest = url.path().strip_prefix(self.base.as_str())?;
+        let rest = match rest {
+            "" => "/",
+            rest if rest.starts_with('/') && !rest.starts_with("//") => rest,
+            _ => return None,
+        };
+        let mut rewritten = format!("{public}{rest}");
+        if let Some(query) = url.query() {
+            rewritten.push('?');
+            rewritten.push_str(query);
+        }
+        if let Some(fragment) = url.fragment() {
+            rewritten.push('#');
+            rewritten.push_str(fragment);
+        }
+        (plain_origin(&rewritten) == Some(public)).then_some(rewritten)
+    }
+}
+
+/// `path` as a lenient server may read it: `%2e`, `%2f` and `%5c` decoded,
+/// `\` read as `/`, then dot segments removed (RFC 3986 5.2.4).
+fn normalised_path(path: &str) -> String {
+    let mut decoded = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(c) = rest.chars().next() {
+        let escape = rest.get(..3).map(str::to_ascii_lowercase);
+        match escape.as_deref() {
+            Some("%2e") => decoded.push('.'),
+            Some("%2f" | "%5c") => decoded.push('/'),
+            _ => {
+                decoded.push(if c == '\\' { '/' } else { c });
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+        }
+        rest = &rest[3..];
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = decoded.split('/').collect();
+    for (i, segment) in parts.iter().enumerate() {
+        match *segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+        // A path ending in a dot segment ends in a directory.
+        if i == parts.len() - 1 && matches!(*segment, "." | "..") {
+            segments.push("");
+        }
+    }
+    let joined = segments.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
     }
 }
 
@@ -257,8 +332,16 @@ impl Proxy {
     }
 
     async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
-        if request.method() == Method::CONNECT {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not forwarded");
+        // TRACE (and IIS's TRACK) would echo the request, credential
+        // included, back to a client that must never see it.
+        if ["CONNECT", "TRACE", "TRACK"]
+            .iter()
+            .any(|m| request.method().as_str().eq_ignore_ascii_case(m))
+        {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT, TRACE and TRACK are not forwarded",
+            );
         }
         let (parts, body) = request.into_parts();
         // A client trickling its body cannot hold a connection (and an
@@ -728,6 +811,99 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+
+    const PUBLIC: &str = "http://127.0.0.1:5000";
+
+    fn upstream(text: &str) -> Upstream {
+        Upstream::new(text, None).unwrap()
+    }
+
+    #[test]
+    fn locations_on_the_upstream_are_rebuilt_from_their_parts() {
+        let plain = upstream("http://127.0.0.1:18081");
+        let based = upstream("http://127.0.0.1:18081/mlflow/");
+        for (upstream, location, expected) in [
+            (
+                &plain,
+                "http://127.0.0.1:18081/a?b=1#c",
+                Some("http://127.0.0.1:5000/a?b=1#c"),
+            ),
+            // Another spelling of the upstream: rewritten, no slicing by length.
+            (
+                &plain,
+                "http://127.1:18081/",
+                Some("http://127.0.0.1:5000/"),
+            ),
+            (
+                &plain,
+                "http://127.0.0.1:18081",
+                Some("http://127.0.0.1:5000/"),
+            ),
+            (&plain, "http:127.0.0.1:18081//@evil.example/steal", None),
+            (&plain, "http://127.0.0.1:18082/", None),
+            (&plain, "http://u:p@127.0.0.1:18081/", None),
+            (&plain, "/relative", None),
+            (
+                &based,
+                "http://127.0.0.1:18081/mlflow/x",
+                Some("http://127.0.0.1:5000/x"),
+            ),
+            (
+                &based,
+                "http://127.0.0.1:18081/mlflow",
+                Some("http://127.0.0.1:5000/"),
+            ),
+            (&based, "http://127.0.0.1:18081/mlflow@evil.example/x", None),
+            (&based, "http://127.0.0.1:18081/mlflowx/y", None),
+            (&based, "http://127.0.0.1:18081/other", None),
+            (&based, "http://127.0.0.1:18081/mlflow/%2e%2e/admin", None),
+        ] {
+            assert_eq!(
+                upstream.rewrite_location(location, PUBLIC).as_deref(),
+                expected,
+                "{location}"
+            );
+        }
+        // A Host no parser reads alike is never written into a Location.
+        assert_eq!(
+            plain.rewrite_location("http://127.0.0.1:18081/a", "http://a\\@b"),
+            None
+        );
+    }
+
+    #[test]
+    fn request_targets_that_leave_the_base_path_are_refused() {
+        let based = upstream("http://127.0.0.1:18081/mlflow");
+        for target in [
+            "/../admin/users",
+            "/%2e%2e/admin/users",
+            "/%2E%2E/admin",
+            "/a/../../admin",
+            "/..%2fadmin",
+            "/..%2Fadmin",
+            "/..\\admin",
+            "/.%2e/admin",
+            "/..",
+        ] {
+            assert!(based.target(target).is_none(), "{target}");
+        }
+        for (target, path) in [
+            (
+                "/api/2.0/mlflow/runs/get?run_id=1",
+                "/mlflow/api/2.0/mlflow/runs/get",
+            ),
+            ("/a/../b", "/mlflow/b"),
+            ("/", "/mlflow/"),
+        ] {
+            assert_eq!(
+                based.target(target).map(|u| u.path().to_owned()).as_deref(),
+                Some(path)
+            );
+        }
+        let plain = upstream("http://127.0.0.1:18081");
+        assert_eq!(plain.target("/../x").unwrap().path(), "/x");
+        assert!(plain.target("http://127.0.0.2/").is_none());
+    }
 
     /// A body of 10 bytes whose frames come when the test sends them.
     struct Trickle(mpsc::UnboundedReceiver<Bytes>);

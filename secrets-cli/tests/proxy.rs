@@ -1014,3 +1014,165 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
         "{agent_text}"
     );
 }
+
+#[test]
+fn trace_and_track_are_refused_and_nothing_reaches_the_upstream() {
+    let (_dir, upstream, proxy) = capture_proxy(&[]);
+    let bearer = proxy.bearer();
+    let host = proxy.addr.to_string();
+    for method in ["TRACE", "TRACK", "trace"] {
+        let (status, _, body) = call(
+            proxy.addr,
+            method,
+            "/api/2.0/mlflow/experiments/search",
+            &[("Host", &host), ("Authorization", &bearer)],
+            b"",
+        );
+        assert_eq!(status, 405, "{method}: {body}");
+        assert!(!body.contains(TOKEN));
+    }
+    // The same request as GET does go through: the refusal is the method's.
+    let (status, _, _) = proxy.get(
+        "/api/2.0/mlflow/experiments/search",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200);
+    let methods: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET"]);
+}
+
+/// The authority of an absolute `http://` URL as RFC 3986 reads it (up to
+/// the first `/`, `?` or `#`), with `\` ending it too as browsers read it: a
+/// reader that is not the proxy's.
+fn authority(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://")?;
+    let end = rest
+        .find(|c| matches!(c, '/' | '?' | '#' | '\\'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The `Location` of a response head, if any.
+fn location(head: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+#[test]
+fn locations_are_rewritten_only_into_the_proxy_itself_or_passed_back_unchanged() {
+    let kit = HostileKit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let vars = file_vars(&secret);
+    let upstream = kit.url("allowed");
+    let host = upstream.trim_start_matches("http://").to_owned();
+    let port = kit.port("allowed");
+    let mut locations = kit.tricks();
+    locations.extend([
+        format!("http://127.1:{port}/"),
+        format!("http://{host}/mlflow@evil.example/x"),
+        format!("http:{host}//@evil.example/steal"),
+        format!("http://{host}/mlflow/%2e%2e/admin"),
+        format!("http://{host}/mlflowx/y"),
+        format!("http://{host}/mlflow/ok?q=1"),
+    ]);
+    let mut rewritten = 0;
+    for base in ["", "/mlflow"] {
+        let proxy = Proxy::start(dir.path(), &format!("{upstream}{base}"), &vars, &[]);
+        let bearer = proxy.bearer();
+        for (i, target) in locations.iter().enumerate() {
+            kit.script(
+                "allowed",
+                &format!("{base}/loc{i}"),
+                vec![Answer::redirect(302, target)],
+            );
+            let (status, head, _) = proxy.get(&format!("/loc{i}"), &[("Authorization", &bearer)]);
+            // A redirect, or 502 for an answer no HTTP parser takes (a line
+            // break in the header) — never a request task that died.
+            assert!(
+                matches!(status, 302 | 502),
+                "{base} {target:?}: {head}\n{}",
+                proxy.log_text()
+            );
+            let Some(given) = location(&head) else {
+                continue; // a value no client could use was dropped upstream
+            };
+            if given.starts_with(&proxy.url()) {
+                rewritten += 1;
+                assert_eq!(
+                    authority(&given),
+                    Some(proxy.addr.to_string().as_str()),
+                    "{base} {target:?} became {given:?}"
+                );
+            } else {
+                assert!(
+                    target.trim_start().starts_with(&given),
+                    "{base} {target:?} was changed into {given:?}"
+                );
+            }
+        }
+        assert!(
+            !proxy.log_text().contains("panicked"),
+            "{}",
+            proxy.log_text()
+        );
+    }
+    // `http://127.1:PORT/`, the base itself and `/mlflow/ok?q=1` at least.
+    assert!(rewritten >= 3, "{rewritten} rewritten");
+    assert!(!kit.saw("thief", TOKEN));
+}
+
+#[test]
+fn requests_that_leave_the_base_path_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let proxy = Proxy::start(
+        dir.path(),
+        &format!("{}/mlflow", upstream.url()),
+        &file_vars(&secret),
+        &[],
+    );
+    let curl = |path: &str| {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--path-as-is",
+                "-H",
+            ])
+            .arg(proxy.bearer().replace("Bearer ", "Authorization: Bearer "))
+            .arg(format!("{}{path}", proxy.url()))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for path in [
+        "/../admin/users",
+        "/%2e%2e/admin/users",
+        "/%2E%2E/admin/users",
+        "/a/../../admin",
+        "/..%2fadmin/users",
+        "/.%2e/admin",
+    ] {
+        assert_eq!(curl(path), "400", "{path}");
+    }
+    assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
+    assert_eq!(curl("/api/2.0/mlflow/experiments/search"), "200");
+    assert_eq!(curl("/a/../api/x"), "200");
+    let targets: Vec<String> = upstream.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        targets,
+        ["/mlflow/api/2.0/mlflow/experiments/search", "/mlflow/api/x"]
+    );
+}
