@@ -9,10 +9,14 @@
 //! other endpoints ([`protocol`]).
 //!
 //! - `MLFLOW_SECRETS_AGENT=unix:/run/user/1000/mlflow-secrets-auth/agent.sock`
-//!   — the agent's Unix socket (the agent checks the caller's uid), or
+//!   — the agent's Unix socket (the agent checks the caller's uid, and the
+//!   client the server's: `MLFLOW_SECRETS_AGENT_UID`, default its own, or
+//!   root), or
 //! - `MLFLOW_SECRETS_AGENT=http://127.0.0.1:PORT` (a loopback IP literal
 //!   only) with `MLFLOW_SECRETS_AGENT_TOKEN_FILE` naming the file holding the
-//!   agent's token, sent as `Authorization: Bearer`.
+//!   agent's token. The token never travels: each request signs a fresh
+//!   challenge of the agent with it ([`protocol::signature`]), so a listener
+//!   that took the port while the agent was down learns nothing it can use.
 //!
 //! ```no_run
 //! # async fn demo() -> mlflow_secrets_auth_agent::Result<()> {
@@ -57,6 +61,9 @@ pub const NAME: &str = "agent";
 pub const AGENT_VAR: &str = "MLFLOW_SECRETS_AGENT";
 /// The variable naming the file holding the agent's token (TCP only).
 pub const TOKEN_FILE_VAR: &str = "MLFLOW_SECRETS_AGENT_TOKEN_FILE";
+/// The variable naming the uid the agent runs as (Unix socket; default: the
+/// client's own uid). A socket served by any other uid but root is refused.
+pub const UID_VAR: &str = "MLFLOW_SECRETS_AGENT_UID";
 /// The largest token file read, in bytes.
 const MAX_TOKEN_BYTES: u64 = 4096;
 /// The longest error message taken from the agent, in characters.
@@ -127,6 +134,8 @@ fn config(var: &str, problem: impl fmt::Display) -> SecretError {
 pub struct AgentClient {
     addr: AgentAddr,
     token_file: Option<PathBuf>,
+    /// The uid the agent must run as (Unix socket).
+    agent_uid: u32,
 }
 
 /// An answer of the agent: status and body.
@@ -159,8 +168,23 @@ impl Answer {
 
 impl AgentClient {
     /// A client of the agent at `addr`; `token_file` (TCP) holds the token.
+    /// On a Unix socket the agent must run as this process's uid (or root);
+    /// see [`Self::agent_uid`].
     pub fn new(addr: AgentAddr, token_file: Option<PathBuf>) -> Self {
-        Self { addr, token_file }
+        Self {
+            addr,
+            token_file,
+            agent_uid: rustix::process::getuid().as_raw(),
+        }
+    }
+
+    /// Expects the agent behind a Unix socket to run as `uid` (root is
+    /// always accepted): a socket served by anyone else is refused before
+    /// anything is sent.
+    #[must_use]
+    pub fn agent_uid(mut self, uid: u32) -> Self {
+        self.agent_uid = uid;
+        self
     }
 
     /// Reads [`AGENT_VAR`] and [`TOKEN_FILE_VAR`]; `None` when no agent is named.
@@ -176,7 +200,17 @@ impl AgentClient {
                 format!("is not set; an agent on TCP ({addr}) needs its token"),
             ));
         }
-        Ok(Some(Self::new(addr, token_file)))
+        let mut client = Self::new(addr, token_file);
+        if let Some(uid) = env.string(&[UID_VAR])? {
+            let uid = uid.trim().parse().map_err(|_| {
+                config(
+                    UID_VAR,
+                    format!("{uid:?} is not a uid (a number, as `id -u` prints)"),
+                )
+            })?;
+            client = client.agent_uid(uid);
+        }
+        Ok(Some(client))
     }
 
     /// Where the agent is.
@@ -203,7 +237,7 @@ impl AgentClient {
             AgentAddr::Unix(_) => "localhost".to_owned(),
             AgentAddr::Tcp(addr) => addr.to_string(),
         };
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, host)
@@ -211,13 +245,6 @@ impl AgentClient {
                 header::USER_AGENT,
                 concat!("mlflow-secrets-auth/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(token) = &token {
-            let value = Zeroizing::new(format!("Bearer {}", token.expose_secret()));
-            let mut value = http::HeaderValue::from_str(&value)
-                .map_err(|_| config(TOKEN_FILE_VAR, "the token is not a valid header value"))?;
-            value.set_sensitive(true);
-            request = request.header(header::AUTHORIZATION, value);
-        }
         let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| SecretError::new(ErrorKind::Config, format!("agent request: {e}")))?;
@@ -226,16 +253,34 @@ impl AgentClient {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| self.unreachable(&e))?;
-                exchange(stream, request).await
+                self.check_server_uid(&stream)?;
+                exchange(stream, request, None).await
             }
             AgentAddr::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|e| self.unreachable(&e))?;
-                exchange(stream, request).await
+                exchange(stream, request, token.as_ref()).await
             }
         }
         .map_err(|e| self.unreachable(&e))
+    }
+
+    /// Refuses a socket served by a uid other than the agent's (or root):
+    /// whoever took the path while the agent was down.
+    fn check_server_uid(&self, stream: &tokio::net::UnixStream) -> Result<()> {
+        let uid = stream.peer_cred().map_err(|e| self.unreachable(&e))?.uid();
+        if uid == self.agent_uid || uid == 0 {
+            return Ok(());
+        }
+        Err(SecretError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by uid {uid}, not by the agent's uid {} (set {UID_VAR} when the agent runs as another user); nothing was sent to it",
+                self.addr, self.agent_uid
+            ),
+        )
+        .with_provider(NAME))
     }
 
     fn unreachable(&self, error: &dyn fmt::Display) -> SecretError {
@@ -292,7 +337,13 @@ fn read_token(path: &Path) -> Result<SecretString> {
 }
 
 /// One request on a fresh connection; the body is read up to the limit.
-async fn exchange<S>(stream: S, request: Request<Empty<Bytes>>) -> std::io::Result<Answer>
+/// With a token (TCP), the request is signed with it in answer to a
+/// challenge asked first on the same connection: the token never travels.
+async fn exchange<S>(
+    stream: S,
+    mut request: Request<Empty<Bytes>>,
+    token: Option<&SecretString>,
+) -> std::io::Result<Answer>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -301,19 +352,67 @@ where
         .await
         .map_err(io_error)?;
     let driver = tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(io_error)?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), protocol::MAX_ANSWER_BYTES)
+    let answer = async {
+        if let Some(token) = token {
+            let mut challenge = Request::get(protocol::CHALLENGE_PATH)
+                .body(Empty::<Bytes>::new())
+                .map_err(std::io::Error::other)?;
+            if let Some(host) = request.headers().get(header::HOST) {
+                challenge.headers_mut().insert(header::HOST, host.clone());
+            }
+            let response = sender.send_request(challenge).await.map_err(io_error)?;
+            let status = response.status();
+            let nonce = read_body(response, protocol::MAX_CHALLENGE_BYTES).await?;
+            let nonce = std::str::from_utf8(&nonce).unwrap_or_default().trim();
+            if status != StatusCode::OK
+                || nonce.is_empty()
+                || !nonce.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(std::io::Error::other(format!(
+                    "it gave no challenge ({status}), so it may not be the agent (or an agent older than this client); the token was not sent"
+                )));
+            }
+            let target = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let signature = protocol::signature(
+                token.expose_secret().as_bytes(),
+                nonce,
+                request.method().as_str(),
+                &target,
+            );
+            let value = http::HeaderValue::from_str(&format!(
+                "{} {signature}",
+                protocol::SIGNED_SCHEME
+            ))
+            .map_err(std::io::Error::other)?;
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+            sender.ready().await.map_err(io_error)?;
+        }
+        let response = sender.send_request(request).await.map_err(io_error)?;
+        let status = response.status();
+        let body = read_body(response, protocol::MAX_ANSWER_BYTES).await?;
+        Ok(Answer { status, body })
+    }
+    .await;
+    drop(sender);
+    driver.abort();
+    answer
+}
+
+/// A response's body, up to `limit` bytes.
+async fn read_body(
+    response: http::Response<hyper::body::Incoming>,
+    limit: usize,
+) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map_err(|e| std::io::Error::other(format!("reading the answer: {e}")))?
         .to_bytes();
-    drop(sender);
-    driver.abort();
-    Ok(Answer {
-        status,
-        body: Zeroizing::new(body.to_vec()),
-    })
+    Ok(Zeroizing::new(body.to_vec()))
 }
 
 /// Reads the credential from the agent.

@@ -18,6 +18,44 @@ pub const INVALIDATE_PATH: &str = "/v1/invalidate";
 pub const REFUSED_PARAM: &str = "refused";
 /// The longest fingerprint a client keeps (longer ones are ignored).
 pub const MAX_FINGERPRINT_CHARS: usize = 64;
+/// On TCP, a fresh challenge (`GET`, no token needed): the body is a nonce
+/// that the next request *on the same connection* signs with the token
+/// ([`signature`]), so the token itself never travels and a listener that
+/// does not know it learns nothing it could replay.
+pub const CHALLENGE_PATH: &str = "/v1/challenge";
+/// The `Authorization` scheme of a signed request: `MSA-HMAC-SHA256 <hex>`.
+pub const SIGNED_SCHEME: &str = "MSA-HMAC-SHA256";
+/// The longest challenge a client reads, in bytes.
+pub const MAX_CHALLENGE_BYTES: usize = 128;
+
+/// The signature of a request answering the challenge `nonce`: HMAC-SHA256
+/// keyed by the token over `nonce`, the method and the request target
+/// (path and query), each ended by a newline, in lower-case hex.
+///
+/// ```
+/// use mlflow_secrets_auth_agent::protocol::signature;
+/// let one = signature(b"token", "nonce", "GET", "/v1/secret");
+/// assert_eq!(one.len(), 64);
+/// assert_ne!(one, signature(b"token", "nonce", "POST", "/v1/secret"));
+/// assert_ne!(one, signature(b"other", "nonce", "GET", "/v1/secret"));
+/// ```
+pub fn signature(token: &[u8], nonce: &str, method: &str, target: &str) -> String {
+    use hmac::Mac as _;
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(token) else {
+        return String::new();
+    };
+    for part in [nonce, method, target] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Providers, cache entry, breakers, counters (no secret).
 pub const STATUS_PATH: &str = "/v1/status";
 /// The process is alive.

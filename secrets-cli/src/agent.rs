@@ -428,6 +428,7 @@ async fn serve_until(
             let access = TcpAccess {
                 token: Some(serve::load_or_make_token(file)?),
                 allow_remote: false,
+                challenge: Some(protocol::CHALLENGE_PATH),
             };
             Some(Listener::tcp(addr, access).await?)
         }

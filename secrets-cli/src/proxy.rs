@@ -706,9 +706,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                         .local_token_file
                         .clone()
                         .unwrap_or_else(|| serve::default_socket("proxy").with_extension("token"));
-                    if let Some(dir) = file.parent() {
-                        serve::own_dir(dir, false)?;
-                    }
+                    serve::own_dir(serve::parent_dir(&file), false)?;
                     let token = serve::load_or_make_token(&file)?;
                     tracing::info!(
                         file = %file.display(),
@@ -722,6 +720,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                 let access = TcpAccess {
                     token,
                     allow_remote: args.allow_remote,
+                    challenge: None,
                 };
                 Listener::tcp(args.listen, access).await?
             }
@@ -754,6 +753,7 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         let access = TcpAccess {
             token: Some(SecretString::from(token.clone())),
             allow_remote: false,
+            challenge: None,
         };
         let listener = Listener::tcp(SocketAddr::from(([127, 0, 0, 1], 0)), access).await?;
         let port = listener.local_addr().context("the proxy's port")?.port();

@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read as _};
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -24,10 +24,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
+use mlflow_secrets_auth_agent::protocol;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// The largest token file read, in bytes.
+const MAX_TOKEN_BYTES: u64 = 4096;
 
 /// What a handler's response body may fail with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -113,6 +118,8 @@ pub(crate) enum Listener {
         /// Whether `Host` must name a loopback address (off only for an
         /// explicitly remote listener).
         loopback_host: bool,
+        /// See [`TcpAccess::challenge`].
+        challenge: Option<&'static str>,
     },
 }
 
@@ -124,6 +131,10 @@ pub(crate) struct TcpAccess {
     pub(crate) token: Option<SecretString>,
     /// Listening beyond loopback is allowed (with a token only).
     pub(crate) allow_remote: bool,
+    /// A path handing out challenges: a request may then prove it knows the
+    /// token by signing the challenge (`protocol::signature`) instead of
+    /// sending the token (the agent's own clients do).
+    pub(crate) challenge: Option<&'static str>,
 }
 
 /// The uid this process runs as.
@@ -148,10 +159,7 @@ impl Listener {
     /// socket 0600. Shared: a new directory 0711 (an existing one as its
     /// owner set it), the socket 0666 — the peer uid check is the gate.
     pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> anyhow::Result<Self> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = parent_dir(path);
         let shared = !allowed_uids.is_empty();
         own_dir(dir, shared)?;
         match std::fs::symlink_metadata(path) {
@@ -200,6 +208,7 @@ impl Listener {
             listener,
             token: access.token,
             loopback_host: !remote,
+            challenge: access.challenge,
         })
     }
 
@@ -245,18 +254,21 @@ impl Listener {
             Self::Tcp {
                 token,
                 loopback_host,
+                challenge,
                 ..
             } => Checks {
                 tcp: true,
                 token: token.clone(),
                 loopback_host: *loopback_host,
                 open_paths,
+                challenge: *challenge,
             },
             Self::Unix { .. } => Checks {
                 tcp: false,
                 token: None,
                 loopback_host: false,
                 open_paths,
+                challenge: None,
             },
         });
         tokio::pin!(stop);
@@ -313,9 +325,11 @@ impl Listener {
             };
             let handler = handler.clone();
             let checks = Arc::clone(&checks);
+            // The challenge last given on this connection.
+            let nonce = std::sync::Mutex::new(None);
             let service = service_fn(move |request: Request<Incoming>| {
                 let handler = handler.clone();
-                let refusal = checks.refusal(&request);
+                let refusal = checks.refusal(&request, &nonce);
                 async move {
                     if let Some(refusal) = refusal {
                         return Ok::<_, Infallible>(refusal);
@@ -611,13 +625,20 @@ struct Checks {
     token: Option<SecretString>,
     loopback_host: bool,
     open_paths: &'static [&'static str],
+    challenge: Option<&'static str>,
 }
 
 impl Checks {
     /// No forwarding headers (this server is never behind a proxy); on TCP a
     /// loopback `Host` (against DNS rebinding) and the token (constant-time
-    /// compare) except on the open paths.
-    fn refusal(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
+    /// compare) — or a signature of the challenge last given on this
+    /// connection (`nonce`, used once) — except on the open paths. The
+    /// challenge path itself is answered here.
+    fn refusal(
+        &self,
+        request: &Request<Incoming>,
+        nonce: &std::sync::Mutex<Option<String>>,
+    ) -> Option<Response<Body>> {
         let headers = request.headers();
         if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
             return Some(refusal(
@@ -634,10 +655,29 @@ impl Checks {
                 "the Host header must name a loopback address",
             ));
         }
+        let mut nonce = nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.challenge == Some(request.uri().path()) {
+            if request.method() != http::Method::GET {
+                return Some(refusal(StatusCode::METHOD_NOT_ALLOWED, "GET a challenge"));
+            }
+            return Some(match random_token() {
+                Ok(fresh) => {
+                    let response = Response::new(full(fresh.clone()));
+                    *nonce = Some(fresh);
+                    response
+                }
+                Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "no random bytes"),
+            });
+        }
+        // A challenge answers one request, whatever it is.
+        let nonce = nonce.take();
         match &self.token {
             Some(token)
                 if !self.open_paths.contains(&request.uri().path())
-                    && !bearer_matches(headers, token) =>
+                    && !bearer_matches(headers, token)
+                    && !signed(request, token, nonce.as_deref()) =>
             {
                 Some(refusal(
                     StatusCode::UNAUTHORIZED,
@@ -668,6 +708,33 @@ fn loopback_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether the request carries `Authorization: MSA-HMAC-SHA256 <signature>`,
+/// the signature of `nonce` made with the token (compared in constant time).
+fn signed(request: &Request<Incoming>, token: &SecretString, nonce: Option<&str>) -> bool {
+    let (Some(nonce), Some(value)) = (nonce, request.headers().get(header::AUTHORIZATION)) else {
+        return false;
+    };
+    let scheme = protocol::SIGNED_SCHEME;
+    let value = value.as_bytes();
+    let Some(given) = value
+        .get(..=scheme.len())
+        .filter(|s| {
+            s[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes()) && s[scheme.len()] == b' '
+        })
+        .map(|_| &value[scheme.len() + 1..])
+    else {
+        return false;
+    };
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let expected = protocol::signature(
+        token.expose_secret().as_bytes(),
+        nonce,
+        request.method().as_str(),
+        target,
+    );
+    given.ct_eq(expected.as_bytes()).into()
+}
+
 /// Whether the request carries `Authorization: Bearer <token>` (compared in
 /// constant time).
 fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
@@ -685,10 +752,14 @@ fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
     given.ct_eq(token.expose_secret().as_bytes()).into()
 }
 
-/// Makes (or checks) the socket's directory: owned by this uid. Private:
-/// created 0700, an existing one set to 0700. Shared: created 0711 (others
-/// may reach the socket, not list the directory), an existing one left as
-/// its owner set it.
+/// Makes the directory of a socket or token file, or checks an existing one
+/// — never changing the modes of a directory this program did not make.
+/// Made: `0700` (private) or `0711` (shared: others may reach the socket, not
+/// list the directory). Existing: it must be a directory (not a symlink)
+/// owned by this uid or by root, and if other users may write in it, sticky
+/// (`/tmp`) or root's (a pod's `emptyDir`, `0777`: another user there could
+/// remove our files, never read them or stand in for them, since our files
+/// are private and clients check the server's uid); anything else is refused.
 pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
     let mode = if shared { 0o711 } else { 0o700 };
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
@@ -706,36 +777,81 @@ pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
     if !meta.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    if meta.uid() != own_uid() {
+    let (owner, mine) = (meta.uid(), own_uid());
+    if owner != mine && owner != 0 {
         bail!(
-            "{} belongs to uid {}, not to this user ({}); refusing to put the socket there",
-            dir.display(),
-            meta.uid(),
-            own_uid()
+            "{} belongs to uid {owner}, not to this user ({mine}) or root: its owner could replace what is put there; choose a directory of your own",
+            dir.display()
         );
     }
-    if !shared && meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("making {} 0700", dir.display()))?;
+    let others_write = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if others_write && !sticky {
+        if owner != 0 {
+            bail!(
+                "{} (mode {:o}) lets other users replace what is put there; remove their write access (chmod go-w) or choose another directory",
+                dir.display(),
+                meta.mode() & 0o7777
+            );
+        }
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.mode() & 0o7777),
+            "other users may remove files in this directory (a pod's emptyDir is so); they cannot read them or stand in for this server"
+        );
     }
     Ok(())
 }
 
+/// The directory a file path lives in (`.` for a bare name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// The token in `path`, or a new random one written there (mode 0600). An
-/// existing file readable by others is refused.
+/// existing file must be a regular file (not a symlink: opened with
+/// `O_NOFOLLOW`) owned by this uid and private to it: a token another user
+/// made or can read is refused, since whoever knows it reads the credential.
 pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
-    match std::fs::metadata(path) {
-        Ok(meta) => {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => {
+            let mut file = std::fs::File::from(fd);
+            let meta = file
+                .metadata()
+                .with_context(|| format!("checking the token file {}", path.display()))?;
+            if !meta.is_file() {
+                bail!("the token file {} is not a regular file", path.display());
+            }
+            if meta.uid() != own_uid() {
+                bail!(
+                    "the token file {} belongs to uid {}, not to this user ({}); remove it, or let its owner run this server",
+                    path.display(),
+                    meta.uid(),
+                    own_uid()
+                );
+            }
             if meta.mode() & 0o077 != 0 {
                 bail!(
-                    "the token file {} is readable by other users (mode {:o}); chmod 600 it",
+                    "the token file {} is open to other users (mode {:o}); chmod 600 it",
                     path.display(),
                     meta.mode() & 0o777
                 );
             }
-            let text = std::fs::read_to_string(path)
+            let mut text = Zeroizing::new(String::new());
+            io::Read::take(&mut file, MAX_TOKEN_BYTES + 1)
+                .read_to_string(&mut text)
                 .with_context(|| format!("reading the token file {}", path.display()))?;
             let token = text.trim();
+            if text.len() as u64 > MAX_TOKEN_BYTES {
+                bail!(
+                    "the token file {} is longer than {MAX_TOKEN_BYTES} bytes",
+                    path.display()
+                );
+            }
             if token.len() < 16 {
                 bail!(
                     "the token in {} is shorter than 16 characters",
@@ -744,8 +860,9 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
             }
             Ok(token.into())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(rustix::io::Errno::NOENT) => {
             let token = random_token()?;
+            // `create_new` (O_EXCL) never follows a symlink planted there.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -756,7 +873,12 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
             tracing::info!(path = %path.display(), "new token written");
             Ok(token.into())
         }
-        Err(e) => Err(e).with_context(|| format!("reading the token file {}", path.display())),
+        Err(rustix::io::Errno::LOOP) => bail!(
+            "the token file {} is a symbolic link; refusing to follow it",
+            path.display()
+        ),
+        Err(e) => Err(io::Error::from(e))
+            .with_context(|| format!("reading the token file {}", path.display())),
     }
 }
 
@@ -847,7 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn a_token_file_is_made_private_and_a_shared_one_refused() {
+    fn a_token_file_is_made_private_and_one_open_to_others_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         let made = load_or_make_token(&path).unwrap();
@@ -858,8 +980,82 @@ mod tests {
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = load_or_make_token(&path).unwrap_err().to_string();
-        assert!(error.contains("readable by other users"), "{error}");
+        assert!(error.contains("open to other users"), "{error}");
         assert!(!error.contains(made.expose_secret()));
+        // A bare file name lives in the current directory.
+        assert_eq!(parent_dir(Path::new("proxy.token")), Path::new("."));
+    }
+
+    #[test]
+    fn a_token_file_behind_a_symlink_or_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("planted");
+        std::fs::write(&planted, "tok-planted-by-someone-else-0123").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&planted, &link).unwrap();
+        let error = load_or_make_token(&link).unwrap_err().to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        assert!(!error.contains("tok-planted"), "{error}");
+        // A file another user made: as root, one given to uid 65534; as
+        // anyone else, one of root's.
+        let theirs = if own_uid() == 0 {
+            rustix::fs::chown(&planted, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+            planted
+        } else {
+            PathBuf::from("/etc/passwd")
+        };
+        let owner = std::fs::metadata(&theirs).unwrap().uid();
+        let error = load_or_make_token(&theirs).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("belongs to uid {owner}")),
+            "{error}"
+        );
+        assert!(!error.contains("tok-planted"), "{error}");
+    }
+
+    #[test]
+    fn existing_directories_are_checked_and_never_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let mode = |dir: &Path| std::fs::metadata(dir).unwrap().mode() & 0o7777;
+        let made = root.path().join("made");
+        own_dir(&made, false).unwrap();
+        assert_eq!(mode(&made), 0o700);
+        let shared = root.path().join("shared");
+        own_dir(&shared, true).unwrap();
+        assert_eq!(mode(&shared), 0o711);
+        // Existing and acceptable: left exactly as they are.
+        for (name, bits) in [("home", 0o755), ("sticky", 0o1777), ("private", 0o700)] {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bits)).unwrap();
+            for shared in [false, true] {
+                own_dir(&dir, shared).unwrap();
+                assert_eq!(mode(&dir), bits, "{name}");
+            }
+        }
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(root.path().join("home"), &link).unwrap();
+        let error = own_dir(&link, false).unwrap_err().to_string();
+        assert!(error.contains("not a directory"), "{error}");
+        // Writable by others, not sticky, not root's: refused, unchanged.
+        // (As root every such directory is root's; the agent tests run
+        // this case as another uid.)
+        if own_uid() != 0 {
+            let open = root.path().join("open");
+            std::fs::create_dir(&open).unwrap();
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let error = own_dir(&open, false).unwrap_err().to_string();
+            assert!(error.contains("chmod go-w"), "{error}");
+            assert_eq!(mode(&open), 0o777);
+        } else {
+            let theirs = root.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+            let error = own_dir(&theirs, false).unwrap_err().to_string();
+            assert!(error.contains("belongs to uid 65534"), "{error}");
+        }
     }
 
     const SEND_TIMEOUT: Duration = Duration::from_secs(60);

@@ -668,3 +668,305 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `program args…` run as uid and gid 65534.
+fn as_uid_65534(program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    command
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+fn chown_65534(path: &Path) {
+    let status = Command::new("chown")
+        .arg("65534:65534")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A directory in `dir` with `mode`, owned by root (this test's uid).
+fn dir_with_mode(dir: &Path, name: &str, bits: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
+    path
+}
+
+#[test]
+fn socket_directories_are_checked_never_changed_and_a_pods_empty_dir_works() {
+    assert_eq!(own_uid(), 0, "these tests run as root (CI does)");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (secret, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // A shared sticky directory such as /tmp: used as it is (it used to
+    // be made 0700, locking every other user out).
+    let sticky = dir_with_mode(dir.path(), "tmp", 0o1777);
+    let agent = Agent::start_at(
+        &sticky.join("agent.sock"),
+        dir.path(),
+        &borrowed(&vars),
+        &[],
+    );
+    assert_eq!(mode(&sticky), 0o1777);
+    drop(agent);
+
+    // The shape of a pod's emptyDir: root's, 0777; the agent and its
+    // client run as another uid.
+    let empty = dir_with_mode(dir.path(), "emptydir", 0o777);
+    let socket = empty.join("agent.sock");
+    let log = dir.path().join("nobody-agent.log");
+    let child = as_uid_65534(BIN)
+        .env_clear()
+        .envs(borrowed(&vars))
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        socket: socket.clone(),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = as_uid_65534(BIN)
+        .args(["header", "--url", "http://127.0.0.1:5000/"])
+        .env_clear()
+        .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+        .env("MLFLOW_SECRETS_AGENT", agent.address())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(stdout.trim(), basic_line(USER, PASSWORD), "{stderr}");
+    assert_eq!(mode(&empty), 0o777);
+    assert_eq!(std::fs::metadata(&empty).unwrap().uid(), 0);
+    drop(agent);
+
+    // Another user's directory that others may write in: refused, unchanged.
+    let theirs = dir_with_mode(dir.path(), "theirs", 0o777);
+    chown_65534(&theirs);
+    let output = Command::new(BIN)
+        .env_clear()
+        .envs(borrowed(&vars))
+        .args(["agent", "--socket"])
+        .arg(theirs.join("agent.sock"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    let output = as_uid_65534(BIN)
+        .env_clear()
+        .envs(borrowed(&vars))
+        .args(["agent", "--socket"])
+        .arg(theirs.join("agent.sock"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("chmod go-w"), "{stderr}");
+    assert_eq!(mode(&theirs), 0o777);
+    assert!(!theirs.join("agent.sock").exists());
+}
+
+fn own_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// A listener squatting on the agent's TCP port: it answers every request
+/// on a connection with 200 and a fixed 64-character body (so a client
+/// taking it for a challenge signs it) and records every request head.
+fn tcp_squatter() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&heads);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            loop {
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                if head.is_empty() {
+                    break;
+                }
+                seen.lock().unwrap().push(head);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n{}",
+                    "a".repeat(64)
+                );
+                if writer.write_all(answer.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn clients_never_hand_the_token_to_a_listener_squatting_in_the_agents_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "tok-agent-squat-8d2e61f0a9b7c3e5";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_path = token_file.display().to_string();
+
+    // On TCP: the squatter sees a challenge request and a signature of its
+    // own challenge, never the token.
+    let (addr, heads) = tcp_squatter();
+    let url = format!("http://{addr}");
+    let output = client(&[
+        ("MLFLOW_SECRETS_AGENT", &url),
+        ("MLFLOW_SECRETS_AGENT_TOKEN_FILE", &token_path),
+    ])
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(
+        heads.len(),
+        2,
+        "a challenge, then the signed request: {heads:#?}"
+    );
+    assert!(heads.iter().all(|h| !h.contains(token)), "{heads:#?}");
+    let signed = heads[1]
+        .lines()
+        .find_map(|l| l.strip_prefix("authorization: "))
+        .expect("the request is signed")
+        .to_owned();
+    assert!(signed.starts_with("MSA-HMAC-SHA256 "), "{signed}");
+
+    // What the squatter got is worth nothing to the real agent: replayed
+    // alone, or after a fresh challenge on the same connection.
+    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    let listen = free_addr();
+    let agent = Agent::start(
+        dir.path(),
+        &borrowed(&vars),
+        &["--listen", &listen.to_string(), "--token-file", &token_path],
+    );
+    let host = listen.to_string();
+    let (status, body) = tcp(
+        listen,
+        "/v1/secret",
+        &[("Host", &host), ("Authorization", &signed)],
+    );
+    assert_eq!(status, 401, "{body}");
+    let mut stream = TcpStream::connect(listen).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET /v1/challenge HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut first = [0u8; 4096];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    write!(
+        stream,
+        "GET /v1/secret HTTP/1.1\r\nHost: {host}\r\nAuthorization: {signed}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut rest = String::new();
+    let _ = stream.read_to_string(&mut rest);
+    assert!(rest.starts_with("HTTP/1.1 401"), "{rest}");
+    assert!(!rest.contains(PASSWORD));
+    // The real client with the same token file is served.
+    let output = client(&[
+        ("MLFLOW_SECRETS_AGENT", &format!("http://{listen}")),
+        ("MLFLOW_SECRETS_AGENT_TOKEN_FILE", &token_path),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        text(&output).0.trim(),
+        basic_line(USER, PASSWORD),
+        "{}",
+        text(&output).1
+    );
+    drop(agent);
+
+    // On the socket: a listener of another uid at the agent's path gets
+    // nothing; named as the agent's uid, it is talked to.
+    let run = dir_with_mode(dir.path(), "run-squat", 0o777);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = run.join("agent.sock");
+    let record = run.join("received");
+    let script = r"
+        use Socket;
+        my ($path, $record) = @ARGV;
+        socket(my $s, PF_UNIX, SOCK_STREAM, 0) or die;
+        bind($s, pack_sockaddr_un($path)) or die;
+        chmod 0666, $path;
+        listen($s, 8) or die;
+        while (accept(my $c, $s)) {
+            my ($data, $rin) = ('', '');
+            vec($rin, fileno($c), 1) = 1;
+            sysread($c, $data, 65536) if select(my $rout = $rin, undef, undef, 5);
+            open(my $f, '>>', $record) or die;
+            print $f $data;
+            close $f;
+            close $c;
+        }
+    ";
+    let mut squatter = as_uid_65534("perl")
+        .args(["-e", script])
+        .arg(&socket)
+        .arg(&record)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the squatter did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let address = format!("unix:{}", socket.display());
+    let output = client(&[("MLFLOW_SECRETS_AGENT", &address)])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("served by uid 65534"), "{stderr}");
+    assert!(stderr.contains("MLFLOW_SECRETS_AGENT_UID"), "{stderr}");
+    let output = client(&[
+        ("MLFLOW_SECRETS_AGENT", &address),
+        ("MLFLOW_SECRETS_AGENT_UID", "65534"),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    // Only the client told to trust uid 65534 sent it anything.
+    let received = std::fs::read_to_string(&record).unwrap_or_default();
+    assert_eq!(
+        received.matches("GET /v1/secret").count(),
+        1,
+        "{received:?}"
+    );
+}

@@ -1051,7 +1051,7 @@ fn trace_and_track_are_refused_and_nothing_reaches_the_upstream() {
 fn authority(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("http://")?;
     let end = rest
-        .find(|c| matches!(c, '/' | '?' | '#' | '\\'))
+        .find(['/', '?', '#', '\\'])
         .unwrap_or(rest.len());
     Some(&rest[..end])
 }
@@ -1175,4 +1175,65 @@ fn requests_that_leave_the_base_path_are_refused() {
         targets,
         ["/mlflow/api/2.0/mlflow/experiments/search", "/mlflow/api/x"]
     );
+}
+
+#[test]
+fn local_token_files_and_their_directories_are_checked_never_changed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    // A port in use: the proxy stops at binding, after its token file.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let start = |cwd: &Path, file: &Path| -> Output {
+        Command::new(BIN)
+            .env_clear()
+            .envs(file_vars(&secret))
+            .current_dir(cwd)
+            .args(["proxy", "--upstream", &upstream.url(), "--listen", &listen])
+            .arg("--local-token-file")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    // A home directory (0755): the token is written there, the directory
+    // keeps its mode; a bare file name is taken in the current directory.
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in [home.join("proxy.token"), PathBuf::from("bare.token")] {
+        let output = start(&home, &file);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("binding {listen}")),
+            "{file:?}: {stderr}"
+        );
+        let written = home.join(file.file_name().unwrap());
+        assert_eq!(std::fs::metadata(&written).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o7777, 0o755);
+    }
+    // A token planted by someone else, or a link to one, is refused.
+    let planted = home.join("planted.token");
+    std::fs::write(&planted, "tok-planted-0123456789abcdef").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = home.join("link.token");
+    std::os::unix::fs::symlink(home.join("proxy.token"), &link).unwrap();
+    let output = start(&home, &link);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let status = Command::new("chown")
+            .arg("65534")
+            .arg(&planted)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = start(&home, &planted);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1));
+        assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+        assert!(!stderr.contains("tok-planted"), "{stderr}");
+    }
 }
