@@ -66,6 +66,8 @@ pub const TOKEN_FILE_VAR: &str = "MLFLOW_SECRETS_AGENT_TOKEN_FILE";
 pub const UID_VAR: &str = "MLFLOW_SECRETS_AGENT_UID";
 /// The largest token file read, in bytes.
 const MAX_TOKEN_BYTES: u64 = 4096;
+/// The longest a call to the agent may take, connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest error message taken from the agent, in characters.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -248,22 +250,30 @@ impl AgentClient {
         let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| SecretError::new(ErrorKind::Config, format!("agent request: {e}")))?;
-        match &self.addr {
-            AgentAddr::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| self.unreachable(&e))?;
-                self.check_server_uid(&stream)?;
-                exchange(stream, request, None).await
+        let call = async {
+            match &self.addr {
+                AgentAddr::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(|e| self.unreachable(&e))?;
+                    self.check_server_uid(&stream)?;
+                    exchange(stream, request, None).await
+                }
+                AgentAddr::Tcp(addr) => {
+                    let stream = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| self.unreachable(&e))?;
+                    let signing = token.as_ref().map(|token| (token, addr.to_string()));
+                    exchange(stream, request, signing).await
+                }
             }
-            AgentAddr::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| self.unreachable(&e))?;
-                exchange(stream, request, token.as_ref()).await
-            }
-        }
-        .map_err(|e| self.unreachable(&e))
+            .map_err(|e| self.unreachable(&e))
+        };
+        // A stuck agent (or whatever holds its place) cannot hold a caller
+        // outside the chain's own timeouts (`cache status`, `doctor`).
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| self.unreachable(&format!("no answer within {CALL_TIMEOUT:?}")))?
     }
 
     /// Refuses a socket served by a uid other than the agent's (or root):
@@ -318,10 +328,20 @@ impl AgentClient {
     }
 }
 
-/// Reads the token file: trimmed, bounded, never shown.
+/// Reads the token file: a regular file (a FIFO or device cannot hold the
+/// call forever), trimmed, bounded, never shown. A symlink is followed: a
+/// mounted Kubernetes secret is one.
 fn read_token(path: &Path) -> Result<SecretString> {
+    use rustix::fs::{Mode, OFlags};
     let fail = |problem: String| config(TOKEN_FILE_VAR, format!("{}: {problem}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = std::fs::File::from(
+        rustix::fs::open(path, flags, Mode::empty())
+            .map_err(|e| fail(std::io::Error::from(e).to_string()))?,
+    );
+    if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
+        return Err(fail("is not a regular file".to_owned()));
+    }
     let mut text = Zeroizing::new(String::new());
     file.take(MAX_TOKEN_BYTES + 1)
         .read_to_string(&mut text)
@@ -337,12 +357,13 @@ fn read_token(path: &Path) -> Result<SecretString> {
 }
 
 /// One request on a fresh connection; the body is read up to the limit.
-/// With a token (TCP), the request is signed with it in answer to a
-/// challenge asked first on the same connection: the token never travels.
+/// With a token and the agent's address (TCP), the request is signed with
+/// them in answer to a challenge asked first on the same connection: the
+/// token never travels.
 async fn exchange<S>(
     stream: S,
     mut request: Request<Empty<Bytes>>,
-    token: Option<&SecretString>,
+    signing: Option<(&SecretString, String)>,
 ) -> std::io::Result<Answer>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -353,7 +374,7 @@ where
         .map_err(io_error)?;
     let driver = tokio::spawn(connection);
     let answer = async {
-        if let Some(token) = token {
+        if let Some((token, agent)) = signing {
             let mut challenge = Request::get(protocol::CHALLENGE_PATH)
                 .body(Empty::<Bytes>::new())
                 .map_err(std::io::Error::other)?;
@@ -379,6 +400,7 @@ where
                 .to_owned();
             let signature = protocol::signature(
                 token.expose_secret().as_bytes(),
+                &agent,
                 nonce,
                 request.method().as_str(),
                 &target,
@@ -593,5 +615,33 @@ mod tests {
             error.to_string().contains(&path.display().to_string()),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_token_file_that_is_no_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("token");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = read_token(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        assert!(error.contains(TOKEN_FILE_VAR), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_that_never_answers_is_given_up_after_the_call_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        // Connections queue in the kernel; nothing ever accepts or answers.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let client = AgentClient::new(AgentAddr::Unix(path), None);
+        let started = tokio::time::Instant::now();
+        let error = client.get(protocol::STATUS_PATH).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        assert!(error.to_string().contains("no answer within"), "{error}");
+        assert_eq!(started.elapsed(), CALL_TIMEOUT);
     }
 }

@@ -29,23 +29,26 @@ pub const SIGNED_SCHEME: &str = "MSA-HMAC-SHA256";
 pub const MAX_CHALLENGE_BYTES: usize = 128;
 
 /// The signature of a request answering the challenge `nonce`: HMAC-SHA256
-/// keyed by the token over `nonce`, the method and the request target
+/// keyed by the token over the agent's address as the client dialled it
+/// (`127.0.0.1:8765`: a stand-in on another address cannot relay the
+/// request to the real agent), `nonce`, the method and the request target
 /// (path and query), each ended by a newline, in lower-case hex.
 ///
 /// ```
 /// use mlflow_secrets_auth_agent::protocol::signature;
-/// let one = signature(b"token", "nonce", "GET", "/v1/secret");
+/// let one = signature(b"token", "127.0.0.1:8765", "nonce", "GET", "/v1/secret");
 /// assert_eq!(one.len(), 64);
-/// assert_ne!(one, signature(b"token", "nonce", "POST", "/v1/secret"));
-/// assert_ne!(one, signature(b"other", "nonce", "GET", "/v1/secret"));
+/// assert_ne!(one, signature(b"token", "127.0.0.1:8765", "nonce", "POST", "/v1/secret"));
+/// assert_ne!(one, signature(b"token", "127.0.0.2:8765", "nonce", "GET", "/v1/secret"));
+/// assert_ne!(one, signature(b"other", "127.0.0.1:8765", "nonce", "GET", "/v1/secret"));
 /// ```
-pub fn signature(token: &[u8], nonce: &str, method: &str, target: &str) -> String {
+pub fn signature(token: &[u8], agent: &str, nonce: &str, method: &str, target: &str) -> String {
     use hmac::Mac as _;
     // HMAC takes a key of any length.
     let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(token) else {
         return String::new();
     };
-    for part in [nonce, method, target] {
+    for part in [agent, nonce, method, target] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }

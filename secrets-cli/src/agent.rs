@@ -426,7 +426,10 @@ async fn serve_until(
     let tcp = match (args.listen, &args.token_file) {
         (Some(addr), Some(file)) => {
             let access = TcpAccess {
-                token: Some(serve::load_or_make_token(file)?),
+                token: Some({
+                    serve::own_dir(serve::parent_dir(file), false)?;
+                    serve::load_or_make_token(file)?
+                }),
                 allow_remote: false,
                 challenge: Some(protocol::CHALLENGE_PATH),
             };

@@ -51,6 +51,30 @@ const DROPPED_REQUEST: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// The methods forwarded; any other is answered 405.
+const FORWARDED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// Request headers never forwarded either: two more hop-by-hop ones, and
+/// those some servers and frameworks read as the real path or method, which
+/// would make the upstream act on a path or method the proxy never checked.
+const OVERRIDES: [&str; 7] = [
+    "keep-alive",
+    "proxy-connection",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Response headers not passed back (hop-by-hop).
 const DROPPED_RESPONSE: [HeaderName; 6] = [
     header::CONNECTION,
@@ -216,26 +240,40 @@ impl Upstream {
     }
 }
 
-/// `path` as a lenient server may read it: `%2e`, `%2f` and `%5c` decoded,
-/// `\` read as `/`, then dot segments removed (RFC 3986 5.2.4).
+/// `path` as a lenient server may read it: percent-escapes decoded again
+/// and again (`%252e` is `.` to a server that decodes twice), the overlong
+/// and `%u` spellings of `.` and `/` too, `\\` read as `/`, path parameters
+/// dropped (`..;x` is `..` to servlet containers), then dot segments
+/// removed (RFC 3986 5.2.4).
 fn normalised_path(path: &str) -> String {
-    let mut decoded = String::with_capacity(path.len());
-    let mut rest = path;
-    while let Some(c) = rest.chars().next() {
-        let escape = rest.get(..3).map(str::to_ascii_lowercase);
-        match escape.as_deref() {
-            Some("%2e") => decoded.push('.'),
-            Some("%2f" | "%5c") => decoded.push('/'),
-            _ => {
-                decoded.push(if c == '\\' { '/' } else { c });
-                rest = &rest[c.len_utf8()..];
-                continue;
-            }
+    const SPELLINGS: [(&str, &str); 9] = [
+        ("%c0%ae", "."),
+        ("%e0%80%ae", "."),
+        ("%u002e", "."),
+        ("%c0%af", "/"),
+        ("%u002f", "/"),
+        ("%2e", "."),
+        ("%2f", "/"),
+        ("%5c", "/"),
+        ("%3b", ";"),
+    ];
+    let mut decoded = path.replace('\\', "/");
+    // Each round takes one level of `%25`; a few rounds are all any server does.
+    for _ in 0..4 {
+        let before = decoded.clone();
+        for (spelling, meaning) in SPELLINGS {
+            decoded = replace_ignoring_case(&decoded, spelling, meaning);
         }
-        rest = &rest[3..];
+        decoded = decoded.replace("%25", "%");
+        if decoded == before {
+            break;
+        }
     }
     let mut segments: Vec<&str> = Vec::new();
-    let parts: Vec<&str> = decoded.split('/').collect();
+    let parts: Vec<&str> = decoded
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .collect();
     for (i, segment) in parts.iter().enumerate() {
         match *segment {
             "." => {}
@@ -255,6 +293,27 @@ fn normalised_path(path: &str) -> String {
     } else {
         format!("/{joined}")
     }
+}
+
+/// `text` with every `pattern` (ASCII, lower case) replaced by `with`,
+/// whatever the case of its letters in `text`.
+fn replace_ignoring_case(text: &str, pattern: &str, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        if rest
+            .get(..pattern.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(pattern))
+        {
+            out.push_str(with);
+            rest = &rest[pattern.len()..];
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
 }
 
 /// The proxy's state, shared by every connection.
@@ -332,15 +391,13 @@ impl Proxy {
     }
 
     async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
-        // TRACE (and IIS's TRACK) would echo the request, credential
+        // Only the methods an MLflow client uses: TRACE (and IIS's TRACK,
+        // DEBUG, WebDAV's PROPFIND…) may echo the request, credential
         // included, back to a client that must never see it.
-        if ["CONNECT", "TRACE", "TRACK"]
-            .iter()
-            .any(|m| request.method().as_str().eq_ignore_ascii_case(m))
-        {
+        if !FORWARDED_METHODS.contains(request.method()) {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT, TRACE and TRACK are not forwarded",
+                "only GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS are forwarded",
             );
         }
         let (parts, body) = request.into_parts();
@@ -457,8 +514,7 @@ impl Proxy {
         for (name, value) in incoming {
             let dropped = DROPPED_REQUEST.contains(name)
                 || configured.as_ref() == Some(name)
-                || name.as_str() == "keep-alive"
-                || name.as_str() == "proxy-connection"
+                || OVERRIDES.contains(&name.as_str())
                 || listed.contains(name);
             if !dropped {
                 headers.append(name.clone(), value.clone());
@@ -884,6 +940,15 @@ mod tests {
             "/..\\admin",
             "/.%2e/admin",
             "/..",
+            "/..;/admin",
+            "/%2e%2e;x/admin",
+            "/..%3b/admin",
+            "/%252e%252e/admin",
+            "/%25252e%25252e/admin",
+            "/%c0%ae%c0%ae/admin",
+            "/%u002e%u002e/admin",
+            "/..%c0%afadmin",
+            "/../MLFLOW/x",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }

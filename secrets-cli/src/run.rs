@@ -88,9 +88,9 @@ pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
                 .env("MLFLOW_TRACKING_PASSWORD", password.expose_secret());
         }
     }
-    if url.is_some() {
-        child.env("MLFLOW_TRACKING_URI", text);
-    }
+    // The text judged, always: an environment may hold the variable twice,
+    // and this process read the first while the child would get the last.
+    child.env("MLFLOW_TRACKING_URI", text);
     // Replaces this process: exit code and signals are the command's own.
     let error = child.exec();
     eprintln!(

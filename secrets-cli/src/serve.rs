@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Read as _};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -180,11 +180,11 @@ impl Listener {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
         }
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
         let mode = if shared { 0o666 } else { 0o600 };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("making {} {mode:o}", path.display()))?;
+        let listener =
+            bind_private(path, mode).with_context(|| format!("binding {}", path.display()))?;
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
         Ok(Self::Unix {
             listener,
             path: path.to_owned(),
@@ -255,13 +255,17 @@ impl Listener {
                 token,
                 loopback_host,
                 challenge,
-                ..
+                listener,
             } => Checks {
                 tcp: true,
                 token: token.clone(),
                 loopback_host: *loopback_host,
                 open_paths,
                 challenge: *challenge,
+                addr: listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
             },
             Self::Unix { .. } => Checks {
                 tcp: false,
@@ -269,6 +273,7 @@ impl Listener {
                 loopback_host: false,
                 open_paths,
                 challenge: None,
+                addr: String::new(),
             },
         });
         tokio::pin!(stop);
@@ -626,6 +631,8 @@ struct Checks {
     loopback_host: bool,
     open_paths: &'static [&'static str],
     challenge: Option<&'static str>,
+    /// The address served (what a signed request names), on TCP.
+    addr: String,
 }
 
 impl Checks {
@@ -677,7 +684,7 @@ impl Checks {
             Some(token)
                 if !self.open_paths.contains(&request.uri().path())
                     && !bearer_matches(headers, token)
-                    && !signed(request, token, nonce.as_deref()) =>
+                    && !signed(request, token, &self.addr, nonce.as_deref()) =>
             {
                 Some(refusal(
                     StatusCode::UNAUTHORIZED,
@@ -709,8 +716,14 @@ fn loopback_host(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request carries `Authorization: MSA-HMAC-SHA256 <signature>`,
-/// the signature of `nonce` made with the token (compared in constant time).
-fn signed(request: &Request<Incoming>, token: &SecretString, nonce: Option<&str>) -> bool {
+/// the signature of `nonce` for this server's address `addr` made with the
+/// token (compared in constant time).
+fn signed(
+    request: &Request<Incoming>,
+    token: &SecretString,
+    addr: &str,
+    nonce: Option<&str>,
+) -> bool {
     let (Some(nonce), Some(value)) = (nonce, request.headers().get(header::AUTHORIZATION)) else {
         return false;
     };
@@ -728,6 +741,7 @@ fn signed(request: &Request<Incoming>, token: &SecretString, nonce: Option<&str>
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let expected = protocol::signature(
         token.expose_secret().as_bytes(),
+        addr,
         nonce,
         request.method().as_str(),
         target,
@@ -764,8 +778,15 @@ pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
     let mode = if shared { 0o711 } else { 0o700 };
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {
-            // The umask may have taken bits away.
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            // The umask may have taken bits away: set them on the directory
+            // made, never on a symlink or another user's directory put in
+            // its place since.
+            let made = open_dir(rustix::fs::CWD, dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            if rustix::fs::fstat(&made)?.st_uid != own_uid() {
+                bail!("{} was replaced right after it was made", dir.display());
+            }
+            rustix::fs::fchmod(&made, rustix::fs::Mode::from_raw_mode(mode))
                 .with_context(|| format!("making {} {mode:o}", dir.display()))?;
             return Ok(());
         }
@@ -801,6 +822,54 @@ pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Opens `dir` itself (never a symlink in its place) as a directory.
+fn open_dir<Fd: std::os::fd::AsFd>(at: Fd, dir: &Path) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        at,
+        dir,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::empty(),
+    )
+}
+
+/// Binds a Unix socket at `path` with `mode`, leaving no moment in which
+/// another user of a shared directory could swap the socket for a symlink
+/// and have the mode set on the link's target: the socket is bound and
+/// its mode set in a fresh private directory (reached through its file
+/// descriptor), then renamed into place.
+fn bind_private(path: &Path, mode: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    use rustix::fs::{AtFlags, CWD, Mode};
+    use std::os::fd::AsRawFd;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let parent = open_dir(CWD, parent_dir(path))?;
+    let staging = format!(".{}.{}", name.to_string_lossy(), &random_token()?[..16]);
+    rustix::fs::mkdirat(&parent, staging.as_str(), Mode::from_raw_mode(0o700))?;
+    let bound = match open_dir(&parent, Path::new(&staging)) {
+        Ok(private) => {
+            let bound = (|| {
+                let meta = rustix::fs::fstat(&private)?;
+                if meta.st_uid != own_uid() || meta.st_mode & 0o077 != 0 {
+                    bail!("the private directory {staging} was replaced");
+                }
+                let inside = PathBuf::from(format!("/proc/self/fd/{}/s", private.as_raw_fd()));
+                let listener = std::os::unix::net::UnixListener::bind(inside)?;
+                rustix::fs::chmodat(&private, "s", Mode::from_raw_mode(mode), AtFlags::empty())?;
+                rustix::fs::renameat(&private, "s", &parent, name)?;
+                Ok(listener)
+            })();
+            // Gone already when it was renamed into place.
+            let _ = rustix::fs::unlinkat(&private, "s", AtFlags::empty());
+            bound
+        }
+        Err(error) => Err(error.into()),
+    };
+    let _ = rustix::fs::unlinkat(&parent, staging.as_str(), AtFlags::REMOVEDIR);
+    bound
 }
 
 /// The directory a file path lives in (`.` for a bare name).
@@ -908,6 +977,8 @@ pub(crate) async fn stop_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

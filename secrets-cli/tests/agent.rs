@@ -896,6 +896,43 @@ fn clients_never_hand_the_token_to_a_listener_squatting_in_the_agents_place() {
     let _ = stream.read_to_string(&mut rest);
     assert!(rest.starts_with("HTTP/1.1 401"), "{rest}");
     assert!(!rest.contains(PASSWORD));
+    // A stand-in on another address relaying both ways to the real agent:
+    // the client signs for the address it dialled, the agent refuses it.
+    let relay = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let back = std::sync::Arc::clone(&carried);
+    std::thread::spawn(move || {
+        for client in relay.incoming().flatten() {
+            let agent = TcpStream::connect(listen).unwrap();
+            let (mut client_read, mut agent_write) =
+                (client.try_clone().unwrap(), agent.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut client_read, &mut agent_write));
+            let (mut agent_read, mut client_write) = (agent, client);
+            let back = std::sync::Arc::clone(&back);
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = agent_read.read(&mut buffer) {
+                    if n == 0 || client_write.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                    back.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+            });
+        }
+    });
+    let output = client(&[
+        ("MLFLOW_SECRETS_AGENT", &format!("http://{relay_addr}")),
+        ("MLFLOW_SECRETS_AGENT_TOKEN_FILE", &token_path),
+    ])
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("refused this client"), "{stderr}");
+    let relayed = String::from_utf8_lossy(&carried.lock().unwrap()).into_owned();
+    assert!(relayed.contains("HTTP/1.1 401"), "{relayed}");
+    assert!(!relayed.contains(PASSWORD) && !stdout.contains(PASSWORD));
     // The real client with the same token file is served.
     let output = client(&[
         ("MLFLOW_SECRETS_AGENT", &format!("http://{listen}")),

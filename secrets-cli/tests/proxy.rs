@@ -1016,11 +1016,11 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
 }
 
 #[test]
-fn trace_and_track_are_refused_and_nothing_reaches_the_upstream() {
+fn methods_that_may_echo_the_request_are_refused_and_nothing_reaches_the_upstream() {
     let (_dir, upstream, proxy) = capture_proxy(&[]);
     let bearer = proxy.bearer();
     let host = proxy.addr.to_string();
-    for method in ["TRACE", "TRACK", "trace"] {
+    for method in ["TRACE", "TRACK", "trace", "DEBUG", "PROPFIND", "CONNECT"] {
         let (status, _, body) = call(
             proxy.addr,
             method,
@@ -1031,18 +1031,31 @@ fn trace_and_track_are_refused_and_nothing_reaches_the_upstream() {
         assert_eq!(status, 405, "{method}: {body}");
         assert!(!body.contains(TOKEN));
     }
-    // The same request as GET does go through: the refusal is the method's.
+    // The same request as GET does go through: the refusal is the method's;
+    // headers that would make the upstream read another method or path
+    // than the one checked are not passed on.
     let (status, _, _) = proxy.get(
         "/api/2.0/mlflow/experiments/search",
-        &[("Authorization", &bearer)],
+        &[
+            ("Authorization", &bearer),
+            ("X-HTTP-Method-Override", "TRACE"),
+            ("X-Method-Override", "TRACE"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+        ],
     );
     assert_eq!(status, 200);
-    let methods: Vec<String> = upstream
-        .requests()
-        .iter()
-        .map(|r| r.method.clone())
-        .collect();
+    let seen = upstream.requests();
+    let methods: Vec<&str> = seen.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(methods, ["GET"]);
+    for name in [
+        "x-http-method-override",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        assert_eq!(seen[0].header(name), None, "{name}");
+    }
 }
 
 /// The authority of an absolute `http://` URL as RFC 3986 reads it (up to
@@ -1050,9 +1063,7 @@ fn trace_and_track_are_refused_and_nothing_reaches_the_upstream() {
 /// reader that is not the proxy's.
 fn authority(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("http://")?;
-    let end = rest
-        .find(['/', '?', '#', '\\'])
-        .unwrap_or(rest.len());
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
     Some(&rest[..end])
 }
 
@@ -1164,6 +1175,10 @@ fn requests_that_leave_the_base_path_are_refused() {
         "/a/../../admin",
         "/..%2fadmin/users",
         "/.%2e/admin",
+        "/..;/admin",
+        "/%2e%2e;x/admin",
+        "/%252e%252e/admin",
+        "/%c0%ae%c0%ae/admin",
     ] {
         assert_eq!(curl(path), "400", "{path}");
     }

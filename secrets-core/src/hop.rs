@@ -198,11 +198,38 @@ pub fn plain_origin(url: &str) -> Option<&str> {
     };
     let plain = !host.is_empty()
         && (authority.starts_with('[')
-            || host
+            || (host
                 .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-')))
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+                && plain_name_or_ipv4(host)))
         && port.bytes().all(|b| b.is_ascii_digit());
     plain.then(|| &url[..url.len() - rest.len() + end])
+}
+
+/// Whether `host` (lower-case letters, digits, `.`, `-`) reads the same to
+/// every resolver: no trailing dot (a DNS name to some, an address to
+/// others), and a host whose last label is a number must be an IPv4
+/// address in the usual four decimal parts (`2130706433`, `127.1` or
+/// `127.000.0.1` are addresses to some parsers and names to others).
+fn plain_name_or_ipv4(host: &str) -> bool {
+    if host.ends_with('.') {
+        return false;
+    }
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let numeric =
+        !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x"));
+    if !numeric {
+        return true;
+    }
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part.len() <= 3
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (*part == "0" || !part.starts_with('0'))
+                && part.parse::<u8>().is_ok()
+        })
 }
 
 /// Parses `text`, a URL that will be handed on *as text* to another program
@@ -403,6 +430,20 @@ mod tests {
             ("http://[]/", None),
             ("http://[::1/", None),
             ("http://host:80x/", None),
+            ("http://10.0.0.5./", None),
+            ("http://mlflow.example.com./", None),
+            ("http://2130706433/", None),
+            ("http://127.1/", None),
+            ("http://127.000.0.1/", None),
+            ("http://127.0.0.256/", None),
+            ("http://0x7f.0.0.1/", None),
+            ("http://a.1/", None),
+            ("http://10.0.0.5:8080/x", Some("http://10.0.0.5:8080")),
+            ("http://0.0.0.0/", Some("http://0.0.0.0")),
+            (
+                "http://mlflow-1.example.com/",
+                Some("http://mlflow-1.example.com"),
+            ),
             ("http://:80/", None),
             ("http://allowed\tx/", None),
             (" http://allowed/", None),

@@ -111,10 +111,15 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             let value = captures
                 .get(rule.value)
                 .or_else(|| (rule.value == 1).then(|| captures.get(2)).flatten());
+            // `NAME: is not set`: one of our words, as we write it, with
+            // the message going on after it.
             let ours = |v: &regex::Match<'_>| {
                 rule.messages
                     && text[..v.start()].trim_end().ends_with(':')
-                    && OUR_WORDS.iter().any(|w| v.as_str().eq_ignore_ascii_case(w))
+                    && OUR_WORDS.contains(&v.as_str())
+                    && text[v.end()..]
+                        .strip_prefix(' ')
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
             };
             if let Some(value) = value.filter(|v| !v.is_empty() && !ours(v)) {
                 spans.push((value.start(), value.end()));
@@ -239,6 +244,13 @@ mod tests {
             "VAULT_TOKEN: *** is wrong"
         );
         assert_eq!(redact("VAULT_TOKEN=is"), "VAULT_TOKEN=***");
+        // A value spelled like one of our words is still a value.
+        assert_eq!(
+            redact("MLFLOW_TRACKING_PASSWORD: Set"),
+            "MLFLOW_TRACKING_PASSWORD: ***"
+        );
+        assert_eq!(redact("api_key:the"), "api_key:***");
+        assert_eq!(redact("api_key: the, x"), "api_key: ***, x");
     }
 
     #[test]

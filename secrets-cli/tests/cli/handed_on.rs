@@ -102,3 +102,33 @@ fn exec_and_header_refuse_urls_another_parser_reads_as_another_host() {
         .count();
     assert_eq!(carried, 2, "{:#?}", kit.requests("allowed"));
 }
+
+#[test]
+fn exec_gives_the_child_the_tracking_uri_it_judged_even_when_the_variable_is_set_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, TOKEN).unwrap();
+    // std::process::Command cannot set a variable twice; execve can.
+    let script = r#"
+import ctypes, sys
+bin, secret = sys.argv[1], sys.argv[2]
+env = [b"PATH=/usr/bin:/bin", b"MLFLOW_SECRETS_AUTH_ENABLE=file",
+       b"MLFLOW_SECRETS_FILE_PATH=" + secret.encode(), b"MLFLOW_FILE_AUTH_MODE=bearer",
+       b"MLFLOW_SECRETS_ALLOWED_HOSTS=127.0.0.1",
+       b"MLFLOW_TRACKING_URI=http://127.0.0.1:5000/judged",
+       b"MLFLOW_TRACKING_URI=http://127.0.0.2:5000/other"]
+argv = [bin.encode(), b"exec", b"--", b"sh", b"-c", b'printf %s "$MLFLOW_TRACKING_URI"']
+libc = ctypes.CDLL(None, use_errno=True)
+a = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+e = (ctypes.c_char_p * (len(env) + 1))(*env, None)
+libc.execve(argv[0], a, e)
+sys.exit("execve failed")
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_mlflow-secrets-auth")])
+        .arg(&secret)
+        .output()
+        .expect("run python3");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "http://127.0.0.1:5000/judged");
+}
