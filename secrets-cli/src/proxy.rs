@@ -65,10 +65,12 @@ const FORWARDED_METHODS: [Method; 7] = [
 /// Request headers never forwarded either: two more hop-by-hop ones, and
 /// those some servers and frameworks read as the real path or method, which
 /// would make the upstream act on a path or method the proxy never checked.
-const OVERRIDES: [&str; 7] = [
+/// Compared with `_` read as `-`, as CGI-style servers read header names.
+const OVERRIDES: [&str; 8] = [
     "keep-alive",
     "proxy-connection",
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
     "x-http-method-override",
     "x-http-method",
@@ -201,8 +203,9 @@ impl Upstream {
         if self.base.is_empty() {
             return true;
         }
-        let path = normalised_path(path);
-        let base = normalised_path(&self.base);
+        let (Some(path), Some(base)) = (normalised_path(path), normalised_path(&self.base)) else {
+            return false;
+        };
         path.strip_prefix(base.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
@@ -241,34 +244,41 @@ impl Upstream {
 }
 
 /// `path` as a lenient server may read it: percent-escapes decoded again
-/// and again (`%252e` is `.` to a server that decodes twice), the overlong
-/// and `%u` spellings of `.` and `/` too, `\\` read as `/`, path parameters
-/// dropped (`..;x` is `..` to servlet containers), then dot segments
-/// removed (RFC 3986 5.2.4).
-fn normalised_path(path: &str) -> String {
+/// and again until nothing changes (`%252e`, `%%32%65` are `.` to a server
+/// that decodes twice), the overlong UTF-8 and `%u` spellings of `.`, `/`
+/// and `\\` too, `\\` read as `/`, path parameters dropped (`..;x` is `..`
+/// to servlet containers), then dot segments removed (RFC 3986 5.2.4).
+/// `None` when the escapes do not settle within a few rounds (fail closed).
+fn normalised_path(path: &str) -> Option<String> {
     const SPELLINGS: [(&str, &str); 9] = [
         ("%c0%ae", "."),
         ("%e0%80%ae", "."),
         ("%u002e", "."),
         ("%c0%af", "/"),
+        ("%e0%80%af", "/"),
         ("%u002f", "/"),
-        ("%2e", "."),
-        ("%2f", "/"),
-        ("%5c", "/"),
-        ("%3b", ";"),
+        ("%c1%9c", "/"),
+        ("%e0%81%9c", "/"),
+        ("%u005c", "/"),
     ];
-    let mut decoded = path.replace('\\', "/");
-    // Each round takes one level of `%25`; a few rounds are all any server does.
-    for _ in 0..4 {
-        let before = decoded.clone();
+    let mut decoded = path.to_owned();
+    let mut settled = false;
+    for _ in 0..8 {
+        let mut next = decoded.clone();
         for (spelling, meaning) in SPELLINGS {
-            decoded = replace_ignoring_case(&decoded, spelling, meaning);
+            next = replace_ignoring_case(&next, spelling, meaning);
         }
-        decoded = decoded.replace("%25", "%");
-        if decoded == before {
+        let next = String::from_utf8_lossy(&percent_decoded(next.as_bytes())).into_owned();
+        if next == decoded {
+            settled = true;
             break;
         }
+        decoded = next;
     }
+    if !settled {
+        return None;
+    }
+    let decoded = decoded.replace('\\', "/");
     let mut segments: Vec<&str> = Vec::new();
     let parts: Vec<&str> = decoded
         .split('/')
@@ -288,11 +298,33 @@ fn normalised_path(path: &str) -> String {
         }
     }
     let joined = segments.join("/");
-    if joined.starts_with('/') {
+    Some(if joined.starts_with('/') {
         joined
     } else {
         format!("/{joined}")
+    })
+}
+
+/// `bytes` with every `%` and two hex digits replaced by that byte.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(high), Some(low)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
     }
+    out
 }
 
 /// `text` with every `pattern` (ASCII, lower case) replaced by `with`,
@@ -514,7 +546,7 @@ impl Proxy {
         for (name, value) in incoming {
             let dropped = DROPPED_REQUEST.contains(name)
                 || configured.as_ref() == Some(name)
-                || OVERRIDES.contains(&name.as_str())
+                || OVERRIDES.contains(&name.as_str().replace('_', "-").as_str())
                 || listed.contains(name);
             if !dropped {
                 headers.append(name.clone(), value.clone());
@@ -949,6 +981,14 @@ mod tests {
             "/%u002e%u002e/admin",
             "/..%c0%afadmin",
             "/../MLFLOW/x",
+            "/%%32%65%%32%65/admin",
+            "/%2%65%2%65/admin",
+            "/%25%32%65%25%32%65/admin",
+            "/%252525252e%252525252e/admin",
+            "/..%e0%80%afadmin",
+            "/..%c1%9cadmin",
+            "/..%u005cadmin",
+            "/%25252525252525252525252e/admin",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }
@@ -959,6 +999,8 @@ mod tests {
             ),
             ("/a/../b", "/mlflow/b"),
             ("/", "/mlflow/"),
+            ("/artifacts/50%25.txt", "/mlflow/artifacts/50%25.txt"),
+            ("/a%20b", "/mlflow/a%20b"),
         ] {
             assert_eq!(
                 based.target(target).map(|u| u.path().to_owned()).as_deref(),

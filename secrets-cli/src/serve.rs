@@ -31,8 +31,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+/// The longest socket path a client can connect to (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 /// The largest token file read, in bytes.
 const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// Told the status of every answer the server gives itself, before any
+/// handler (refusals: token, `Host`, forwarding headers, uid, connection cap).
+pub(crate) type Refusals = Arc<dyn Fn(StatusCode) + Send + Sync>;
 
 /// What a handler's response body may fail with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -159,6 +165,19 @@ impl Listener {
     /// socket 0600. Shared: a new directory 0711 (an existing one as its
     /// owner set it), the socket 0666 — the peer uid check is the gate.
     pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> anyhow::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        // What a client can connect to: sun_path holds 108 bytes with the NUL.
+        let raw = path.as_os_str().as_bytes();
+        if raw.len() > MAX_SOCKET_PATH {
+            bail!(
+                "the socket path {} is {} bytes long; clients can reach one of at most {MAX_SOCKET_PATH}",
+                path.display(),
+                raw.len()
+            );
+        }
+        if raw.ends_with(b"/") || raw.ends_with(b"/.") || raw.ends_with(b"/..") || raw == b"." {
+            bail!("the socket path {} names no file", path.display());
+        }
         let dir = parent_dir(path);
         let shared = !allowed_uids.is_empty();
         own_dir(dir, shared)?;
@@ -1055,6 +1074,32 @@ mod tests {
         assert!(!error.contains(made.expose_secret()));
         // A bare file name lives in the current directory.
         assert_eq!(parent_dir(Path::new("proxy.token")), Path::new("."));
+    }
+
+    #[tokio::test]
+    async fn socket_paths_no_client_could_reach_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("d".repeat(110)).join("agent.sock");
+        let error = Listener::unix(&long, Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bytes long"), "{error}");
+        assert!(!long.parent().unwrap().exists(), "nothing was made");
+        for bad in ["run/.", "run/", "run/.."] {
+            let path = PathBuf::from(format!("{}/{bad}", dir.path().display()));
+            let error = Listener::unix(&path, Vec::new())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("names no file"), "{bad}: {error}");
+        }
+        // A path of the longest usable length is served, and reachable.
+        let name_len = MAX_SOCKET_PATH - dir.path().as_os_str().len() - 1;
+        let longest = dir.path().join("s".repeat(name_len));
+        let listener = Listener::unix(&longest, Vec::new()).await.unwrap();
+        assert!(tokio::net::UnixStream::connect(&longest).await.is_ok());
+        drop(listener);
     }
 
     #[test]
