@@ -166,6 +166,7 @@ impl VaultProviderBuilder {
             .address
             .filter(|a| !a.trim().is_empty())
             .ok_or_else(|| missing("VAULT_ADDR", "the Vault server's address"))?;
+        let address = checked_address(address.trim())?;
         let path = self
             .path
             .map(|p| p.trim().trim_matches('/').to_owned())
@@ -178,7 +179,7 @@ impl VaultProviderBuilder {
             )
         })?;
         Ok(VaultProvider {
-            address: address.trim_end_matches('/').to_owned(),
+            address,
             path,
             auth,
             namespace: self.namespace.filter(|n| !n.trim().is_empty()),
@@ -188,6 +189,47 @@ impl VaultProviderBuilder {
             session: tokio::sync::Mutex::new(None),
             mount: Mutex::new(None),
         })
+    }
+}
+
+/// `address` when it is an `http(s)` URL with a host and nothing else but a
+/// path, as the Vault client needs it (which panics on what it cannot parse);
+/// else a `config` error naming `VAULT_ADDR` and the expected shape. The
+/// address is no secret and is shown, but for any user name or password.
+fn checked_address(address: &str) -> Result<String> {
+    let problem = match url::Url::parse(address) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            Some("its scheme is not http or https")
+        }
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("it has no host"),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            return Err(SecretError::config(
+                "VAULT_ADDR",
+                "must not carry a user name or password; give the token in VAULT_TOKEN",
+            )
+            .with_provider(NAME));
+        }
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+            Some("it has a query or fragment")
+        }
+        Ok(_) => None,
+        Err(url::ParseError::RelativeUrlWithoutBase) => Some("it has no scheme"),
+        Err(_) => Some("it is not a URL"),
+    };
+    let shown = if address.contains('@') {
+        "the value".to_owned()
+    } else {
+        format!("{address:?}")
+    };
+    match problem {
+        None => Ok(address.trim_end_matches('/').to_owned()),
+        Some(problem) => Err(SecretError::config(
+            "VAULT_ADDR",
+            format!(
+                "{shown} is not a Vault address: {problem}; expected the shape https://vault.example.com:8200"
+            ),
+        )
+        .with_provider(NAME)),
     }
 }
 
@@ -449,6 +491,54 @@ impl SecretProvider for VaultProvider {
 mod tests {
     use super::*;
     use mlflow_secrets_auth_core::ErrorKind;
+    use proptest::prelude::*;
+
+    #[test]
+    fn addresses_the_client_cannot_use_are_config_errors_naming_vault_addr() {
+        for (address, says) in [
+            ("127.0.0.1:8200", "it has no scheme"),
+            ("vault.example.com:8200", "its scheme is not http or https"),
+            ("vault.example.com", "it has no scheme"),
+            ("http://", "not a URL"),
+            ("https://[::1", "not a URL"),
+            ("ftp://vault.example.com", "its scheme is not http or https"),
+            ("https://vault.example.com/?x=1", "query"),
+            ("https://user:pw@vault.example.com", "user name or password"),
+        ] {
+            let error = VaultProvider::builder()
+                .address(address)
+                .path("secret/x")
+                .token("t")
+                .build()
+                .err()
+                .unwrap_or_else(|| panic!("{address} was accepted"));
+            let text = error.to_string();
+            assert_eq!(error.kind(), ErrorKind::Config, "{text}");
+            assert!(
+                text.contains("VAULT_ADDR") && text.contains(says),
+                "{address}: {text}"
+            );
+            assert!(!text.contains("pw"), "{text}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the address, building the provider and its client never
+        /// panics: an address accepted is one the client takes.
+        #[test]
+        fn no_address_makes_the_client_panic(
+            address in "(https?:(//)?)?[a-z0-9.:/@%\\[\\]?#-]{0,24}"
+        ) {
+            if let Ok(provider) = VaultProvider::builder()
+                .address(address.clone())
+                .path("secret/x")
+                .token("t")
+                .build()
+            {
+                prop_assert!(provider.new_client("t").is_ok(), "{address:?}");
+            }
+        }
+    }
 
     fn env_provider(vars: &[(&str, &str)]) -> Result<VaultProvider> {
         VaultProvider::from_env(&Env::new(&vars))
