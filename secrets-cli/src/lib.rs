@@ -144,6 +144,9 @@ const SUCCESS: u8 = 0;
 const FAILURE: u8 = 1;
 /// Exit code: `exec` could not run the command (as a shell says).
 const CANNOT_RUN: u8 = 127;
+/// The reader of the output went away (128 + SIGPIPE, what a shell shows
+/// for a command SIGPIPE ended).
+const BROKEN_PIPE: u8 = 141;
 
 /// Runs the command line `args` (the program name first, as in `argv`) and
 /// returns the exit code; output goes to this process's stdout and stderr,
@@ -168,6 +171,7 @@ where
         .try_get_matches_from(args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
     VERSION.get_or_init(|| version);
+    quiet_on_broken_pipe();
     let code = match parsed {
         Ok(cli) => run(cli),
         Err(error) => {
@@ -179,6 +183,28 @@ where
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     code
+}
+
+/// A reader that stopped reading (`… | head -1`) ends the command quietly,
+/// as it ends other Unix tools (status 141, as if by SIGPIPE), instead of a
+/// panic message about a broken pipe. Any other panic is reported as before.
+fn quiet_on_broken_pipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            if message.contains("Broken pipe") || message.contains("os error 32") {
+                std::process::exit(BROKEN_PIPE.into());
+            }
+            report(info);
+        }));
+    });
 }
 
 fn run(cli: Cli) -> u8 {

@@ -145,6 +145,26 @@ fn exec_refuses_a_disallowed_host_and_does_not_run_the_command() {
         ],
     );
     assert_eq!(output.status.code(), Some(1));
+    // Userinfo makes it no plain URL: refused naming where it came from.
+    assert!(
+        stderr(&output).contains("--url: is not a plain"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!marker.exists(), "the command must not run");
+    // A plain URL of a host not allowed: refused naming the allowlist.
+    let output = cli(
+        &vars,
+        &[
+            "exec",
+            "--url",
+            "https://evil.example.com/",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("refusing"), "{}", stderr(&output));
     assert!(!marker.exists(), "the command must not run");
 }
@@ -213,6 +233,22 @@ fn completions_are_valid_scripts_naming_every_command() {
     let unknown = cli(&[], &["completions", "tcsh"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("possible values"));
+}
+
+#[test]
+fn output_cut_short_ends_the_command_quietly() {
+    // `completions bash | head -0`: the reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_mlflow-secrets-auth"))
+        .env_clear()
+        .args(["completions", "bash"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the CLI");
+    assert_eq!(output.status.code(), Some(141), "{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
 }
 
 #[test]
