@@ -462,17 +462,28 @@ async fn serve_until(
         let agent = Arc::clone(&agent);
         move |request, peer| Arc::clone(&agent).handle(request, peer)
     };
+    let refused: serve::Refusals = {
+        let agent = Arc::clone(&agent);
+        Arc::new(move |status| agent.metrics.request("refused", status))
+    };
     let unix_served = unix.serve(
         limits,
         OPEN_PATHS,
         handler.clone(),
+        Arc::clone(&refused),
         wait(stopped.subscribe()),
     );
     let tcp_served = async {
         match tcp {
             Some(tcp) => {
-                tcp.serve(limits, OPEN_PATHS, handler, wait(stopped.subscribe()))
-                    .await
+                tcp.serve(
+                    limits,
+                    OPEN_PATHS,
+                    handler,
+                    refused,
+                    wait(stopped.subscribe()),
+                )
+                .await
             }
             None => Ok(()),
         }

@@ -147,6 +147,19 @@ struct Upstream {
 }
 
 impl Upstream {
+    /// The upstream `text`, refused unless its host may get the credential.
+    fn checked(auth: &SecretsAuth, text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
+        let upstream = Self::new(text, ca)?;
+        if !auth.permits(&upstream.url)? {
+            bail!(
+                "--upstream host `{}` is not in MLFLOW_SECRETS_ALLOWED_HOSTS ({}); refusing to start",
+                upstream.url.host_str().unwrap_or_default(),
+                auth.config().allowlist
+            );
+        }
+        Ok(upstream)
+    }
+
     fn new(text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
         let url = Url::parse(text).with_context(|| format!("--upstream {text:?} is not a URL"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -720,21 +733,12 @@ pub(crate) struct Running {
 
 /// Builds the proxy for `upstream` (allowed by the allowlist, else an error
 /// naming the variable) and starts serving `listener`.
-pub(crate) async fn start(
+async fn start(
     auth: SecretsAuth,
-    upstream: &str,
-    upstream_ca: Option<&PathBuf>,
+    upstream: Upstream,
     listener: Listener,
     limits: Limits,
 ) -> anyhow::Result<Running> {
-    let upstream = Upstream::new(upstream, upstream_ca)?;
-    if !auth.permits(&upstream.url)? {
-        bail!(
-            "--upstream host `{}` is not in MLFLOW_SECRETS_ALLOWED_HOSTS ({}); refusing to start",
-            upstream.url.host_str().unwrap_or_default(),
-            auth.config().allowlist
-        );
-    }
     // Fetch now: the first request does not wait, and a broken chain shows at start.
     if let Err(error) = auth.warm().await {
         tracing::warn!(error = %redact(&error.to_string()), "no credential yet; requests will retry");
@@ -749,11 +753,13 @@ pub(crate) async fn start(
     });
     let address = listener.address();
     tracing::info!(%address, upstream = %proxy.upstream.url, "proxy listening");
+    let metrics = proxy.metrics.clone();
+    let refused: serve::Refusals = Arc::new(move |status| metrics.request(status));
     let handler = move |request, peer| Arc::clone(&proxy).handle(request, peer);
     let stop = async move {
         let _ = quitting.wait_for(|q| *q).await;
     };
-    let done = tokio::spawn(listener.serve(limits, OPEN_PATHS, handler, stop));
+    let done = tokio::spawn(listener.serve(limits, OPEN_PATHS, handler, refused, stop));
     Ok(Running { quit, done })
 }
 
@@ -778,6 +784,19 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
         ..Limits::default()
     };
     let auth = SecretsAuth::from_env().context("reading the configuration")?;
+    // Everything is decided before anything is written or bound.
+    let upstream = Upstream::checked(&auth, &args.upstream, args.upstream_ca.as_ref())?;
+    if args.socket.is_none() {
+        if args.allow_remote && args.no_local_auth {
+            bail!("--allow-remote needs the local token (drop --no-local-auth)");
+        }
+        if !args.listen.ip().is_loopback() && !args.allow_remote {
+            bail!(
+                "--listen {}: only loopback addresses (127.0.0.0/8, ::1) are served unless --allow-remote is given (clients then still need the local token); use --socket to serve other containers of a pod",
+                args.listen
+            );
+        }
+    }
     let runtime = runtime()?;
     runtime.block_on(async {
         let listener = match &args.socket {
@@ -802,9 +821,6 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                     );
                     Some(token)
                 };
-                if args.allow_remote && token.is_none() {
-                    bail!("--allow-remote needs the local token (drop --no-local-auth)");
-                }
                 let access = TcpAccess {
                     token,
                     allow_remote: args.allow_remote,
@@ -813,7 +829,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                 Listener::tcp(args.listen, access).await?
             }
         };
-        let running = start(auth, &args.upstream, args.upstream_ca.as_ref(), listener, limits).await?;
+        let running = start(auth, upstream, listener, limits).await?;
         let quit = running.quit.clone();
         let signal = tokio::spawn(async move {
             serve::stop_signal().await;
@@ -835,6 +851,7 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         bail!("no command given after `--`");
     };
     let auth = SecretsAuth::from_env().context("reading the configuration")?;
+    let upstream = Upstream::checked(&auth, upstream, None)?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let token = serve::random_token()?;
@@ -845,7 +862,7 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         };
         let listener = Listener::tcp(SocketAddr::from(([127, 0, 0, 1], 0)), access).await?;
         let port = listener.local_addr().context("the proxy's port")?.port();
-        let running = start(auth, upstream, None, listener, Limits::default()).await?;
+        let running = start(auth, upstream, listener, Limits::default()).await?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env("MLFLOW_TRACKING_URI", format!("http://127.0.0.1:{port}"))

@@ -257,6 +257,7 @@ impl Listener {
         limits: Limits,
         open_paths: &'static [&'static str],
         handler: H,
+        refused: Refusals,
         stop: impl Future<Output = ()>,
     ) -> anyhow::Result<()>
     where
@@ -323,6 +324,7 @@ impl Listener {
                         "connection from a uid that is not allowed refused"
                     );
                 }
+                refused(StatusCode::FORBIDDEN);
                 refuse_raw(
                     &refusing,
                     stream,
@@ -339,6 +341,7 @@ impl Listener {
                         "too many connections: 503"
                     );
                 }
+                refused(StatusCode::SERVICE_UNAVAILABLE);
                 refuse_raw(
                     &refusing,
                     stream,
@@ -349,11 +352,17 @@ impl Listener {
             };
             let handler = handler.clone();
             let checks = Arc::clone(&checks);
+            let refused = Arc::clone(&refused);
             // The challenge last given on this connection.
             let nonce = std::sync::Mutex::new(None);
             let service = service_fn(move |request: Request<Incoming>| {
                 let handler = handler.clone();
                 let refusal = checks.refusal(&request, &nonce);
+                if let Some(refusal) = &refusal
+                    && !refusal.status().is_success()
+                {
+                    refused(refusal.status());
+                }
                 async move {
                     if let Some(refusal) = refusal {
                         return Ok::<_, Infallible>(refusal);

@@ -412,9 +412,17 @@ fn a_disallowed_upstream_or_a_non_loopback_listener_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"), "{stderr}");
+    // Refused before anything was written or announced.
+    assert!(!dir.path().join("token").exists());
+    assert!(!stderr.contains("clients send the token"), "{stderr}");
     let output = run("http://127.0.0.1:9", &["--listen", "0.0.0.0:0"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("only loopback"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("only loopback") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("token").exists());
     let output = run(
         "http://127.0.0.1:9",
         &["--listen", "0.0.0.0:0", "--allow-remote", "--no-local-auth"],
@@ -1013,6 +1021,47 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
         1,
         "{agent_text}"
     );
+}
+
+#[test]
+fn the_proxys_own_refusals_are_counted_in_its_metrics() {
+    let (_dir, _upstream, proxy) = capture_proxy(&[]);
+    let bearer = proxy.bearer();
+    let host = proxy.addr.to_string();
+    let forwarded = [
+        ("Host", host.as_str()),
+        ("Authorization", bearer.as_str()),
+        ("X-Forwarded-For", "10.0.0.1"),
+    ];
+    let foreign = [
+        ("Host", "attacker.example"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let no_token = [("Host", host.as_str())];
+    for (headers, want) in [
+        (&no_token[..], 401),
+        (&forwarded[..], 400),
+        (&foreign[..], 403),
+    ] {
+        assert_eq!(call(proxy.addr, "GET", "/api/x", headers, b"").0, want);
+    }
+    assert_eq!(
+        call(
+            proxy.addr,
+            "TRACE",
+            "/api/x",
+            &[("Host", &host), ("Authorization", &bearer)],
+            b""
+        )
+        .0,
+        405
+    );
+    let (status, _, metrics) = proxy.get("/-/metrics", &[]);
+    assert_eq!(status, 200);
+    for code in [400, 401, 403, 405] {
+        let line = format!("mlflow_secrets_proxy_requests_total{{status=\"{code}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]
