@@ -106,6 +106,22 @@ def test_python_m_reports_the_wheels_version(fresh: Path) -> None:
     assert imported.stdout.strip() == wheel_version(fresh)
 
 
+def test_the_wheel_and_the_rust_binary_are_one_version(fresh: Path) -> None:
+    import tomllib
+
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    binary = ROOT / "target" / "debug" / "mlflow-secrets-auth"
+    if not binary.is_file():
+        pytest.fail(f"{binary} is not built; run `cargo build -p mlflow-secrets-auth-cli`")
+    shown = [
+        subprocess.run([str(command), "--version"], env=clean_env(), capture_output=True,
+                       text=True, check=True).stdout.strip()
+        for command in (fresh / "mlflow-secrets-auth", binary)
+    ]
+    assert shown == [f"mlflow-secrets-auth {workspace}"] * 2
+    assert wheel_version(fresh) == workspace
+
+
 def test_exec_hands_over_the_credential_and_the_exit_code(fresh: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text('{"username": "cli-user", "password": "cli-password-3e1"}')
