@@ -27,7 +27,7 @@ mod errors;
 mod kv;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -175,7 +175,7 @@ impl VaultProviderBuilder {
         let auth = self.auth.ok_or_else(|| {
             missing(
                 "VAULT_TOKEN",
-                "set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole",
+                "set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole, or log in with `vault login` or `bao login`",
             )
         })?;
         Ok(VaultProvider {
@@ -191,6 +191,21 @@ impl VaultProviderBuilder {
         })
     }
 }
+
+/// The token in `home/.vault-token`, where the `vault` and `bao` CLIs keep
+/// the token of their last login; `None` when there is none (or it cannot
+/// be read: then the usual "VAULT_TOKEN is not set" explains what to do).
+fn token_helper_file(home: &str) -> Option<SecretString> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(Path::new(home).join(".vault-token")).ok()?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.take(TOKEN_FILE_LIMIT).read_to_string(&mut text).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| token.into())
+}
+
+/// The largest token helper file read, in bytes.
+const TOKEN_FILE_LIMIT: u64 = 4096;
 
 /// `address` when it is an `http(s)` URL with a host and nothing else but a
 /// path, as the Vault client needs it (which panics on what it cannot parse);
@@ -294,27 +309,40 @@ impl VaultProvider {
     }
 
     fn builder_from_env(env: &Env<'_>) -> Result<VaultProviderBuilder> {
+        // OpenBao's names are read too, after Vault's.
+        let skip_verify = if env.string(&["VAULT_SKIP_VERIFY"])?.is_some() {
+            env.flag("VAULT_SKIP_VERIFY", false)?
+        } else {
+            env.flag("BAO_SKIP_VERIFY", false)?
+        };
         let mut builder = Self::builder()
-            .skip_verify(env.flag("VAULT_SKIP_VERIFY", false)?)
+            .skip_verify(skip_verify)
             .request_timeout(env.seconds(
                 mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR,
                 DEFAULT_REQUEST_TIMEOUT,
             )?);
-        if let Some(address) = env.string(&["VAULT_ADDR"])? {
+        if let Some(address) = env.string(&["VAULT_ADDR", "BAO_ADDR"])? {
             builder = builder.address(address);
         }
         if let Some(path) = env.string(&["MLFLOW_VAULT_SECRET_PATH"])? {
             builder = builder.path(path);
         }
-        if let Some(namespace) = env.string(&["VAULT_NAMESPACE"])? {
+        if let Some(namespace) = env.string(&["VAULT_NAMESPACE", "BAO_NAMESPACE"])? {
             builder = builder.namespace(namespace);
         }
-        if let Some(ca) = env.string(&["VAULT_CACERT"])? {
+        if let Some(ca) = env.string(&["VAULT_CACERT", "BAO_CACERT"])? {
             builder = builder.ca_cert(ca);
         }
-        let token = env.secret(&["VAULT_TOKEN"])?;
         let role_id = env.string(&["VAULT_ROLE_ID"])?;
         let secret_id = env.secret(&["VAULT_SECRET_ID"])?;
+        let token = match env.secret(&["VAULT_TOKEN", "BAO_TOKEN"])? {
+            Some(token) => Some(token),
+            // The token `vault login` / `bao login` left, as their CLIs read it.
+            None if role_id.is_none() && secret_id.is_none() => env
+                .string(&["HOME"])?
+                .and_then(|home| token_helper_file(&home)),
+            None => None,
+        };
         builder.auth = match (token, role_id, secret_id) {
             (Some(token), _, _) => Some(VaultAuth::Token(token)),
             (None, Some(role_id), Some(secret_id)) => Some(VaultAuth::AppRole {
@@ -492,6 +520,60 @@ mod tests {
     use super::*;
     use mlflow_secrets_auth_core::ErrorKind;
     use proptest::prelude::*;
+
+    fn token_of(provider: &VaultProvider) -> Option<&str> {
+        match &provider.auth {
+            VaultAuth::Token(token) => Some(token.expose_secret()),
+            VaultAuth::AppRole { .. } => None,
+        }
+    }
+
+    #[test]
+    fn openbaos_names_and_the_cli_token_file_are_read_after_vaults() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".vault-token"), "s.from-login-file\n").unwrap();
+        let home = home.path().to_str().unwrap();
+        let path = ("MLFLOW_VAULT_SECRET_PATH", "secret/x");
+        // BAO_* alone.
+        let provider = env_provider(&[
+            ("BAO_ADDR", "http://bao:8200"),
+            ("BAO_TOKEN", "s.bao"),
+            path,
+        ])
+        .unwrap();
+        assert!(provider.secret_ref().starts_with("vault:http://bao:8200:"));
+        assert_eq!(token_of(&provider), Some("s.bao"));
+        // VAULT_* wins over BAO_*, and over the token file.
+        let provider = env_provider(&[
+            ("VAULT_ADDR", "http://vault:8200"),
+            ("BAO_ADDR", "http://bao:8200"),
+            ("VAULT_TOKEN", "s.vault"),
+            ("BAO_TOKEN", "s.bao"),
+            ("HOME", home),
+            path,
+        ])
+        .unwrap();
+        assert!(
+            provider
+                .secret_ref()
+                .starts_with("vault:http://vault:8200:")
+        );
+        assert_eq!(token_of(&provider), Some("s.vault"));
+        // No token variable: the token `vault login` / `bao login` left.
+        let provider =
+            env_provider(&[("BAO_ADDR", "http://bao:8200"), ("HOME", home), path]).unwrap();
+        assert_eq!(token_of(&provider), Some("s.from-login-file"));
+        // AppRole variables set: the file is not used.
+        let error = env_provider(&[
+            ("BAO_ADDR", "http://bao:8200"),
+            ("VAULT_ROLE_ID", "r"),
+            ("HOME", home),
+            path,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("VAULT_SECRET_ID"), "{error}");
+    }
 
     #[test]
     fn addresses_the_client_cannot_use_are_config_errors_naming_vault_addr() {

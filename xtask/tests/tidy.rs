@@ -30,7 +30,15 @@ const READ_BY_OTHERS: &[&str] = &[
 ];
 
 /// The families of names that are environment variables.
-const PREFIXES: &[&str] = &["MLFLOW_", "VAULT_", "AWS_", "AZURE_", "IDENTITY_", "MSI_"];
+const PREFIXES: &[&str] = &[
+    "MLFLOW_",
+    "VAULT_",
+    "BAO_",
+    "AWS_",
+    "AZURE_",
+    "IDENTITY_",
+    "MSI_",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
