@@ -222,9 +222,19 @@ impl Chain {
         again: bool,
     ) -> Result<(Resolved, SecretMeta)> {
         if self.links.is_empty() {
-            let why = match self.unusable.first() {
-                Some(u) => format!("no usable provider (`{}`: {})", u.name, u.error),
-                None => "no provider is enabled (set MLFLOW_SECRETS_AUTH_ENABLE)".to_owned(),
+            let why = match self.unusable.as_slice() {
+                // The one provider's own error leads: it names the variable
+                // that is wrong, once.
+                [only] => return Err(only.error.clone()),
+                [] => "no provider is enabled (set MLFLOW_SECRETS_AUTH_ENABLE)".to_owned(),
+                several => format!(
+                    "no usable provider: {}",
+                    several
+                        .iter()
+                        .map(|u| u.error.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             };
             return Err(SecretError::config("MLFLOW_SECRETS_AUTH_ENABLE", why));
         }

@@ -78,10 +78,23 @@ async fn nothing_usable_is_a_config_error_naming_the_cause() {
     let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
     let err = auth.header_for(URL).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(
-        err.to_string().contains("MLFLOW_SECRETS_FILE_PATH"),
-        "{err}"
+    // The provider's own error, once: the variable that is wrong leads.
+    assert_eq!(
+        err.to_string(),
+        "file: MLFLOW_SECRETS_FILE_PATH: is not set (the file holding the secret) (config)"
     );
+
+    // Two unusable providers: both named, each once.
+    let vars = [("MLFLOW_SECRETS_AUTH_ENABLE", "file,vault")];
+    let auth = SecretsAuth::from_source(&Env::new(&vars)).unwrap();
+    let err = auth.header_for(URL).await.unwrap_err().to_string();
+    for var in ["MLFLOW_SECRETS_FILE_PATH", "VAULT_ADDR", "VAULT_TOKEN"] {
+        assert_eq!(
+            err.matches(&format!("{var}: is not set")).count(),
+            1,
+            "{var}: {err}"
+        );
+    }
 
     let none: [(&str, &str); 0] = [];
     let auth = SecretsAuth::from_source(&Env::new(&none)).unwrap();

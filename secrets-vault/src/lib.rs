@@ -159,25 +159,29 @@ impl VaultProviderBuilder {
 
     /// The provider; fails naming what is missing.
     pub fn build(self) -> Result<VaultProvider> {
-        let missing = |var: &str, what: &str| {
-            SecretError::config(var, format!("is not set ({what})")).with_provider(NAME)
-        };
-        let address = self
-            .address
-            .filter(|a| !a.trim().is_empty())
-            .ok_or_else(|| missing("VAULT_ADDR", "the Vault server's address"))?;
-        let address = checked_address(address.trim())?;
+        let address = self.address.filter(|a| !a.trim().is_empty());
         let path = self
             .path
             .map(|p| p.trim().trim_matches('/').to_owned())
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| missing("MLFLOW_VAULT_SECRET_PATH", "the secret's path"))?;
-        let auth = self.auth.ok_or_else(|| {
-            missing(
+            .filter(|p| !p.is_empty());
+        // Every missing variable at once, not one per attempt.
+        let missing: Vec<String> = [
+            (address.is_none(), "VAULT_ADDR", "the Vault server's address"),
+            (path.is_none(), "MLFLOW_VAULT_SECRET_PATH", "the secret's path"),
+            (
+                self.auth.is_none(),
                 "VAULT_TOKEN",
                 "set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole, or log in with `vault login` or `bao login`",
-            )
-        })?;
+            ),
+        ]
+        .into_iter()
+        .filter(|(absent, _, _)| *absent)
+        .map(|(_, var, what)| format!("{var}: is not set ({what})"))
+        .collect();
+        let (Some(address), Some(path), Some(auth)) = (address, path, self.auth) else {
+            return Err(SecretError::new(ErrorKind::Config, missing.join("; ")).with_provider(NAME));
+        };
+        let address = checked_address(address.trim())?;
         Ok(VaultProvider {
             address,
             path,
@@ -520,6 +524,26 @@ mod tests {
     use super::*;
     use mlflow_secrets_auth_core::ErrorKind;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_missing_variable_is_named_at_once() {
+        let error = env_provider(&[]).unwrap_err().to_string();
+        for var in ["VAULT_ADDR", "MLFLOW_VAULT_SECRET_PATH", "VAULT_TOKEN"] {
+            assert_eq!(
+                error.matches(&format!("{var}: is not set")).count(),
+                1,
+                "{error}"
+            );
+        }
+        let error = env_provider(&[("VAULT_ADDR", "http://v:8200")])
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("VAULT_ADDR"), "{error}");
+        assert!(
+            error.contains("MLFLOW_VAULT_SECRET_PATH") && error.contains("VAULT_TOKEN"),
+            "{error}"
+        );
+    }
 
     fn token_of(provider: &VaultProvider) -> Option<&str> {
         match &provider.auth {
