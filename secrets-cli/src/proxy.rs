@@ -66,11 +66,17 @@ const FORWARDED_METHODS: [Method; 7] = [
 /// those some servers and frameworks read as the real path or method, which
 /// would make the upstream act on a path or method the proxy never checked.
 /// Compared with `_` read as `-`, as CGI-style servers read header names.
-const OVERRIDES: [&str; 8] = [
+const OVERRIDES: [&str; 14] = [
     "keep-alive",
     "proxy-connection",
     "x-original-url",
     "x-original-uri",
+    "x-original-method",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-host",
+    "x-envoy-original-path",
     "x-rewrite-url",
     "x-http-method-override",
     "x-http-method",
@@ -256,32 +262,58 @@ impl Upstream {
     }
 }
 
-/// `path` as a lenient server may read it: percent-escapes decoded again
-/// and again until nothing changes (`%252e`, `%%32%65` are `.` to a server
-/// that decodes twice), the overlong UTF-8 and `%u` spellings of `.`, `/`
-/// and `\\` too, `\\` read as `/`, path parameters dropped (`..;x` is `..`
-/// to servlet containers), then dot segments removed (RFC 3986 5.2.4).
-/// `None` when the escapes do not settle within a few rounds (fail closed).
+/// `path` as the most lenient server may read it: percent-escapes decoded
+/// again and again until nothing changes (`%252e`, `%%32%65` are `.` to a
+/// server that decodes twice); the overlong UTF-8, `%u` and look-alike
+/// spellings of `.`, `/` and `\\` read as those; `\\` read as `/`; path
+/// parameters dropped (`..;x` is `..` to servlet containers); empty
+/// segments merged (`//` is `/` to nginx); a segment of dots with trailing
+/// spaces or NULs read as its dots (`..%20`); then dot segments removed (RFC
+/// 3986 5.2.4). `None` when the escapes do not settle within a few rounds
+/// (fail closed).
 fn normalised_path(path: &str) -> Option<String> {
-    const SPELLINGS: [(&str, &str); 9] = [
-        ("%c0%ae", "."),
-        ("%e0%80%ae", "."),
-        ("%u002e", "."),
-        ("%c0%af", "/"),
-        ("%e0%80%af", "/"),
-        ("%u002f", "/"),
-        ("%c1%9c", "/"),
-        ("%e0%81%9c", "/"),
-        ("%u005c", "/"),
+    // Byte spellings a lenient decoder reads as `.`, `/` or `\\`.
+    const SPELLINGS: [(&[u8], u8); 18] = [
+        (b"\xc0\xae", b'.'),
+        (b"\xe0\x80\xae", b'.'),
+        (b"\xf0\x80\x80\xae", b'.'),
+        (b"\xef\xbc\x8e", b'.'), // U+FF0E fullwidth full stop
+        (b"\xe2\x80\xa4", b'.'), // U+2024 one dot leader
+        (b"\xef\xb9\x92", b'.'), // U+FE52 small full stop
+        (b"\xc0\xaf", b'/'),
+        (b"\xe0\x80\xaf", b'/'),
+        (b"\xf0\x80\x80\xaf", b'/'),
+        (b"\xef\xbc\x8f", b'/'), // U+FF0F fullwidth solidus
+        (b"\xe2\x88\x95", b'/'), // U+2215 division slash
+        (b"\xe2\x81\x84", b'/'), // U+2044 fraction slash
+        (b"\xc1\x9c", b'/'),
+        (b"\xe0\x81\x9c", b'/'),
+        (b"\xf0\x80\x81\x9c", b'/'),
+        (b"\xef\xbc\xbc", b'/'), // U+FF3C fullwidth reverse solidus
+        (b"\xe2\x88\x96", b'/'), // U+2216 set minus
+        (b"\\", b'/'),
     ];
-    let mut decoded = path.to_owned();
+    const WIDE: [(&str, u8); 6] = [
+        ("%u002e", b'.'),
+        ("%uff0e", b'.'),
+        ("%u002f", b'/'),
+        ("%uff0f", b'/'),
+        ("%u2215", b'/'),
+        ("%u005c", b'/'),
+    ];
+    let mut decoded = path.as_bytes().to_vec();
     let mut settled = false;
+    // Bytes all along: a partial UTF-8 sequence left by one round may be
+    // completed by the next.
     for _ in 0..8 {
         let mut next = decoded.clone();
+        for (spelling, meaning) in WIDE {
+            next = replace_ignoring_case(&next, spelling.as_bytes(), meaning);
+        }
+        let mut next = percent_decoded(&next);
         for (spelling, meaning) in SPELLINGS {
             next = replace_ignoring_case(&next, spelling, meaning);
         }
-        let next = String::from_utf8_lossy(&percent_decoded(next.as_bytes())).into_owned();
         if next == decoded {
             settled = true;
             break;
@@ -291,31 +323,29 @@ fn normalised_path(path: &str) -> Option<String> {
     if !settled {
         return None;
     }
-    let decoded = decoded.replace('\\', "/");
+    let decoded = String::from_utf8_lossy(&decoded).into_owned();
     let mut segments: Vec<&str> = Vec::new();
     let parts: Vec<&str> = decoded
         .split('/')
         .map(|segment| segment.split(';').next().unwrap_or_default())
+        .map(|segment| segment.trim_end_matches([' ', '\0', '\t']))
         .collect();
+    let last = parts.len().saturating_sub(1);
     for (i, segment) in parts.iter().enumerate() {
+        let dots = !segment.is_empty() && segment.bytes().all(|b| b == b'.');
         match *segment {
-            "." => {}
-            ".." => {
+            "" | "." => {}
+            _ if dots && segment.len() >= 2 => {
                 segments.pop();
             }
             other => segments.push(other),
         }
-        // A path ending in a dot segment ends in a directory.
-        if i == parts.len() - 1 && matches!(*segment, "." | "..") {
+        // A path ending in a dot segment (or a slash) ends in a directory.
+        if i == last && (segment.is_empty() || dots) {
             segments.push("");
         }
     }
-    let joined = segments.join("/");
-    Some(if joined.starts_with('/') {
-        joined
-    } else {
-        format!("/{joined}")
-    })
+    Some(format!("/{}", segments.join("/")))
 }
 
 /// `bytes` with every `%` and two hex digits replaced by that byte.
@@ -340,22 +370,21 @@ fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `text` with every `pattern` (ASCII, lower case) replaced by `with`,
-/// whatever the case of its letters in `text`.
-fn replace_ignoring_case(text: &str, pattern: &str, with: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while !rest.is_empty() {
-        if rest
-            .get(..pattern.len())
+/// `bytes` with every `pattern` (its ASCII letters in lower case) replaced
+/// by the byte `with`, whatever the case of its letters in `bytes`.
+fn replace_ignoring_case(bytes: &[u8], pattern: &[u8], with: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes
+            .get(i..i + pattern.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(pattern))
         {
-            out.push_str(with);
-            rest = &rest[pattern.len()..];
+            out.push(with);
+            i += pattern.len();
         } else {
-            let c = rest.chars().next().unwrap_or_default();
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
+            out.push(bytes[i]);
+            i += 1;
         }
     }
     out
@@ -802,6 +831,11 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
         let listener = match &args.socket {
             Some(path) => Listener::unix(path, args.allow_uid.clone()).await?,
             None => {
+                // Bound first: a port in use fails before a token file is
+                // written and announced.
+                let bound =
+                    Listener::bind_tcp(args.listen, args.allow_remote && !args.no_local_auth)
+                        .await?;
                 let token = if args.no_local_auth {
                     tracing::warn!(
                         "--no-local-auth: any process that can reach {} may act with the MLflow credential",
@@ -826,7 +860,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                     allow_remote: args.allow_remote,
                     challenge: None,
                 };
-                Listener::tcp(args.listen, access).await?
+                Listener::tcp_with(bound, access)
             }
         };
         let running = start(auth, upstream, listener, limits).await?;
@@ -1006,6 +1040,18 @@ mod tests {
             "/..%c1%9cadmin",
             "/..%u005cadmin",
             "/%25252525252525252525252e/admin",
+            "/%2f..%2fadmin",
+            "/%2f%2e%2e%2fadmin",
+            "/x/..%2f%2f..%2fadmin",
+            "/%5c..%5cadmin",
+            "/%c0%25ae%c0%25ae/admin",
+            "/%25c0%ae%25c0%ae/admin",
+            "/%f0%80%80%ae%f0%80%80%ae/admin",
+            "/%uff0e%uff0e/admin",
+            "/..%u2215admin",
+            "/%ef%bc%8e%ef%bc%8e/admin",
+            "/..%20/admin",
+            "/..%00/admin",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }
@@ -1018,6 +1064,8 @@ mod tests {
             ("/", "/mlflow/"),
             ("/artifacts/50%25.txt", "/mlflow/artifacts/50%25.txt"),
             ("/a%20b", "/mlflow/a%20b"),
+            ("/a//b", "/mlflow/a//b"),
+            ("/caf%C3%A9/x", "/mlflow/caf%C3%A9/x"),
         ] {
             assert_eq!(
                 based.target(target).map(|u| u.path().to_owned()).as_deref(),

@@ -214,21 +214,36 @@ impl Listener {
     /// Binds a TCP address: loopback only (anything else is refused) unless
     /// `access.allow_remote` and a token are both given.
     pub(crate) async fn tcp(addr: SocketAddr, access: TcpAccess) -> anyhow::Result<Self> {
-        let remote = !addr.ip().is_loopback();
-        if remote && !(access.allow_remote && access.token.is_some()) {
+        let listener = Self::bind_tcp(addr, access.allow_remote && access.token.is_some()).await?;
+        Ok(Self::tcp_with(listener, access))
+    }
+
+    /// Binds `addr`: loopback only unless `remote_allowed`.
+    pub(crate) async fn bind_tcp(
+        addr: SocketAddr,
+        remote_allowed: bool,
+    ) -> anyhow::Result<TcpListener> {
+        if !addr.ip().is_loopback() && !remote_allowed {
             bail!(
                 "--listen {addr}: only loopback addresses (127.0.0.0/8, ::1) are allowed; use a Unix socket to serve other containers of a pod"
             );
         }
-        let listener = TcpListener::bind(addr)
+        TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding {addr}"))?;
-        Ok(Self::Tcp {
+            .with_context(|| format!("binding {addr}"))
+    }
+
+    /// Serves a port [`Self::bind_tcp`] bound, with `access`.
+    pub(crate) fn tcp_with(listener: TcpListener, access: TcpAccess) -> Self {
+        let remote = listener
+            .local_addr()
+            .map_or(true, |addr| !addr.ip().is_loopback());
+        Self::Tcp {
             listener,
             token: access.token,
             loopback_host: !remote,
             challenge: access.challenge,
-        })
+        }
     }
 
     /// The bound TCP address (`None` for a Unix socket).
@@ -675,7 +690,11 @@ impl Checks {
         nonce: &std::sync::Mutex<Option<String>>,
     ) -> Option<Response<Body>> {
         let headers = request.headers();
-        if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
+        // `_` read as `-`, as CGI-style servers read header names.
+        if headers.keys().any(|name| {
+            let name = name.as_str().replace('_', "-");
+            name == "x-forwarded-for" || name == "forwarded"
+        }) {
             return Some(refusal(
                 StatusCode::BAD_REQUEST,
                 "forwarded requests are refused: call this server directly",

@@ -1247,33 +1247,48 @@ fn local_token_files_and_their_directories_are_checked_never_changed() {
     let dir = tempfile::tempdir().unwrap();
     let secret = token_file(dir.path());
     let upstream = CaptureServer::start();
-    // A port in use: the proxy stops at binding, after its token file.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = taken.local_addr().unwrap().to_string();
-    let start = |cwd: &Path, file: &Path| -> Output {
-        Command::new(BIN)
+    let in_use = taken.local_addr().unwrap().to_string();
+    let command = |cwd: &Path, file: &Path, listen: &str| {
+        let mut command = Command::new(BIN);
+        command
             .env_clear()
             .envs(file_vars(&secret))
             .current_dir(cwd)
-            .args(["proxy", "--upstream", &upstream.url(), "--listen", &listen])
+            .args(["proxy", "--upstream", &upstream.url(), "--listen", listen])
             .arg("--local-token-file")
-            .arg(file)
-            .output()
-            .unwrap()
+            .arg(file);
+        command
     };
-    // A home directory (0755): the token is written there, the directory
-    // keeps its mode; a bare file name is taken in the current directory.
+    let start =
+        |cwd: &Path, file: &Path| -> Output { command(cwd, file, &in_use).output().unwrap() };
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A port in use: refused before any token file is written.
+    let output = start(&home, &home.join("proxy.token"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("binding {in_use}")), "{stderr}");
+    assert!(!home.join("proxy.token").exists(), "{stderr}");
+    // A home directory (0755): the token is written there, the directory
+    // keeps its mode; a bare file name is taken in the current directory.
     for file in [home.join("proxy.token"), PathBuf::from("bare.token")] {
-        let output = start(&home, &file);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains(&format!("binding {listen}")),
-            "{file:?}: {stderr}"
-        );
         let written = home.join(file.file_name().unwrap());
+        let mut proxy = command(&home, &file, "127.0.0.1:0")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&written).map_or(true, |m| m.len() == 0) {
+            assert!(
+                proxy.try_wait().unwrap().is_none(),
+                "{file:?}: the proxy exited"
+            );
+            assert!(Instant::now() < deadline, "{file:?}: no token file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = proxy.kill();
+        let _ = proxy.wait();
         assert_eq!(std::fs::metadata(&written).unwrap().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o7777, 0o755);
     }
@@ -1283,9 +1298,25 @@ fn local_token_files_and_their_directories_are_checked_never_changed() {
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
     let link = home.join("link.token");
     std::os::unix::fs::symlink(home.join("proxy.token"), &link).unwrap();
-    let output = start(&home, &link);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1));
+    // Refused at start: the stderr of a proxy that must exit by itself.
+    let refused = |file: &Path| -> String {
+        let mut proxy = command(&home, file, "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = proxy.kill();
+                panic!("{file:?} was accepted");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = proxy.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(&link);
     assert!(stderr.contains("symbolic link"), "{stderr}");
     if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
         let status = Command::new("chown")
@@ -1294,9 +1325,7 @@ fn local_token_files_and_their_directories_are_checked_never_changed() {
             .status()
             .unwrap();
         assert!(status.success());
-        let output = start(&home, &planted);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1));
+        let stderr = refused(&planted);
         assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
         assert!(!stderr.contains("tok-planted"), "{stderr}");
     }
