@@ -147,6 +147,8 @@ struct Upstream {
     origin: String,
     /// The base path without a trailing `/` (`""` or `/mlflow`).
     base: String,
+    /// Whether the base reads the same however it is normalised.
+    base_is_plain: bool,
     /// The parsed base URL (for the origin comparison).
     url: Url,
     client: reqwest::Client,
@@ -198,6 +200,7 @@ impl Upstream {
         let client = builder.build().context("building the upstream client")?;
         Ok(Self {
             origin,
+            base_is_plain: normalised_path(&base).as_deref() == Some(base.as_str()),
             base,
             url,
             client,
@@ -215,18 +218,32 @@ impl Upstream {
         (url.origin() == self.url.origin() && self.within_base(url.path())).then_some(url)
     }
 
-    /// Whether `path` stays under the base path as a server may read it:
-    /// percent-encoded dots and slashes (and backslashes) decoded, then dot
-    /// segments removed.
+    /// Whether `path` stays under the base path as the most lenient server
+    /// may read it ([`normalised_path`]).
     fn within_base(&self, path: &str) -> bool {
+        fn under(path: &str, base: &str) -> bool {
+            path.strip_prefix(base)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }
         if self.base.is_empty() {
             return true;
         }
-        let (Some(path), Some(base)) = (normalised_path(path), normalised_path(&self.base)) else {
-            return false;
-        };
-        path.strip_prefix(base.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        // Most paths hold nothing any reading could change: no escape,
+        // backslash, parameter, empty or dot-only segment, or non-ASCII byte.
+        let plain = path
+            .bytes()
+            .all(|b| b.is_ascii() && !matches!(b, b'%' | b'\\' | b';'))
+            && !path.contains("//")
+            && !path
+                .split('/')
+                .any(|segment| !segment.is_empty() && segment.bytes().all(|b| b == b'.'));
+        if plain && self.base_is_plain {
+            return under(path, &self.base);
+        }
+        match (normalised_path(path), normalised_path(&self.base)) {
+            (Some(path), Some(base)) => under(&path, &base),
+            _ => false,
+        }
     }
 
     /// `location` rewritten to point at the proxy (`public`, `http://host:port`)
@@ -588,7 +605,9 @@ impl Proxy {
         for (name, value) in incoming {
             let dropped = DROPPED_REQUEST.contains(name)
                 || configured.as_ref() == Some(name)
-                || OVERRIDES.contains(&name.as_str().replace('_', "-").as_str())
+                || OVERRIDES
+                    .iter()
+                    .any(|wanted| serve::same_header(name.as_str(), wanted))
                 || listed.contains(name);
             if !dropped {
                 headers.append(name.clone(), value.clone());

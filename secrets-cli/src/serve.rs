@@ -690,10 +690,8 @@ impl Checks {
         nonce: &std::sync::Mutex<Option<String>>,
     ) -> Option<Response<Body>> {
         let headers = request.headers();
-        // `_` read as `-`, as CGI-style servers read header names.
         if headers.keys().any(|name| {
-            let name = name.as_str().replace('_', "-");
-            name == "x-forwarded-for" || name == "forwarded"
+            same_header(name.as_str(), "x-forwarded-for") || same_header(name.as_str(), "forwarded")
         }) {
             return Some(refusal(
                 StatusCode::BAD_REQUEST,
@@ -741,6 +739,16 @@ impl Checks {
             _ => None,
         }
     }
+}
+
+/// Whether the header name `name` is `wanted` (lower case) with any `-`
+/// written as `_`, as CGI-style servers read header names.
+pub(crate) fn same_header(name: &str, wanted: &str) -> bool {
+    name.len() == wanted.len()
+        && name
+            .bytes()
+            .zip(wanted.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 /// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`), any port.
