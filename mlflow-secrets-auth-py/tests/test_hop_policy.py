@@ -252,6 +252,31 @@ def test_an_unrewindable_stream_is_not_resent(hostile, tmp_path, header):
     assert len(uploads) == 1 and uploads[0]["body_complete"], uploads
 
 
+def test_a_withheld_credential_is_said_once_per_host_and_reason(hostile, tmp_path):
+    port = hostile.host("allowed").rsplit(":", 1)[1]
+    hostile.script(
+        "tls", "/down", {"status": 302, "headers": [["Location", f"http://localhost:{port}/landing"]]}
+    )
+    case = """
+    out["statuses"] = [get(urls["other"] + "/api") for _ in range(3)]
+    out["down"] = [get(urls["tls"] + "/down") for _ in range(3)]
+    """
+    # 127.0.0.3 (the `other` listener) not allowed this time.
+    result = run_case(
+        hostile, tmp_path, "Authorization", case,
+        MLFLOW_SECRETS_ALLOWED_HOSTS="127.0.0.1,localhost",
+    )
+    assert result["statuses"] == [200] * 3 and result["down"] == [200] * 3, result
+    assert not leaked(hostile, "other") and not leaked(hostile, "allowed")
+    said = [line for line in result["stderr"].splitlines() if "no credential sent to" in line]
+    other = hostile.host("other").rsplit(":", 1)[0]
+    assert len(said) == 2, result["stderr"]
+    assert other in said[0] and "host not allowed" in said[0], said
+    assert "localhost" in said[1] and "left https" in said[1], said
+    assert all("MLFLOW_SECRETS_ALLOWED_HOSTS" in line for line in said), said
+    assert OLD not in result["stderr"] and NEW not in result["stderr"]
+
+
 def test_a_blank_allowlist_sends_nothing_and_says_so_once(hostile, tmp_path):
     case = """
     out["statuses"] = [get(urls["allowed"] + "/api") for _ in range(3)]

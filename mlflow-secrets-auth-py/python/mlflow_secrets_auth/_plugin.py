@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Set, Tuple
 from urllib.parse import urljoin, urlparse, urlsplit
 
 import urllib3.exceptions
@@ -125,6 +125,26 @@ def _host(url: Optional[str]) -> str:
         return "?"
 
 
+_withheld_lock = threading.Lock()
+_withheld_said: Set[Tuple[str, str]] = set()
+
+
+def _say_withheld(url: str, reason: str) -> None:
+    """Warns that the credential was withheld from ``url``'s host, once per
+    (host, reason) in this process: a 401 from MLflow then has its cause in
+    the log. Never the credential, never the URL's path or query."""
+    key = (_host(url), reason)
+    with _withheld_lock:
+        if key in _withheld_said:
+            return
+        _withheld_said.add(key)
+    _log.warning(
+        "mlflow-secrets-auth: no credential sent to %s: %s "
+        "(the hosts that get it are set by MLFLOW_SECRETS_ALLOWED_HOSTS)",
+        *key,
+    )
+
+
 def _replayable(request: PreparedRequest) -> bool:
     """Whether the body can be sent again whole (bytes, text, none, or a
     stream requests knows how to rewind)."""
@@ -164,6 +184,8 @@ class _Chain:
         if header is not None:
             request.headers[header[0]] = header[1]
             self.attached = header[1]
+        else:
+            _say_withheld(url, "host not allowed")
 
     def apply(self, request: PreparedRequest, url: str) -> None:
         """Decides the hop to ``url`` and sets ``request``'s headers for it
@@ -188,7 +210,7 @@ class _Chain:
             request.headers[name] = value
             self.attached = value
         elif withheld:
-            _log.debug("mlflow-secrets-auth: no credential for %s: %s", _host(url), withheld)
+            _say_withheld(url, withheld)
 
     def redirect(self, request: PreparedRequest, response: Response) -> None:
         """``response`` redirects: decide the hop requests will make next (it
