@@ -156,7 +156,21 @@ impl SecretsAuth {
 
     /// Reads every variable from `env`.
     pub fn from_source(env: &Env<'_>) -> Result<Self> {
+        Self::read(env, false)
+    }
+
+    /// [`Self::from_source`] for a server that hands the credential to local
+    /// clients and sends it to no host itself (the node agent): the
+    /// allowlist's warnings are left to its clients, to whom they apply.
+    pub fn from_source_serving(env: &Env<'_>) -> Result<Self> {
+        Self::read(env, true)
+    }
+
+    fn read(env: &Env<'_>, serving: bool) -> Result<Self> {
         let (config, mut warnings) = Config::from_source(env)?;
+        if serving {
+            warnings.retain(|w| w.kind() != WarningKind::Allowlist);
+        }
         let chain = Chain::from_env(&config, env, &mut warnings);
         Ok(Self::assemble(
             config,

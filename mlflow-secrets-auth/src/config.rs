@@ -283,7 +283,8 @@ impl Config {
                 "must be more than 0",
             ));
         }
-        if config.enabled.is_empty() {
+        // A worker of the node agent needs no provider of its own.
+        if config.enabled.is_empty() && env.string(&["MLFLOW_SECRETS_AGENT"])?.is_none() {
             warnings.push(Warning::new(
                 WarningKind::Setting,
                 format!(

@@ -394,7 +394,8 @@ fn refresh_tick(auth: &SecretsAuth) -> Duration {
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub(crate) fn run(args: AgentArgs) -> anyhow::Result<u8> {
-    let auth = SecretsAuth::from_source(&Env::new(&OwnEnv)).context("reading the configuration")?;
+    let auth = SecretsAuth::from_source_serving(&Env::new(&OwnEnv))
+        .context("reading the configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

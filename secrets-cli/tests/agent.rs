@@ -1003,3 +1003,39 @@ fn clients_never_hand_the_token_to_a_listener_squatting_in_the_agents_place() {
         "{received:?}"
     );
 }
+
+#[test]
+fn a_worker_with_only_the_agent_is_not_told_to_enable_a_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    // The agent sends the credential to no host: the allowlist is its
+    // clients' business, and it does not warn about it.
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("MLFLOW_SECRETS_AGENT", agent.address())
+        .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+        .args(["info"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(
+        !format!("{stdout}{stderr}").contains("no provider is enabled"),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.contains(&agent.address()), "{stdout}");
+    let output = client(&[("MLFLOW_SECRETS_AGENT", &agent.address())])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&output).0.trim(),
+        basic_line(USER, PASSWORD),
+        "{}",
+        text(&output).1
+    );
+    assert!(
+        !agent.log_text().contains("MLFLOW_SECRETS_ALLOWED_HOSTS"),
+        "{}",
+        agent.log_text()
+    );
+}
