@@ -315,8 +315,23 @@ impl Chain {
         };
         let credential = fetched.credential().map_err(|e| e.with_provider(name))?;
         let mode = fetched.meta.auth_mode.unwrap_or(link.settings.auth_mode);
-        let header = AuthHeader::build(&credential, mode, &self.header_name)
-            .map_err(|e| e.with_provider(name))?;
+        let header = AuthHeader::build(&credential, mode, &self.header_name).map_err(|e| {
+            // A mode set here (not the agent's) is set by a variable: name it.
+            let var = fetched
+                .meta
+                .auth_mode
+                .is_none()
+                .then(|| name.parse::<ProviderKind>().ok())
+                .flatten()
+                .map(ProviderKind::auth_mode_var);
+            match var {
+                Some(var) if e.kind() == ErrorKind::InvalidSecret => SecretError::invalid_secret(
+                    format!("{} (the auth mode is {var}={mode})", e.message()),
+                )
+                .with_provider(name),
+                _ => e.with_provider(name),
+            }
+        })?;
         Ok((header, credential, mode, fetched.meta))
     }
 

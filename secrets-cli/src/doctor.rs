@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use mlflow_secrets_auth::is_loopback;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
 use mlflow_secrets_auth::{
-    Credential, ErrorKind, SecretError, SecretsAuth, mask, mask_password, source_chain,
+    Credential, ErrorKind, ProviderKind, SecretError, SecretsAuth, mask, mask_password,
+    source_chain,
 };
 use serde_json::json;
 use url::Url;
@@ -41,35 +42,74 @@ impl Check {
     }
 }
 
+/// The fix for `error`, about the provider it came from and its variables.
 fn fix_for(error: &SecretError) -> String {
-    match error.kind() {
-        ErrorKind::Config => "set or correct the variable named above".to_owned(),
-        ErrorKind::NotFound => "check the secret's name or path, and that it exists".to_owned(),
-        ErrorKind::PermissionDenied => {
+    let provider = error
+        .provider()
+        .and_then(|p| p.parse::<ProviderKind>().ok());
+    match (error.kind(), provider) {
+        (ErrorKind::Config, _) => "set or correct the variable named above".to_owned(),
+        (ErrorKind::NotFound, Some(ProviderKind::File)) => {
+            "create the file MLFLOW_SECRETS_FILE_PATH names, or point it at the file holding the secret".to_owned()
+        }
+        (ErrorKind::NotFound, Some(ProviderKind::Vault)) => {
+            "check MLFLOW_VAULT_SECRET_PATH (mount and path) and that the secret exists".to_owned()
+        }
+        (ErrorKind::NotFound, Some(ProviderKind::AwsSecretsManager)) => {
+            "check MLFLOW_AWS_SECRET_NAME and AWS_REGION, and that the secret exists".to_owned()
+        }
+        (ErrorKind::NotFound, Some(ProviderKind::AzureKeyVault)) => {
+            "check MLFLOW_AZURE_SECRET_NAME and MLFLOW_AZURE_KEY_VAULT_URL, and that the secret exists".to_owned()
+        }
+        (ErrorKind::NotFound, _) => "check the secret's name or path, and that it exists".to_owned(),
+        (ErrorKind::PermissionDenied, Some(ProviderKind::File)) => {
+            "make the file MLFLOW_SECRETS_FILE_PATH names readable by this user, or point it at one that is".to_owned()
+        }
+        (ErrorKind::PermissionDenied, Some(ProviderKind::Vault)) => {
+            "check VAULT_TOKEN (or VAULT_ROLE_ID and VAULT_SECRET_ID) and that its policy may read MLFLOW_VAULT_SECRET_PATH".to_owned()
+        }
+        (ErrorKind::PermissionDenied, Some(ProviderKind::AwsSecretsManager)) => {
+            "check the AWS identity (AWS_PROFILE, keys or role) and its secretsmanager:GetSecretValue permission on MLFLOW_AWS_SECRET_NAME".to_owned()
+        }
+        (ErrorKind::PermissionDenied, Some(ProviderKind::AzureKeyVault)) => {
+            "check the Azure identity (AZURE_CLIENT_ID and its secret or federated token, or the managed identity) and its permission to get secrets".to_owned()
+        }
+        (ErrorKind::PermissionDenied, _) => {
             "check the identity used (token, role, keys) and its access policy".to_owned()
         }
-        ErrorKind::InvalidSecret => {
-            "store the secret as {\"token\": ...} or {\"username\": ..., \"password\": ...}, in the form the auth mode wants"
-                .to_owned()
-        }
-        ErrorKind::Rejected => {
+        (ErrorKind::InvalidSecret, provider) => format!(
+            "store the secret as {{\"token\": ...}} or {{\"username\": ..., \"password\": ...}}, in the form {} wants",
+            provider.map_or("the auth mode", ProviderKind::auth_mode_var)
+        ),
+        (ErrorKind::Rejected, _) => {
             "the backend refuses to serve this secret; see its message".to_owned()
         }
-        ErrorKind::Throttled => "the backend is rate-limiting this client; retry later".to_owned(),
-        ErrorKind::CircuitOpen => {
+        (ErrorKind::Throttled, _) => "the backend is rate-limiting this client; retry later".to_owned(),
+        (ErrorKind::CircuitOpen, _) => {
             "the backend failed repeatedly; wait for the breaker to close".to_owned()
+        }
+        (_, Some(ProviderKind::File)) => {
+            "check that the file MLFLOW_SECRETS_FILE_PATH names can be read".to_owned()
         }
         _ => "check that the backend is running and reachable at the address above".to_owned(),
     }
 }
 
 /// Whether the backend answered (the secret is missing, malformed or
-/// refused) rather than being unreachable or refusing the identity.
+/// refused) rather than being unreachable or refusing the identity. The
+/// file provider's backend is the file: a file that is missing or cannot be
+/// read is its backend not answering.
 fn answered(error: &SecretError) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::NotFound | ErrorKind::InvalidSecret | ErrorKind::Rejected
-    )
+    match error
+        .provider()
+        .and_then(|p| p.parse::<ProviderKind>().ok())
+    {
+        Some(ProviderKind::File) => error.kind() == ErrorKind::InvalidSecret,
+        _ => matches!(
+            error.kind(),
+            ErrorKind::NotFound | ErrorKind::InvalidSecret | ErrorKind::Rejected
+        ),
+    }
 }
 
 /// The credential's fields, values masked.
@@ -141,11 +181,12 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
             .iter()
             .find_map(|s| s.problem.clone())
             .unwrap_or_else(|| "no provider is enabled".to_owned());
-        checks.push(Check::fail(
-            "provider resolution",
-            why,
-            "set MLFLOW_SECRETS_AUTH_ENABLE and the chosen provider's variables",
-        ));
+        let fix = if status.iter().any(|s| s.problem.is_some()) {
+            "set or correct the variables named above"
+        } else {
+            "set MLFLOW_SECRETS_AUTH_ENABLE (vault, aws-secrets-manager, azure-key-vault or file) and that provider's variables"
+        };
+        checks.push(Check::fail("provider resolution", why, fix));
         return checks;
     }
     checks.push(Check::pass("provider resolution", configured.join(" → ")));

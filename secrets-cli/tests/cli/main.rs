@@ -295,3 +295,50 @@ fn a_blank_allowlist_is_refused_by_every_command() {
         assert!(!text.contains(PASSWORD), "{args:?}");
     }
 }
+
+#[test]
+fn doctor_judges_the_file_at_its_own_step_with_the_files_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A missing file: the backend (the file) is not there.
+    let missing = dir.path().join("missing.json").display().to_string();
+    let output = cli(&file_vars(&missing, "127.0.0.1"), &["doctor"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL backend reachable"), "{text}");
+    assert!(!text.contains("OK   backend reachable"), "{text}");
+    assert!(
+        text.contains("fix: create the file MLFLOW_SECRETS_FILE_PATH names"),
+        "{text}"
+    );
+    assert!(!text.contains("token, role, keys"), "{text}");
+    // A username/password secret under the bearer mode: the variable is named.
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let mut vars = file_vars(&path, "127.0.0.1");
+    vars.retain(|(name, _)| *name != "MLFLOW_FILE_AUTH_MODE");
+    vars.push(("MLFLOW_FILE_AUTH_MODE", "bearer"));
+    let output = cli(&vars, &["doctor"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("MLFLOW_FILE_AUTH_MODE=bearer"), "{text}");
+    assert!(
+        text.contains("in the form MLFLOW_FILE_AUTH_MODE wants"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+    // A file this user may not read (root's, 0600, read as uid 65534).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_mlflow-secrets-auth"))
+        .arg("doctor")
+        .env_clear()
+        .envs(file_vars(&path, "127.0.0.1"))
+        .output()
+        .expect("run setpriv");
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
+    assert!(text.contains("FAIL backend reachable"), "{text}");
+    assert!(text.contains("readable by this user"), "{text}");
+}
