@@ -4,6 +4,7 @@
 
 mod golden;
 mod handed_on;
+mod readme;
 
 use std::path::Path;
 use std::process::{Command, Output};
