@@ -69,7 +69,7 @@ fn fix_for(error: &SecretError) -> String {
             "check VAULT_TOKEN (or VAULT_ROLE_ID and VAULT_SECRET_ID) and that its policy may read MLFLOW_VAULT_SECRET_PATH".to_owned()
         }
         (ErrorKind::PermissionDenied, Some(ProviderKind::AwsSecretsManager)) => {
-            "check the AWS identity (AWS_PROFILE, keys or role) and its secretsmanager:GetSecretValue permission on MLFLOW_AWS_SECRET_NAME".to_owned()
+            "check the AWS identity (profile, keys or role) and its secretsmanager:GetSecretValue permission on MLFLOW_AWS_SECRET_NAME".to_owned()
         }
         (ErrorKind::PermissionDenied, Some(ProviderKind::AzureKeyVault)) => {
             "check the Azure identity (AZURE_CLIENT_ID and its secret or federated token, or the managed identity) and its permission to get secrets".to_owned()
