@@ -169,8 +169,21 @@ impl Upstream {
     }
 
     fn new(text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
-        let url = Url::parse(text).with_context(|| format!("--upstream {text:?} is not a URL"))?;
+        let schemeless = || {
+            anyhow::anyhow!(
+                "--upstream {text:?} has no scheme: write http://{text} or https://{text}"
+            )
+        };
+        let url = match Url::parse(text) {
+            Ok(url) => url,
+            Err(url::ParseError::RelativeUrlWithoutBase) => return Err(schemeless()),
+            Err(e) => bail!("--upstream {text:?} is not a URL ({e})"),
+        };
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            // `mlflow.example.com:5000` parses with the host as its scheme.
+            if !text.contains("://") {
+                return Err(schemeless());
+            }
             bail!("--upstream must be an http(s) URL with a host");
         }
         if !url.username().is_empty() || url.password().is_some() {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::{CANNOT_RUN, SUCCESS};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
 use mlflow_secrets_auth::{Credential, SecretsAuth, parse_handed_on};
 use url::Url;
@@ -19,12 +19,12 @@ use url::Url;
 fn tracking_url(url: Option<&str>) -> anyhow::Result<(String, Url)> {
     let (text, source) = match url {
         Some(url) => (url.to_owned(), "--url"),
-        None => (
-            std::env::var("MLFLOW_TRACKING_URI").context(
-                "set MLFLOW_TRACKING_URI or pass --url (the MLflow server the credential is for)",
-            )?,
-            "MLFLOW_TRACKING_URI",
-        ),
+        None => match std::env::var("MLFLOW_TRACKING_URI") {
+            Ok(text) => (text, "MLFLOW_TRACKING_URI"),
+            Err(_) => bail!(
+                "no tracking server named: set MLFLOW_TRACKING_URI or pass --url (the MLflow server the credential is for)"
+            ),
+        },
     };
     let parsed = parse_handed_on(&text, source)?;
     Ok((text, parsed))

@@ -247,6 +247,12 @@ fn plain_name_or_ipv4(host: &str) -> bool {
 /// ```
 pub fn parse_handed_on(text: &str, source: &str) -> Result<Url> {
     let refuse = |problem: &str| SecretError::config(source, problem);
+    if text.trim_start().to_ascii_lowercase().starts_with("file:") {
+        return Err(refuse(
+            "is a local file store (file:): MLflow reads it without any credential, so run the command \
+             without mlflow-secrets-auth, or name the tracking server's http(s) URL",
+        ));
+    }
     if plain_origin(text).is_none() {
         return Err(refuse(
             "is not a plain http(s) URL, so other programs may read another host from it than \
@@ -475,6 +481,7 @@ mod tests {
             "http://a.example:0080/",
             "mlflow.example.com",
             "file:///tmp/mlruns",
+            "FILE:/tmp/mlruns",
         ] {
             let error = parse_handed_on(text, "V").unwrap_err().to_string();
             assert!(error.starts_with("V: "), "{text}: {error}");

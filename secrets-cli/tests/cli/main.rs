@@ -343,3 +343,43 @@ fn doctor_judges_the_file_at_its_own_step_with_the_files_fix() {
     assert!(text.contains("FAIL backend reachable"), "{text}");
     assert!(text.contains("readable by this user"), "{text}");
 }
+
+#[test]
+fn common_url_mistakes_get_a_sentence_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let vars = file_vars(&path, "127.0.0.1");
+    // No URL at all.
+    let output = cli(&vars, &["header"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("set MLFLOW_TRACKING_URI or pass --url"),
+        "{text}"
+    );
+    assert!(!text.contains("environment variable not found"), "{text}");
+    // A local file store needs no credential.
+    let mut local = vars.clone();
+    local.push(("MLFLOW_TRACKING_URI", "file:///tmp/mlruns"));
+    let output = cli(&local, &["exec", "--", "true"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("local file store"),
+        "{}",
+        stderr(&output)
+    );
+    // A proxy upstream without a scheme.
+    for upstream in [
+        "127.0.0.1:5000",
+        "mlflow.example.com:5000",
+        "mlflow.example.com",
+    ] {
+        let output = cli(&vars, &["proxy", "--upstream", upstream]);
+        assert_eq!(output.status.code(), Some(1), "{upstream}");
+        let text = stderr(&output);
+        assert!(
+            text.contains(&format!("write http://{upstream} or https://{upstream}")),
+            "{upstream}: {text}"
+        );
+    }
+}
