@@ -221,15 +221,16 @@ fn plain_name_or_ipv4(host: &str) -> bool {
     if !numeric {
         return true;
     }
-    let parts: Vec<&str> = host.split('.').collect();
-    parts.len() == 4
-        && parts.iter().all(|part| {
-            !part.is_empty()
-                && part.len() <= 3
-                && part.bytes().all(|b| b.is_ascii_digit())
-                && (*part == "0" || !part.starts_with('0'))
-                && part.parse::<u8>().is_ok()
-        })
+    // No allocation: this runs on every request (the cache hit path too).
+    let mut parts = 0;
+    host.split('.').all(|part| {
+        parts += 1;
+        !part.is_empty()
+            && part.len() <= 3
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'))
+            && part.parse::<u8>().is_ok()
+    }) && parts == 4
 }
 
 /// Parses `text`, a URL that will be handed on *as text* to another program
