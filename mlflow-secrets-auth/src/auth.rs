@@ -78,7 +78,8 @@ pub struct ProviderStatus {
     pub circuit: Option<BreakerState>,
     /// The kind of its last failure, cleared by a success.
     pub last_error: Option<ErrorKind>,
-    /// Its auth mode and TTL (after clamping), when configured.
+    /// Its auth mode and TTL (after clamping), when configured; `None` for
+    /// the node agent, whose answers carry its own provider's mode and validity.
     pub settings: Option<ProviderSettings>,
 }
 
@@ -578,7 +579,8 @@ impl SecretsAuth {
                 description: Some(link.provider.describe()),
                 circuit: chain.breaker_state(i),
                 last_error: *link.last_error.lock().unwrap_or_else(|e| e.into_inner()),
-                settings: Some(link.settings),
+                // The agent's answers carry its own provider's mode and validity.
+                settings: (link.provider.name() != crate::chain::AGENT).then_some(link.settings),
             })
             .collect();
         out.extend(chain.unusable.iter().map(|u| ProviderStatus {

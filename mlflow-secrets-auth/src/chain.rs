@@ -22,7 +22,7 @@ pub(crate) struct Link {
 }
 
 /// The name of the node agent's provider.
-const AGENT: &str = "agent";
+pub(crate) const AGENT: &str = "agent";
 
 /// A provider that is enabled but cannot be used, and why.
 #[derive(Debug, Clone)]

@@ -268,6 +268,8 @@ impl Agent {
                     "description": p.description.map(|d| d.to_string()),
                     "circuit": p.circuit.map(circuit_name),
                     "last_error": p.last_error.map(ErrorKind::as_str),
+                    "auth_mode": p.settings.map(|s| s.auth_mode.as_str()),
+                    "ttl_secs": p.settings.map(|s| s.ttl.as_secs_f64()),
                 })
             })
             .collect();

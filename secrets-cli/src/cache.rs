@@ -170,18 +170,49 @@ pub(crate) fn clear(socket: Option<PathBuf>) -> anyhow::Result<u8> {
     Ok(SUCCESS)
 }
 
-/// The configured agent and whether it answers `/healthz` (a local call):
-/// `None` when no agent is configured.
-pub(crate) async fn probe() -> Option<(String, Result<(), String>)> {
+/// The configured agent and its `/v1/status` (a local call): `None` when no
+/// agent is configured.
+pub(crate) async fn probe() -> Option<(String, Result<Value, String>)> {
     let client = match AgentClient::from_env(&Env::process()) {
         Ok(Some(client)) => client,
         Ok(None) => return None,
         Err(error) => return Some((AGENT_VAR.to_owned(), Err(error.to_string()))),
     };
-    let answered = match client.get(protocol::HEALTH_PATH).await {
-        Ok(answer) if answer.status.is_success() => Ok(()),
-        Ok(answer) => Err(format!("answered {}", answer.status)),
+    let answered = match client.get(protocol::STATUS_PATH).await {
+        Ok(answer) => parse(&client, &answer).map_err(|e| format!("{e:#}")),
         Err(error) => Err(error.to_string()),
     };
     Some((client.addr().to_string(), answered))
+}
+
+/// What an agent's status says it serves, in a line: its provider with
+/// the auth mode and TTL of that provider, and the credential it holds.
+pub(crate) fn serves(status: &Value) -> String {
+    let providers: Vec<String> = status["providers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["configured"].as_bool() == Some(true))
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or("?");
+            match (p["auth_mode"].as_str(), p["ttl_secs"].as_f64()) {
+                (Some(mode), Some(ttl)) => format!("{name} [{mode} mode, TTL {ttl:.0}s]"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect();
+    let providers = if providers.is_empty() {
+        "no usable provider".to_owned()
+    } else {
+        providers.join(" → ")
+    };
+    let credential = match status["entry"].as_object() {
+        Some(entry) => format!(
+            "credential {}, {:.0}s left",
+            entry["state"].as_str().unwrap_or("?"),
+            entry["remaining_secs"].as_f64().unwrap_or_default()
+        ),
+        None => "no credential cached yet".to_owned(),
+    };
+    format!("serves {providers}; {credential}")
 }

@@ -192,7 +192,10 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
     checks.push(Check::pass("provider resolution", configured.join(" → ")));
     if let Some((address, answered)) = crate::cache::probe().await {
         checks.push(match answered {
-            Ok(()) => Check::pass("agent reachable", format!("{address} answered")),
+            Ok(status) => Check::pass(
+                "agent reachable",
+                format!("{address} answered: {}", crate::cache::serves(&status)),
+            ),
             Err(error) => Check::fail(
                 "agent reachable",
                 error,

@@ -75,6 +75,8 @@ pub fn run(json_output: bool) -> anyhow::Result<u8> {
             "address": address,
             "reachable": answered.is_ok(),
             "error": answered.as_ref().err(),
+            "serves": answered.as_ref().ok().map(crate::cache::serves),
+            "status": answered.as_ref().ok(),
         }),
     };
     if json_output {
@@ -119,7 +121,10 @@ fn print_human(auth: &SecretsAuth, report: &Value) {
     if let Some(agent) = report["agent"].as_object() {
         let address = agent["address"].as_str().unwrap_or_default();
         let detail = match agent["error"].as_str() {
-            None => format!("{address} (reachable)"),
+            None => format!(
+                "{address} (reachable): {}",
+                agent["serves"].as_str().unwrap_or_default()
+            ),
             Some(error) => format!("{address} (unreachable: {error})"),
         };
         println!("{}", line("agent", detail));

@@ -1005,25 +1005,39 @@ fn clients_never_hand_the_token_to_a_listener_squatting_in_the_agents_place() {
 }
 
 #[test]
-fn a_worker_with_only_the_agent_is_not_told_to_enable_a_provider() {
+fn a_worker_with_only_the_agent_is_told_what_the_agent_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, vars) = file_vars(dir.path(), "secret", PASSWORD);
+    let (_, mut vars) = file_vars(dir.path(), "secret", PASSWORD);
+    vars.push(("MLFLOW_FILE_TTL_SEC", "300".to_owned()));
     // The agent sends the credential to no host: the allowlist is its
     // clients' business, and it does not warn about it.
     let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
-    let output = Command::new(BIN)
-        .env_clear()
-        .env("MLFLOW_SECRETS_AGENT", agent.address())
-        .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
-        .args(["info"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(
-        !format!("{stdout}{stderr}").contains("no provider is enabled"),
-        "{stdout}{stderr}"
-    );
-    assert!(stdout.contains(&agent.address()), "{stdout}");
+    let worker = |command: &str| {
+        let output = Command::new(BIN)
+            .env_clear()
+            .env("MLFLOW_SECRETS_AGENT", agent.address())
+            .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+            .arg(command)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{command}: {output:?}");
+        let (stdout, stderr) = text(&output);
+        format!("{stdout}{stderr}")
+    };
+    for command in ["info", "doctor"] {
+        let said = worker(command);
+        assert!(!said.contains("no provider is enabled"), "{said}");
+        assert!(said.contains(&agent.address()), "{said}");
+        // The agent's provider, mode and TTL, not this process's defaults.
+        assert!(
+            said.contains("serves file [basic mode, TTL 300s]"),
+            "{command}: {said}"
+        );
+        assert!(
+            !said.contains("bearer") && !said.contains("TTL 3600s"),
+            "{command}: {said}"
+        );
+    }
     let output = client(&[("MLFLOW_SECRETS_AGENT", &agent.address())])
         .output()
         .unwrap();
