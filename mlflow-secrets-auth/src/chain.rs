@@ -228,7 +228,7 @@ impl Chain {
                 [only] => return Err(only.error.clone()),
                 [] => "no provider is enabled (set MLFLOW_SECRETS_AUTH_ENABLE)".to_owned(),
                 several => format!(
-                    "no usable provider: {}",
+                    "no provider it names is usable: {}",
                     several
                         .iter()
                         .map(|u| u.error.to_string())

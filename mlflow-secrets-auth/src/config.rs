@@ -141,6 +141,9 @@ pub enum WarningKind {
     Provider,
     /// A setting was corrected or is missing (a clamped TTL, no provider).
     Setting,
+    /// A variable of this project's name families is set but read by
+    /// nothing: usually a misspelt name (see [`crate::VARIABLES`]).
+    Unread,
 }
 
 impl Warning {
@@ -282,6 +285,9 @@ impl Config {
                 mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR,
                 "must be more than 0",
             ));
+        }
+        if let Some(set) = env.names() {
+            warnings.extend(crate::names::near_misses(&set));
         }
         // A worker of the node agent needs no provider of its own.
         if config.enabled.is_empty() && env.string(&["MLFLOW_SECRETS_AGENT"])?.is_none() {

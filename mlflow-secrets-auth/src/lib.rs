@@ -29,6 +29,7 @@ pub mod layers;
 mod logging;
 #[cfg(feature = "middleware")]
 pub mod middleware;
+mod names;
 
 pub use auth::{Lease, ProviderStatus, SecretsAuth, SecretsAuthBuilder, worst_case_fetch_time};
 pub use chain::{FetchEvent, FetchObserver};
@@ -45,6 +46,7 @@ pub use mlflow_secrets_auth_core::{
     secrecy, source_chain,
 };
 pub use mlflow_secrets_auth_retry::BreakerState;
+pub use names::{FAMILIES, VARIABLES};
 pub use url::Url;
 
 /// Every provider, one import away: `providers::vault`, `providers::aws`,

@@ -81,7 +81,7 @@ async fn nothing_usable_is_a_config_error_naming_the_cause() {
     // The provider's own error, once: the variable that is wrong leads.
     assert_eq!(
         err.to_string(),
-        "file: MLFLOW_SECRETS_FILE_PATH: is not set (the file holding the secret) (config)"
+        "MLFLOW_SECRETS_FILE_PATH is not set: the file holding the secret (provider file)"
     );
 
     // Two unusable providers: both named, each once.
@@ -90,7 +90,7 @@ async fn nothing_usable_is_a_config_error_naming_the_cause() {
     let err = auth.header_for(URL).await.unwrap_err().to_string();
     for var in ["MLFLOW_SECRETS_FILE_PATH", "VAULT_ADDR", "VAULT_TOKEN"] {
         assert_eq!(
-            err.matches(&format!("{var}: is not set")).count(),
+            err.matches(&format!("{var} is not set")).count(),
             1,
             "{var}: {err}"
         );

@@ -93,10 +93,17 @@ impl AgentAddr {
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         let Some(rest) = value.strip_prefix("http://") else {
+            // An address is no secret: shown as given, so a missing
+            // `unix:` is seen at once.
+            let hint = if value.starts_with('/') {
+                format!("; write unix:{value}")
+            } else {
+                String::new()
+            };
             return Err(config(
                 AGENT_VAR,
                 format!(
-                    "{value:?} is not an agent address (expected `unix:/path/agent.sock` or `http://127.0.0.1:PORT`)"
+                    "is not an agent address (expected unix:/path/agent.sock or http://127.0.0.1:PORT): {value}{hint}"
                 ),
             ));
         };
@@ -104,13 +111,17 @@ impl AgentAddr {
         let addr: SocketAddr = authority.parse().map_err(|_| {
             config(
                 AGENT_VAR,
-                format!("{value:?}: the agent's address must be a loopback IP and a port, as in `http://127.0.0.1:8765`"),
+                format!(
+                    "must be a loopback IP and a port, as in http://127.0.0.1:8765, not {value}"
+                ),
             )
         })?;
         if !addr.ip().is_loopback() {
             return Err(config(
                 AGENT_VAR,
-                format!("{value:?} is not a loopback address; the agent listens on loopback only"),
+                format!(
+                    "must name a loopback address (the agent listens on loopback only), not {value}"
+                ),
             ));
         }
         Ok(Self::Tcp(addr))
@@ -197,10 +208,11 @@ impl AgentClient {
         let addr = AgentAddr::parse(&value)?;
         let token_file = env.string(&[TOKEN_FILE_VAR])?.map(PathBuf::from);
         if matches!(addr, AgentAddr::Tcp(_)) && token_file.is_none() {
-            return Err(config(
+            return Err(SecretError::unset(
                 TOKEN_FILE_VAR,
-                format!("is not set; an agent on TCP ({addr}) needs its token"),
-            ));
+                format!("an agent on TCP ({addr}) needs its token"),
+            )
+            .with_provider(NAME));
         }
         let mut client = Self::new(addr, token_file);
         if let Some(uid) = env.string(&[UID_VAR])? {
@@ -556,6 +568,7 @@ impl SecretProvider for AgentProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlflow_secrets_auth_core::redact;
 
     #[test]
     fn addresses_parse_and_foreign_ones_are_refused() {
@@ -578,16 +591,24 @@ mod tests {
             "http://127.0.0.1",
             "https://127.0.0.1:8765",
             "tcp://127.0.0.1:1",
+            "/run/user/1000/mlflow-secrets-auth/agent.sock",
         ] {
             let error = AgentAddr::parse(bad).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::Config, "{bad}");
+            let said = error.to_string();
             assert!(
-                error
-                    .to_string()
-                    .starts_with("agent: MLFLOW_SECRETS_AGENT:"),
-                "{bad}: {error}"
+                said.starts_with("MLFLOW_SECRETS_AGENT: ") && said.ends_with("(provider agent)"),
+                "{bad}: {said}"
+            );
+            // An address is no secret: it is shown, and survives redaction.
+            let shown = bad.strip_prefix("unix:").unwrap_or(bad);
+            assert!(
+                shown.is_empty() || redact(&said).contains(shown),
+                "{bad}: {said}"
             );
         }
+        let error = AgentAddr::parse("/run/agent.sock").unwrap_err().to_string();
+        assert!(error.contains("write unix:/run/agent.sock"), "{error}");
     }
 
     #[test]
@@ -597,7 +618,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("MLFLOW_SECRETS_AGENT_TOKEN_FILE: is not set"),
+                .contains("MLFLOW_SECRETS_AGENT_TOKEN_FILE is not set"),
             "{error}"
         );
         let none: [(&str, &str); 0] = [];

@@ -187,8 +187,7 @@ impl AwsSecretsManagerBuilder {
             .secret_id
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| {
-                SecretError::config(SECRET_VARS[0], "is not set (the secret's name or ARN)")
-                    .with_provider(NAME)
+                SecretError::unset(SECRET_VARS[0], "the secret's name or ARN").with_provider(NAME)
             })?;
         let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         let connect_timeout = self
@@ -290,15 +289,15 @@ impl AwsSecretsManagerProvider {
                 );
             }
             (Some(_), None) => {
-                return Err(with_provider(SecretError::config(
+                return Err(with_provider(SecretError::unset(
                     SECRET_KEY_VAR,
-                    format!("is not set, but {KEY_ID_VAR} is (static keys need both)"),
+                    format!("{KEY_ID_VAR} is, and static keys need both"),
                 )));
             }
             (None, Some(_)) => {
-                return Err(with_provider(SecretError::config(
+                return Err(with_provider(SecretError::unset(
                     KEY_ID_VAR,
-                    format!("is not set, but {SECRET_KEY_VAR} is (static keys need both)"),
+                    format!("{SECRET_KEY_VAR} is, and static keys need both"),
                 )));
             }
             (None, None) => {}
@@ -335,9 +334,9 @@ impl AwsSecretsManagerProvider {
                 }
                 let config = loader.load().await;
                 if config.region().is_none() {
-                    return Err(SecretError::config(
+                    return Err(SecretError::unset(
                         REGION_VARS[0],
-                        "is not set, and no region was found in the AWS profile (set AWS_REGION or AWS_DEFAULT_REGION)",
+                        "no region was found in the AWS profile either (set AWS_REGION or AWS_DEFAULT_REGION)",
                     )
                     .with_provider(NAME));
                 }

@@ -84,8 +84,7 @@ impl AzureCredential {
         let client = env.string(&[CLIENT]).map_err(with_provider)?;
         let require = |value: &Option<String>, name: &str, for_what: &str| {
             value.clone().ok_or_else(|| {
-                SecretError::config(name, format!("is required with {for_what}"))
-                    .with_provider(NAME)
+                SecretError::unset(name, format!("{for_what} needs it")).with_provider(NAME)
             })
         };
         if let Some(secret) = env.secret(&[CLIENT_SECRET]).map_err(with_provider)? {

@@ -126,7 +126,11 @@ impl AzureKeyVaultBuilder {
     /// Checks the settings; no network.
     pub fn build(self) -> Result<AzureKeyVaultProvider> {
         let vault_url = self.vault_url.ok_or_else(|| {
-            SecretError::config(VAULT_URL_VARS[0], "is required").with_provider(NAME)
+            SecretError::unset(
+                VAULT_URL_VARS[0],
+                "the Key Vault's URL, such as https://NAME.vault.azure.net",
+            )
+            .with_provider(NAME)
         })?;
         let vault_url = vault_url.trim().trim_end_matches('/').to_owned();
         match url_scheme(&vault_url) {
@@ -142,7 +146,9 @@ impl AzureKeyVaultBuilder {
         let secret_name = self
             .secret_name
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| SecretError::config(SECRET_VAR, "is required").with_provider(NAME))?;
+            .ok_or_else(|| {
+                SecretError::unset(SECRET_VAR, "the secret's name").with_provider(NAME)
+            })?;
         if !secret_name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')

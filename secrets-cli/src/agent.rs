@@ -63,6 +63,10 @@ impl EnvSource for OwnEnv {
             .then(|| std::env::var_os(name))
             .flatten()
     }
+
+    fn names(&self) -> Option<Vec<String>> {
+        Env::process().names()
+    }
 }
 
 /// What a TCP caller may ask without the token: liveness only.

@@ -99,6 +99,17 @@ fn fix_for(error: &SecretError) -> String {
 /// refused) rather than being unreachable or refusing the identity. The
 /// file provider's backend is the file: a file that is missing or cannot be
 /// read is its backend not answering.
+/// A fix, followed by the set names that nothing reads (a misspelt variable
+/// is the usual cause of a missing one).
+fn with_unread(fix: &str, auth: &SecretsAuth) -> String {
+    let unread = crate::run::unread(auth);
+    if unread.is_empty() {
+        fix.to_owned()
+    } else {
+        format!("{fix}; {unread}")
+    }
+}
+
 fn answered(error: &SecretError) -> bool {
     match error
         .provider()
@@ -186,7 +197,11 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
         } else {
             "set MLFLOW_SECRETS_AUTH_ENABLE (vault, aws-secrets-manager, azure-key-vault or file) and that provider's variables"
         };
-        checks.push(Check::fail("provider resolution", why, fix));
+        checks.push(Check::fail(
+            "provider resolution",
+            why,
+            with_unread(fix, &auth),
+        ));
         return checks;
     }
     checks.push(Check::pass("provider resolution", configured.join(" → ")));
@@ -225,7 +240,10 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
         Check::fail(
             "configuration",
             problems.join("; "),
-            "fix the variables named above, or disable that provider",
+            with_unread(
+                "fix the variables named above, or disable that provider",
+                &auth,
+            ),
         )
     });
 

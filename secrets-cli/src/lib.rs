@@ -260,7 +260,8 @@ fn run(cli: Cli) -> u8 {
         Err(error) => {
             eprintln!(
                 "mlflow-secrets-auth: {}",
-                mlflow_secrets_auth::redact(&format!("{error:#}"))
+                // Each cause once: many errors repeat their source's text.
+                mlflow_secrets_auth::redact(&mlflow_secrets_auth::source_chain(&*error))
             );
             FAILURE
         }

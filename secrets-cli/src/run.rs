@@ -9,7 +9,9 @@ use crate::{CANNOT_RUN, SUCCESS};
 
 use anyhow::bail;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{Credential, SecretsAuth, parse_handed_on};
+use mlflow_secrets_auth::{
+    Credential, ErrorKind, SecretError, SecretsAuth, WarningKind, parse_handed_on,
+};
 use url::Url;
 
 /// The tracking URL: `--url`, else `MLFLOW_TRACKING_URI`, as text (what is
@@ -44,11 +46,32 @@ fn refuse(url: &Url, auth: &SecretsAuth) -> anyhow::Error {
     )
 }
 
+/// A configuration error, followed by the set names that nothing reads: a
+/// misspelt variable is the usual cause of a missing one.
+pub(crate) fn with_unread(error: SecretError, auth: &SecretsAuth) -> anyhow::Error {
+    let unread = unread(auth);
+    if error.kind() != ErrorKind::Config || unread.is_empty() {
+        return error.into();
+    }
+    anyhow::anyhow!("{error}; {unread}")
+}
+
+/// The warnings about set names that nothing reads, in one line.
+pub(crate) fn unread(auth: &SecretsAuth) -> String {
+    auth.warnings()
+        .iter()
+        .filter(|w| w.kind() == WarningKind::Unread)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn header(url: Option<&str>) -> anyhow::Result<u8> {
     let (_, url) = tracking_url(url)?;
     let auth = SecretsAuth::from_env()?;
     let header = runtime()?
-        .block_on(auth.header_for_url(&url))?
+        .block_on(auth.header_for_url(&url))
+        .map_err(|e| with_unread(e, &auth))?
         .ok_or_else(|| refuse(&url, &auth))?;
     println!("{}: {}", header.name(), header.value().expose_secret());
     Ok(SUCCESS)
@@ -67,7 +90,8 @@ pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     let (text, tracking) = tracking_url(url)?;
     let auth = SecretsAuth::from_env()?;
     let credential = runtime()?
-        .block_on(auth.credential_for_url(&tracking))?
+        .block_on(auth.credential_for_url(&tracking))
+        .map_err(|e| with_unread(e, &auth))?
         .ok_or_else(|| refuse(&tracking, &auth))?;
     let mut child = Command::new(program);
     child.args(args);

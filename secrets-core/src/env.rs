@@ -21,6 +21,12 @@ use crate::error::{Result, SecretError};
 pub trait EnvSource: Send + Sync {
     /// The raw value of `name`, if set.
     fn var_os(&self, name: &str) -> Option<OsString>;
+
+    /// The names of every variable set, when the source can list them
+    /// (used to point out a near-miss name such as `MLFLOW_SECRETS_AUTH_ENABLED`).
+    fn names(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// The environment of this process.
@@ -31,17 +37,33 @@ impl EnvSource for ProcessEnv {
     fn var_os(&self, name: &str) -> Option<OsString> {
         std::env::var_os(name)
     }
+
+    fn names(&self) -> Option<Vec<String>> {
+        Some(
+            std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .collect(),
+        )
+    }
 }
 
 impl EnvSource for HashMap<String, String> {
     fn var_os(&self, name: &str) -> Option<OsString> {
         self.get(name).map(OsString::from)
     }
+
+    fn names(&self) -> Option<Vec<String>> {
+        Some(self.keys().cloned().collect())
+    }
 }
 
 impl EnvSource for BTreeMap<String, String> {
     fn var_os(&self, name: &str) -> Option<OsString> {
         self.get(name).map(OsString::from)
+    }
+
+    fn names(&self) -> Option<Vec<String>> {
+        Some(self.keys().cloned().collect())
     }
 }
 
@@ -52,17 +74,29 @@ impl EnvSource for [(&str, &str)] {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| OsString::from(v))
     }
+
+    fn names(&self) -> Option<Vec<String>> {
+        Some(self.iter().map(|(k, _)| (*k).to_owned()).collect())
+    }
 }
 
 impl<T: EnvSource + ?Sized> EnvSource for &T {
     fn var_os(&self, name: &str) -> Option<OsString> {
         (**self).var_os(name)
     }
+
+    fn names(&self) -> Option<Vec<String>> {
+        (**self).names()
+    }
 }
 
 impl<const N: usize> EnvSource for [(&str, &str); N] {
     fn var_os(&self, name: &str) -> Option<OsString> {
         self.as_slice().var_os(name)
+    }
+
+    fn names(&self) -> Option<Vec<String>> {
+        self.as_slice().names()
     }
 }
 
@@ -111,6 +145,11 @@ impl<'a> Env<'a> {
     /// Reads `source`.
     pub fn new(source: &'a dyn EnvSource) -> Self {
         Self { source }
+    }
+
+    /// The names of every variable set, when the source can list them.
+    pub fn names(&self) -> Option<Vec<String>> {
+        self.source.names()
     }
 
     /// The raw value of `name`; a value that is not UTF-8 is an error naming it.

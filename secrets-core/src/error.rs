@@ -99,6 +99,12 @@ impl SecretError {
         Self::new(ErrorKind::Config, format!("{variable}: {problem}"))
     }
 
+    /// A configuration error: `variable` is not set, and `why` says what it
+    /// holds or why it is needed (`VAULT_TOKEN is not set: the Vault token`).
+    pub fn unset(variable: &str, why: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Config, format!("{variable} is not set: {why}"))
+    }
+
     /// An invalid-secret error; `problem` describes the content's shape, never the content.
     pub fn invalid_secret(problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidSecret, problem)
@@ -168,12 +174,19 @@ impl SecretError {
     }
 }
 
+/// A configuration error leads with the variable that is wrong and ends
+/// with its provider (`MLFLOW_SECRETS_FILE_PATH is not set: the file holding
+/// the secret (provider file)`); any other error leads with its provider and
+/// ends with its kind (`vault: permission denied (permission-denied)`).
 impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(provider) = self.provider {
-            write!(f, "{provider}: ")?;
+        match (self.kind, self.provider) {
+            (ErrorKind::Config, Some(provider)) => {
+                write!(f, "{} (provider {provider})", self.message)
+            }
+            (kind, Some(provider)) => write!(f, "{provider}: {} ({kind})", self.message),
+            (kind, None) => write!(f, "{} ({kind})", self.message),
         }
-        write!(f, "{} ({})", self.message, self.kind)
     }
 }
 

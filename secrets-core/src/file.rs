@@ -56,7 +56,7 @@ impl FileProvider {
         env.string(&[Self::PATH_VAR])?
             .map(Self::new)
             .ok_or_else(|| {
-                SecretError::config(Self::PATH_VAR, "is not set (the file holding the secret)")
+                SecretError::unset(Self::PATH_VAR, "the file holding the secret")
                     .with_provider(Self::NAME)
             })
     }

@@ -234,6 +234,7 @@ mod tests {
     fn a_variable_named_in_our_own_words_survives_but_its_value_does_not() {
         for message in [
             "vault: VAULT_TOKEN: is not set (config)",
+            "VAULT_TOKEN is not set: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID (provider vault)",
             "MLFLOW_SECRETS_AGENT_TOKEN_FILE: names a file that does not exist",
             "AWS_SECRET_ACCESS_KEY: must be set with AWS_ACCESS_KEY_ID",
         ] {

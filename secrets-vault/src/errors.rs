@@ -27,6 +27,9 @@ pub(crate) fn status(error: &ClientError) -> Option<u16> {
 }
 
 pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> SecretError {
+    if let Some(mistake) = scheme_mistake(error, address) {
+        return mistake;
+    }
     let vault_says = match error {
         ClientError::APIError { errors, .. } if !errors.is_empty() => errors.join("; "),
         _ => String::new(),
@@ -112,6 +115,42 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
             format!("Vault call to {address} failed: {}", chain(error)),
         ),
     }
+}
+
+/// `https` to a server that speaks plain HTTP (TLS reads its answer as a
+/// corrupt record), or `http` to one that speaks TLS (Go's server answers
+/// 400 "Client sent an HTTP request to an HTTPS server"): a wrong scheme in
+/// `VAULT_ADDR`, said as such instead of as a TLS or HTTP failure.
+fn scheme_mistake(error: &ClientError, address: &str) -> Option<SecretError> {
+    let (scheme, rest) = address.split_once("://")?;
+    let other = match error {
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code: 400, content },
+        } if scheme == "http"
+            && content
+                .as_deref()
+                .is_some_and(|c| c.contains("HTTP request to an HTTPS server")) =>
+        {
+            "https"
+        }
+        ClientError::RestClientError { source }
+            if scheme == "https" && chain(source).contains("InvalidContentType") =>
+        {
+            "http"
+        }
+        _ => return None,
+    };
+    Some(SecretError::config(
+        "VAULT_ADDR",
+        format!(
+            "says {scheme}, but the server at {rest} speaks {}: write {other}://{rest}",
+            if other == "https" {
+                "TLS"
+            } else {
+                "plain HTTP"
+            }
+        ),
+    ))
 }
 
 /// Whether any error in the source chain is a reqwest error matching `test`.

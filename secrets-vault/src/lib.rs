@@ -176,7 +176,7 @@ impl VaultProviderBuilder {
         ]
         .into_iter()
         .filter(|(absent, _, _)| *absent)
-        .map(|(_, var, what)| format!("{var}: is not set ({what})"))
+        .map(|(_, var, what)| format!("{var} is not set: {what}"))
         .collect();
         let (Some(address), Some(path), Some(auth)) = (address, path, self.auth) else {
             return Err(SecretError::new(ErrorKind::Config, missing.join("; ")).with_provider(NAME));
@@ -357,15 +357,15 @@ impl VaultProvider {
                     .unwrap_or_else(|| "approle".to_owned()),
             }),
             (None, Some(_), None) => {
-                return Err(SecretError::config(
+                return Err(SecretError::unset(
                     "VAULT_SECRET_ID",
-                    "is not set, but VAULT_ROLE_ID is (AppRole needs both)",
+                    "VAULT_ROLE_ID is, and AppRole needs both",
                 ));
             }
             (None, None, Some(_)) => {
-                return Err(SecretError::config(
+                return Err(SecretError::unset(
                     "VAULT_ROLE_ID",
-                    "is not set, but VAULT_SECRET_ID is (AppRole needs both)",
+                    "VAULT_SECRET_ID is, and AppRole needs both",
                 ));
             }
             (None, None, None) => None,
@@ -530,7 +530,7 @@ mod tests {
         let error = env_provider(&[]).unwrap_err().to_string();
         for var in ["VAULT_ADDR", "MLFLOW_VAULT_SECRET_PATH", "VAULT_TOKEN"] {
             assert_eq!(
-                error.matches(&format!("{var}: is not set")).count(),
+                error.matches(&format!("{var} is not set")).count(),
                 1,
                 "{error}"
             );

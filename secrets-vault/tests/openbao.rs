@@ -371,6 +371,40 @@ async fn a_sealed_server_is_transient() {
 }
 
 #[tokio::test]
+async fn a_wrong_scheme_in_the_address_is_named_with_the_right_one() {
+    let Some(plain) = OpenBao::start("plain-scheme") else {
+        return;
+    };
+    let Some(tls) = OpenBao::start_tls("tls-scheme") else {
+        return;
+    };
+    let swapped = |url: &str| {
+        if let Some(rest) = url.strip_prefix("https://") {
+            format!("http://{rest}")
+        } else {
+            format!("https://{}", url.trim_start_matches("http://"))
+        }
+    };
+    for (server, ca) in [(&plain, None), (&tls, tls.ca_cert())] {
+        let wrong = swapped(&server.url());
+        let mut builder = provider(&wrong, "secret/x");
+        if let Some(ca) = &ca {
+            builder = builder.ca_cert(ca);
+        }
+        let err = builder.build().unwrap().fetch().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{wrong}: {err}");
+        let right = server.url();
+        assert!(
+            err.to_string().starts_with("VAULT_ADDR: says ")
+                && err
+                    .to_string()
+                    .contains(&format!("write {}", right.trim_end_matches('/'))),
+            "{wrong}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_down_server_is_transient() {
     let vault = provider(&format!("http://{}", closed_port()), "secret/x")
         .build()

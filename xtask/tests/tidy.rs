@@ -27,6 +27,8 @@ const SOURCES: &[&str] = &[
 const READ_BY_OTHERS: &[&str] = &[
     // MLflow's client picks its auth plugin by it.
     "MLFLOW_TRACKING_AUTH",
+    // Read by nothing: the docs' example of a misspelt name.
+    "MLFLOW_SECRETS_AUTH_ENABLED",
 ];
 
 /// The families of names that are environment variables.

@@ -99,6 +99,13 @@ impl Case {
         self
     }
 
+    /// Adds one command.
+    pub fn command(mut self, args: &[&str]) -> Self {
+        self.commands
+            .push(args.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
     fn normalise(&self, text: &str) -> String {
         static MILLIS: OnceLock<Regex> = OnceLock::new();
         let mut text = text.replace(env!("CARGO_PKG_VERSION"), "<version>");
@@ -254,6 +261,20 @@ fn nothing_configured() {
         .info_and_doctor(None)
         .check();
     assert_eq!(codes, [Some(1); 4]);
+}
+
+#[test]
+fn a_misspelt_variable_is_named_with_the_one_meant() {
+    // The file's path is set under a near-miss name: every face says which
+    // variable is not set, once, and which name was probably meant.
+    let codes = Case::new("variable-misspelt")
+        .var("MLFLOW_SECRETS_AUTH_ENABLE", "file")
+        .var("MLFLOW_SECRETS_FILE_PAHT", "/run/secrets/mlflow.json")
+        .var("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+        .info_and_doctor(None)
+        .command(&["header", "--url", "http://127.0.0.1:5000"])
+        .check();
+    assert_eq!(codes, [Some(1); 5]);
 }
 
 #[test]
