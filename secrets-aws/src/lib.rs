@@ -27,8 +27,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
-use mlflow_secrets_auth_core::ProviderDescription;
 use mlflow_secrets_auth_core::secrecy::ExposeSecret;
+use mlflow_secrets_auth_core::{ProviderDescription, checked_endpoint};
 
 /// What a provider is used with, so this crate alone is enough to use it.
 pub use mlflow_secrets_auth_core::{
@@ -189,6 +189,10 @@ impl AwsSecretsManagerBuilder {
             .ok_or_else(|| {
                 SecretError::unset(SECRET_VARS[0], "the secret's name or ARN").with_provider(NAME)
             })?;
+        let endpoint_url = self
+            .endpoint_url
+            .map(|url| checked(ENDPOINT_VARS[1], &url))
+            .transpose()?;
         let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         let connect_timeout = self
             .connect_timeout
@@ -197,13 +201,25 @@ impl AwsSecretsManagerBuilder {
             secret_id,
             version: self.version,
             region: self.region,
-            endpoint_url: self.endpoint_url,
+            endpoint_url,
             credentials: self.credentials,
             request_timeout,
             connect_timeout,
             client: OnceCell::new(),
         })
     }
+}
+
+/// An endpoint URL the SDK can use (checked before it sees it), or a
+/// `config` error naming `var`.
+fn checked(var: &str, url: &str) -> Result<String> {
+    checked_endpoint(
+        url,
+        var,
+        &["http", "https"],
+        "https://secretsmanager.us-east-1.amazonaws.com",
+    )
+    .map_err(|e| e.with_provider(NAME))
 }
 
 /// Reads one secret from AWS Secrets Manager.
@@ -274,8 +290,8 @@ impl AwsSecretsManagerProvider {
         if let Some(region) = env.string(&REGION_VARS).map_err(with_provider)? {
             builder = builder.region(region);
         }
-        if let Some(url) = env.string(&ENDPOINT_VARS).map_err(with_provider)? {
-            builder = builder.endpoint_url(url);
+        if let Some((var, url)) = env.lookup(&ENDPOINT_VARS).map_err(with_provider)? {
+            builder = builder.endpoint_url(checked(var, &url)?);
         }
         let key_id = env.string(&[KEY_ID_VAR]).map_err(with_provider)?;
         let secret = env.secret(&[SECRET_KEY_VAR]).map_err(with_provider)?;
@@ -417,6 +433,38 @@ impl SecretProvider for AwsSecretsManagerProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the endpoint, building the provider and a first call
+        /// never panic: an endpoint accepted is one the SDK takes. Hosts are
+        /// loopback or malformed, so nothing leaves the machine.
+        #[test]
+        fn no_endpoint_makes_the_sdk_panic(endpoint in secrets_testkit::ENDPOINT_LIKE) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let built = AwsSecretsManagerProvider::builder()
+                .secret_id("x")
+                .region("us-east-1")
+                .static_credentials("AKIDEXAMPLE", "example-key")
+                .endpoint_url(endpoint.clone())
+                .request_timeout(Duration::from_millis(500))
+                .build();
+            match built {
+                Ok(provider) => {
+                    let error = runtime.block_on(provider.fetch()).unwrap_err();
+                    prop_assert!(error.kind() != ErrorKind::Config, "{endpoint:?}: {error}");
+                }
+                Err(error) => prop_assert!(
+                    error.to_string().starts_with("AWS_ENDPOINT_URL: "),
+                    "{endpoint:?}: {error}"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn uuid_shaped_versions_are_ids() {

@@ -29,7 +29,7 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use mlflow_secrets_auth_core::ProviderDescription;
+use mlflow_secrets_auth_core::{ProviderDescription, checked_endpoint};
 
 /// What a provider is used with, so this crate alone is enough to use it.
 pub use mlflow_secrets_auth_core::{
@@ -43,6 +43,8 @@ pub use credential::AzureCredential;
 pub const NAME: &str = "azure-key-vault";
 
 const VAULT_URL_VARS: [&str; 2] = ["MLFLOW_AZURE_KEY_VAULT_URL", "AZURE_KEY_VAULT_URL"];
+/// The shape of a Key Vault's URL, shown when one is not usable.
+const VAULT_URL_EXAMPLE: &str = "https://NAME.vault.azure.net";
 const SECRET_VAR: &str = "MLFLOW_AZURE_SECRET_NAME";
 const VERSION_VAR: &str = "MLFLOW_AZURE_SECRET_VERSION";
 const AUTHORITY_VAR: &str = "AZURE_AUTHORITY_HOST";
@@ -132,17 +134,7 @@ impl AzureKeyVaultBuilder {
             )
             .with_provider(NAME)
         })?;
-        let vault_url = vault_url.trim().trim_end_matches('/').to_owned();
-        match url_scheme(&vault_url) {
-            Some("https") => {}
-            _ => {
-                return Err(SecretError::config(
-                    VAULT_URL_VARS[0],
-                    format!("must be an https URL such as https://NAME.vault.azure.net, not `{vault_url}`"),
-                )
-                .with_provider(NAME));
-            }
-        }
+        let vault_url = checked(VAULT_URL_VARS[0], &vault_url, VAULT_URL_EXAMPLE)?;
         let secret_name = self
             .secret_name
             .filter(|n| !n.trim().is_empty())
@@ -161,15 +153,10 @@ impl AzureKeyVaultBuilder {
             )
             .with_provider(NAME));
         }
-        if let Some(host) = &self.authority_host
-            && url_scheme(host) != Some("https")
-        {
-            return Err(SecretError::config(
-                AUTHORITY_VAR,
-                format!("must be an https URL, not `{host}`"),
-            )
-            .with_provider(NAME));
-        }
+        let authority_host = self
+            .authority_host
+            .map(|host| checked(AUTHORITY_VAR, &host, "https://login.microsoftonline.com"))
+            .transpose()?;
         let credential = match self.credential {
             Some(credential) => credential,
             None => AzureCredential::from_env(&Env::process())?,
@@ -179,7 +166,7 @@ impl AzureKeyVaultBuilder {
             secret_name,
             version: self.version,
             credential,
-            authority_host: self.authority_host,
+            authority_host,
             request_timeout: self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             http_client: self.http_client,
             client: OnceCell::new(),
@@ -187,8 +174,10 @@ impl AzureKeyVaultBuilder {
     }
 }
 
-fn url_scheme(url: &str) -> Option<&str> {
-    url.split_once("://").map(|(scheme, _)| scheme)
+/// `url` when it is an https URL the SDK can use, else a `config` error
+/// naming `var` and showing `example`.
+fn checked(var: &str, url: &str, example: &str) -> Result<String> {
+    checked_endpoint(url, var, &["https"], example).map_err(|e| e.with_provider(NAME))
 }
 
 /// Reads one secret from Azure Key Vault.
@@ -246,8 +235,8 @@ impl AzureKeyVaultProvider {
                     .map_err(with_provider)?,
             )
             .credential(AzureCredential::from_env(env)?);
-        if let Some(url) = env.string(&VAULT_URL_VARS).map_err(with_provider)? {
-            builder = builder.vault_url(url);
+        if let Some((var, url)) = env.lookup(&VAULT_URL_VARS).map_err(with_provider)? {
+            builder = builder.vault_url(checked(var, &url, VAULT_URL_EXAMPLE)?);
         }
         if let Some(name) = env.string(&[SECRET_VAR]).map_err(with_provider)? {
             builder = builder.secret_name(name);
@@ -393,6 +382,49 @@ impl SecretProvider for AzureKeyVaultProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the Key Vault URL and authority, building the provider
+        /// and a first call never panic. Hosts are loopback or malformed,
+        /// so nothing leaves the machine.
+        #[test]
+        fn no_address_makes_the_sdk_panic(
+            vault in secrets_testkit::ENDPOINT_LIKE,
+            authority in secrets_testkit::ENDPOINT_LIKE,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let built = AzureKeyVaultProvider::builder()
+                .vault_url(vault.clone())
+                .secret_name("mlflow")
+                .authority_host(authority.clone())
+                .credential(AzureCredential::ClientSecret {
+                    tenant_id: "tenant".into(),
+                    client_id: "client".into(),
+                    secret: "not-a-secret".into(),
+                })
+                .request_timeout(Duration::from_millis(500))
+                .build();
+            match built {
+                Ok(provider) => {
+                    let error = runtime.block_on(provider.fetch()).unwrap_err();
+                    prop_assert!(
+                        error.kind() != ErrorKind::Config,
+                        "{vault:?} {authority:?}: {error}"
+                    );
+                }
+                Err(error) => prop_assert!(
+                    error.to_string().starts_with("MLFLOW_AZURE_KEY_VAULT_URL: ")
+                        || error.to_string().starts_with("AZURE_AUTHORITY_HOST: "),
+                    "{vault:?} {authority:?}: {error}"
+                ),
+            }
+        }
+    }
 
     const BASE: [(&str, &str); 5] = [
         ("AZURE_KEY_VAULT_URL", "https://team.vault.azure.net/"),

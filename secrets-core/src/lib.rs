@@ -24,6 +24,7 @@
 mod allowlist;
 pub mod classify;
 mod credential;
+mod endpoint;
 mod env;
 mod error;
 mod file;
@@ -34,6 +35,7 @@ mod redact;
 
 pub use allowlist::{HostAllowlist, InvalidHostPattern};
 pub use credential::{Credential, MAX_SECRET_BYTES};
+pub use endpoint::checked_endpoint;
 pub use env::{Env, EnvSource, ProcessEnv, parse_bool};
 pub use error::{ErrorKind, Result, SecretError, source_chain};
 pub use file::FileProvider;

@@ -37,3 +37,13 @@ pub mod process;
 pub mod tls;
 
 pub use binaries::{ServerPolicy, require_binary, venv_dir, workspace_root};
+
+/// A regular expression (for `proptest`) of address-like strings a person
+/// might put in an endpoint variable: schemes right, wrong or missing; hosts
+/// that are loopback or malformed, never another machine (a test that calls
+/// the address sends nothing off this one); ports in and out of range; paths
+/// holding URL-special characters.
+pub const ENDPOINT_LIKE: &str = "(https?:(//)?|HTTPS://|ftp://|//)?\
+     (127\\.0\\.0\\.1|\\[::1\\]|\\[::1|localhost|\\[|@|)\
+     (:[0-9]{0,6})?\
+     (/[a-z0-9/%?#\\[\\]:@.-]{0,10})?";

@@ -1,0 +1,145 @@
+//! One check for every backend address a person writes in a variable
+//! (`VAULT_ADDR`, `AWS_ENDPOINT_URL`, `AZURE_KEY_VAULT_URL`, …), done before
+//! any SDK sees it: SDKs panic on, or misread, what they cannot parse.
+
+use crate::error::{Result, SecretError};
+
+/// `address` as the URL parser writes it (scheme and host in lower case,
+/// `//` spelled out, without a trailing `/`) when it is an absolute URL of
+/// one of `schemes` with a host, no user name or password, no query or
+/// fragment and a plain path; else a `config` error naming `variable` and showing `example`,
+/// the shape expected. The address is shown, but never when it holds `@`
+/// (it may carry a password).
+///
+/// ```
+/// use mlflow_secrets_auth_core::checked_endpoint;
+/// let ok = checked_endpoint(" https://vault.example.com:8200/ ", "VAULT_ADDR", &["http", "https"], "https://vault.example.com:8200");
+/// assert_eq!(ok.unwrap(), "https://vault.example.com:8200");
+/// let err = checked_endpoint("vault.example.com", "VAULT_ADDR", &["http", "https"], "https://vault.example.com:8200");
+/// assert!(err.unwrap_err().to_string().contains("it has no scheme"));
+/// ```
+pub fn checked_endpoint(
+    address: &str,
+    variable: &str,
+    schemes: &[&str],
+    example: &str,
+) -> Result<String> {
+    let address = address.trim();
+    let problem = match url::Url::parse(address) {
+        // `vault.example.com:8200` parses with the scheme `vault.example.com`.
+        Ok(url) if !schemes.contains(&url.scheme()) && !address.contains("://") => {
+            "it has no scheme".to_owned()
+        }
+        Ok(url) if !schemes.contains(&url.scheme()) => {
+            format!("its scheme is not {}", schemes.join(" or "))
+        }
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => "it has no host".to_owned(),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            return Err(SecretError::config(
+                variable,
+                "must not carry a user name or password; the provider's own variables give the credentials",
+            ));
+        }
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+            "it has a query or fragment".to_owned()
+        }
+        Ok(url)
+            if !url
+                .path()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~/%".contains(&b)) =>
+        {
+            "its path holds characters other than letters, digits, `-._~/` and %-escapes".to_owned()
+        }
+        // The URL as the parser wrote it, which is what every HTTP client
+        // reads alike (`HTTPS://H` and `http:h` are spelled out in full).
+        Ok(url) => return Ok(url.as_str().trim_end_matches('/').to_owned()),
+        Err(url::ParseError::RelativeUrlWithoutBase) => "it has no scheme".to_owned(),
+        Err(url::ParseError::EmptyHost) => "it has no host".to_owned(),
+        Err(_) => "it is not a URL".to_owned(),
+    };
+    let shown = if address.contains('@') {
+        "the value".to_owned()
+    } else {
+        format!("{address:?}")
+    };
+    Err(SecretError::config(
+        variable,
+        format!("{shown} is not a usable address: {problem}; expected the shape {example}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB: &[&str] = &["http", "https"];
+
+    #[test]
+    fn each_mistake_is_named() {
+        for (address, says) in [
+            ("127.0.0.1:8200", "it has no scheme"),
+            ("vault.example.com", "it has no scheme"),
+            ("vault.example.com:8200", "it has no scheme"),
+            ("http://", "it has no host"),
+            ("https://[::1", "it is not a URL"),
+            ("ftp://v:21", "its scheme is not http or https"),
+            ("http://v:8200/?x=1", "it has a query or fragment"),
+            ("http://v:8200/#x", "it has a query or fragment"),
+        ] {
+            let error = checked_endpoint(address, "VAULT_ADDR", WEB, "https://v:8200")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("VAULT_ADDR: ") && error.contains(says),
+                "{address}: {error}"
+            );
+            assert!(
+                error.contains("expected the shape https://v:8200"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_address_is_refused_and_never_shown() {
+        let error = checked_endpoint("https://u:hunter2@v:8200", "VAULT_ADDR", WEB, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = checked_endpoint("u:hunter2@v", "VAULT_ADDR", WEB, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn https_only_refuses_http() {
+        let error = checked_endpoint("http://v.example", "AZURE_KEY_VAULT_URL", &["https"], "x")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("its scheme is not https"), "{error}");
+        assert_eq!(
+            checked_endpoint("https://v.example/", "AZURE_KEY_VAULT_URL", &["https"], "x").unwrap(),
+            "https://v.example"
+        );
+    }
+
+    #[test]
+    fn an_accepted_address_is_given_on_as_the_parser_writes_it() {
+        for (given, used) in [
+            ("HTTPS://Vault.Example:8200/", "https://vault.example:8200"),
+            ("http:[::1]/", "http://[::1]"),
+            ("http:/127.0.0.1:8200", "http://127.0.0.1:8200"),
+            ("https://v.example/prefix/", "https://v.example/prefix"),
+        ] {
+            assert_eq!(
+                checked_endpoint(given, "V", WEB, "x").unwrap(),
+                used,
+                "{given}"
+            );
+        }
+        let error = checked_endpoint("https://v/a[b", "V", WEB, "x").unwrap_err();
+        assert!(error.to_string().contains("its path"), "{error}");
+    }
+}
