@@ -13,7 +13,7 @@ use mlflow_secrets_auth_cache::{
 use mlflow_secrets_auth_core::secrecy::ExposeSecret;
 use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription,
-    ProviderSettings, Result, SecretError, SecretProvider, is_loopback, plain_origin,
+    ProviderSettings, Result, SecretError, SecretProvider, Withheld, is_loopback, plain_origin,
 };
 use mlflow_secrets_auth_retry::BreakerState;
 use url::Url;
@@ -32,6 +32,8 @@ struct Inner {
     refetched: Mutex<Option<(AuthHeader, Duration)>>,
     /// Verdicts of plain origins already judged ([`SecretsAuth::header_for`]).
     judged: Judged,
+    /// The (host, reason) pairs already warned about ([`SecretsAuth::permits`]).
+    withheld_said: WithheldSaid,
     warned_plain_http: AtomicBool,
     observer: OnceLock<FetchObserver>,
 }
@@ -230,6 +232,7 @@ impl SecretsAuth {
                 clock,
                 refetched: Mutex::new(None),
                 judged: Judged::default(),
+                withheld_said: WithheldSaid::default(),
                 warned_plain_http: AtomicBool::new(false),
                 observer: OnceLock::new(),
             }),
@@ -269,13 +272,19 @@ impl SecretsAuth {
     }
 
     /// Logs a verdict (once for plain http) and turns it into a yes/no.
-    fn judged(
-        &self,
-        url: &Url,
-        verdict: std::result::Result<(), mlflow_secrets_auth_core::Withheld>,
-    ) -> bool {
+    fn judged(&self, url: &Url, verdict: std::result::Result<(), Withheld>) -> bool {
         if let Err(why) = verdict {
-            tracing::debug!(host = ?url.host_str(), %why, "no credential attached");
+            let host = url.host_str().unwrap_or_default();
+            // Once per (host, reason): a 401 then has its cause in the log,
+            // and a loop of requests does not fill it.
+            if self.inner.withheld_said.first(host, why) {
+                tracing::warn!(
+                    host,
+                    "no credential sent to this host: {why} (the hosts that get it are set by MLFLOW_SECRETS_ALLOWED_HOSTS)"
+                );
+            } else {
+                tracing::debug!(host, %why, "no credential attached");
+            }
             return false;
         }
         if url.scheme() == "http"
@@ -593,6 +602,34 @@ impl SecretsAuth {
             settings: None,
         }));
         out
+    }
+}
+
+/// The (host, reason) pairs a withheld credential was warned about, at most
+/// [`WithheldSaid::CAPACITY`] (past it, withholding is logged at debug only).
+#[derive(Default)]
+struct WithheldSaid {
+    said: Mutex<std::collections::HashMap<Withheld, std::collections::HashSet<Box<str>>>>,
+}
+
+impl WithheldSaid {
+    const CAPACITY: usize = 64;
+
+    /// Whether (host, why) is new, remembering it when there is room.
+    fn first(&self, host: &str, why: Withheld) -> bool {
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        if said.get(&why).is_some_and(|hosts| hosts.contains(host)) {
+            return false;
+        }
+        if said
+            .values()
+            .map(std::collections::HashSet::len)
+            .sum::<usize>()
+            >= Self::CAPACITY
+        {
+            return false;
+        }
+        said.entry(why).or_default().insert(host.into())
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use mlflow_secrets_auth::{AuthMode, LogLevel, ProviderSettings, SecretsAuth};
+use mlflow_secrets_auth::{AuthMode, FileProvider, LogLevel, ProviderSettings, SecretsAuth};
 use mlflow_secrets_auth_cache::ManualClock;
 use secrets_testkit::hostile::{Answer, HostileKit};
 
@@ -135,4 +135,61 @@ fn trace_logs_never_contain_the_secret() {
         .finish();
     tracing::subscriber::with_default(subscriber, flow);
     assert_clean(&logs);
+
+    // A withheld credential is warned about once per (host, reason).
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = mlflow_secrets_auth::subscriber(LogLevel::Warning, move || writer.clone());
+    tracing::subscriber::with_default(subscriber, withheld);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let said: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("no credential sent to this host"))
+        .collect();
+    assert_eq!(said.len(), 3, "{text}");
+    for (host, why) in [
+        ("other.example", "host not allowed"),
+        ("third.example", "host not allowed"),
+        ("mlflow.example.com", "the redirect chain left https"),
+    ] {
+        assert_eq!(
+            said.iter()
+                .filter(|l| l.contains(host) && l.contains(why))
+                .count(),
+            1,
+            "{host}: {text}"
+        );
+    }
+    assert!(said.iter().all(|l| l.contains("MLFLOW_SECRETS_ALLOWED_HOSTS")));
 }
+
+/// Withholds the credential from two hosts (each many times) and from an
+/// https → http redirect.
+fn withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "tok-withheld").unwrap();
+    let auth = SecretsAuth::builder()
+        .config(config())
+        .provider(FileProvider::new(path), settings(60))
+        .build();
+    for _ in 0..5 {
+        for url in ["http://other.example/a", "http://other.example/b", "https://third.example/"] {
+            let url = mlflow_secrets_auth::Url::parse(url).unwrap();
+            assert!(!auth.permits(&url).unwrap());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = mlflow_secrets_auth::Url::parse("https://mlflow.example.com/a").unwrap();
+    let second = mlflow_secrets_auth::Url::parse("http://mlflow.example.com/b").unwrap();
+    for _ in 0..3 {
+        let (hop, header) = runtime
+            .block_on(auth.hop(Some(&first), true, &second))
+            .unwrap();
+        assert!(header.is_none() && hop.left_https);
+    }
+}
+

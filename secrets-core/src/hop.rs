@@ -28,7 +28,7 @@ use crate::error::{Result, SecretError};
 pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 /// Why a hop gets no credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Withheld {
     /// Not an `http`/`https` URL with a host.
