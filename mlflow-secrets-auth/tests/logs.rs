@@ -160,7 +160,10 @@ fn trace_logs_never_contain_the_secret() {
             "{host}: {text}"
         );
     }
-    assert!(said.iter().all(|l| l.contains("MLFLOW_SECRETS_ALLOWED_HOSTS")));
+    assert!(
+        said.iter()
+            .all(|l| l.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"))
+    );
 }
 
 /// Withholds the credential from two hosts (each many times) and from an
@@ -174,7 +177,11 @@ fn withheld() {
         .provider(FileProvider::new(path), settings(60))
         .build();
     for _ in 0..5 {
-        for url in ["http://other.example/a", "http://other.example/b", "https://third.example/"] {
+        for url in [
+            "http://other.example/a",
+            "http://other.example/b",
+            "https://third.example/",
+        ] {
             let url = mlflow_secrets_auth::Url::parse(url).unwrap();
             assert!(!auth.permits(&url).unwrap());
         }
@@ -192,4 +199,3 @@ fn withheld() {
         assert!(header.is_none() && hop.left_https);
     }
 }
-

@@ -170,67 +170,123 @@ impl HopPolicy {
 /// then a host of lower-case letters, digits, `.` and `-` (or an IPv6
 /// literal in brackets: hex digits, `:` and `.`) and an optional `:port` of
 /// digits, up to the first `/`, `?` or `#` (or the end).
+///
+/// A named host must not end with a dot (a DNS name to some, an address to
+/// others), and a host whose last label is a number must be an IPv4 address
+/// in the usual four decimal parts (`2130706433`, `127.1` or `127.000.0.1`
+/// are addresses to some parsers and names to others).
+///
+/// One pass over the bytes, without allocation: this runs on every request,
+/// the cache hit path included.
 pub fn plain_origin(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let end = rest
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(literal) => {
-            let (inside, after) = literal.split_once(']')?;
-            let ipv6 = !inside.is_empty()
-                && inside
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':' | b'.'));
-            (
-                ipv6.then_some(inside)?,
-                after.strip_prefix(':').or(after.is_empty().then_some(""))?,
-            )
-        }
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, port),
-            None => (authority, ""),
-        },
+    let bytes = url.as_bytes();
+    let start = if bytes.starts_with(b"https://") {
+        8
+    } else if bytes.starts_with(b"http://") {
+        7
+    } else {
+        return None;
     };
-    let plain = !host.is_empty()
-        && (authority.starts_with('[')
-            || (host
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
-                && plain_name_or_ipv4(host)))
-        && port.bytes().all(|b| b.is_ascii_digit());
-    plain.then(|| &url[..url.len() - rest.len() + end])
+    let mut at = start;
+    if bytes.get(at) == Some(&b'[') {
+        // An IPv6 literal: hex digits, `:` and `.` up to `]`.
+        at += 1;
+        while let Some(&b) = bytes.get(at)
+            && matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':' | b'.')
+        {
+            at += 1;
+        }
+        if at == start + 1 || bytes.get(at) != Some(&b']') {
+            return None;
+        }
+        at += 1;
+    } else {
+        // A name or an IPv4 address; `label` is the label being read and
+        // `v4` whether every label so far is a decimal part 0-255 without a
+        // leading zero.
+        let mut labels = 0_u32;
+        let mut label = Label::default();
+        let mut v4 = true;
+        while let Some(&b) = bytes.get(at) {
+            match b {
+                b'a'..=b'z' | b'-' => {
+                    label.hex |= label.len == 1 && label.leading_zero && b == b'x';
+                    label.digits = false;
+                    label.len += 1;
+                }
+                b'0'..=b'9' => {
+                    if label.len == 0 {
+                        label.leading_zero = b == b'0';
+                    }
+                    label.value = label
+                        .value
+                        .saturating_mul(10)
+                        .saturating_add(u16::from(b - b'0'));
+                    label.len += 1;
+                }
+                b'.' => {
+                    v4 &= label.is_v4_part();
+                    labels += 1;
+                    label = Label::default();
+                }
+                _ => break,
+            }
+            at += 1;
+        }
+        if at == start || label.len == 0 {
+            // No host, or a trailing dot.
+            return None;
+        }
+        if (label.digits || label.hex) && !(v4 && label.is_v4_part() && labels == 3) {
+            return None;
+        }
+    }
+    if bytes.get(at) == Some(&b':') {
+        at += 1;
+        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+    }
+    match bytes.get(at) {
+        None | Some(b'/' | b'?' | b'#') => Some(&url[..at]),
+        Some(_) => None,
+    }
 }
 
-/// Whether `host` (lower-case letters, digits, `.`, `-`) reads the same to
-/// every resolver: no trailing dot (a DNS name to some, an address to
-/// others), and a host whose last label is a number must be an IPv4
-/// address in the usual four decimal parts (`2130706433`, `127.1` or
-/// `127.000.0.1` are addresses to some parsers and names to others).
-fn plain_name_or_ipv4(host: &str) -> bool {
-    if host.ends_with('.') {
-        return false;
+/// One label of a host, as [`plain_origin`] reads it.
+#[derive(Clone, Copy)]
+struct Label {
+    len: usize,
+    /// Only digits so far.
+    digits: bool,
+    /// Starts with `0x`.
+    hex: bool,
+    /// Starts with `0`.
+    leading_zero: bool,
+    /// Its decimal value (saturated) while it is all digits.
+    value: u16,
+}
+
+impl Default for Label {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            digits: true,
+            hex: false,
+            leading_zero: false,
+            value: 0,
+        }
     }
-    let last = host.rsplit('.').next().unwrap_or_default();
-    let numeric =
-        !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x"));
-    if !numeric {
-        return true;
+}
+
+impl Label {
+    /// A decimal part of a dotted-quad IPv4 address.
+    fn is_v4_part(self) -> bool {
+        self.digits
+            && (1..=3).contains(&self.len)
+            && self.value <= 255
+            && !(self.leading_zero && self.len > 1)
     }
-    // No allocation: this runs on every request (the cache hit path too).
-    let mut parts = 0;
-    host.split('.').all(|part| {
-        parts += 1;
-        !part.is_empty()
-            && part.len() <= 3
-            && part.bytes().all(|b| b.is_ascii_digit())
-            && (part == "0" || !part.starts_with('0'))
-            && part.parse::<u8>().is_ok()
-    }) && parts == 4
 }
 
 /// Parses `text`, a URL that will be handed on *as text* to another program
@@ -336,6 +392,73 @@ pub fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// The rule of [`plain_origin`] written plainly (split, then check each
+    /// part), as the oracle of its one-pass form.
+    fn reference(url: &str) -> Option<&str> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))?;
+        let end = rest
+            .bytes()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(literal) => {
+                let (inside, after) = literal.split_once(']')?;
+                let ipv6 = !inside.is_empty()
+                    && inside
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':' | b'.'));
+                (
+                    ipv6.then_some(inside)?,
+                    after.strip_prefix(':').or(after.is_empty().then_some(""))?,
+                )
+            }
+            None => authority.split_once(':').unwrap_or((authority, "")),
+        };
+        let named = |host: &str| {
+            if host.ends_with('.') {
+                return false;
+            }
+            let last = host.rsplit('.').next().unwrap_or_default();
+            let numeric = !last.is_empty()
+                && (last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x"));
+            if !numeric {
+                return true;
+            }
+            let parts: Vec<&str> = host.split('.').collect();
+            parts.len() == 4
+                && parts.iter().all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 3
+                        && part.bytes().all(|b| b.is_ascii_digit())
+                        && (*part == "0" || !part.starts_with('0'))
+                        && part.parse::<u8>().is_ok()
+                })
+        };
+        let plain = !host.is_empty()
+            && (authority.starts_with('[')
+                || (host
+                    .bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+                    && named(host)))
+            && port.bytes().all(|b| b.is_ascii_digit());
+        plain.then(|| &url[..url.len() - rest.len() + end])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn the_one_pass_reading_is_the_plain_one(
+            url in "(https?://|http:/|HTTP://)?(\\[[0-9a-fA-F:.%]{0,6}\\]?|[a-z0-9.x-]{0,12}|0x[0-9a-f]{1,3}(\\.[0-9]{1,4}){0,4}|([0-9]{1,4}\\.){0,4}[0-9]{0,4})(:[0-9a-z:]{0,5})?([/?#@\\\\ A-Z].{0,6})?"
+        ) {
+            prop_assert_eq!(plain_origin(&url), reference(&url), "{:?}", url);
+        }
+    }
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
