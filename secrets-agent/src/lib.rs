@@ -84,17 +84,22 @@ impl AgentAddr {
     /// Parses `unix:/path` or `http://IP:PORT` (a loopback IP literal: the
     /// token goes there). Errors name [`AGENT_VAR`].
     pub fn parse(value: &str) -> Result<Self> {
-        let value = value.trim();
-        if let Some(path) = value.strip_prefix("unix:") {
+        let given = value.trim();
+        // An address is no secret and is shown as given (a missing `unix:`
+        // is then seen at once), unless it carries a user name or password.
+        let value = if given.contains('@') {
+            "(the value, not shown: it holds `@`)"
+        } else {
+            given
+        };
+        if let Some(path) = given.strip_prefix("unix:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
                 return Err(config(AGENT_VAR, "`unix:` needs a socket path"));
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        let Some(rest) = value.strip_prefix("http://") else {
-            // An address is no secret: shown as given, so a missing
-            // `unix:` is seen at once.
+        let Some(rest) = given.strip_prefix("http://") else {
             let hint = if value.starts_with('/') {
                 format!("; write unix:{value}")
             } else {
@@ -609,6 +614,10 @@ mod tests {
         }
         let error = AgentAddr::parse("/run/agent.sock").unwrap_err().to_string();
         assert!(error.contains("write unix:/run/agent.sock"), "{error}");
+        for carrying in ["http://u:pw-x9@127.0.0.1:8765", "u:pw-x9@127.0.0.1:8765"] {
+            let error = AgentAddr::parse(carrying).unwrap_err().to_string();
+            assert!(!error.contains("pw-x9"), "{error}");
+        }
     }
 
     #[test]
