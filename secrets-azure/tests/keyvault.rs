@@ -14,6 +14,7 @@ use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use secrets_testkit::azure::{
     AzureKeyVault, CLIENT_ID, CLIENT_SECRET, Challenge, Mode, TENANT_ID, VAULT_HOST,
 };
+use secrets_testkit::or_hang;
 
 /// A client that trusts only the double's CA and resolves the vault's host
 /// name to it — the transport option, nothing else, points the SDK at it.
@@ -298,14 +299,15 @@ async fn a_hanging_vault_times_out_within_the_configured_timeout() {
         .request_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
+    // The double never answers: the call ends only by its own timeout,
+    // and not before it.
     let started = Instant::now();
-    let err = fetch(&provider).await.unwrap_err();
+    let err = or_hang("a fetch from a silent Key Vault", fetch(&provider))
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use secrets_testkit::HANG_GUARD;
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{self, MotoServer};
 use secrets_testkit::net::{exchange, free_addr};
@@ -636,7 +637,6 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
     slow.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let request = b"GET /v1/secret HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
-    let started = Instant::now();
     let mut closed = false;
     for byte in request {
         if slow.write_all(&[*byte]).is_err() {
@@ -660,9 +660,8 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(closed, "the slow client was never cut off");
-    assert!(started.elapsed() < Duration::from_secs(5));
     // Once they are gone the agent serves again.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + HANG_GUARD;
     while get(&agent.socket, "/v1/secret").0 != 200 {
         assert!(Instant::now() < deadline, "the agent did not recover");
         std::thread::sleep(Duration::from_millis(50));

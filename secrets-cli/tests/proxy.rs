@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use secrets_testkit::HANG_GUARD;
 use secrets_testkit::binaries::venv_dir;
 use secrets_testkit::capture::CaptureServer;
 use secrets_testkit::hostile::{Answer, HostileKit};
@@ -323,7 +324,7 @@ fn redirects_reach_the_client_and_the_proxy_never_follows_them() {
         head.contains(&format!("location: {}/api/2.0/next?x=1", proxy.url())),
         "{head}"
     );
-    std::thread::sleep(Duration::from_millis(100));
+    // The client got the redirects themselves: the proxy followed neither.
     assert!(thief.requests().is_empty(), "the thief received nothing");
     assert_eq!(upstream.requests().len(), 2, "no redirect followed");
 }
@@ -447,7 +448,6 @@ fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
     // Headers a byte at a time: cut off after the read timeout.
     slow.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let started = Instant::now();
     let mut closed = false;
     for byte in b"GET /api/2.0/mlflow/experiments/search HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
         if slow.write_all(&[*byte]).is_err() {
@@ -464,10 +464,8 @@ fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-    assert!(
-        closed && started.elapsed() < Duration::from_secs(5),
-        "the slow client was not cut off"
-    );
+    // Cut off before its headers were complete: nothing reached upstream.
+    assert!(closed, "the slow client was not cut off");
     assert!(upstream.requests().is_empty());
 }
 
@@ -477,9 +475,8 @@ fn a_client_pausing_within_its_body_is_cut_off() {
     // A body small enough to be kept for a resend, and one that streams.
     for length in [1000, 4 * 1024 * 1024] {
         let mut client = TcpStream::connect(proxy.addr).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        // Only a guard against hanging: the proxy must end the connection.
+        client.set_read_timeout(Some(HANG_GUARD)).unwrap();
         let head = format!(
             "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: {length}\r\n\r\n",
             proxy.addr,
@@ -488,15 +485,16 @@ fn a_client_pausing_within_its_body_is_cut_off() {
         client.write_all(head.as_bytes()).unwrap();
         client.write_all(&[b'x'; 100]).unwrap();
         // ...and nothing more: the proxy gives up after the read timeout.
-        let started = Instant::now();
         let mut answer = Vec::new();
-        let _ = client.read_to_end(&mut answer);
-        let answer = String::from_utf8_lossy(&answer);
+        let read = client.read_to_end(&mut answer);
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "a {length}-byte body paused for {:?}",
-            started.elapsed()
+            !read.as_ref().is_err_and(|e| matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )),
+            "a {length}-byte body paused and the proxy kept waiting: {read:?}"
         );
+        let answer = String::from_utf8_lossy(&answer);
         assert!(
             answer.is_empty()
                 || answer.starts_with("HTTP/1.1 4")
@@ -533,7 +531,7 @@ fn a_client_that_stops_reading_the_response_loses_its_connection() {
             other => panic!("/-/healthz answered {other}"),
         }
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < HANG_GUARD,
             "a client reading nothing kept its connection: {}",
             proxy.log_text()
         );

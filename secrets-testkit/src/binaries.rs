@@ -66,8 +66,23 @@ impl ServerPolicy {
                 "\n!!!!! {test}: SKIPPED (no {name}); run `cargo xtask test-env` to install it !!!!!\n"
             );
         }
+        // cargo shows a passing test's output to nobody: the skip is also
+        // written down, for `cargo xtask test` to count and name at the end.
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(skipped_log())
+        {
+            use std::io::Write as _;
+            let _ = writeln!(log, "{test}: no {name}");
+        }
         None
     }
+}
+
+/// Where skipped tests are written down, a line each (`target/skipped-tests.txt`).
+pub fn skipped_log() -> PathBuf {
+    workspace_root().join("target/skipped-tests.txt")
 }
 
 /// [`ServerPolicy::require`] with the policy of this process.

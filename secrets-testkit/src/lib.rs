@@ -36,7 +36,7 @@ pub mod openbao;
 pub mod process;
 pub mod tls;
 
-pub use binaries::{ServerPolicy, require_binary, venv_dir, workspace_root};
+pub use binaries::{ServerPolicy, require_binary, skipped_log, venv_dir, workspace_root};
 
 /// A regular expression (for `proptest`) of address-like strings a person
 /// might put in an endpoint variable: schemes right, wrong or missing; hosts
@@ -47,3 +47,18 @@ pub const ENDPOINT_LIKE: &str = "(https?:(//)?|HTTPS://|ftp://|//)?\
      (127\\.0\\.0\\.1|\\[::1\\]|\\[::1|localhost|\\[|@|)\
      (:[0-9]{0,6})?\
      (/[a-z0-9/%?#\\[\\]:@.-]{0,10})?";
+
+/// How long [`or_hang`] waits: far above anything a loaded machine takes
+/// for the work it guards, so it never decides a test but a hang.
+pub const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `work`'s output, or a panic naming `what` when it has not finished
+/// within [`HANG_GUARD`]. A guard against a test hanging forever (a timeout
+/// that never fires), not a timing assertion: speed is measured by the
+/// benches.
+pub async fn or_hang<T>(what: &str, work: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG_GUARD, work).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: still running after {HANG_GUARD:?}: it hangs"),
+    }
+}

@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -132,6 +132,7 @@ pub fn closed_port() -> SocketAddr {
 #[derive(Debug)]
 pub struct Blackhole {
     addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -146,20 +147,32 @@ impl Blackhole {
             .expect("non-blocking listener");
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counting = accepted.clone();
         let thread = std::thread::spawn(move || {
             let mut held = Vec::new();
             while !stopping.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => held.push(stream),
+                    Ok((stream, _)) => {
+                        held.push(stream);
+                        counting.fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
         Self {
             addr,
+            accepted,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Connections accepted so far (a connection the kernel completed is
+    /// accepted within a few milliseconds).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Its address.

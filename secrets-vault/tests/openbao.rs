@@ -14,6 +14,7 @@ use mlflow_secrets_auth_vault::{VaultProvider, VaultProviderBuilder};
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::net::{Blackhole, closed_port};
 use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
+use secrets_testkit::or_hang;
 use serde_json::Value;
 
 fn json(text: &str) -> Value {
@@ -421,14 +422,15 @@ async fn a_server_that_never_answers_times_out_within_the_request_timeout() {
         .request_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
+    // The server never answers: the call ends only by its own timeout,
+    // and not before it.
     let start = Instant::now();
-    let err = vault.fetch().await.unwrap_err();
+    let err = or_hang("a fetch from a silent Vault", vault.fetch())
+        .await
+        .unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
-        "gave up after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(400), "gave up after {took:?}");
 }
 
 #[tokio::test]

@@ -10,7 +10,41 @@ use crate::{cargo, fuzz, install_wheel, root, run, sdist, soak, test_env, venv, 
 /// Provider features of the facade; each must build alone.
 pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "agent", "middleware"];
 
+/// `cargo xtask test [ARGS]`: the workspace's tests as a developer runs
+/// them (a missing server skips its tests), and then the tests that skipped,
+/// from the list `secrets_testkit::skipped_log` keeps.
+pub(crate) fn test(args: &[String]) -> Result<()> {
+    let log = root().join("target/skipped-tests.txt");
+    let _ = std::fs::remove_file(&log);
+    let result = run(
+        "tests",
+        cargo()
+            .args(["test", "--workspace", "--all-features"])
+            .args(args)
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+    );
+    let skipped = std::fs::read_to_string(&log).unwrap_or_default();
+    let skipped: Vec<&str> = skipped.lines().collect();
+    if skipped.is_empty() {
+        println!("no test skipped");
+    } else {
+        println!(
+            "{} test(s) SKIPPED for want of a server (`cargo xtask test-env` installs them):",
+            skipped.len()
+        );
+        for line in skipped {
+            println!("  {line}");
+        }
+    }
+    result
+}
+
 pub(crate) fn ci() -> Result<()> {
+    // It would make the golden tests rewrite their files and pass.
+    anyhow::ensure!(
+        std::env::var_os("UPDATE_GOLDEN").is_none(),
+        "UPDATE_GOLDEN is set: unset it; CI compares the golden transcripts, it never rewrites them"
+    );
     test_env()?;
     run("format", cargo().args(["fmt", "--all", "--check"]))?;
     run(

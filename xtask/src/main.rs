@@ -4,6 +4,9 @@
 //!   clippy (`-D warnings`, fuzz targets included), all tests (`--locked`),
 //!   the Python tests, the soak, fuzzing, docs (`-D warnings`), the facade's
 //!   feature matrix and `cargo package` of every published crate.
+//! - `test`: `cargo test` of the whole workspace (extra arguments are passed
+//!   on) without requiring the servers, then names every test that skipped
+//!   for want of one — cargo shows a passing test's output to nobody.
 //! - `test-env`: installs the servers backend tests start (moto, ...) into
 //!   `.venv/`, from pinned versions; does nothing when they are up to date.
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
@@ -48,13 +51,14 @@ use env::{install_into, pip_install, test_env, venv};
 use fuzz::fuzz;
 use wheel::{install_wheel, sdist, wheel};
 
-pub(crate) const USAGE: &str = "usage: cargo xtask <ci|test-env|wheel [--release] [--install]|fuzz [--seconds N]|sdist|bench|soak [--seconds N]|demo>";
+pub(crate) const USAGE: &str = "usage: cargo xtask <ci|test [ARGS]|test-env|wheel [--release] [--install]|fuzz [--seconds N]|sdist|bench|soak [--seconds N]|demo>";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1);
     match task.as_deref() {
         Some("ci") => ci(),
         Some("test-env") => test_env(),
+        Some("test") => ci::test(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("demo") => demo(),
         Some("bench") => bench(),
         Some("fuzz") => fuzz(seconds_flag(60)?),

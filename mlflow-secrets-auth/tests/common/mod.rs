@@ -47,12 +47,21 @@ pub fn backend(test: &str, name: &str, value: &str) -> Option<Backend> {
 impl Backend {
     /// A provider of `name` that goes through the proxy.
     pub fn provider(&self, name: &str) -> AwsSecretsManagerProvider {
+        self.provider_timing_out_after(name, Duration::from_secs(5))
+    }
+
+    /// [`Self::provider`] whose calls time out after `timeout`.
+    pub fn provider_timing_out_after(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> AwsSecretsManagerProvider {
         AwsSecretsManagerProvider::builder()
             .secret_id(name)
             .region(REGION)
             .endpoint_url(self.proxy.url())
             .static_credentials(ACCESS_KEY, SECRET_KEY)
-            .request_timeout(Duration::from_secs(5))
+            .request_timeout(timeout)
             .build()
             .unwrap()
     }

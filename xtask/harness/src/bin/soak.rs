@@ -516,6 +516,21 @@ fn main() -> Result<()> {
             ));
         }
     }
+    // Callers that stopped calling (a wedged loop, a dead process) must not
+    // pass for callers that never failed: each group makes at least one call
+    // per second of the run — a floor for liveness, far below any speed.
+    let floor = seconds;
+    for (who, count) in [
+        ("async", calls(&async_tally)),
+        ("blocking", calls(&sync_tally)),
+        ("Python", python_calls),
+    ] {
+        if count < floor {
+            problems.push(format!(
+                "the {who} callers made {count} calls in {seconds} s (at least {floor} expected)"
+            ));
+        }
+    }
     let bound = 1 + RETRIES;
     for (i, max) in window_max.iter().enumerate() {
         if *max > bound {
