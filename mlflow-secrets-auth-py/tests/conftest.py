@@ -5,6 +5,7 @@ variables, as MLflow users run it."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -177,17 +179,47 @@ def moto() -> Iterator[Moto]:
         stop(process)
 
 
+def secret_forms(secret: str) -> List[str]:
+    """The forms a secret travels in: as is, base64 (standard, unpadded,
+    URL-safe) and percent-encoded — as ``secrets_testkit::leak::forms``.
+    Pass ``user:password`` as well as the password to catch a Basic header."""
+    raw = secret.encode()
+    standard = base64.b64encode(raw).decode()
+    return sorted(
+        {
+            secret,
+            standard,
+            standard.rstrip("="),
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            urllib.parse.quote(secret, safe="-._~"),
+        }
+    )
+
+
+def holds(recorded: str, secret: str) -> bool:
+    """Whether any form of ``secret`` is in ``recorded``."""
+    return any(form in recorded for form in secret_forms(secret))
+
+
 class Capture:
-    """Records the headers of every request; answers from a route table."""
+    """Records every request (headers by name, and the whole request as
+    text); answers from a route table."""
 
     def __init__(self, host: str) -> None:
         self.requests: List[Dict[str, str]] = []
+        self.raw: List[str] = []
         self.redirect_to: Optional[str] = None
         capture = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 capture.requests.append({k.lower(): v for k, v in self.headers.items()})
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                capture.raw.append(
+                    f"{self.requestline}\r\n{self.headers}\r\n"
+                    + body.decode("utf-8", "replace")
+                )
                 if capture.redirect_to:
                     self.send_response(302)
                     self.send_header("Location", capture.redirect_to)
@@ -211,7 +243,9 @@ class Capture:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def saw(self, needle: str) -> bool:
-        return any(needle in v for r in self.requests for v in r.values())
+        """Whether any request held ``needle`` in any of its forms, anywhere:
+        request line, headers or body."""
+        return any(holds(raw, needle) for raw in self.raw)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -277,7 +311,9 @@ class Hostile:
         return self.command({"requests": listener})["requests"]
 
     def saw(self, listener: str, needle: str) -> bool:
-        return any(needle in value for r in self.requests(listener) for _, value in r["headers"])
+        """Whether any request ``listener`` received held ``needle`` in any of
+        its forms, anywhere: request line, headers or body."""
+        return any(holds(r["raw"], needle) for r in self.requests(listener))
 
     def host(self, listener: str) -> str:
         return self.urls[listener].split("://", 1)[1]

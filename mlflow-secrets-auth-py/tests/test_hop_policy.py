@@ -333,3 +333,21 @@ def test_a_host_the_client_reads_differently_gets_nothing(tmp_path, monkeypatch)
     # Unparsable URLs send nothing.
     assert _client_hosts("http://[::1/") is None
     assert core.hop("not a url", None, False, [])[2] is None
+
+
+def test_withheld_warnings_are_bounded_as_in_the_rust_core(caplog):
+    # Redirects a server chooses name as many hosts as it likes: the plugin
+    # remembers (and warns about) at most 64 pairs, as the Rust core does.
+    import logging
+
+    from mlflow_secrets_auth import _plugin
+
+    _plugin._withheld_said.clear()
+    with caplog.at_level(logging.DEBUG, logger="mlflow_secrets_auth"):
+        for i in range(200):
+            _plugin._say_withheld(f"http://h{i}.example/x", "host not allowed")
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(_plugin._withheld_said) == 64
+    assert len(warned) == 64
+    assert any(r.levelno == logging.DEBUG and "h199.example" in r.getMessage() for r in caplog.records)
+    _plugin._withheld_said.clear()

@@ -71,6 +71,7 @@ def test_no_credential_reaches_a_tracking_host_outside_the_allowlist(moto, captu
     assert capture.requests, "MLflow called the tracking server"
     assert all("authorization" not in r for r in capture.requests)
     assert not capture.saw(password)
+    assert not capture.saw(f"allowlist-user:{password}")
 
 
 def test_a_redirect_to_a_disallowed_host_carries_no_custom_header(
@@ -100,6 +101,7 @@ def test_a_redirect_to_a_disallowed_host_carries_no_custom_header(
     assert other_host.requests, "the redirect was followed"
     assert all("x-mlflow-auth" not in r for r in other_host.requests)
     assert not other_host.saw(password)
+    assert not other_host.saw(f"redirect-user:{password}")
 
 
 def test_a_rotated_password_is_fetched_again_exactly_once(mlflow_server, moto):

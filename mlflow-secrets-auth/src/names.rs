@@ -70,6 +70,12 @@ pub(crate) fn near_misses(set: &[String]) -> Vec<Warning> {
         .iter()
         .map(String::as_str)
         .filter(|name| FAMILIES.iter().any(|family| name.starts_with(family)))
+        // Only names spelled like variables: a name is printed, and must
+        // not carry a line break or a terminal escape into the output.
+        .filter(|name| {
+            name.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
         .filter(|name| !VARIABLES.contains(name))
         .collect();
     unknown.sort_unstable();
@@ -157,6 +163,12 @@ mod tests {
             ])
             .is_empty()
         );
+    }
+
+    #[test]
+    fn names_not_spelled_like_variables_are_not_printed() {
+        assert!(said(&["MLFLOW_SECRETS_X\nwarning: all is fine\u{1b}[31m"]).is_empty());
+        assert!(said(&["MLFLOW_SECRETS_auth_enable"]).is_empty());
     }
 
     #[test]

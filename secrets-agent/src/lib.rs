@@ -68,8 +68,6 @@ pub const UID_VAR: &str = "MLFLOW_SECRETS_AGENT_UID";
 const MAX_TOKEN_BYTES: u64 = 4096;
 /// The longest a call to the agent may take, connection included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest error message taken from the agent, in characters.
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +83,21 @@ impl AgentAddr {
     /// token goes there). Errors name [`AGENT_VAR`].
     pub fn parse(value: &str) -> Result<Self> {
         let given = value.trim();
-        // An address is no secret and is shown as given (a missing `unix:`
-        // is then seen at once), unless it carries a user name or password.
-        let value = if given.contains('@') {
-            "(the value, not shown: it holds `@`)"
-        } else {
-            given
+        // A socket path is shown as given (a missing `unix:` is then seen at
+        // once); of an http address only `http://` and what precedes the
+        // first `/`, `?` or `#`, and only without `@`; nothing of other text
+        // (a token pasted into the wrong variable).
+        let authority = given
+            .strip_prefix("http://")
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+        let shown = match authority {
+            _ if given.starts_with('/') => given.to_owned(),
+            Some(authority) if !authority.contains('@') && authority.is_ascii() => {
+                format!("http://{authority}")
+            }
+            _ => "(the value, not shown)".to_owned(),
         };
+        let value = shown.as_str();
         if let Some(path) = given.strip_prefix("unix:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
@@ -171,8 +177,7 @@ impl Answer {
         let text = serde_json::from_slice::<ErrorAnswer>(&self.body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).into_owned());
-        let text: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
-        mlflow_secrets_auth_core::redact(text.trim()).into_owned()
+        mlflow_secrets_auth_core::classify::server_said(&text)
     }
 
     fn kind(&self) -> Option<ErrorKind> {
@@ -605,16 +610,19 @@ mod tests {
                 said.starts_with("MLFLOW_SECRETS_AGENT: ") && said.ends_with("(provider agent)"),
                 "{bad}: {said}"
             );
-            // An address is no secret: it is shown, and survives redaction.
-            let shown = bad.strip_prefix("unix:").unwrap_or(bad);
-            assert!(
-                shown.is_empty() || redact(&said).contains(shown),
-                "{bad}: {said}"
-            );
+            // An address is no secret: a path or an http address is shown,
+            // and survives redaction; other text is not shown.
+            let shown = bad == "unix:" || bad.starts_with('/') || bad.starts_with("http://");
+            assert_eq!(redact(&said).contains(bad), shown, "{bad}: {said}");
         }
         let error = AgentAddr::parse("/run/agent.sock").unwrap_err().to_string();
         assert!(error.contains("write unix:/run/agent.sock"), "{error}");
-        for carrying in ["http://u:pw-x9@127.0.0.1:8765", "u:pw-x9@127.0.0.1:8765"] {
+        for carrying in [
+            "http://u:pw-x9@127.0.0.1:8765",
+            "u:pw-x9@127.0.0.1:8765",
+            "http://127.0.0.1:1/?token=pw-x9",
+            "hvs.pw-x9",
+        ] {
             let error = AgentAddr::parse(carrying).unwrap_err().to_string();
             assert!(!error.contains("pw-x9"), "{error}");
         }

@@ -41,10 +41,10 @@ pub(crate) fn map(
     match &error {
         SdkError::ServiceError(service) => {
             let (err, raw) = (service.err(), service.raw());
-            let code = err.code().unwrap_or("unknown error");
-            let message = err.message().unwrap_or("no message");
+            let code = classify::server_said(err.code().unwrap_or("unknown error"));
+            let message = classify::server_said(err.message().unwrap_or("no message"));
             let status = raw.status().as_u16();
-            let kind = service_kind(err, code, status);
+            let kind = service_kind(err, &code, status);
             let described = match kind {
                 ErrorKind::NotFound => format!("secret `{secret_id}` not found: {code}: {message}"),
                 ErrorKind::PermissionDenied => format!(

@@ -409,7 +409,7 @@ impl SecretProvider for AwsSecretsManagerProvider {
                 "region",
                 self.region.as_deref().unwrap_or("(AWS default chain)"),
             )
-            .field("secret", &self.secret_id)
+            .field("secret_name", &self.secret_id)
             .field(
                 "version",
                 self.version
@@ -497,7 +497,7 @@ mod tests {
         );
         assert_eq!(
             provider.describe().to_string(),
-            "aws-secrets-manager: region=eu-west-1, secret=prod/mlflow, version=AWSPREVIOUS, \
+            "aws-secrets-manager: region=eu-west-1, secret_name=prod/mlflow, version=AWSPREVIOUS, \
              endpoint=http://127.0.0.1:5000, credentials=AWS default chain"
         );
 

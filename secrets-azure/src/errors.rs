@@ -24,7 +24,7 @@ fn service_error(raw: Option<&RawResponse>) -> (Option<String>, Option<String>, 
         return (None, None, None);
     };
     let error = &body["error"];
-    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let text = |v: &Value| v.as_str().map(classify::server_said);
     (
         text(&error["code"]),
         text(&error["message"]),

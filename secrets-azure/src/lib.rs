@@ -369,7 +369,7 @@ impl SecretProvider for AzureKeyVaultProvider {
     fn describe(&self) -> ProviderDescription {
         let mut description = ProviderDescription::new(NAME)
             .field("vault", &self.vault_url)
-            .field("secret", &self.secret_name)
+            .field("secret_name", &self.secret_name)
             .field("version", self.version.as_deref().unwrap_or("latest"))
             .field("credential", self.credential.describe());
         if let Some(host) = &self.authority_host {
@@ -447,7 +447,7 @@ mod tests {
         );
         assert_eq!(
             provider.describe().to_string(),
-            "azure-key-vault: vault=https://team.vault.azure.net, secret=mlflow-cred, \
+            "azure-key-vault: vault=https://team.vault.azure.net, secret_name=mlflow-cred, \
              version=latest, credential=managed identity (system-assigned), \
              authority=https://login.microsoftonline.us"
         );

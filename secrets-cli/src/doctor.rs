@@ -13,7 +13,7 @@ use mlflow_secrets_auth::{
 use serde_json::json;
 use url::Url;
 
-use crate::output::mark;
+use crate::output::{mark, redacted, redacted_json};
 
 struct Check {
     name: &'static str,
@@ -153,19 +153,22 @@ pub fn run(dry_run: Option<&str>, json_output: bool) -> anyhow::Result<u8> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "passed": passed, "checks": list }))?
+            redacted_json(&json!({ "passed": passed, "checks": list }))?
         );
     } else {
         for (i, check) in checks.iter().enumerate() {
             println!(
-                "{:>2}. {} {:<24}{}",
-                i + 1,
-                mark(check.ok),
-                check.name,
-                check.detail
+                "{}",
+                redacted(format!(
+                    "{:>2}. {} {:<24}{}",
+                    i + 1,
+                    mark(check.ok),
+                    check.name,
+                    check.detail
+                ))
             );
             if let Some(fix) = &check.fix {
-                println!("       fix: {fix}");
+                println!("{}", redacted(format!("       fix: {fix}")));
             }
         }
     }

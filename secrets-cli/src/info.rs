@@ -5,7 +5,7 @@ use crate::{FAILURE, SUCCESS};
 use mlflow_secrets_auth::{ProviderKind, SecretsAuth, provider_compiled_in};
 use serde_json::{Value, json};
 
-use crate::output::{line, mark};
+use crate::output::{line, mark, redacted, redacted_json};
 
 fn seconds(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
@@ -80,7 +80,7 @@ pub fn run(json_output: bool) -> anyhow::Result<u8> {
         }),
     };
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", redacted_json(&report)?);
     } else {
         print_human(&auth, &report);
     }
@@ -179,6 +179,6 @@ fn print_human(auth: &SecretsAuth, report: &Value) {
     );
     println!("{}", line("require TLS", config.require_tls));
     for warning in auth.warnings() {
-        println!("warning: {warning}");
+        println!("{}", redacted(format!("warning: {warning}")));
     }
 }

@@ -18,7 +18,33 @@ pub fn mark(ok: bool) -> &'static str {
     }
 }
 
-/// `label` padded to a column, then `value`.
+/// `label` padded to a column, then `value`, redacted: a value may hold
+/// text from a variable or a server.
 pub fn line(label: &str, value: impl std::fmt::Display) -> String {
-    format!("{label:<24}{value}")
+    redacted(format!("{label:<24}{value}"))
+}
+
+/// `value` as pretty JSON, each string in it redacted ([`redacted`]) —
+/// strings, not the JSON text, so the output stays JSON.
+pub fn redacted_json(value: &serde_json::Value) -> serde_json::Result<String> {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => *text = redacted(std::mem::take(text)),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = value.clone();
+    walk(&mut value);
+    serde_json::to_string_pretty(&value)
+}
+
+/// `text` with every credential-looking value hidden ([`mlflow_secrets_auth::redact`]):
+/// what `info` and `doctor` print passes through it, as logs and errors do.
+pub fn redacted(text: String) -> String {
+    match mlflow_secrets_auth::redact(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(hidden) => hidden,
+    }
 }

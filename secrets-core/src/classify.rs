@@ -17,6 +17,33 @@ use std::time::{Duration, SystemTime};
 
 use crate::ErrorKind;
 
+/// The most of a server's own words an error message carries.
+pub const MAX_SERVER_TEXT: usize = 300;
+
+/// Text a server sent (an error message, a code), made fit for an error
+/// message: control characters as spaces, at most [`MAX_SERVER_TEXT`]
+/// characters (then `…`), and redacted ([`crate::redact`]) — a server may
+/// echo what it was sent, the token included.
+///
+/// ```
+/// use mlflow_secrets_auth_core::classify::server_said;
+/// assert_eq!(server_said("permission denied\n\u{1b}[31m"), "permission denied  [31m");
+/// assert_eq!(server_said("bad token: Bearer hvs.abc"), "bad token: Bearer ***");
+/// assert_eq!(server_said(&"x".repeat(400)).chars().count(), 301);
+/// ```
+pub fn server_said(text: &str) -> String {
+    let mut cut: String = text
+        .trim()
+        .chars()
+        .take(MAX_SERVER_TEXT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().chars().nth(MAX_SERVER_TEXT).is_some() {
+        cut.push('…');
+    }
+    crate::redact(&cut).into_owned()
+}
+
 /// The kind of failure an HTTP status from a backend means (the table above).
 pub fn status_kind(status: u16) -> ErrorKind {
     match status {

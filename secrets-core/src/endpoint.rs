@@ -4,6 +4,27 @@
 
 use crate::error::{Result, SecretError};
 
+/// What an error shows of an address: its scheme, host and port when it
+/// parses with a host and no user name or password — never a path, query or
+/// fragment, nor text that is no URL (a token pasted into the wrong variable).
+fn shown(parsed: &std::result::Result<url::Url, url::ParseError>) -> String {
+    match parsed {
+        Ok(url)
+            if url.username().is_empty()
+                && url.password().is_none()
+                && url.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "the address {}://{}{port}",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
+            )
+        }
+        _ => "the value".to_owned(),
+    }
+}
+
 /// `address` as the URL parser writes it (scheme and host in lower case,
 /// `//` spelled out, without a trailing `/`) when it is an absolute URL of
 /// one of `schemes` with a host, no user name or password, no query or
@@ -25,7 +46,8 @@ pub fn checked_endpoint(
     example: &str,
 ) -> Result<String> {
     let address = address.trim();
-    let problem = match url::Url::parse(address) {
+    let parsed = url::Url::parse(address);
+    let problem = match &parsed {
         // `vault.example.com:8200` parses with the scheme `vault.example.com`.
         Ok(url) if !schemes.contains(&url.scheme()) && !address.contains("://") => {
             "it has no scheme".to_owned()
@@ -58,14 +80,10 @@ pub fn checked_endpoint(
         Err(url::ParseError::EmptyHost) => "it has no host".to_owned(),
         Err(_) => "it is not a URL".to_owned(),
     };
-    let shown = if address.contains('@') {
-        "the value".to_owned()
-    } else {
-        format!("{address:?}")
-    };
+    let shown = shown(&parsed);
     Err(SecretError::config(
         variable,
-        format!("{shown} is not a usable address: {problem}; expected the shape {example}"),
+        format!("{shown} is not usable: {problem}; expected the shape {example}"),
     ))
 }
 
@@ -98,6 +116,34 @@ mod tests {
                 error.contains("expected the shape https://v:8200"),
                 "{error}"
             );
+        }
+    }
+
+    #[test]
+    fn only_scheme_host_and_port_are_ever_shown() {
+        for (address, shown) in [
+            (
+                "https://127.0.0.1:1/?token=SECRET",
+                "the address https://127.0.0.1:1 ",
+            ),
+            (
+                "https://v.example/#SECRET",
+                "the address https://v.example ",
+            ),
+            (
+                "https://v.example/a!SECRET",
+                "the address https://v.example ",
+            ),
+            ("hvs.SECRET", "the value "),
+            ("https://u:SECRET%40127.0.0.1:1", "the value "),
+            ("https://u%3ASECRET%40127.0.0.1", "the value "),
+            ("https://u:SECRET\u{ff20}127.0.0.1:1", "the value "),
+        ] {
+            let error = checked_endpoint(address, "V", WEB, "x")
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("SECRET"), "{address}: {error}");
+            assert!(error.contains(shown), "{address}: {error}");
         }
     }
 

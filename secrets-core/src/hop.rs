@@ -168,8 +168,9 @@ impl HopPolicy {
 /// `scheme://authority` of `url` when it is plain enough that every URL
 /// parser reads the same host and port from it: `http`/`https` in lower case,
 /// then a host of lower-case letters, digits, `.` and `-` (or an IPv6
-/// literal in brackets: hex digits, `:` and `.`) and an optional `:port` of
-/// digits, up to the first `/`, `?` or `#` (or the end).
+/// literal in brackets: hex digits, `:` and `.`) and an optional `:port`
+/// (1 to 65535, no leading zero; `:` alone means the default), up to the
+/// first `/`, `?` or `#` (or the end).
 ///
 /// A named host must not end with a dot (a DNS name to some, an address to
 /// others), and a host whose last label is a number must be an IPv4 address
@@ -242,9 +243,19 @@ pub fn plain_origin(url: &str) -> Option<&str> {
         }
     }
     if bytes.get(at) == Some(&b':') {
+        // A port of 1 to 65535 without a leading zero (requests drops `:0`,
+        // and nothing connects to `:99999`), or none at all.
         at += 1;
-        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+        let digits = at;
+        let mut port = 0_u32;
+        while let Some(&b) = bytes.get(at)
+            && b.is_ascii_digit()
+        {
+            port = port.saturating_mul(10).saturating_add(u32::from(b - b'0'));
             at += 1;
+        }
+        if at > digits && (bytes[digits] == b'0' || port > 65_535) {
+            return None;
         }
     }
     match bytes.get(at) {
@@ -446,7 +457,9 @@ mod tests {
                     .bytes()
                     .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
                     && named(host)))
-            && port.bytes().all(|b| b.is_ascii_digit());
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (port.is_empty()
+                || (!port.starts_with('0') && port.parse::<u16>().is_ok_and(|p| p > 0)));
         plain.then(|| &url[..url.len() - rest.len() + end])
     }
 
@@ -560,6 +573,13 @@ mod tests {
             ("http://[]/", None),
             ("http://[::1/", None),
             ("http://host:80x/", None),
+            ("http://127.0.0.1:0/", None),
+            ("https://a:00/", None),
+            ("http://a:080/", None),
+            ("http://h:99999999999/", None),
+            ("http://h:65536/", None),
+            ("http://h:65535/", Some("http://h:65535")),
+            ("http://h:/", Some("http://h:")),
             ("http://10.0.0.5./", None),
             ("http://mlflow.example.com./", None),
             ("http://2130706433/", None),

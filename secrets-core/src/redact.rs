@@ -47,7 +47,14 @@ struct Rule {
     /// `NAME: word` where `word` is one of [`OUR_WORDS`] is a message about
     /// the variable (`VAULT_TOKEN: is not set`), not its value.
     messages: bool,
+    /// `basic mode` / `bearer mode,` ([`MODE_WORDS`]) name an auth mode,
+    /// not a credential.
+    modes: bool,
 }
+
+/// What our own messages put after an auth scheme's name (`[basic mode, TTL
+/// 300s]`); shorter than any secret worth the name.
+const MODE_WORDS: [&str; 4] = ["mode", "mode,", "mode)", "mode]"];
 
 /// Words our own messages put after `VARIABLE: `; all shorter than any
 /// secret worth the name, so a value spelled like one is no real secret.
@@ -61,6 +68,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         pattern: Regex::new(pattern).expect("redaction patterns are valid"),
         value,
         messages: false,
+        modes: false,
     };
     vec![
         // URL userinfo: scheme://user:pass@host → scheme://***@host
@@ -68,7 +76,10 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         // Auth schemes: Bearer …, Basic … (`Basic Bearer …` included). The
         // value is every visible ASCII character, as `AuthHeader` accepts in
         // a token: a token holding `!`, `;` or `"` is redacted whole.
-        rule(r"(?i)\b(?:(?:bearer|basic)\s+)+([!-~]+)", 1),
+        Rule {
+            modes: true,
+            ..rule(r"(?i)\b(?:(?:bearer|basic)\s+)+([!-~]+)", 1)
+        },
         // JSON / Python-dict fields: "password": "…", 'api_token': '…'
         rule(
             r#"(?i)["']?[a-z0-9_-]*(?:token|password|passwd|secret|key)[a-z0-9_-]*["']?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')"#,
@@ -114,12 +125,13 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             // `NAME: is not set`: one of our words, as we write it, with
             // the message going on after it.
             let ours = |v: &regex::Match<'_>| {
-                rule.messages
-                    && text[..v.start()].trim_end().ends_with(':')
-                    && OUR_WORDS.contains(&v.as_str())
-                    && text[v.end()..]
-                        .strip_prefix(' ')
-                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
+                (rule.modes && MODE_WORDS.contains(&v.as_str()))
+                    || rule.messages
+                        && text[..v.start()].trim_end().ends_with(':')
+                        && OUR_WORDS.contains(&v.as_str())
+                        && text[v.end()..]
+                            .strip_prefix(' ')
+                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
             };
             if let Some(value) = value.filter(|v| !v.is_empty() && !ours(v)) {
                 spans.push((value.start(), value.end()));
@@ -167,6 +179,15 @@ mod tests {
         assert!(!redact(line).contains("tok-en"), "{}", redact(line));
         // And the other way round: a scheme before a key keeps the key's value.
         assert_eq!(redact("on: Basic  token: pw-2p~x "), "on: Basic  *** *** ");
+    }
+
+    #[test]
+    fn an_auth_mode_is_no_credential() {
+        for text in ["[basic mode, TTL 300s]", "bearer mode", "(Basic mode)"] {
+            assert_eq!(redact(text), text);
+        }
+        assert_eq!(redact("Basic modest-secret"), "Basic ***");
+        assert_eq!(redact("Bearer mode-x"), "Bearer ***");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Captured {
     pub path: String,
     /// Every header, names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// The request as received: request line, headers and body.
+    pub raw: Vec<u8>,
 }
 
 impl Captured {
@@ -129,12 +131,12 @@ impl CaptureServer {
             .clone()
     }
 
-    /// Whether any received header value contains `needle`.
+    /// Whether any request received holds `needle` in any of its
+    /// [`crate::leak::forms`], anywhere: request line, headers or body.
     pub fn saw(&self, needle: &str) -> bool {
         self.requests()
             .iter()
-            .flat_map(|r| r.headers.iter())
-            .any(|(_, value)| value.contains(needle))
+            .any(|r| crate::leak::holds(&r.raw, needle))
     }
 }
 
@@ -154,6 +156,7 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
+    let mut raw = line.clone().into_bytes();
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let path = parts.next().unwrap_or("/").to_owned();
@@ -162,6 +165,7 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
     loop {
         let mut header = String::new();
         reader.read_line(&mut header)?;
+        raw.extend_from_slice(header.as_bytes());
         let header = header.trim_end();
         if header.is_empty() {
             break;
@@ -176,6 +180,7 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    raw.extend_from_slice(&body);
     let route = state
         .routes
         .lock()
@@ -197,6 +202,7 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
             method,
             path,
             headers,
+            raw,
         });
     let mut response = format!(
         "HTTP/1.1 {} Captured\r\nContent-Length: {}\r\nConnection: close\r\n",

@@ -114,7 +114,13 @@ pub struct Seen {
     /// Whether the body arrived whole (as long as declared, or a complete
     /// chunked body).
     pub body_complete: bool,
+    /// The request as received — request line, headers, body (without
+    /// chunk framing) — up to [`RAW_KEPT`] bytes.
+    pub raw: Vec<u8>,
 }
+
+/// How much of a request [`Seen::raw`] keeps.
+pub const RAW_KEPT: usize = 320 * 1024;
 
 impl Seen {
     /// The value of header `name` (any case).
@@ -129,6 +135,7 @@ impl Seen {
             "headers": self.headers,
             "body_len": self.body_len,
             "body_complete": self.body_complete,
+            "raw": String::from_utf8_lossy(&self.raw),
         })
     }
 }
@@ -286,12 +293,12 @@ impl HostileKit {
         lock(&self.shared.seen[Self::index(listener)]).clone()
     }
 
-    /// Whether any header `listener` received contains `needle`.
+    /// Whether any request `listener` received holds `needle` in any of its
+    /// [`crate::leak::forms`], anywhere: request line, headers or body.
     pub fn saw(&self, listener: &str, needle: &str) -> bool {
         self.requests(listener)
             .iter()
-            .flat_map(|r| r.headers.iter())
-            .any(|(_, value)| value.contains(needle))
+            .any(|r| crate::leak::holds(&r.raw, needle))
     }
 
     /// Forgets every script and every recorded request.
@@ -468,12 +475,14 @@ fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_owned();
     let target = parts.next().unwrap_or("/").to_owned();
+    let mut raw = line.clone().into_bytes();
     let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).ok()? == 0 {
             return None;
         }
+        raw.extend_from_slice(header.as_bytes());
         let header = header.trim_end();
         if header.is_empty() {
             break;
@@ -488,6 +497,7 @@ fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
         headers,
         body_len: 0,
         body_complete: true,
+        raw,
     };
     if seen
         .header("transfer-encoding")
@@ -495,11 +505,27 @@ fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
     {
         read_chunked(reader, &mut seen);
     } else if let Some(length) = seen.header("content-length").and_then(|v| v.parse().ok()) {
-        let got = std::io::copy(&mut reader.take(length), &mut std::io::sink()).unwrap_or(0);
+        let got = std::io::copy(&mut reader.take(length), &mut Kept(&mut seen.raw)).unwrap_or(0);
         seen.body_len = usize::try_from(got).unwrap_or(usize::MAX);
         seen.body_complete = got == length;
     }
     Some(seen)
+}
+
+/// A sink keeping what it is written into a request's raw bytes, up to
+/// [`RAW_KEPT`] bytes in all.
+struct Kept<'a>(&'a mut Vec<u8>);
+
+impl Write for Kept<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = RAW_KEPT.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&buf[..buf.len().min(room)]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn read_chunked(reader: &mut impl BufRead, seen: &mut Seen) {
@@ -513,7 +539,7 @@ fn read_chunked(reader: &mut impl BufRead, seen: &mut Seen) {
         let Ok(size) = u64::from_str_radix(size, 16) else {
             return;
         };
-        let got = std::io::copy(&mut reader.take(size), &mut std::io::sink()).unwrap_or(0);
+        let got = std::io::copy(&mut reader.take(size), &mut Kept(&mut seen.raw)).unwrap_or(0);
         seen.body_len += usize::try_from(got).unwrap_or(usize::MAX);
         let mut crlf = String::new();
         if got != size || reader.read_line(&mut crlf).unwrap_or(0) == 0 {

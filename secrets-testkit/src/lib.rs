@@ -29,6 +29,7 @@ pub mod binaries;
 pub mod capture;
 pub mod fault;
 pub mod hostile;
+pub mod leak;
 pub mod mlflow;
 pub mod moto;
 pub mod net;

@@ -31,7 +31,9 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
         return mistake;
     }
     let vault_says = match error {
-        ClientError::APIError { errors, .. } if !errors.is_empty() => errors.join("; "),
+        ClientError::APIError { errors, .. } if !errors.is_empty() => {
+            classify::server_said(&errors.join("; "))
+        }
         _ => String::new(),
     };
     if let Some(code) = status(error) {

@@ -127,6 +127,9 @@ def _host(url: Optional[str]) -> str:
 
 _withheld_lock = threading.Lock()
 _withheld_said: Set[Tuple[str, str]] = set()
+# As many (host, reason) pairs as the Rust core remembers: redirects a server
+# chooses must not grow the set, nor the log, without end.
+_WITHHELD_REMEMBERED = 64
 
 
 def _say_withheld(url: str, reason: str) -> None:
@@ -135,7 +138,8 @@ def _say_withheld(url: str, reason: str) -> None:
     the log. Never the credential, never the URL's path or query."""
     key = (_host(url), reason)
     with _withheld_lock:
-        if key in _withheld_said:
+        if key in _withheld_said or len(_withheld_said) >= _WITHHELD_REMEMBERED:
+            _log.debug("mlflow-secrets-auth: no credential sent to %s: %s", *key)
             return
         _withheld_said.add(key)
     _log.warning(

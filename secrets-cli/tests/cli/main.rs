@@ -383,3 +383,65 @@ fn common_url_mistakes_get_a_sentence_saying_what_to_do() {
         );
     }
 }
+
+#[test]
+fn no_face_prints_a_secret_held_in_an_address_variable() {
+    // Tokens where an address was expected: in a query, a fragment, a path,
+    // percent-encoded userinfo, or pasted in place of the address.
+    const MARK: &str = "SECRETQ1x";
+    let addresses = [
+        format!("https://127.0.0.1:1/?token={MARK}"),
+        format!("https://127.0.0.1:1/#{MARK}"),
+        format!("https://127.0.0.1:1/a!{MARK}"),
+        format!("https://u:{MARK}%40127.0.0.1:1"),
+        format!("hvs.{MARK}"),
+    ];
+    let variables: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "VAULT_ADDR",
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+                ("VAULT_TOKEN", "t"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+            ],
+        ),
+        (
+            "AWS_ENDPOINT_URL",
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "aws-secrets-manager"),
+                ("MLFLOW_AWS_SECRET_NAME", "x"),
+                ("AWS_REGION", "us-east-1"),
+            ],
+        ),
+        (
+            "AZURE_KEY_VAULT_URL",
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "azure-key-vault"),
+                ("MLFLOW_AZURE_SECRET_NAME", "x"),
+            ],
+        ),
+        ("MLFLOW_SECRETS_AGENT", &[]),
+    ];
+    for address in &addresses {
+        for (variable, others) in variables {
+            let mut vars: Vec<(&str, &str)> = others.to_vec();
+            vars.push((variable, address));
+            vars.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"));
+            for args in [
+                &["info"][..],
+                &["info", "--json"],
+                &["doctor"],
+                &["doctor", "--json"],
+                &["header", "--url", "http://127.0.0.1:1"],
+            ] {
+                let output = cli(&vars, args);
+                let said = format!("{}{}", stdout(&output), stderr(&output));
+                assert!(
+                    !said.contains(MARK),
+                    "{variable}={address} {args:?}:\n{said}"
+                );
+                assert!(said.contains(variable), "{variable} {args:?}:\n{said}");
+            }
+        }
+    }
+}
