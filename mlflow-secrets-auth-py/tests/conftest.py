@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -177,6 +178,55 @@ def moto() -> Iterator[Moto]:
         yield Moto(f"http://127.0.0.1:{port}")
     finally:
         stop(process)
+
+
+class Counting:
+    """Forwards every request to `upstream` and counts them: the count of
+    backend requests, taken outside the code under test."""
+
+    def __init__(self, upstream: str) -> None:
+        self.count = 0
+        counting = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                counting.count += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request = urllib.request.Request(
+                    upstream + self.path, data=body, method="POST",
+                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, data, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as error:
+                    status, data, kind = error.code, error.read(), error.headers.get("Content-Type", "")
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+
+@pytest.fixture
+def counted_moto(moto) -> Iterator[Counting]:
+    proxy = Counting(moto.url)
+    yield proxy
+    proxy.close()
+
 
 
 def secret_forms(secret: str) -> List[str]:

@@ -6,17 +6,13 @@ moto, and /metrics is read by Prometheus's own parser."""
 from __future__ import annotations
 
 import http.client
-import http.server
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -49,45 +45,6 @@ def get(path: Path, endpoint: str):
         connection.close()
 
 
-class Counting:
-    """Forwards every request to `upstream` and counts them."""
-
-    def __init__(self, upstream: str) -> None:
-        self.count = 0
-        counting = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802
-                counting.count += 1
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = urllib.request.Request(
-                    upstream + self.path, data=body, method="POST",
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as answer:
-                        status, data, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "")
-                except urllib.error.HTTPError as error:
-                    status, data, kind = error.code, error.read(), error.headers.get("Content-Type", "")
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 class Agent:
     def __init__(self, directory: Path, env: Dict[str, str]) -> None:
         self.socket = directory / "run" / "agent.sock"
@@ -108,13 +65,6 @@ class Agent:
     @property
     def address(self) -> str:
         return f"unix:{self.socket}"
-
-
-@pytest.fixture
-def counted_moto(moto) -> Iterator[Counting]:
-    proxy = Counting(moto.url)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_a_redirect_to_a_disallowed_host_carries_no_custom_header(
     assert not other_host.saw(f"redirect-user:{password}")
 
 
-def test_a_rotated_password_is_fetched_again_exactly_once(mlflow_server, moto):
+def test_a_rotated_password_is_fetched_again_exactly_once(mlflow_server, moto, counted_moto):
     old = user(mlflow_server, moto, "rotating-user")
     assert old
     new = "pw-" + secrets.token_hex(8)
@@ -116,8 +116,6 @@ def test_a_rotated_password_is_fetched_again_exactly_once(mlflow_server, moto):
         mlflow.set_experiment("plugin-rotation")
         with mlflow.start_run():
             mlflow.log_metric("before", 1.0)
-        core = mlflow_secrets_auth._shared_core()
-        assert core.fetch_count() == 1, core.fetch_count()
         # Rotate: MLflow first, then the secret store.
         request = urllib.request.Request(
             "{mlflow_server.url}/api/2.0/mlflow/users/update-password",
@@ -132,15 +130,17 @@ def test_a_rotated_password_is_fetched_again_exactly_once(mlflow_server, moto):
             SecretString=json.dumps({{"username": "rotating-user", "password": "{new}"}}))
         with mlflow.start_run():
             mlflow.log_metric("after", 2.0)
-        print("fetches", core.fetch_count())
         """
     )
-    done = run_python(code, plugin_env(mlflow_server, moto, "rotating-user"))
+    # Backend requests are counted by a proxy in front of moto, not by the
+    # plugin: one fetch, then one after MLflow refused the old password.
+    env = plugin_env(mlflow_server, moto, "rotating-user", AWS_ENDPOINT_URL=counted_moto.url)
+    done = run_python(code, env)
     assert done.returncode == 0, done.stderr
-    assert last_line(done) == "fetches 2"
+    assert counted_moto.count == 2, done.stderr
 
 
-def test_a_forked_child_logs_a_metric(mlflow_server, moto):
+def test_a_forked_child_logs_a_metric(mlflow_server, moto, counted_moto):
     user(mlflow_server, moto, "fork-user")
     code = textwrap.dedent(
         """
@@ -154,8 +154,6 @@ def test_a_forked_child_logs_a_metric(mlflow_server, moto):
         def child():
             with mlflow.start_run(experiment_id=experiment.experiment_id):
                 mlflow.log_metric("child", 2.0)
-            core = mlflow_secrets_auth._shared_core()
-            sys.exit(0 if core.fetch_count() == 1 else 3)
 
         process = multiprocessing.get_context("fork").Process(target=child)
         process.start()
@@ -163,12 +161,17 @@ def test_a_forked_child_logs_a_metric(mlflow_server, moto):
         print("child", process.exitcode)
         """
     )
-    done = run_python(code, plugin_env(mlflow_server, moto, "fork-user"))
+    env = plugin_env(mlflow_server, moto, "fork-user", AWS_ENDPOINT_URL=counted_moto.url)
+    done = run_python(code, env)
     assert done.returncode == 0, done.stderr
     assert last_line(done) == "child 0", done.stderr
+    # The core is rebuilt in the child (its runtime's threads do not survive
+    # a fork): one fetch in the parent and one in the child, not one per
+    # request.
+    assert counted_moto.count == 2, done.stderr
 
 
-def test_sixteen_threads_on_a_cold_cache_cause_one_fetch(mlflow_server, moto):
+def test_sixteen_threads_on_a_cold_cache_cause_one_fetch(mlflow_server, moto, counted_moto):
     user(mlflow_server, moto, "threads-user")
     code = textwrap.dedent(
         """
@@ -187,12 +190,14 @@ def test_sixteen_threads_on_a_cold_cache_cause_one_fetch(mlflow_server, moto):
         threads = [threading.Thread(target=work) for _ in range(16)]
         for t in threads: t.start()
         for t in threads: t.join()
-        print("errors", len(errors), "fetches", mlflow_secrets_auth._shared_core().fetch_count())
+        print("errors", len(errors))
         """
     )
-    done = run_python(code, plugin_env(mlflow_server, moto, "threads-user"))
+    env = plugin_env(mlflow_server, moto, "threads-user", AWS_ENDPOINT_URL=counted_moto.url)
+    done = run_python(code, env)
     assert done.returncode == 0, done.stderr
-    assert last_line(done) == "errors 0 fetches 1", done.stderr
+    assert last_line(done) == "errors 0", done.stderr
+    assert counted_moto.count == 1, "sixteen threads, one backend request"
 
 
 def test_per_request_overhead_on_a_warm_cache_is_reported(moto, capsys):
