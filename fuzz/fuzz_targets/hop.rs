@@ -1,14 +1,62 @@
-//! The hop policy against a second parser: for a previous hop and a next URL
-//! (one per line), "attach" is allowed only when `http::Uri` — what hyper
-//! connects with — reads the same allowed host and port from the URL as the
-//! `url` crate, the scheme is http(s), and the chain did not leave https.
+//! The hop policy against readings that are not its own, both ways. The
+//! first byte draws `left_https` and `require_tls`; then a previous hop and a
+//! next URL, one per line.
+//!
+//! - Safety: "attach" is allowed only when `http::Uri` — what hyper connects
+//!   with — and a small RFC 3986 authority reader written here both read an
+//!   allowed host and the same port from the URL's text, the scheme is
+//!   http(s), and the chain did not leave https.
+//! - Liveness: a plain allowed origin on a chain that never left https (and
+//!   plain http only to loopback under `require_tls`) *does* get the
+//!   credential: a policy that never attaches fails.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mlflow_secrets_auth_core::{HopPolicy, HostAllowlist};
+use mlflow_secrets_auth_core::{HopPolicy, HostAllowlist, plain_origin};
+
+/// The allowlist below, matched by hand: `mlflow.example.com`, any name
+/// ending in `.mlflow.internal` (`*` matches any run, dots and nothing
+/// included), `127.0.0.1`; one trailing dot is the same name.
+fn allowed(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host == "mlflow.example.com" || host.ends_with(".mlflow.internal") || host == "127.0.0.1"
+}
+
+/// Host and port of `text` by RFC 3986's authority grammar: after `//`, up
+/// to the first `/`, `?` or `#`; userinfo up to the last `@`; an IP literal
+/// in brackets, else up to the last `:`; the default port of the scheme.
+fn rfc3986(text: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(literal) = hostport.strip_prefix('[') {
+        let (inside, after) = literal.split_once(']')?;
+        (
+            format!("[{inside}]"),
+            after.strip_prefix(':').unwrap_or(after),
+        )
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port),
+            None => (hostport.to_owned(), ""),
+        }
+    };
+    let port = match (port, scheme.to_ascii_lowercase().as_str()) {
+        ("", "https") => 443,
+        ("", "http") => 80,
+        ("", _) => return None,
+        (digits, _) => digits.parse().ok()?,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let (left_https, require_tls) = (flags & 1 == 1, flags & 2 == 2);
+    let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
     let (previous, next) = text.split_once('\n').unwrap_or(("", text));
@@ -18,13 +66,32 @@ fuzz_target!(|data: &[u8]| {
     let previous = url::Url::parse(previous).ok();
     let policy = HopPolicy::new(
         HostAllowlist::parse("mlflow.example.com, *.mlflow.internal, 127.0.0.1").unwrap(),
-        false,
+        require_tls,
     );
-    let Ok(hop) = policy.decide(previous.as_ref(), false, &next) else {
+    let decided = policy.decide(previous.as_ref(), left_https, &next);
+    let downgraded = left_https
+        || (previous.as_ref().is_some_and(|p| p.scheme() == "https") && next.scheme() == "http");
+    let web = next.scheme() == "http" || next.scheme() == "https";
+    let loopback = next.host_str() == Some("127.0.0.1");
+
+    // Liveness: the plainest case must attach.
+    if let Some(origin) = plain_origin(next.as_str())
+        && web
+        && !downgraded
+        && (!require_tls || next.scheme() == "https" || loopback)
+        && previous.is_none()
+    {
+        let host = origin.split_once("://").map_or("", |(_, a)| a);
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if allowed(host) {
+            let hop = decided.as_ref().expect("a plain allowed origin is decided");
+            assert!(hop.attach(), "{next}: a plain allowed origin got nothing");
+        }
+    }
+
+    let Ok(hop) = decided else {
         return;
     };
-    let downgraded =
-        previous.as_ref().is_some_and(|p| p.scheme() == "https") && next.scheme() == "http";
     assert_eq!(hop.left_https, downgraded);
     if let Some(previous) = &previous
         && (previous.host_str() != next.host_str()
@@ -39,7 +106,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     assert!(!downgraded, "{next}: attached after a downgrade");
-    // The oracle: http::Uri's own reading of the URL's text.
+    assert!(
+        !require_tls || next.scheme() == "https" || loopback,
+        "{next}: plain http off loopback under require_tls"
+    );
+    // Oracle 1: http::Uri's own reading of the URL's text.
     let uri: http::Uri = next
         .as_str()
         .parse()
@@ -47,13 +118,13 @@ fuzz_target!(|data: &[u8]| {
     let scheme = uri.scheme_str().expect("has a scheme");
     assert!(scheme == "http" || scheme == "https", "{next}");
     let host = uri.host().expect("has a host").to_ascii_lowercase();
-    let host = host.trim_end_matches('.');
-    assert!(
-        host == "mlflow.example.com" || host.ends_with(".mlflow.internal") || host == "127.0.0.1",
-        "{next}: http::Uri connects to {host}"
-    );
+    assert!(allowed(&host), "{next}: http::Uri connects to {host}");
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    assert_eq!(Some(port), next.port_or_known_default(), "{next}");
+    // Oracle 2: RFC 3986's grammar, written here.
+    let (host, port) = rfc3986(next.as_str()).expect("an attached URL has an authority");
+    assert!(allowed(&host), "{next}: RFC 3986 reads the host {host}");
     assert_eq!(Some(port), next.port_or_known_default(), "{next}");
 });
