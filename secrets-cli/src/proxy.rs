@@ -508,7 +508,12 @@ impl Proxy {
         // A client trickling its body cannot hold a connection (and an
         // upstream connection) forever.
         let body = IdleTimeout::new(body, self.body_timeout);
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // Only a path (origin-form): an absolute URL names a host of its own,
+        // which this proxy, a server of one upstream, does not serve.
+        let path_and_query = match (&parts.uri.scheme(), &parts.uri.authority()) {
+            (None, None) => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            _ => "",
+        };
         let Some(url) = self.upstream.target(path_and_query) else {
             return text(
                 StatusCode::BAD_REQUEST,

@@ -871,6 +871,51 @@ fn a_refused_request_is_resent_once_only_when_its_body_was_kept() {
         seen[0].body_complete && seen[0].body_len == large.len(),
         "streamed whole"
     );
+
+    // A chunked body, however small, is streamed and not kept either.
+    kit.reset();
+    kit.script(
+        "allowed",
+        "/chunked",
+        vec![Answer::status(401), Answer::status(200)],
+    );
+    std::fs::write(&secret, "tok-fourth-credential-9b8a7f").unwrap();
+    let head = format!(
+        "POST /chunked HTTP/1.1\r\nHost: {}\r\nAuthorization: {bearer}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        proxy.addr
+    );
+    let body = "400\r\n".to_owned() + &"z".repeat(0x400) + "\r\n0\r\n\r\n";
+    let answer = exchange(
+        TcpStream::connect(proxy.addr).unwrap(),
+        &[head.as_bytes(), body.as_bytes()].concat(),
+    );
+    assert_eq!(answer.status, 401, "a chunked body is not resent");
+    let seen = kit.requests("allowed");
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].body_complete && seen[0].body_len == 0x400);
+}
+
+#[test]
+fn request_targets_that_are_not_paths_are_refused() {
+    let (_dir, upstream, proxy) = capture_proxy(&[]);
+    let bearer = proxy.bearer();
+    for target in [
+        format!("http://{}/api/2.0/mlflow/experiments/search", proxy.addr),
+        format!("http://127.0.0.2:{}/steal", upstream.port()),
+        "*".to_owned(),
+        "api/2.0/mlflow/experiments/search".to_owned(),
+    ] {
+        let head = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n",
+            proxy.addr
+        );
+        let answer = exchange(TcpStream::connect(proxy.addr).unwrap(), head.as_bytes());
+        assert_eq!(answer.status, 400, "{target}: {}", answer.head);
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 /// Both header styles against the hostile kit: an https upstream that
