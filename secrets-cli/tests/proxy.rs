@@ -1373,3 +1373,80 @@ fn local_token_files_and_their_directories_are_checked_never_changed() {
         assert!(!stderr.contains("tok-planted"), "{stderr}");
     }
 }
+
+#[test]
+fn on_a_unix_socket_the_peer_uid_decides_and_no_token_is_needed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    let socket = dir.path().join("run/proxy.sock");
+    let log = dir.path().join("proxy.log");
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(file_vars(&secret))
+        .args(["proxy", "--upstream", &upstream.url(), "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the proxy");
+    let deadline = Instant::now() + HANG_GUARD;
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // curl as the client: the status it got.
+    let status = |command: &mut Command| {
+        let output = command
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&socket)
+            .arg("http://localhost/api/2.0/mlflow/experiments/search")
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // This uid: served, without any token, with the credential upstream.
+    assert_eq!(status(&mut Command::new("curl")), "200");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    // Another uid, even with the socket opened up by mistake: refused by
+    // its peer credentials, nothing forwarded.
+    for (path, mode) in [
+        (dir.path(), 0o755),
+        (socket.parent().unwrap(), 0o755),
+        (socket.as_path(), 0o666),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mut nobody = Command::new("setpriv");
+    nobody.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+    let refused = status(&mut nobody);
+    assert_eq!(
+        refused, "403",
+        "uid 65534 is refused by its peer credentials"
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "nothing forwarded for uid 65534"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
