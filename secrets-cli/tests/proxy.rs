@@ -1450,3 +1450,69 @@ fn on_a_unix_socket_the_peer_uid_decides_and_no_token_is_needed() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    // An upstream that answers only when told to.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (arrived, on_arrival) = mpsc::channel();
+    let (release, on_release) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        arrived.send(()).unwrap();
+        let _ = on_release.recv_timeout(HANG_GUARD);
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndone");
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let mut proxy = Proxy::start(dir.path(), &upstream, &file_vars(&secret), &[]);
+    let (addr, bearer) = (proxy.addr, proxy.bearer());
+    let client = std::thread::spawn(move || {
+        call(
+            addr,
+            "GET",
+            "/api/2.0/mlflow/experiments/search",
+            &[("Authorization", &bearer)],
+            b"",
+        )
+    });
+    on_arrival
+        .recv_timeout(HANG_GUARD)
+        .expect("the request reached the upstream");
+    let status = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The proxy drains: the request in flight still gets its answer.
+    release.send(()).unwrap();
+    let (status, _, body) = client.join().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "done"),
+        "{}",
+        proxy.log_text()
+    );
+    let deadline = Instant::now() + HANG_GUARD;
+    let exit = loop {
+        if let Some(exit) = proxy.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0), "{}", proxy.log_text());
+}
