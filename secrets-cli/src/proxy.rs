@@ -934,6 +934,9 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         let listener = Listener::tcp(SocketAddr::from(([127, 0, 0, 1], 0)), access).await?;
         let port = listener.local_addr().context("the proxy's port")?.port();
         let running = start(auth, upstream, listener, Limits::default()).await?;
+        // Caught before CMD exists: a signal from then on is CMD's, never
+        // the end of this process with CMD left behind.
+        let signals = Signals::new()?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env("MLFLOW_TRACKING_URI", format!("http://127.0.0.1:{port}"))
@@ -944,40 +947,54 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
             .spawn()
             .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
         drop(token);
-        let code = wait_forwarding_signals(&mut child).await?;
+        let code = signals.wait_forwarding(&mut child).await?;
         let _ = running.quit.send(true);
         let _ = running.done.await;
         Ok::<u8, anyhow::Error>(code)
     })
 }
 
-/// Waits for `child`, passing SIGTERM, SIGINT and SIGHUP on to it; its exit
-/// code (128 + the signal when a signal ended it).
-async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> anyhow::Result<u8> {
-    use std::os::unix::process::ExitStatusExt;
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let pid = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?));
-    let status = loop {
-        let forwarded = tokio::select! {
-            status = child.wait() => break status?,
-            _ = term.recv() => rustix::process::Signal::TERM,
-            _ = int.recv() => rustix::process::Signal::INT,
-            _ = hup.recv() => rustix::process::Signal::HUP,
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is made.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for `child`, passing the signals on to it; its exit code (128 +
+    /// the signal when a signal ended it).
+    async fn wait_forwarding(mut self, child: &mut tokio::process::Child) -> anyhow::Result<u8> {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?));
+        let status = loop {
+            let forwarded = tokio::select! {
+                status = child.wait() => break status?,
+                _ = self.term.recv() => rustix::process::Signal::TERM,
+                _ = self.int.recv() => rustix::process::Signal::INT,
+                _ = self.hup.recv() => rustix::process::Signal::HUP,
+            };
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, forwarded);
+            }
         };
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, forwarded);
-        }
-    };
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code).unwrap_or(FAILURE),
-        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(FAILURE),
-        (None, None) => FAILURE,
-    })
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => u8::try_from(code).unwrap_or(FAILURE),
+            (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(FAILURE),
+            (None, None) => FAILURE,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1516,3 +1516,43 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     };
     assert_eq!(exit.code(), Some(0), "{}", proxy.log_text());
 }
+
+#[test]
+fn exec_proxy_passes_signals_on_and_exits_128_plus_the_signal() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    for (signal, number) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
+        let mut exec = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(file_vars(&secret))
+            .args(["exec", "--proxy", "--url", &upstream.url(), "--"])
+            .args(["sh", "-c", "echo ready; exec sleep 600"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // CMD runs (its first line came out) before the signal is sent.
+        let mut line = String::new();
+        BufReader::new(exec.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &exec.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + HANG_GUARD;
+        let exit = loop {
+            if let Some(exit) = exec.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "SIG{signal} did not end CMD");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(exit.code(), Some(128 + number), "SIG{signal}: {exit:?}");
+    }
+}
