@@ -303,10 +303,10 @@ fn the_socket_is_private_and_other_uids_are_refused() {
             .env_clear()
             .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
             .env("MLFLOW_SECRETS_AGENT", socket);
-        command.output().expect("run setpriv")
+        command
     };
     // As made, another uid cannot even reach the socket.
-    let output = as_nobody(&agent.address());
+    let output = as_nobody(&agent.address()).output().expect("run setpriv");
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("unreachable"), "{stderr}");
@@ -319,12 +319,27 @@ fn the_socket_is_private_and_other_uids_are_refused() {
     ] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let output = as_nobody(&agent.address());
+    let output = as_nobody(&agent.address()).output().expect("run setpriv");
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("refused this client"), "{stderr}");
     assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
     assert!(agent.log_text().contains("uid that is not allowed"));
+
+    // A refusal is an answer, not an outage: the client does not fail over
+    // to a provider of its own.
+    let own = dir.path().join("own-secret");
+    std::fs::write(&own, "tok-own-provider-5e6f7a").unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = as_nobody(&agent.address())
+        .env("MLFLOW_SECRETS_AUTH_ENABLE", "file")
+        .env("MLFLOW_SECRETS_FILE_PATH", &own)
+        .output()
+        .expect("run setpriv");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("refused this client"), "{stderr}");
+    assert!(!stdout.contains("tok-own-provider"), "{stdout}");
 
     // Allowed by --allow-uid, it is served.
     let other = dir.path().join("other");
@@ -343,7 +358,7 @@ fn the_socket_is_private_and_other_uids_are_refused() {
         std::fs::metadata(&allowed.socket).unwrap().mode() & 0o777,
         0o666
     );
-    let output = as_nobody(&allowed.address());
+    let output = as_nobody(&allowed.address()).output().expect("run setpriv");
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout.trim(), basic_line(USER, PASSWORD));
