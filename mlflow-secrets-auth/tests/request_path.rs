@@ -352,3 +352,34 @@ async fn not_found_is_reported_not_failed_over() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert_eq!(err.provider(), Some("aws-secrets-manager"));
 }
+
+#[tokio::test]
+async fn a_refused_credential_is_fetched_again_once_per_refetch_interval() {
+    let Some(backend) = backend("refetch_interval", "mlflow/token", TOKEN) else {
+        return;
+    };
+    // Warm, on a manual clock; the refetch interval is the default 30 s.
+    let (auth, clock) = warmed(&backend).await;
+    let refused = format!("Bearer {TOKEN}");
+    // Counted at the proxy in front of the backend, not by the library.
+    let before = backend.proxy.forwarded();
+    // The backend hands back the same value: authorization, not staleness.
+    assert!(auth.refused(&refused).await.unwrap().is_none());
+    assert_eq!(backend.proxy.forwarded(), before + 1, "one refetch");
+    for _ in 0..5 {
+        assert!(auth.refused(&refused).await.unwrap().is_none());
+    }
+    assert_eq!(
+        backend.proxy.forwarded(),
+        before + 1,
+        "no refetch within the interval"
+    );
+    // Once the interval has passed, the same refusal may fetch again.
+    clock.advance(Duration::from_secs(31));
+    assert!(auth.refused(&refused).await.unwrap().is_none());
+    assert_eq!(
+        backend.proxy.forwarded(),
+        before + 2,
+        "the interval re-allows one refetch"
+    );
+}
