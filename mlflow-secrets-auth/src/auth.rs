@@ -14,6 +14,7 @@ use mlflow_secrets_auth_core::secrecy::ExposeSecret;
 use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, Credential, Env, ErrorKind, Hop, HopPolicy, ProviderDescription,
     ProviderSettings, Result, SecretError, SecretProvider, Withheld, is_loopback, plain_origin,
+    text_agrees,
 };
 use mlflow_secrets_auth_retry::BreakerState;
 use url::Url;
@@ -409,8 +410,16 @@ impl SecretsAuth {
         let Ok(parsed) = Url::parse(url) else {
             return Ok(None);
         };
-        if let Some(prefix) = prefix {
-            self.judge_origin(prefix);
+        match prefix {
+            Some(prefix) => self.judge_origin(prefix),
+            // The text may be handed to a client that reads it by RFC 3986
+            // rather than as the `url` crate does (`http://a\@b/`): where
+            // the two name different hosts, nothing is sent.
+            None if !text_agrees(url, &parsed) => {
+                self.judged(&parsed, Err(Withheld::Ambiguous));
+                return Ok(None);
+            }
+            None => {}
         }
         self.header_for_url(&parsed).await
     }

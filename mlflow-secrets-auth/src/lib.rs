@@ -43,7 +43,7 @@ pub use mlflow_secrets_auth_core::{
     FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
     ProviderKind, ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld,
     is_loopback, mask, mask_password, parse_handed_on, plain_origin, redact, same_authority,
-    secrecy, source_chain,
+    secrecy, source_chain, text_agrees,
 };
 pub use mlflow_secrets_auth_retry::BreakerState;
 pub use names::{FAMILIES, VARIABLES};

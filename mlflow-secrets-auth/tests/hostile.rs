@@ -155,8 +155,10 @@ async fn redirect_tricks_never_carry_the_credential_to_the_thief() {
 #[tokio::test]
 async fn remembered_plain_origins_never_decide_for_tricky_urls() {
     // `header_for(&str)` remembers the verdict of a plain origin; every trick
-    // must still be judged on its own. Oracle: http::Uri's reading of the
-    // URL the `url` crate produced must be an allowed host.
+    // must still be judged on its own. Oracles: http::Uri's reading of the
+    // URL the `url` crate produced, and RFC 3986's reading of the text as
+    // given (written below, in no parser the library uses), must both be an
+    // allowed host.
     for header in HEADERS {
         let s = Scene::new(header);
         let allowed = format!("{}/api", s.kit.url("allowed"));
@@ -178,6 +180,14 @@ async fn remembered_plain_origins_never_decide_for_tricky_urls() {
             assert!(
                 matches!(uri.host(), Some("127.0.0.1" | "localhost" | "127.0.0.3")),
                 "{header}: {url:?} got {got}"
+            );
+            assert!(
+                matches!(
+                    rfc3986_host(url).as_deref(),
+                    Some("127.0.0.1" | "localhost" | "127.0.0.3")
+                ),
+                "{header}: {url:?} got {got}; RFC 3986 reads {:?}",
+                rfc3986_host(url)
             );
         }
         assert!(
@@ -505,4 +515,20 @@ fn the_path_that_does_not_wait_never_answers_for_the_thief() {
             urls.len()
         );
     }
+}
+
+/// The host of `text` by RFC 3986's grammar, lower-cased: the authority runs
+/// from `//` to the first `/`, `?` or `#`; the userinfo ends at its last `@`;
+/// the port starts at the last `:` (outside an IP literal). `None` without
+/// an authority.
+fn rfc3986_host(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match hostport.strip_prefix('[') {
+        Some(literal) => literal.split_once(']')?.0,
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    Some(host.to_ascii_lowercase())
 }

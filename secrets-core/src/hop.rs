@@ -386,6 +386,51 @@ pub fn same_authority(url: &Url, host: &str, port: u16) -> bool {
         && url.port_or_known_default() == Some(port)
 }
 
+/// Whether RFC 3986's reading of `text` — the authority from `//` to the
+/// first `/`, `?` or `#`, userinfo up to its last `@`, the port after the
+/// last `:` outside an IP literal — names the host and port the `url` crate
+/// read into `url` (see [`same_authority`]; a non-ASCII name may be written
+/// in Unicode). A client that reads text by RFC 3986 (curl, and most
+/// non-browser clients) then connects where `url` says: where it would not
+/// (`http://allowed\@thief/`, which the `url` crate reads as `allowed`),
+/// the two disagree and nothing should be sent.
+///
+/// ```
+/// use mlflow_secrets_auth_core::text_agrees;
+/// use url::Url;
+/// let text = "https://mlflow.example.com/api?x=a b";
+/// assert!(text_agrees(text, &Url::parse(text).unwrap()));
+/// let trick = "http://127.0.0.1:5000\\@127.0.0.2:6000/steal";
+/// assert!(!text_agrees(trick, &Url::parse(trick).unwrap()));
+/// ```
+pub fn text_agrees(text: &str, url: &Url) -> bool {
+    let Some((_, rest)) = text.trim().split_once("://") else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((inside, after)) => (inside, after.strip_prefix(':').unwrap_or(after)),
+            None => return false,
+        },
+        None => hostport.rsplit_once(':').unwrap_or((hostport, "")),
+    };
+    let port = match port {
+        "" => url.port_or_known_default(),
+        digits => digits.parse().ok(),
+    };
+    let Some(port) = port else {
+        return false;
+    };
+    same_authority(url, host, port)
+        || (!host.is_ascii()
+            && !host.contains(['%', '\\'])
+            && Host::parse(host).is_ok_and(|h| Some(h.to_string().as_str()) == url.host_str())
+            && url.port_or_known_default() == Some(port))
+}
+
 /// Whether `url`'s host is a loopback address or a `localhost` name.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
@@ -630,6 +675,31 @@ mod tests {
             let error = parse_handed_on(text, "V").unwrap_err().to_string();
             assert!(error.starts_with("V: "), "{text}: {error}");
             assert!(!error.contains(text), "{text}: the text is not shown");
+        }
+    }
+
+    #[test]
+    fn the_text_as_rfc_3986_reads_it_must_name_the_parsed_host() {
+        for text in [
+            "https://mlflow.example.com/api?x=a b",
+            "HTTPS://MLflow.Example.com:443/x",
+            "http://user:pw@127.0.0.1:5000/x",
+            "http://[::1]:8080/",
+            "https://bücher.example/",
+            "http://127.0.0.1:5000/a\\@127.0.0.2/",
+        ] {
+            assert!(text_agrees(text, &url(text)), "{text}");
+        }
+        for text in [
+            "http://127.0.0.1:5000\\@127.0.0.2:6000/steal",
+            "http://allowed.example\\@thief.example/",
+            "http://allowed.example%40thief.example/",
+            "http://127.0.0.1:5000:80/",
+            "http://allo\twed.example/",
+        ] {
+            if let Ok(parsed) = Url::parse(text) {
+                assert!(!text_agrees(text, &parsed), "{text}");
+            }
         }
     }
 

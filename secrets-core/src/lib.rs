@@ -42,7 +42,7 @@ pub use file::FileProvider;
 pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
 pub use hop::{
     CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parse_handed_on, parsers_agree,
-    plain_origin, same_authority,
+    plain_origin, same_authority, text_agrees,
 };
 pub use provider::{
     FetchedSecret, ProviderDescription, ProviderKind, ProviderSettings, SecretMeta, SecretProvider,
