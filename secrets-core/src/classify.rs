@@ -28,7 +28,7 @@ pub const MAX_SERVER_TEXT: usize = 300;
 /// ```
 /// use mlflow_secrets_auth_core::classify::server_said;
 /// assert_eq!(server_said("permission denied\n\u{1b}[31m"), "permission denied  [31m");
-/// assert_eq!(server_said("bad token: Bearer hvs.abc"), "bad token: Bearer ***");
+/// assert_eq!(server_said("denied: Bearer hvs.abc"), "denied: Bearer ***");
 /// assert_eq!(server_said(&"x".repeat(400)).chars().count(), 301);
 /// ```
 pub fn server_said(text: &str) -> String {
