@@ -625,6 +625,17 @@ fn a_backend_outage_is_bridged_with_the_cached_value() {
         200,
         "a stale value is a usable value"
     );
+    // A stale answer is valid for one second only: clients ask again soon,
+    // rather than caching it for a TTL.
+    let (code, body) = get(&agent.socket, "/v1/secret");
+    assert_eq!(code, 200);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["valid_for_secs"].as_f64(),
+        Some(1.0),
+        "{}",
+        answer["provider"]
+    );
 }
 
 #[test]
