@@ -63,6 +63,9 @@ pub const FAMILIES: &[&str] = &[
 /// The largest edit distance still taken for a slip of the hand.
 const MAX_DISTANCE: usize = 3;
 
+/// The longest set name looked at (ours are under 50 characters).
+const MAX_NAME: usize = 100;
+
 /// A warning for each set name of our families that nothing reads, with the
 /// variable it most likely meant when one is close. Names only, never values.
 pub(crate) fn near_misses(set: &[String]) -> Vec<Warning> {
@@ -70,11 +73,14 @@ pub(crate) fn near_misses(set: &[String]) -> Vec<Warning> {
         .iter()
         .map(String::as_str)
         .filter(|name| FAMILIES.iter().any(|family| name.starts_with(family)))
-        // Only names spelled like variables: a name is printed, and must
-        // not carry a line break or a terminal escape into the output.
+        // Only names spelled like variables, of a variable's length: a name
+        // is printed, and must not carry a line break or a terminal escape
+        // into the output, nor make the comparison long.
         .filter(|name| {
-            name.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            name.len() <= MAX_NAME
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
         })
         .filter(|name| !VARIABLES.contains(name))
         .collect();
@@ -85,6 +91,8 @@ pub(crate) fn near_misses(set: &[String]) -> Vec<Warning> {
         .map(|name| {
             let closest = VARIABLES
                 .iter()
+                // Names whose lengths differ by more cannot be that close.
+                .filter(|known| known.len().abs_diff(name.len()) <= MAX_DISTANCE)
                 .map(|known| (distance(name, known), *known))
                 .min()
                 .filter(|(d, _)| *d <= MAX_DISTANCE);
@@ -169,6 +177,7 @@ mod tests {
     fn names_not_spelled_like_variables_are_not_printed() {
         assert!(said(&["MLFLOW_SECRETS_X\nwarning: all is fine\u{1b}[31m"]).is_empty());
         assert!(said(&["MLFLOW_SECRETS_auth_enable"]).is_empty());
+        assert!(said(&[&format!("MLFLOW_SECRETS_{}", "A".repeat(120_000))]).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use mlflow_secrets_auth::Env;
+use mlflow_secrets_auth::classify::server_said;
 use mlflow_secrets_auth_agent::protocol::{self, ErrorAnswer};
 use mlflow_secrets_auth_agent::{AGENT_VAR, AgentAddr, AgentClient, Answer};
 use serde_json::Value;
@@ -52,8 +53,9 @@ fn ask(
 
 fn parse(client: &AgentClient, answer: &Answer) -> anyhow::Result<Value> {
     if !answer.status.is_success() {
+        // The agent's words are a server's: blanked, cut and redacted.
         let reason = serde_json::from_slice::<ErrorAnswer>(&answer.body)
-            .map(|e| e.error)
+            .map(|e| server_said(&e.error))
             .unwrap_or_default();
         bail!(
             "the agent at {} answered {}: {reason}",
@@ -186,7 +188,8 @@ pub(crate) async fn probe() -> Option<(String, Result<Value, String>)> {
 }
 
 /// What an agent's status says it serves, in a line: its provider with
-/// the auth mode and TTL of that provider, and the credential it holds.
+/// the auth mode and TTL of that provider, and the credential it holds. The
+/// agent's words pass [`server_said`] (a stand-in may say anything).
 pub(crate) fn serves(status: &Value) -> String {
     let providers: Vec<String> = status["providers"]
         .as_array()
@@ -194,10 +197,12 @@ pub(crate) fn serves(status: &Value) -> String {
         .flatten()
         .filter(|p| p["configured"].as_bool() == Some(true))
         .map(|p| {
-            let name = p["name"].as_str().unwrap_or("?");
+            let name = server_said(p["name"].as_str().unwrap_or("?"));
             match (p["auth_mode"].as_str(), p["ttl_secs"].as_f64()) {
-                (Some(mode), Some(ttl)) => format!("{name} [{mode} mode, TTL {ttl:.0}s]"),
-                _ => name.to_owned(),
+                (Some(mode), Some(ttl)) if ttl.is_finite() && ttl < 1e9 => {
+                    format!("{name} [{} mode, TTL {ttl:.0}s]", server_said(mode))
+                }
+                _ => name,
             }
         })
         .collect();
@@ -209,10 +214,35 @@ pub(crate) fn serves(status: &Value) -> String {
     let credential = match status["entry"].as_object() {
         Some(entry) => format!(
             "credential {}, {:.0}s left",
-            entry["state"].as_str().unwrap_or("?"),
-            entry["remaining_secs"].as_f64().unwrap_or_default()
+            server_said(entry["state"].as_str().unwrap_or("?")),
+            entry["remaining_secs"]
+                .as_f64()
+                .filter(|s| s.is_finite() && *s < 1e9)
+                .unwrap_or_default()
         ),
         None => "no credential cached yet".to_owned(),
     };
     format!("serves {providers}; {credential}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_stand_in_agent_says_is_blanked_cut_and_bounded() {
+        let status = serde_json::json!({
+            "providers": [{
+                "name": "\u{1b}[2J\u{1b}[31mFAKE\nwarning: all fine\r",
+                "configured": true,
+                "auth_mode": "bearer\u{1b}[5m",
+                "ttl_secs": 1e308,
+            }],
+            "entry": {"state": format!("fresh\u{1b}[1A{}", "Z".repeat(100_000)), "remaining_secs": 5.0},
+        });
+        let line = serves(&status);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.len() < 1_000, "{} bytes", line.len());
+        assert!(!line.contains("1000000000"), "{line}");
+    }
 }
