@@ -99,17 +99,6 @@ fn fix_for(error: &SecretError) -> String {
 /// refused) rather than being unreachable or refusing the identity. The
 /// file provider's backend is the file: a file that is missing or cannot be
 /// read is its backend not answering.
-/// A fix, followed by the set names that nothing reads (a misspelt variable
-/// is the usual cause of a missing one).
-fn with_unread(fix: &str, auth: &SecretsAuth) -> String {
-    let unread = crate::run::unread(auth);
-    if unread.is_empty() {
-        fix.to_owned()
-    } else {
-        format!("{fix}; {unread}")
-    }
-}
-
 fn answered(error: &SecretError) -> bool {
     match error
         .provider()
@@ -120,6 +109,17 @@ fn answered(error: &SecretError) -> bool {
             error.kind(),
             ErrorKind::NotFound | ErrorKind::InvalidSecret | ErrorKind::Rejected
         ),
+    }
+}
+
+/// A fix, followed by the set names that nothing reads (a misspelt variable
+/// is the usual cause of a missing one).
+fn with_unread(fix: &str, auth: &SecretsAuth) -> String {
+    let unread = crate::run::unread(auth);
+    if unread.is_empty() {
+        fix.to_owned()
+    } else {
+        format!("{fix}; {unread}")
     }
 }
 
