@@ -114,7 +114,7 @@ fn answered(error: &SecretError) -> bool {
 
 /// A fix, followed by the set names that nothing reads (a misspelt variable
 /// is the usual cause of a missing one).
-fn with_unread(fix: &str, auth: &SecretsAuth) -> String {
+fn fix_with_unread(fix: &str, auth: &SecretsAuth) -> String {
     let unread = crate::run::unread(auth);
     if unread.is_empty() {
         fix.to_owned()
@@ -203,7 +203,7 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
         checks.push(Check::fail(
             "provider resolution",
             why,
-            with_unread(fix, &auth),
+            fix_with_unread(fix, &auth),
         ));
         return checks;
     }
@@ -243,7 +243,7 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
         Check::fail(
             "configuration",
             problems.join("; "),
-            with_unread(
+            fix_with_unread(
                 "fix the variables named above, or disable that provider",
                 &auth,
             ),
