@@ -478,6 +478,7 @@ async fn serve_until(
         OPEN_PATHS,
         handler.clone(),
         Arc::clone(&refused),
+        agent.metrics.open_connections.clone(),
         wait(stopped.subscribe()),
     );
     let tcp_served = async {
@@ -488,6 +489,7 @@ async fn serve_until(
                     OPEN_PATHS,
                     handler,
                     refused,
+                    agent.metrics.open_connections.clone(),
                     wait(stopped.subscribe()),
                 )
                 .await

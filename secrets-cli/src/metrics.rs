@@ -48,7 +48,11 @@ pub(crate) struct Metrics {
     fetch_errors: Family<KindLabels, Counter>,
     /// Errors by kind, also for the status endpoint.
     errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    /// Connections open now (the servers count them).
+    pub(crate) open_connections: Gauge,
 }
+
+const OPEN_CONNECTIONS_HELP: &str = "Client connections open now (a scrape counts its own)";
 
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s.
@@ -63,6 +67,7 @@ impl Metrics {
             fetch_seconds: Family::new_with_constructor(latency_histogram),
             fetch_errors: Family::default(),
             errors: Arc::default(),
+            open_connections: Gauge::default(),
         }
     }
 
@@ -137,6 +142,11 @@ impl Metrics {
             "fetch_errors",
             "Failed fetches from a provider, by error kind",
             self.fetch_errors.clone(),
+        );
+        registry.register(
+            "open_connections",
+            OPEN_CONNECTIONS_HELP,
+            self.open_connections.clone(),
         );
         let stats = self.auth.stats();
         for (name, help, value) in [
@@ -248,6 +258,8 @@ pub(crate) struct ProxyMetrics {
     bytes_in: Counter,
     bytes_out: Counter,
     refetches: Counter,
+    /// Connections open now (the server counts them).
+    pub(crate) open_connections: Gauge,
 }
 
 impl Default for ProxyMetrics {
@@ -258,6 +270,7 @@ impl Default for ProxyMetrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             refetches: Counter::default(),
+            open_connections: Gauge::default(),
         }
     }
 }
@@ -319,6 +332,11 @@ impl ProxyMetrics {
             "refetches",
             "Credentials refetched after the upstream refused one",
             self.refetches.clone(),
+        );
+        registry.register(
+            "open_connections",
+            OPEN_CONNECTIONS_HELP,
+            self.open_connections.clone(),
         );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)?;

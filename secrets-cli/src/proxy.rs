@@ -820,12 +820,20 @@ async fn start(
     let address = listener.address();
     tracing::info!(%address, upstream = %proxy.upstream.url, "proxy listening");
     let metrics = proxy.metrics.clone();
+    let open = metrics.open_connections.clone();
     let refused: serve::Refusals = Arc::new(move |status| metrics.request(status));
     let handler = move |request, peer| Arc::clone(&proxy).handle(request, peer);
     let stop = async move {
         let _ = quitting.wait_for(|q| *q).await;
     };
-    let done = tokio::spawn(listener.serve(limits, OPEN_PATHS, handler, refused, stop));
+    let done = tokio::spawn(listener.serve(
+        limits,
+        OPEN_PATHS,
+        handler,
+        refused,
+        open,
+        stop,
+    ));
     Ok(Running { quit, done })
 }
 

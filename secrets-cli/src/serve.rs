@@ -25,10 +25,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth_agent::protocol;
+use prometheus_client::metrics::gauge::Gauge;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 /// The longest socket path a client can connect to (`sun_path` less its NUL).
@@ -51,6 +52,29 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A connection's slot under the cap, counted in the open-connections
+/// gauge until the connection ends.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Held {
+    fn new(slot: OwnedSemaphorePermit, open: &Gauge) -> Self {
+        open.inc();
+        Self {
+            _slot: slot,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 /// Limits of a server.
@@ -273,6 +297,7 @@ impl Listener {
         open_paths: &'static [&'static str],
         handler: H,
         refused: Refusals,
+        open: Gauge,
         stop: impl Future<Output = ()>,
     ) -> anyhow::Result<()>
     where
@@ -392,11 +417,12 @@ impl Listener {
                 .max_headers(limits.max_headers)
                 .serve_connection(stream, service);
             let connection = graceful.watch(connection);
+            let held = Held::new(slot, &open);
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "connection ended early");
                 }
-                drop(slot);
+                drop(held);
             });
         }
         let path = match &self {

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use secrets_testkit::HANG_GUARD;
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{self, MotoServer};
-use secrets_testkit::net::{exchange, free_addr};
+use secrets_testkit::net::{answer, exchange, free_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const USER: &str = "agent-user";
@@ -645,21 +645,45 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
     let agent = Agent::start(
         dir.path(),
         &borrowed(&vars),
-        &["--max-connections", "2", "--read-timeout", "1"],
+        &["--max-connections", "2", "--read-timeout", "60"],
     );
-    // Let the start-up probes' connections close.
-    std::thread::sleep(Duration::from_millis(100));
-    let idle: Vec<UnixStream> = (0..2)
-        .map(|_| UnixStream::connect(&agent.socket).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // Two kept-alive clients take the two slots: the second one's scrape
+    // counts two open connections (the start-up probes' are gone).
+    let scrape = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let deadline = Instant::now() + HANG_GUARD;
+    let holders = loop {
+        let mut first = UnixStream::connect(&agent.socket).unwrap();
+        let mut second = UnixStream::connect(&agent.socket).unwrap();
+        let (one, two) = (answer(&mut first, scrape), answer(&mut second, scrape));
+        if one.status == 200
+            && two.status == 200
+            && two.body.contains("mlflow_secrets_agent_open_connections 2\n")
+        {
+            break [first, second];
+        }
+        assert!(Instant::now() < deadline, "the slots never came free");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let (status, body) = get(&agent.socket, "/v1/secret");
     assert_eq!(status, 503, "{body}");
     assert!(!body.contains(PASSWORD));
+    drop(holders);
+    // Once they are gone the agent serves again.
+    let deadline = Instant::now() + HANG_GUARD;
+    while get(&agent.socket, "/v1/secret").0 != 200 {
+        assert!(Instant::now() < deadline, "the agent did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A client sending its headers a byte at a time is cut off by the
     // read timeout (1 s), long before it finishes.
-    let mut slow = idle.into_iter().next().unwrap();
+    let agent = Agent::start_at(
+        &dir.path().join("run/slow.sock"),
+        dir.path(),
+        &borrowed(&vars),
+        &["--read-timeout", "1"],
+    );
+    let mut slow = UnixStream::connect(&agent.socket).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let request = b"GET /v1/secret HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
@@ -676,8 +700,8 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
                 break;
             }
             Ok(n) => {
-                let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-                assert!(!answer.contains(PASSWORD), "{answer}");
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(!text.contains(PASSWORD), "{text}");
                 closed = true;
                 break;
             }
@@ -686,7 +710,7 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(closed, "the slow client was never cut off");
-    // Once they are gone the agent serves again.
+    // And the agent serves the next client.
     let deadline = Instant::now() + HANG_GUARD;
     while get(&agent.socket, "/v1/secret").0 != 200 {
         assert!(Instant::now() < deadline, "the agent did not recover");

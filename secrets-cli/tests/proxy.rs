@@ -14,7 +14,7 @@ use secrets_testkit::binaries::venv_dir;
 use secrets_testkit::capture::CaptureServer;
 use secrets_testkit::hostile::{Answer, HostileKit};
 use secrets_testkit::mlflow::MlflowServer;
-use secrets_testkit::net::{exchange, free_addr};
+use secrets_testkit::net::{answer, exchange, free_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const TOKEN: &str = "tok-real-credential-5b7e1c9d";
@@ -436,16 +436,36 @@ fn a_disallowed_upstream_or_a_non_loopback_listener_is_refused_at_start() {
 
 #[test]
 fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
-    let (_dir, upstream, proxy) = capture_proxy(&["--max-connections", "1", "--read-timeout", "1"]);
-    std::thread::sleep(Duration::from_millis(100));
-    let mut slow = TcpStream::connect(proxy.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let (_dir, upstream, proxy) = capture_proxy(&["--max-connections", "1", "--read-timeout", "60"]);
+    // A kept-alive client takes the one slot: its own scrape counts one
+    // open connection (the start-up probe's is gone).
+    let metrics = format!(
+        "GET /-/metrics HTTP/1.1\r\nHost: {}\r\n\r\n",
+        proxy.addr
+    );
+    let deadline = Instant::now() + HANG_GUARD;
+    let _holder = loop {
+        let mut holder = TcpStream::connect(proxy.addr).unwrap();
+        let scrape = answer(&mut holder, metrics.as_bytes());
+        if scrape.status == 200
+            && scrape
+                .body
+                .contains("mlflow_secrets_proxy_open_connections 1\n")
+        {
+            break holder;
+        }
+        assert!(Instant::now() < deadline, "the slot never came free");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for _ in 0..5 {
         assert_eq!(proxy.get("/-/healthz", &[]).0, 503);
     }
     // A flood of refusals is one warning (per 10 s), not one each.
     assert_eq!(proxy.log_text().matches("too many connections").count(), 1);
+
     // Headers a byte at a time: cut off after the read timeout.
+    let (_dir, upstream_2, proxy) = capture_proxy(&["--read-timeout", "1"]);
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let mut closed = false;
@@ -466,7 +486,7 @@ fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
     }
     // Cut off before its headers were complete: nothing reached upstream.
     assert!(closed, "the slow client was not cut off");
-    assert!(upstream.requests().is_empty());
+    assert!(upstream.requests().is_empty() && upstream_2.requests().is_empty());
 }
 
 #[test]

@@ -93,6 +93,47 @@ pub fn exchange(mut stream: impl Read + Write, request: &[u8]) -> Raw {
     }
 }
 
+/// Writes `request` to `stream` and reads one response sized by its
+/// `Content-Length`, leaving the connection open (a kept-alive client that
+/// holds its slot at a server). Status 0 when the server closed the
+/// connection or answered without a length.
+pub fn answer(stream: &mut (impl Read + Write), request: &[u8]) -> Raw {
+    if stream.write_all(request).is_err() {
+        return Raw::default();
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return Raw::default(),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).trim_end().to_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    let Some(length) = length else {
+        return Raw::default();
+    };
+    let mut body = vec![0u8; length];
+    if stream.read_exact(&mut body).is_err() {
+        return Raw::default();
+    }
+    Raw {
+        status,
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
