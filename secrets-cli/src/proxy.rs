@@ -826,14 +826,7 @@ async fn start(
     let stop = async move {
         let _ = quitting.wait_for(|q| *q).await;
     };
-    let done = tokio::spawn(listener.serve(
-        limits,
-        OPEN_PATHS,
-        handler,
-        refused,
-        open,
-        stop,
-    ));
+    let done = tokio::spawn(listener.serve(limits, OPEN_PATHS, handler, refused, open, stop));
     Ok(Running { quit, done })
 }
 
@@ -900,6 +893,12 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                     );
                     Some(token)
                 };
+                if !args.listen.ip().is_loopback() {
+                    tracing::warn!(
+                        listen = %args.listen,
+                        "--allow-remote: other machines may connect; the local token travels in plain HTTP, so only a network no one else can read keeps it (and the use of the MLflow credential) private"
+                    );
+                }
                 let access = TcpAccess {
                     token,
                     allow_remote: args.allow_remote,

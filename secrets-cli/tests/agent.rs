@@ -197,20 +197,13 @@ fn aws_vars(endpoint: &str, name: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
-fn moto_addr(moto: &MotoServer) -> SocketAddr {
-    moto.url()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("moto's address")
-}
-
 #[test]
 fn fifty_client_processes_make_one_backend_fetch_per_ttl() {
     let Some(moto) = MotoServer::start("agent: fifty clients") else {
         return;
     };
     moto.create_secret("agent-fifty", &format!("{USER}:{PASSWORD}"));
-    let proxy = FaultProxy::start(moto_addr(&moto));
+    let proxy = FaultProxy::start(moto.addr());
     let dir = tempfile::tempdir().unwrap();
     let vars = aws_vars(&proxy.url(), "agent-fifty");
     let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
@@ -249,7 +242,7 @@ fn after_the_ttl_still_one_fetch_per_ttl() {
         return;
     };
     moto.create_secret("agent-ttl", &format!("{USER}:{PASSWORD}"));
-    let proxy = FaultProxy::start(moto_addr(&moto));
+    let proxy = FaultProxy::start(moto.addr());
     let dir = tempfile::tempdir().unwrap();
     let mut vars = aws_vars(&proxy.url(), "agent-ttl");
     vars.push(("MLFLOW_SECRETS_TTL_MIN_SEC", "1".to_owned()));
@@ -591,7 +584,7 @@ fn a_backend_outage_is_bridged_with_the_cached_value() {
         return;
     };
     moto.create_secret("agent-outage", &format!("{USER}:{PASSWORD}"));
-    let proxy = FaultProxy::start(moto_addr(&moto));
+    let proxy = FaultProxy::start(moto.addr());
     let dir = tempfile::tempdir().unwrap();
     let mut vars = aws_vars(&proxy.url(), "agent-outage");
     vars.push(("MLFLOW_SECRETS_MAX_RETRIES", "0".to_owned()));
@@ -657,7 +650,9 @@ fn connections_over_the_cap_get_503_and_slow_clients_are_cut_off() {
         let (one, two) = (answer(&mut first, scrape), answer(&mut second, scrape));
         if one.status == 200
             && two.status == 200
-            && two.body.contains("mlflow_secrets_agent_open_connections 2\n")
+            && two
+                .body
+                .contains("mlflow_secrets_agent_open_connections 2\n")
         {
             break [first, second];
         }

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use secrets_testkit::HANG_GUARD;
 use secrets_testkit::binaries::venv_dir;
 use secrets_testkit::capture::CaptureServer;
+use secrets_testkit::fault::FaultProxy;
 use secrets_testkit::hostile::{Answer, HostileKit};
 use secrets_testkit::mlflow::MlflowServer;
+use secrets_testkit::moto::{self, MotoServer};
 use secrets_testkit::net::{answer, exchange, free_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
@@ -29,11 +31,22 @@ struct Proxy {
 
 impl Proxy {
     fn start(dir: &Path, upstream: &str, vars: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_on(free_addr(), dir, upstream, vars, args)
+    }
+
+    /// Listening on `listen`, reached at 127.0.0.1 and its port.
+    fn start_on(
+        listen: SocketAddr,
+        dir: &Path,
+        upstream: &str,
+        vars: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let log = dir.join(format!("proxy-{n}.log"));
         let token_file = dir.join(format!("proxy-{n}.token"));
-        let addr = free_addr();
+        let addr = SocketAddr::from(([127, 0, 0, 1], listen.port()));
         let child = Command::new(BIN)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -46,7 +59,7 @@ impl Proxy {
                 upstream,
                 "--listen",
             ])
-            .arg(addr.to_string())
+            .arg(listen.to_string())
             .arg("--local-token-file")
             .arg(&token_file)
             .args(args)
@@ -251,6 +264,56 @@ fn the_local_token_is_swapped_for_the_credential_and_nothing_passes_without_it()
 }
 
 #[test]
+fn allow_remote_serves_other_host_names_with_the_local_token_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let upstream = CaptureServer::start();
+    // Every address of the machine; reached here through loopback, under a
+    // name a remote client would use.
+    let listen = SocketAddr::from(([0, 0, 0, 0], free_addr().port()));
+    let proxy = Proxy::start_on(
+        listen,
+        dir.path(),
+        &upstream.url(),
+        &file_vars(&secret),
+        &["--allow-remote"],
+    );
+    let host = format!("mlflow-proxy.example.internal:{}", listen.port());
+    let path = "/api/2.0/mlflow/experiments/search?max_results=1";
+    let bearer = proxy.bearer();
+    for token in ["", "Bearer 00000000000000000000"] {
+        let mut headers = vec![("Host", host.as_str())];
+        if !token.is_empty() {
+            headers.push(("Authorization", token));
+        }
+        let (status, _, body) = call(proxy.addr, "GET", path, &headers, b"");
+        assert_eq!(status, 401, "{body}");
+        assert!(!body.contains(TOKEN));
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing forwarded without the token"
+    );
+    let headers = [("Host", host.as_str()), ("Authorization", bearer.as_str())];
+    let (status, _, body) = call(proxy.addr, "GET", path, &headers, b"");
+    assert_eq!(status, 200, "{body}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(!upstream.saw(&proxy.token));
+    // Started with a warning that it serves beyond this machine.
+    let log = proxy.log_text();
+    assert!(
+        log.contains("WARN") && log.contains("other machines may connect"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN) && !log.contains(&proxy.token));
+}
+
+#[test]
 fn a_configured_custom_header_sent_by_the_client_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let secret = token_file(dir.path());
@@ -436,13 +499,11 @@ fn a_disallowed_upstream_or_a_non_loopback_listener_is_refused_at_start() {
 
 #[test]
 fn over_the_connection_cap_is_503_and_a_slow_client_is_cut_off() {
-    let (_dir, upstream, proxy) = capture_proxy(&["--max-connections", "1", "--read-timeout", "60"]);
+    let (_dir, upstream, proxy) =
+        capture_proxy(&["--max-connections", "1", "--read-timeout", "60"]);
     // A kept-alive client takes the one slot: its own scrape counts one
     // open connection (the start-up probe's is gone).
-    let metrics = format!(
-        "GET /-/metrics HTTP/1.1\r\nHost: {}\r\n\r\n",
-        proxy.addr
-    );
+    let metrics = format!("GET /-/metrics HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.addr);
     let deadline = Instant::now() + HANG_GUARD;
     let _holder = loop {
         let mut holder = TcpStream::connect(proxy.addr).unwrap();
@@ -641,12 +702,12 @@ print("round trip ok")
 
 #[test]
 fn mlflows_client_without_the_plugin_logs_and_round_trips_a_200_mb_artifact() {
-    let Some(mlflow) = MlflowServer::start_serving_artifacts("proxy: mlflow client") else {
+    let Some(mlflow) = MlflowServer::shared_serving_artifacts("proxy: mlflow client") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let password = "pw-proxy-user-3e8a10";
-    let (_, secret) = mlflow_user(&mlflow, dir.path(), "proxy-user", password);
+    let (_, secret) = mlflow_user(mlflow, dir.path(), "proxy-user", password);
     let vars = basic_vars(&secret);
     let proxy = Proxy::start(dir.path(), &mlflow.url(), &vars, &[]);
     let output = run_python(
@@ -680,14 +741,16 @@ print("logged through the rotation")
 
 #[test]
 fn a_rotation_mid_run_is_invisible_to_the_client() {
-    let Some(mlflow) = MlflowServer::start("proxy: rotation") else {
+    let Some(mlflow) = MlflowServer::shared_serving_artifacts("proxy: rotation") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let (secret, secret_text) =
-        mlflow_user(&mlflow, dir.path(), "rotating-user", "pw-before-rotation-1");
+        mlflow_user(mlflow, dir.path(), "rotating-user", "pw-before-rotation-1");
     let vars = basic_vars(&secret_text);
-    let proxy = Proxy::start(dir.path(), &mlflow.url(), &vars, &[]);
+    // Counts what MLflow answers.
+    let upstream = FaultProxy::start(mlflow.addr());
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &vars, &[]);
     let signal = dir.path().join("rotate-now");
     let rotated = dir.path().join("rotated");
     let mut client = Command::new(python().unwrap())
@@ -733,6 +796,9 @@ fn a_rotation_mid_run_is_invisible_to_the_client() {
     assert!(client.wait().unwrap().success(), "{stderr}");
     assert!(stdout.contains("logged through the rotation"));
     assert!(!stderr.contains("401"), "{stderr}");
+    // MLflow refused the stale credential once; the proxy refetched and
+    // resent, and nothing was refused after.
+    assert_eq!(upstream.relayed(401), 1);
     let (_, _, metrics) = proxy.get("/-/metrics", &[]);
     assert!(
         metrics.contains("mlflow_secrets_proxy_refetches_total 1"),
@@ -755,12 +821,12 @@ sys.exit(7)
 
 #[test]
 fn exec_proxy_gives_the_child_a_local_proxy_and_no_credential() {
-    let Some(mlflow) = MlflowServer::start("proxy: exec --proxy") else {
+    let Some(mlflow) = MlflowServer::shared_serving_artifacts("proxy: exec --proxy") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let password = "pw-exec-proxy-9c0d22";
-    let (_, secret) = mlflow_user(&mlflow, dir.path(), "exec-user", password);
+    let (_, secret) = mlflow_user(mlflow, dir.path(), "exec-user", password);
     let vars = basic_vars(&secret);
     let output = Command::new(BIN)
         .env_clear()
@@ -1034,13 +1100,31 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
 
 #[test]
 fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
-    let Some(mlflow) = MlflowServer::start("proxy: rotation through the agent") else {
+    let Some(mlflow) = MlflowServer::shared_serving_artifacts("proxy: rotation through the agent")
+    else {
         return;
     };
+    let Some(moto) = MotoServer::start("proxy: rotation through the agent") else {
+        return;
+    };
+    let user = "agent-rotating";
+    mlflow.create_user(user, "pw-agent-before-1");
+    moto.create_secret("proxy-agent", &format!("{user}:pw-agent-before-1"));
+    // Both counted where they answer: the secrets backend and MLflow.
+    let backend = FaultProxy::start(moto.addr());
+    let upstream = FaultProxy::start(mlflow.addr());
     let dir = tempfile::tempdir().unwrap();
-    let (secret, secret_text) =
-        mlflow_user(&mlflow, dir.path(), "agent-rotating", "pw-agent-before-1");
-    let vars = basic_vars(&secret_text);
+    let backend_url = backend.url();
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "aws-secrets-manager"),
+        ("AWS_ENDPOINT_URL", backend_url.as_str()),
+        ("AWS_REGION", moto::REGION),
+        ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("MLFLOW_AWS_SECRET_NAME", "proxy-agent"),
+        ("MLFLOW_AWS_AUTH_MODE", "basic"),
+    ];
     // The agent holds the backend's settings; the proxy knows only the agent.
     let mut agent = Agent::start(dir.path(), &vars);
     let proxy_vars = [
@@ -1049,21 +1133,22 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
     ];
     // Two clients of the agent, each with the value cached.
     let proxies = [
-        Proxy::start(dir.path(), &mlflow.url(), &proxy_vars, &[]),
-        Proxy::start(dir.path(), &mlflow.url(), &proxy_vars, &[]),
+        Proxy::start(dir.path(), &upstream.url(), &proxy_vars, &[]),
+        Proxy::start(dir.path(), &upstream.url(), &proxy_vars, &[]),
     ];
     let search = "/api/2.0/mlflow/experiments/search?max_results=1";
     for proxy in &proxies {
         let (status, _, body) = proxy.get(search, &[("Authorization", &proxy.bearer())]);
         assert_eq!(status, 200, "{body}");
     }
+    assert_eq!(backend.forwarded(), 1, "one fetch for both proxies");
 
     // Rotated in MLflow and in the backend: the agent's cached value is now
     // refused. The proxy's refetch must reach the agent's backend, or the
     // agent would hand back the refused value until its TTL ends. The second
     // client's refusal of the same old value must not fetch again.
-    mlflow.set_password("agent-rotating", "pw-agent-after-2");
-    std::fs::write(&secret, "agent-rotating:pw-agent-after-2").unwrap();
+    mlflow.set_password(user, "pw-agent-after-2");
+    moto.put_secret_value("proxy-agent", &format!("{user}:pw-agent-after-2"));
     let answers: Vec<_> = proxies
         .iter()
         .map(|proxy| proxy.get(search, &[("Authorization", &proxy.bearer())]))
@@ -1071,19 +1156,11 @@ fn a_refusal_upstream_reaches_the_node_agent_behind_the_proxy() {
     let agent_text = agent.stop();
     for (proxy, (status, _, body)) in proxies.iter().zip(&answers) {
         assert_eq!(*status, 200, "{body}\n{}\n{agent_text}", proxy.log_text());
-        let (_, _, metrics) = proxy.get("/-/metrics", &[]);
-        assert!(
-            metrics.contains("mlflow_secrets_proxy_refetches_total 1"),
-            "{metrics}"
-        );
     }
-    assert_eq!(
-        agent_text
-            .matches("asked to fetch the credential again")
-            .count(),
-        1,
-        "{agent_text}"
-    );
+    assert_eq!(backend.forwarded(), 2, "one fetch after the rotation");
+    // Each proxy met one refusal and resent once: 2 + 2 answers of 200.
+    assert_eq!(upstream.relayed(401), 2);
+    assert_eq!(upstream.relayed(200), 4);
 }
 
 #[test]

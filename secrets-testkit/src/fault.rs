@@ -72,6 +72,8 @@ struct Shared {
     faults: Mutex<Vec<Fault>>,
     answered: AtomicUsize,
     forwarded: AtomicUsize,
+    /// The status of every response relayed from the server, in order.
+    relayed: Mutex<Vec<u16>>,
 }
 
 /// A forwarding proxy with injectable faults; stops on drop.
@@ -144,6 +146,17 @@ impl FaultProxy {
     /// Requests forwarded to the server so far.
     pub fn forwarded(&self) -> usize {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Responses with `status` relayed from the server so far.
+    pub fn relayed(&self, status: u16) -> usize {
+        self.shared
+            .relayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|s| **s == status)
+            .count()
     }
 }
 
@@ -235,6 +248,16 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
     // The upstream closes after one response: relay it, then close.
     let mut response = Vec::new();
     server.read_to_end(&mut response)?;
+    let status = String::from_utf8_lossy(&response[..response.len().min(16)])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    shared
+        .relayed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(status);
     let response = force_close(&response);
     client.write_all(&response)
 }

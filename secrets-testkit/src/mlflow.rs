@@ -111,9 +111,22 @@ impl MlflowServer {
         SERVER.get_or_init(|| Self::start(test)).as_ref()
     }
 
+    /// [`Self::shared`], serving artifacts ([`Self::start_serving_artifacts`]).
+    pub fn shared_serving_artifacts(test: &str) -> Option<&'static Self> {
+        static SERVER: OnceLock<Option<MlflowServer>> = OnceLock::new();
+        SERVER
+            .get_or_init(|| Self::start_serving_artifacts(test))
+            .as_ref()
+    }
+
     /// `http://127.0.0.1:PORT`, for `MLFLOW_TRACKING_URI`.
     pub fn url(&self) -> String {
         self.process.url()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.process.addr()
     }
 
     /// The admin password.

@@ -61,6 +61,11 @@ impl MotoServer {
         Some(Self { process })
     }
 
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.process.addr()
+    }
+
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub fn url(&self) -> String {
         self.process.url()

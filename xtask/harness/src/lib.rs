@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 use std::error::Error;
-use std::net::SocketAddr;
 
-use secrets_testkit::moto::{self, MotoServer};
+use secrets_testkit::moto;
 
 /// The harness's result type.
 pub type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -29,11 +28,6 @@ pub fn aws_env(endpoint: &str, secret_id: &str) -> HashMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
-}
-
-/// moto's address, for a proxy in front of it.
-pub fn moto_addr(moto: &MotoServer) -> Result<SocketAddr> {
-    Ok(moto.url().trim_start_matches("http://").parse()?)
 }
 
 /// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mlflow_secrets_auth_agent::{AgentAddr, AgentClient, protocol};
 use secrets_testkit::fault::FaultProxy;
 use secrets_testkit::moto::MotoServer;
-use xtask_harness::{Result, aws_env, memory_mb, moto_addr};
+use xtask_harness::{Result, aws_env, memory_mb};
 
 const CLIENTS: usize = 50;
 const REQUESTS: usize = 10_000;
@@ -26,7 +26,7 @@ fn main() -> Result<()> {
         return Err("moto is not installed (cargo xtask test-env)".into());
     };
     moto.create_secret("agent-bench", "bench-user:bench-password-4d1c");
-    let proxy = FaultProxy::start(moto_addr(&moto)?);
+    let proxy = FaultProxy::start(moto.addr());
     let env = aws_env(&proxy.url(), "agent-bench");
     let dir = std::env::temp_dir().join(format!("msa-agent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -25,7 +25,7 @@ use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
 use secrets_testkit::moto::MotoServer;
 use secrets_testkit::net::Blackhole;
 use serde_json::Value;
-use xtask_harness::{Result, aws_env, moto_addr};
+use xtask_harness::{Result, aws_env};
 
 const SECRET: &str = "bench/mlflow";
 /// The secret of the warm per-call measurement (made before MLflow runs).
@@ -201,7 +201,7 @@ fn main() -> Result<()> {
 
     eprintln!("compare: starting moto");
     let moto = MotoServer::start("bench").ok_or("moto missing: cargo xtask test-env")?;
-    let proxy = FaultProxy::start(moto_addr(&moto)?);
+    let proxy = FaultProxy::start(moto.addr());
     let mut rows = Vec::new();
 
     // 1. Warm per-call cost, measured before MLflow starts: for seconds after

@@ -32,7 +32,7 @@ use mlflow_secrets_auth::{Env, SecretsAuth, blocking};
 use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::MotoServer;
 use serde_json::Value;
-use xtask_harness::{Result, aws_env, moto_addr};
+use xtask_harness::{Result, aws_env};
 
 const SECRET: &str = "soak/mlflow";
 const URL: &str = "http://127.0.0.1:5000/api/2.0/mlflow/experiments/search";
@@ -325,8 +325,8 @@ fn main() -> Result<()> {
         r#"{"username": "soak-user", "password": "soak-password-7d1e"}"#,
     );
     let proxies: Vec<FaultProxy> = (0..=PYTHONS)
-        .map(|_| moto_addr(&moto).map(FaultProxy::start))
-        .collect::<Result<_>>()?;
+        .map(|_| FaultProxy::start(moto.addr()))
+        .collect();
 
     eprintln!("soak: starting {PYTHONS} Python clients");
     let mut clients = proxies[1..]
