@@ -22,34 +22,8 @@ fn allowed(host: &str) -> bool {
     host == "mlflow.example.com" || host.ends_with(".mlflow.internal") || host == "127.0.0.1"
 }
 
-/// Host and port of `text` by RFC 3986's authority grammar: after `//`, up
-/// to the first `/`, `?` or `#`; userinfo up to the last `@`; an IP literal
-/// in brackets, else up to the last `:`; the default port of the scheme.
-fn rfc3986(text: &str) -> Option<(String, u16)> {
-    let (scheme, rest) = text.split_once("://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = if let Some(literal) = hostport.strip_prefix('[') {
-        let (inside, after) = literal.split_once(']')?;
-        (
-            format!("[{inside}]"),
-            after.strip_prefix(':').unwrap_or(after),
-        )
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), port),
-            None => (hostport.to_owned(), ""),
-        }
-    };
-    let port = match (port, scheme.to_ascii_lowercase().as_str()) {
-        ("", "https") => 443,
-        ("", "http") => 80,
-        ("", _) => return None,
-        (digits, _) => digits.parse().ok()?,
-    };
-    Some((host.to_ascii_lowercase(), port))
-}
+#[path = "../../secrets-testkit/src/rfc3986.rs"]
+mod rfc3986;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -124,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     assert_eq!(Some(port), next.port_or_known_default(), "{next}");
     // Oracle 2: RFC 3986's grammar, written here.
-    let (host, port) = rfc3986(next.as_str()).expect("an attached URL has an authority");
+    let (host, port) = rfc3986::authority(next.as_str()).expect("an attached URL has an authority");
     assert!(allowed(&host), "{next}: RFC 3986 reads the host {host}");
     assert_eq!(Some(port), next.port_or_known_default(), "{next}");
 });

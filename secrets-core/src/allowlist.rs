@@ -53,6 +53,7 @@ impl HostAllowlist {
     /// assert!(list.permits("https://MLFLOW.example.com:8443/api"));
     /// assert!(list.permits("https://a.b.corp.example/"));
     /// assert!(!list.permits("https://mlflow.example.com@evil.test/"));
+    /// assert!(!list.permits("https://mlflow.example.com\\@evil.test/"));
     /// # Ok::<(), mlflow_secrets_auth_core::InvalidHostPattern>(())
     /// ```
     pub fn parse(list: &str) -> Result<Self, InvalidHostPattern> {
@@ -101,9 +102,13 @@ impl HostAllowlist {
     }
 
     /// Whether the credential may be sent to `url`. A URL that does not parse,
-    /// is not `http`/`https`, or has no host, is never permitted.
+    /// is not `http`/`https`, or has no host, is never permitted; nor is text
+    /// whose host RFC 3986 reads differently from the `url` crate
+    /// ([`text_agrees`](crate::text_agrees)), since a client reading it so
+    /// would connect elsewhere.
     pub fn permits(&self, url: &str) -> bool {
-        Url::parse(url).is_ok_and(|url| self.permits_url(&url))
+        Url::parse(url)
+            .is_ok_and(|parsed| self.permits_url(&parsed) && crate::hop::text_agrees(url, &parsed))
     }
 
     /// Whether the credential may be sent to the host of `url`.

@@ -424,11 +424,19 @@ pub fn text_agrees(text: &str, url: &Url) -> bool {
     let Some(port) = port else {
         return false;
     };
+    let same_port = url.port_or_known_default() == Some(port);
     same_authority(url, host, port)
+        // An IPv6 literal may be written in other forms (`::ffff:127.0.0.1`
+        // for the `url` crate's `::ffff:7f00:1`).
+        || (hostport.starts_with('[')
+            && host
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| url.host() == Some(Host::Ipv6(ip)))
+            && same_port)
         || (!host.is_ascii()
             && !host.contains(['%', '\\'])
             && Host::parse(host).is_ok_and(|h| Some(h.to_string().as_str()) == url.host_str())
-            && url.port_or_known_default() == Some(port))
+            && same_port)
 }
 
 /// Whether `url`'s host is a loopback address or a `localhost` name.
@@ -685,6 +693,8 @@ mod tests {
             "HTTPS://MLflow.Example.com:443/x",
             "http://user:pw@127.0.0.1:5000/x",
             "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]:5000/",
+            "http://[0:0:0:0:0:0:0:1]/",
             "https://bücher.example/",
             "http://127.0.0.1:5000/a\\@127.0.0.2/",
         ] {
@@ -696,6 +706,7 @@ mod tests {
             "http://allowed.example%40thief.example/",
             "http://127.0.0.1:5000:80/",
             "http://allo\twed.example/",
+            "http://[::1]:80\\@[::2]/",
         ] {
             if let Ok(parsed) = Url::parse(text) {
                 assert!(!text_agrees(text, &parsed), "{text}");

@@ -82,11 +82,13 @@ const CASES: &[(&str, &str, bool)] = &[
     ),
     ("allowed.example.com", "https://allowed.example.co", false),
     ("allowed.example.com", "https://allowed-example.com", false),
-    // Percent-encoding in the host is decoded before matching.
+    // Percent-encoding in the host: the `url` crate decodes it, RFC 3986
+    // readers (curl) do not, so the text is refused (the parsed URL is
+    // matched decoded: `text_forms_other_readers_do_not_decode_...` below).
     (
         "allowed.example.com",
         "https://allowed%2Eexample%2Ecom/",
-        true,
+        false,
     ),
     ("allowed.example.com", "https://evil%2Ecom/", false),
     // IPv4 and IPv6 literals.
@@ -95,7 +97,7 @@ const CASES: &[(&str, &str, bool)] = &[
     ("::1", "http://[0:0:0:0:0:0:0:1]/", true),
     ("127.0.0.1", "http://127.0.0.1:5000/", true),
     ("127.0.0.1", "http://127.0.0.2:5000/", false),
-    ("127.0.0.1", "http://2130706433/", true),
+    ("127.0.0.1", "http://2130706433/", false),
     ("::1", "http://127.0.0.1/", false),
     ("allowed.example.com", "http://[::1]:5000", false),
     // Globs.
@@ -149,6 +151,19 @@ fn hosts_are_matched_on_the_parsed_host_only() {
         .map(|(patterns, url, want)| format!("{patterns:?} / {url:?}: expected {want}"))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn text_forms_other_readers_do_not_decode_are_refused_but_their_parsed_urls_match() {
+    for (pattern, text) in [
+        ("allowed.example.com", "https://allowed%2Eexample%2Ecom/"),
+        ("127.0.0.1", "http://2130706433/"),
+        ("127.0.0.1", "http://0x7f.1/"),
+    ] {
+        let list = list(pattern);
+        assert!(!list.permits(text), "{text}");
+        assert!(list.permits_url(&url::Url::parse(text).unwrap()), "{text}");
+    }
 }
 
 #[test]

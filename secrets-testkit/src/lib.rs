@@ -35,6 +35,7 @@ pub mod moto;
 pub mod net;
 pub mod openbao;
 pub mod process;
+pub mod rfc3986;
 pub mod tls;
 
 pub use binaries::{ServerPolicy, require_binary, skipped_log, venv_dir, workspace_root};
