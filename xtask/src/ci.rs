@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{cargo, fuzz, install_wheel, root, run, sdist, soak, test_env, venv, wheel};
+use crate::{
+    cargo, fuzz, install_wheel, print_times, root, run, sdist, soak, test_env, timed, venv, wheel,
+};
 
 /// Provider features of the facade; each must build alone.
 pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "agent", "middleware"];
@@ -40,12 +43,19 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
 }
 
 pub(crate) fn ci() -> Result<()> {
+    let started = Instant::now();
+    let result = steps();
+    print_times(started);
+    result
+}
+
+fn steps() -> Result<()> {
     // It would make the golden tests rewrite their files and pass.
     anyhow::ensure!(
         std::env::var_os("UPDATE_GOLDEN").is_none(),
         "UPDATE_GOLDEN is set: unset it; CI compares the golden transcripts, it never rewrites them"
     );
-    test_env()?;
+    timed("test-env", test_env)?;
     run("format", cargo().args(["fmt", "--all", "--check"]))?;
     run(
         "clippy",
@@ -99,7 +109,9 @@ pub(crate) fn ci() -> Result<()> {
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
     )?;
-    soak(30, false, &venv().join("bin/python"))?;
+    timed("soak: 30 s under faults", || {
+        soak(30, false, &venv().join("bin/python"))
+    })?;
     sdist()?;
     // The wheel users install: release, glibc 2.17, checked by auditwheel.
     wheel(true)?;

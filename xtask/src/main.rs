@@ -34,6 +34,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -107,12 +108,44 @@ pub(crate) fn cargo() -> Command {
 }
 
 pub(crate) fn run(step: &str, cmd: &mut Command) -> Result<()> {
-    eprintln!("\n==> {step}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("{step}: could not start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{step} failed ({status})");
+    timed(step, || {
+        eprintln!("\n==> {step}");
+        let status = cmd
+            .status()
+            .with_context(|| format!("{step}: could not start {cmd:?}"))?;
+        if !status.success() {
+            bail!("{step} failed ({status})");
+        }
+        Ok(())
+    })
+}
+
+/// The wall time of every step so far, in the order they ended.
+static STEPS: std::sync::Mutex<Vec<(String, Duration)>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `f` as step `step`, its wall time kept for [`print_times`].
+pub(crate) fn timed<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let result = f();
+    STEPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((step.to_owned(), started.elapsed()));
+    result
+}
+
+/// Prints each step's wall time and the total since `started`.
+pub(crate) fn print_times(started: Instant) {
+    let steps = STEPS.lock().unwrap_or_else(|e| e.into_inner());
+    eprintln!("\nwall time per step:");
+    for (step, took) in steps.iter() {
+        eprintln!("{:>9}  {step}", minutes(*took));
     }
-    Ok(())
+    eprintln!("{:>9}  in all", minutes(started.elapsed()));
+}
+
+/// `12m 05s`.
+fn minutes(took: Duration) -> String {
+    let s = took.as_secs();
+    format!("{}m {:02}s", s / 60, s % 60)
 }

@@ -38,7 +38,12 @@ pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
             .env("PATH", with_venv_on_path()?)
             .env("CARGO_TARGET_DIR", root().join("target/manylinux2014"));
     }
-    run("wheel: maturin build", &mut maturin)?;
+    let step = if release {
+        "wheel: maturin build (release, manylinux2014)"
+    } else {
+        "wheel: maturin build (debug)"
+    };
+    run(step, &mut maturin)?;
     let built: Vec<PathBuf> = std::fs::read_dir(&out)
         .context("reading target/wheels")?
         .filter_map(|e| e.ok().map(|e| e.path()))
