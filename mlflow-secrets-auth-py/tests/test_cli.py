@@ -21,11 +21,11 @@ CONSTRAINTS = ROOT / "xtask" / "test-env-constraints.txt"
 
 
 def built_wheel() -> Path:
-    """The wheel `cargo xtask ci` built (MSA_WHEEL), else the one in target/wheels."""
+    """The wheel `cargo xtask ci` built (MSA_WHEEL), else the one `cargo xtask wheel` built in target/wheels/debug."""
     named = os.environ.get("MSA_WHEEL")
-    wheels = [Path(named)] if named else sorted((ROOT / "target" / "wheels").glob("*.whl"))
+    wheels = [Path(named)] if named else sorted((ROOT / "target" / "wheels" / "debug").glob("*.whl"))
     if len(wheels) != 1 or not wheels[0].is_file():
-        pytest.fail(f"no single built wheel (MSA_WHEEL or target/wheels): {wheels}; run `cargo xtask wheel`")
+        pytest.fail(f"no single built wheel (MSA_WHEEL or target/wheels/debug): {wheels}; run `cargo xtask wheel`")
     return wheels[0]
 
 

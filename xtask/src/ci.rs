@@ -7,11 +7,13 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::{
-    cargo, fuzz, install_wheel, print_times, root, run, sdist, soak, test_env, timed, venv, wheel,
+    Beside, cargo, fuzz, install_into, install_wheel, print_times, root, run, sdist, soak,
+    test_env, timed, venv, wheel,
 };
 
 /// Provider features of the facade; each must build alone.
-pub(crate) const FACADE_FEATURES: &[&str] = &["vault", "aws", "azure", "agent", "middleware"];
+pub(crate) const FACADE_FEATURES: &[&str] =
+    &["vault", "aws", "azure", "agent", "middleware", "oauth"];
 
 /// `cargo xtask test [ARGS]`: the workspace's tests as a developer runs
 /// them (a missing server skips its tests), and then the tests that skipped,
@@ -84,15 +86,32 @@ fn steps() -> Result<()> {
             .arg(&fuzz_manifest)
             .args(["--", "-D", "warnings"]),
     )?;
-    run(
-        "tests",
-        cargo()
+    let tests = || {
+        let mut cargo = cargo();
+        cargo
             .args(["test", "--locked", "--workspace", "--all-features"])
             // Backend tests must not skip for want of a server, and the AWS SDK
             // must never look for instance metadata off this machine.
             .env("SECRETS_REQUIRE_SERVERS", "1")
-            .env("AWS_EC2_METADATA_DISABLED", "true"),
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cargo
+    };
+    run("tests: build", tests().arg("--no-run"))?;
+    // The wheel users install (release, glibc 2.17, checked by auditwheel)
+    // builds while the tests mostly wait on their servers. Its tools are
+    // installed first, so nothing installs into the venv the tests use.
+    install_into(
+        &venv(),
+        &root().join("xtask/wheel-requirements.txt"),
+        &root().join("xtask/test-env-constraints.txt"),
     )?;
+    let release_wheel =
+        Beside::start("release wheel (manylinux2014)", "release-wheel.log", || {
+            wheel(true).map(drop)
+        })?;
+    let tested = run("tests", &mut tests());
+    let built = release_wheel.join();
+    tested.and(built)?;
     let debug_wheel = wheel(false)?;
     install_wheel(&debug_wheel)?;
     // The hostile servers the Python tests face are the Rust tests' own.
@@ -100,7 +119,10 @@ fn steps() -> Result<()> {
         "hostile-server for the Python tests",
         cargo().args(["build", "-p", "secrets-testkit", "--bin", "hostile-server"]),
     )?;
-    run(
+    // The fuzz targets run while the Python tests and the soak mostly wait
+    // on MLflow, moto and their clients.
+    let fuzzing = Beside::start("fuzz targets, 20 s each", "fuzz.log", || fuzz(20))?;
+    let python = run(
         "Python plugin tests (pytest, real MLflow and moto)",
         Command::new(venv().join("bin/python"))
             .current_dir(root())
@@ -108,14 +130,15 @@ fn steps() -> Result<()> {
             .env("MSA_WHEEL", &debug_wheel)
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(root().join("mlflow-secrets-auth-py/tests")),
-    )?;
-    timed("soak: 30 s under faults", || {
-        soak(30, false, &venv().join("bin/python"))
-    })?;
+    )
+    .and_then(|()| {
+        timed("soak: 30 s under faults", || {
+            soak(30, false, &venv().join("bin/python"))
+        })
+    });
+    let fuzzed = fuzzing.join();
+    python.and(fuzzed)?;
     sdist()?;
-    // The wheel users install: release, glibc 2.17, checked by auditwheel.
-    wheel(true)?;
-    fuzz(20)?;
     run(
         "docs",
         cargo()

@@ -10,7 +10,8 @@
 //! - `test-env`: installs the servers backend tests start (moto, ...) into
 //!   `.venv/`, from pinned versions; does nothing when they are up to date.
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
-//!   (maturin, from the venv) into `target/wheels/`, and installs it into the
+//!   (maturin, from the venv) into `target/wheels/` (`--release`) or
+//!   `target/wheels/debug/`, and installs it into the
 //!   venv with `--install`. `--release` builds for glibc 2.17 (manylinux2014,
 //!   linked by zig from PyPI's `ziglang`) and checks it with `auditwheel show`;
 //!   `ci` builds both (the debug one for pytest).
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -109,7 +111,18 @@ pub(crate) fn cargo() -> Command {
 
 pub(crate) fn run(step: &str, cmd: &mut Command) -> Result<()> {
     timed(step, || {
-        eprintln!("\n==> {step}");
+        let log = LOG.with(|log| log.borrow().clone());
+        if let Some(log) = &log {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening {}", log.display()))?;
+            writeln!(file, "\n==> {step}")?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        } else {
+            eprintln!("\n==> {step}");
+        }
         let status = cmd
             .status()
             .with_context(|| format!("{step}: could not start {cmd:?}"))?;
@@ -127,11 +140,88 @@ static STEPS: std::sync::Mutex<Vec<(String, Duration)>> = std::sync::Mutex::new(
 pub(crate) fn timed<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let started = Instant::now();
     let result = f();
+    let beside = LOG.with(|log| log.borrow().is_some());
+    let step = if beside {
+        format!("  beside: {step}")
+    } else {
+        step.to_owned()
+    };
     STEPS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push((step.to_owned(), started.elapsed()));
+        .push((step, started.elapsed()));
     result
+}
+
+thread_local! {
+    /// Where [`run`] sends a step's output on a [`Beside`] thread.
+    static LOG: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Steps run on a thread of their own, beside the steps that follow (which
+/// mostly wait on servers), their output in a log file.
+pub(crate) struct Beside {
+    name: String,
+    log: PathBuf,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Beside {
+    /// Starts `f` as `name`; its steps' output goes to `target/ci-logs/FILE`.
+    pub(crate) fn start(
+        name: &str,
+        file: &str,
+        f: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> Result<Self> {
+        let dir = root().join("target/ci-logs");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(file);
+        let _ = std::fs::remove_file(&log);
+        eprintln!(
+            "\n==> {name}: started beside the next steps (output in {})",
+            log.display()
+        );
+        let thread = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                LOG.with(|l| *l.borrow_mut() = Some(log));
+                f()
+            })
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            log,
+            thread,
+        })
+    }
+
+    /// Waits for it; on failure prints the end of its log.
+    pub(crate) fn join(self) -> Result<()> {
+        let result = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("{} panicked", self.name)));
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        match &result {
+            Ok(()) => eprintln!(
+                "\n==> {}: passed (output in {})",
+                self.name,
+                self.log.display()
+            ),
+            Err(_) => {
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!(
+                    "\n==> {} failed; the end of {}:",
+                    self.name,
+                    self.log.display()
+                );
+                for line in &lines[lines.len().saturating_sub(150)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        result
+    }
 }
 
 /// Prints each step's wall time and the total since `started`.

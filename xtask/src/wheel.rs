@@ -10,9 +10,20 @@ use crate::{install_into, pip_install, root, run, test_env, venv};
 /// Builds the plugin's wheel with maturin from the venv; returns its path.
 pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
     test_env()?;
-    let out = root().join("target/wheels");
-    if out.is_dir() {
-        std::fs::remove_dir_all(&out).context("emptying target/wheels")?;
+    // The debug wheel (for the tests) apart from the one users install, so
+    // the two can be built at the same time.
+    let out = if release {
+        root().join("target/wheels")
+    } else {
+        root().join("target/wheels/debug")
+    };
+    if let Ok(entries) = std::fs::read_dir(&out) {
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_some_and(|x| x == "whl") {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
     }
     let mut maturin = Command::new(venv().join("bin/maturin"));
     maturin
@@ -45,7 +56,7 @@ pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
     };
     run(step, &mut maturin)?;
     let built: Vec<PathBuf> = std::fs::read_dir(&out)
-        .context("reading target/wheels")?
+        .with_context(|| format!("reading {}", out.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "whl"))
         .collect();
