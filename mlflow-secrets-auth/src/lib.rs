@@ -42,8 +42,8 @@ pub use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
     FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
     ProviderKind, ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld,
-    classify, is_loopback, mask, mask_password, parse_handed_on, plain_origin, redact,
-    same_authority, secrecy, source_chain, text_agrees,
+    checked_endpoint, classify, hide_everywhere, is_loopback, mask, mask_password, parse_handed_on,
+    plain_origin, redact, same_authority, secrecy, source_chain, text_agrees,
 };
 pub use mlflow_secrets_auth_retry::BreakerState;
 pub use names::{FAMILIES, VARIABLES};

@@ -18,7 +18,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
-use mlflow_secrets_auth::{AuthHeader, EntryState, SecretsAuth, plain_origin, redact};
+use mlflow_secrets_auth::{
+    AuthHeader, EntryState, SecretsAuth, checked_endpoint, plain_origin, redact,
+};
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
@@ -169,29 +171,15 @@ impl Upstream {
     }
 
     fn new(text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
-        let schemeless = || {
-            anyhow::anyhow!(
-                "--upstream {text:?} has no scheme: write http://{text} or https://{text}"
-            )
-        };
-        let url = match Url::parse(text) {
-            Ok(url) => url,
-            Err(url::ParseError::RelativeUrlWithoutBase) => return Err(schemeless()),
-            Err(e) => bail!("--upstream {text:?} is not a URL ({e})"),
-        };
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            // `mlflow.example.com:5000` parses with the host as its scheme.
-            if !text.contains("://") {
-                return Err(schemeless());
-            }
-            bail!("--upstream must be an http(s) URL with a host");
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            bail!("--upstream must not carry a username or password");
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            bail!("--upstream must not have a query or fragment");
-        }
+        // The check of every address a person writes: it names the mistake
+        // and never shows more of the text than scheme, host and port.
+        let checked = checked_endpoint(
+            text,
+            "--upstream",
+            &["http", "https"],
+            "https://mlflow.example.com or http://127.0.0.1:5000",
+        )?;
+        let url = Url::parse(&checked)?;
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
         let mut builder = reqwest::Client::builder()

@@ -81,10 +81,39 @@ pub fn checked_endpoint(
         Err(_) => "it is not a URL".to_owned(),
     };
     let shown = shown(&parsed);
+    let fix = match schemeless_host(address) {
+        Some(host) if problem == "it has no scheme" && schemes.contains(&"https") => {
+            format!("write http://{host} or https://{host}")
+        }
+        _ => format!("expected the shape {example}"),
+    };
     Err(SecretError::config(
         variable,
-        format!("{shown} is not usable: {problem}; expected the shape {example}"),
+        format!("{shown} is not usable: {problem}; {fix}"),
     ))
+}
+
+/// `address` when it reads as a host name or IP address with an optional
+/// port and nothing else — lower case, with a dot, a port or the name
+/// `localhost` — so repeating it in a fix shows what the person typed, never
+/// a token pasted into the wrong variable (tokens mix cases or have no dot).
+fn schemeless_host(address: &str) -> Option<&str> {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (address, None),
+    };
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && host
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63)
+        && (host.contains('.') || port.is_some() || host == "localhost");
+    (port_ok && host_ok).then_some(address)
 }
 
 #[cfg(test)]
@@ -112,6 +141,30 @@ mod tests {
                 error.starts_with("VAULT_ADDR: ") && error.contains(says),
                 "{address}: {error}"
             );
+            assert!(
+                error.contains("expected the shape https://v:8200")
+                    || error.contains(&format!("write http://{address} or https://{address}")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_without_a_scheme_gets_both_spelt_out_and_a_token_does_not() {
+        for address in ["127.0.0.1:8200", "vault.example.com", "localhost:8200"] {
+            let error = checked_endpoint(address, "VAULT_ADDR", WEB, "https://v:8200")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("write http://{address} or https://{address}")),
+                "{error}"
+            );
+        }
+        for pasted in ["hvs.CAESIabcdEFGH", "0123456789abcdef0123", "eyJh.eyJz.sig"] {
+            let error = checked_endpoint(pasted, "VAULT_ADDR", WEB, "https://v:8200")
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains(pasted), "{error}");
             assert!(
                 error.contains("expected the shape https://v:8200"),
                 "{error}"

@@ -188,13 +188,16 @@ impl<'a> Env<'a> {
         Ok(self.lookup(names)?.map(|(_, v)| v))
     }
 
-    /// A secret value from the first set alias; errors never include the value.
+    /// A secret value from the first set alias; errors never include the
+    /// value, and [`redact`](crate::redact) hides it from then on
+    /// ([`hide_everywhere`](crate::hide_everywhere)).
     pub fn secret(&self, names: &[&str]) -> Result<Option<SecretString>> {
         for &name in names {
             if let Some(value) = self.raw(name)? {
                 let value = Zeroizing::new(value);
                 let trimmed = value.trim();
                 if !trimmed.is_empty() {
+                    crate::redact::hide_everywhere(trimmed);
                     return Ok(Some(trimmed.into()));
                 }
             }
@@ -273,14 +276,18 @@ impl<'a> Env<'a> {
     }
 }
 
-/// Shows a bad (non-secret) value in an error: quoted, escaped, cut at 64 characters.
+/// Shows a bad value of a variable that holds no secret (a mode, a flag, a
+/// number) in an error: quoted and escaped when it is short enough to be a
+/// slip of the keyboard (16 characters); a longer one is more likely
+/// something pasted into the wrong variable — perhaps a token — and only
+/// its length is shown.
 fn shown(value: &str) -> String {
-    const LIMIT: usize = 64;
-    if value.chars().count() <= LIMIT {
+    const LIMIT: usize = 16;
+    let count = value.chars().count();
+    if count <= LIMIT {
         format!("{value:?}")
     } else {
-        let head: String = value.chars().take(LIMIT).collect();
-        format!("{head:?}…")
+        format!("a value of {count} characters (not shown)")
     }
 }
 
@@ -288,6 +295,29 @@ fn shown(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn a_long_value_in_a_variable_of_words_is_not_shown() {
+        struct Vars;
+        impl EnvSource for Vars {
+            fn var_os(&self, name: &str) -> Option<OsString> {
+                match name {
+                    "A" => Some("bearr".into()),
+                    "B" => Some("hvs.CAESIpastedHereByMistake".into()),
+                    _ => None,
+                }
+            }
+        }
+        let env = Env::new(&Vars);
+        let typo = env.flag("A", false).unwrap_err().to_string();
+        assert!(typo.contains(r#""bearr" is not a boolean"#), "{typo}");
+        let pasted = env.u32("B", 0).unwrap_err().to_string();
+        assert!(!pasted.contains("CAESI"), "{pasted}");
+        assert!(
+            pasted.contains("a value of 28 characters (not shown) is not a whole number"),
+            "{pasted}"
+        );
+    }
 
     #[test]
     fn bool_words() {

@@ -2,9 +2,10 @@
 //! Every layer calls these two; there is no other implementation.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 
 use regex::Regex;
+use zeroize::Zeroizing;
 
 /// What replaces a redacted value.
 pub const REDACTED: &str = "***";
@@ -100,9 +101,48 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     ]
 });
 
+/// Values shorter than this are not hidden literally: too many words would go.
+const KNOWN_FROM: usize = 8;
+
+/// The most values [`hide_everywhere`] keeps (the oldest go first).
+const KNOWN_MAX: usize = 32;
+
+/// Secret values this process holds, hidden by [`redact`] wherever they
+/// appear, whatever surrounds them.
+static KNOWN: RwLock<Vec<Zeroizing<String>>> = RwLock::new(Vec::new());
+
+/// Has [`redact`] hide `secret` literally from now on, wherever it appears —
+/// for text no pattern recognises, such as a backend echoing the token it
+/// was given with nothing around it (`permission denied for hvs.…`). The
+/// backend secrets read from the environment and those a login returns
+/// are registered by the crates that read them. Values shorter than 8
+/// characters are ignored (they would hide ordinary words); the 32 most
+/// recent are kept, zeroed when dropped.
+///
+/// ```
+/// use mlflow_secrets_auth_core::{hide_everywhere, redact};
+/// hide_everywhere("s.f00dcafe1234");
+/// assert_eq!(redact("denied for token s.f00dcafe1234 at /x"), "denied for token *** at /x");
+/// ```
+pub fn hide_everywhere(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < KNOWN_FROM {
+        return;
+    }
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    if known.iter().any(|k| k.as_str() == secret) {
+        return;
+    }
+    if known.len() == KNOWN_MAX {
+        known.remove(0);
+    }
+    known.push(Zeroizing::new(secret.to_owned()));
+}
+
 /// Redacts credentials from free text before it reaches a log: `Bearer …`,
 /// `Basic …`, JWTs, `token`/`password`/`secret`/`key` fields (JSON or `k=v`), and URL
-/// userinfo. Text with nothing to redact is returned borrowed.
+/// userinfo, and every value given to [`hide_everywhere`]. Text with nothing
+/// to redact is returned borrowed.
 ///
 /// Every rule looks at the original text and the values all of them found
 /// are hidden together, so one rule's match cannot take away the context
@@ -137,6 +177,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
                 spans.push((value.start(), value.end()));
             }
         }
+    }
+    for known in KNOWN.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        spans.extend(
+            text.match_indices(known.as_str())
+                .map(|(start, value)| (start, start + value.len())),
+        );
     }
     if spans.is_empty() {
         return Cow::Borrowed(text);

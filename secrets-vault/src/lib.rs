@@ -406,6 +406,7 @@ impl VaultProvider {
                 .await
                 .map_err(|e| errors::map(&e, Action::Login(mount), &self.address))?;
                 client.set_token(&auth.client_token);
+                mlflow_secrets_auth_core::hide_everywhere(&auth.client_token);
                 // Wipe our copy of the token (the client keeps its own).
                 drop(SecretString::from(auth.client_token));
                 // Log in again once 80 % of the token's lifetime has passed.

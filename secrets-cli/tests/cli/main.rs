@@ -9,6 +9,7 @@ mod readme;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use secrets_testkit::hostile::{Answer, HostileKit};
 use secrets_testkit::mlflow::{ADMIN_USER, MlflowServer};
 use serde_json::Value;
 
@@ -444,4 +445,53 @@ fn no_face_prints_a_secret_held_in_an_address_variable() {
             }
         }
     }
+}
+
+#[test]
+fn a_backend_echoing_the_token_bare_never_gets_it_printed() {
+    // Nothing marks the token as one (no `Bearer`, no `token:` or `=`), so
+    // only the literal value the CLI read can hide it.
+    const TOKEN: &str = "hvs.CAESIechoedBack42xyz";
+    let kit = HostileKit::start();
+    let body = format!(r#"{{"errors":["permission denied for {TOKEN} on secret/data/x"]}}"#);
+    kit.script(
+        "allowed",
+        "/",
+        vec![Answer {
+            body,
+            ..Answer::status(403)
+        }],
+    );
+    let address = kit.url("allowed");
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+        ("VAULT_ADDR", address.as_str()),
+        ("VAULT_TOKEN", TOKEN),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    for args in [
+        &["doctor"][..],
+        &["doctor", "--json"],
+        &[
+            "header",
+            "--url",
+            "http://127.0.0.1:1",
+            "--log-level",
+            "trace",
+        ],
+    ] {
+        let output = cli(&vars, args);
+        let said = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(!said.contains("CAESIechoed"), "{args:?}:\n{said}");
+        // The server's words still come through, the token hidden.
+        assert!(
+            said.contains("permission denied for ***"),
+            "{args:?}:\n{said}"
+        );
+    }
+    assert!(
+        kit.saw("allowed", TOKEN),
+        "the backend was asked with the token"
+    );
 }
