@@ -62,6 +62,52 @@ fn build(kind: ProviderKind, env: &Env<'_>) -> Result<Arc<dyn SecretProvider>> {
     }
 }
 
+/// The OAuth2 exchange each provider is wrapped in when
+/// `MLFLOW_SECRETS_OAUTH_TOKEN_URL` or `MLFLOW_SECRETS_OAUTH_ISSUER` is set:
+/// the provider then holds the client, and the credential is an access
+/// token obtained with it.
+pub(crate) struct Exchange(
+    #[cfg(feature = "oauth")] Option<mlflow_secrets_auth_oauth::OAuthConfig>,
+);
+
+impl Exchange {
+    #[cfg(feature = "oauth")]
+    pub(crate) fn from_env(env: &Env<'_>) -> Result<Self> {
+        Ok(Self(mlflow_secrets_auth_oauth::OAuthConfig::from_env(env)?))
+    }
+
+    /// Without the feature `oauth`, asking for the exchange is a configuration error.
+    #[cfg(not(feature = "oauth"))]
+    pub(crate) fn from_env(env: &Env<'_>) -> Result<Self> {
+        for variable in [
+            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
+            "MLFLOW_SECRETS_OAUTH_ISSUER",
+        ] {
+            if env.string(&[variable])?.is_some() {
+                return Err(SecretError::config(
+                    variable,
+                    "OAuth2 tokens are not compiled into this build (enable the crate feature `oauth`)",
+                ));
+            }
+        }
+        Ok(Self())
+    }
+
+    /// `provider`, wrapped in the exchange when it is configured.
+    pub(crate) fn wrap(
+        &self,
+        provider: Arc<dyn SecretProvider>,
+    ) -> Result<Arc<dyn SecretProvider>> {
+        #[cfg(feature = "oauth")]
+        if let Some(config) = &self.0 {
+            return Ok(Arc::new(
+                mlflow_secrets_auth_oauth::OAuthProvider::wrapping(provider, config.clone())?,
+            ));
+        }
+        Ok(provider)
+    }
+}
+
 /// The node agent named by `MLFLOW_SECRETS_AGENT`, first in the chain. Its
 /// answers carry the auth mode and validity of the agent's own provider;
 /// the TTL here is only the upper bound.
@@ -151,12 +197,18 @@ impl Chain {
                 unusable.push(Unusable { name: AGENT, error });
             }
         }
+        let exchange = Exchange::from_env(env);
         for &kind in &config.enabled {
-            let built = build(kind, env).and_then(|provider| {
-                let (settings, warning) = config.provider_settings(kind, env)?;
-                warnings.extend(warning);
-                Ok((provider, settings))
-            });
+            let built = build(kind, env)
+                .and_then(|provider| match &exchange {
+                    Ok(exchange) => exchange.wrap(provider),
+                    Err(error) => Err(error.clone()),
+                })
+                .and_then(|provider| {
+                    let (settings, warning) = config.provider_settings(kind, env)?;
+                    warnings.extend(warning);
+                    Ok((provider, settings))
+                });
             match built {
                 Ok(pair) => entries.push(pair),
                 Err(error) => {

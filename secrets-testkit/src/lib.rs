@@ -33,6 +33,7 @@ pub mod leak;
 pub mod mlflow;
 pub mod moto;
 pub mod net;
+pub mod oidc;
 pub mod openbao;
 pub mod process;
 pub mod rfc3986;

@@ -16,6 +16,35 @@ pub(crate) fn venv() -> PathBuf {
 }
 
 pub(crate) fn test_env() -> Result<()> {
+    python_env()?;
+    node_env()
+}
+
+/// The OpenID provider the OAuth2 tests start (`oidc-provider` on Node),
+/// from its pinned lockfile into `secrets-testkit/oidc/node_modules`.
+fn node_env() -> Result<()> {
+    let folder = root().join("secrets-testkit/oidc");
+    let lock = std::fs::read_to_string(folder.join("package-lock.json"))
+        .context("reading secrets-testkit/oidc/package-lock.json")?;
+    let stamp = folder.join("node_modules/.test-env-installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == lock) {
+        return Ok(());
+    }
+    run(
+        "install the OpenID provider (npm ci, secrets-testkit/oidc)",
+        Command::new("npm").current_dir(&folder).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+        ]),
+    )
+    .context("Node.js and npm are needed for the OAuth2 tests (Debian: apt install nodejs npm)")?;
+    std::fs::write(&stamp, lock).context("writing the node test-env stamp")?;
+    Ok(())
+}
+
+fn python_env() -> Result<()> {
     let venv = venv();
     let requirements = root().join("xtask/test-env-requirements.txt");
     let constraints = root().join("xtask/test-env-constraints.txt");

@@ -8,7 +8,9 @@
 //!   on) without requiring the servers, then names every test that skipped
 //!   for want of one — cargo shows a passing test's output to nobody.
 //! - `test-env`: installs the servers backend tests start (moto, ...) into
-//!   `.venv/`, from pinned versions; does nothing when they are up to date.
+//!   `.venv/`, and the OpenID provider of the OAuth2 tests (`npm ci` into
+//!   `secrets-testkit/oidc/node_modules`), from pinned versions; does
+//!   nothing when they are up to date.
 //! - `wheel [--release] [--install]`: builds the Python plugin's wheel
 //!   (maturin, from the venv) into `target/wheels/` (`--release`) or
 //!   `target/wheels/debug/`, and installs it into the

@@ -1,0 +1,230 @@
+//! OAuth2 client credentials against a real OpenID provider (panva's
+//! `oidc-provider` on loopback): the stored client is exchanged for an
+//! access token, which the IdP itself confirms (introspection); requests to
+//! the IdP are counted by a proxy in front of it, not by the code under test.
+
+use std::time::Duration;
+
+use mlflow_secrets_auth::secrecy::ExposeSecret;
+use mlflow_secrets_auth::{Env, ErrorKind, SecretsAuth};
+use secrets_testkit::fault::FaultProxy;
+use secrets_testkit::hostile::{Answer, HostileKit};
+use secrets_testkit::oidc::{OidcClient, OidcServer};
+
+const URL: &str = "http://127.0.0.1:5000/api/2.0/mlflow/experiments/search";
+
+/// A client id and secret holding what hand-written Basic encoders get
+/// wrong: `:`, `%`, `+`, `&`, `=` and spaces (RFC 6749 allows printable ASCII only).
+const AWKWARD_ID: &str = "mlflow ci:runner%1+x";
+const AWKWARD_SECRET: &str = "s3cr:t %25 +plus ~&x=1";
+
+fn idp(test: &str) -> Option<OidcServer> {
+    OidcServer::start(
+        test,
+        &[
+            OidcClient::new(AWKWARD_ID, AWKWARD_SECRET, "client_secret_basic"),
+            OidcClient::new("posting-client", AWKWARD_SECRET, "client_secret_post"),
+            OidcClient::new("plain-client", "plain-secret-1", "client_secret_basic"),
+        ],
+        Duration::from_secs(600),
+    )
+}
+
+/// A file holding `secret`, and the variables of the file provider with the
+/// OAuth2 exchange at `token_url`.
+fn vars(
+    dir: &tempfile::TempDir,
+    secret: &str,
+    endpoint: (&'static str, String),
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let path = dir.path().join("client.json");
+    std::fs::write(&path, secret).unwrap();
+    let mut vars = vec![
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file".to_owned()),
+        ("MLFLOW_SECRETS_FILE_PATH", path.display().to_string()),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1".to_owned()),
+        // A retry would make a refused request count twice.
+        ("MLFLOW_SECRETS_BASE_DELAY", "0.01".to_owned()),
+        endpoint,
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    vars
+}
+
+fn auth(vars: &[(&'static str, String)]) -> SecretsAuth {
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    SecretsAuth::from_source(&Env::new(&borrowed.as_slice())).unwrap()
+}
+
+fn client_json(id: &str, secret: &str) -> String {
+    serde_json::json!({"client_id": id, "client_secret": secret}).to_string()
+}
+
+/// The token in a `Bearer` header value.
+fn bearer(value: &str) -> &str {
+    value.strip_prefix("Bearer ").expect("a Bearer header")
+}
+
+#[tokio::test]
+async fn each_client_auth_method_gets_a_token_the_idp_issued() {
+    let Some(idp) = idp("oauth: client auth methods") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (id, method) in [
+        (AWKWARD_ID, "client_secret_basic"),
+        ("posting-client", "client_secret_post"),
+    ] {
+        let vars = vars(
+            &dir,
+            &client_json(id, AWKWARD_SECRET),
+            ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", idp.token_url()),
+            &[
+                ("MLFLOW_SECRETS_OAUTH_CLIENT_AUTH", method),
+                ("MLFLOW_SECRETS_OAUTH_SCOPE", "mlflow"),
+            ],
+        );
+        let header = auth(&vars).header_for(URL).await.unwrap().unwrap();
+        let token = bearer(header.value().expose_secret()).to_owned();
+        assert!(
+            idp.issued_to(&token, id),
+            "{method}: the IdP does not know the token"
+        );
+    }
+    // The bare secret with the client id in its variable; the issuer's
+    // discovery document names the token endpoint.
+    let vars = vars(
+        &dir,
+        "plain-secret-1\n",
+        ("MLFLOW_SECRETS_OAUTH_ISSUER", idp.issuer()),
+        &[("MLFLOW_SECRETS_OAUTH_CLIENT_ID", "plain-client")],
+    );
+    let header = auth(&vars).header_for(URL).await.unwrap().unwrap();
+    assert!(idp.issued_to(bearer(header.value().expose_secret()), "plain-client"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_callers_with_an_empty_cache_make_one_token_request() {
+    let Some(idp) = idp("oauth: one token request") else {
+        return;
+    };
+    let counted = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let vars = vars(
+        &dir,
+        &client_json("plain-client", "plain-secret-1"),
+        (
+            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
+            format!("{}/token", counted.url()),
+        ),
+        &[],
+    );
+    let auth = auth(&vars);
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.header_for(URL).await })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    for call in calls {
+        let header = call.await.unwrap().unwrap().unwrap();
+        tokens.insert(header.value().expose_secret().to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the one token");
+    assert_eq!(counted.forwarded(), 1, "one token request for 200 callers");
+}
+
+#[tokio::test]
+async fn a_refused_scope_is_a_config_error_after_one_request() {
+    let Some(idp) = idp("oauth: invalid scope") else {
+        return;
+    };
+    let counted = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let vars = vars(
+        &dir,
+        &client_json("plain-client", "plain-secret-1"),
+        (
+            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
+            format!("{}/token", counted.url()),
+        ),
+        &[("MLFLOW_SECRETS_OAUTH_SCOPE", "admin")],
+    );
+    let error = auth(&vars).header_for(URL).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+    let text = error.to_string();
+    assert!(text.contains("MLFLOW_SECRETS_OAUTH_SCOPE"), "{text}");
+    assert!(text.contains("invalid_scope"), "{text}");
+    assert!(!text.contains("plain-secret-1"), "{text}");
+    assert_eq!(counted.forwarded(), 1, "no retries of a config error");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_names_the_client_and_its_provider_never_the_secret() {
+    let Some(idp) = idp("oauth: invalid client") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let vars = vars(
+        &dir,
+        &client_json("plain-client", "not-the-secret-77"),
+        ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", idp.token_url()),
+        &[],
+    );
+    let error = auth(&vars).header_for(URL).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("`plain-client`") && text.contains("`file`"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-secret-77"), "{text}");
+}
+
+#[tokio::test]
+async fn discovery_sends_nothing_to_a_plain_http_endpoint_or_for_another_issuer() {
+    let kit = HostileKit::start();
+    let issuer = kit.url("allowed");
+    let dir = tempfile::tempdir().unwrap();
+    for (document, says) in [
+        (
+            serde_json::json!({"issuer": issuer, "token_endpoint": "http://idp.example.com/token"}),
+            "must be https",
+        ),
+        (
+            serde_json::json!({"issuer": "https://elsewhere.example", "token_endpoint": format!("{issuer}/token")}),
+            "names the issuer",
+        ),
+    ] {
+        kit.reset();
+        kit.script(
+            "allowed",
+            "/.well-known/openid-configuration",
+            vec![Answer {
+                body: document.to_string(),
+                ..Answer::status(200).header("Content-Type", "application/json")
+            }],
+        );
+        let vars = vars(
+            &dir,
+            &client_json("plain-client", "plain-secret-1"),
+            ("MLFLOW_SECRETS_OAUTH_ISSUER", issuer.clone()),
+            &[],
+        );
+        let error = auth(&vars).header_for(URL).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains("MLFLOW_SECRETS_OAUTH_ISSUER") && text.contains(says),
+            "{text}"
+        );
+        let seen = kit.requests("allowed");
+        assert!(
+            seen.iter().all(|r| r.method == "GET"),
+            "only the discovery document was asked for: {seen:?}"
+        );
+        assert!(!kit.saw("allowed", "plain-secret-1"));
+    }
+}

@@ -1,0 +1,376 @@
+//! The HTTP side: OpenID discovery and the client-credentials token request
+//! (RFC 6749 §4.4), with every answer bounded and every error reduced to
+//! what the IdP said (`error`, `error_description`), redacted and capped.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use mlflow_secrets_auth_core::secrecy::{ExposeSecret, SecretString};
+use mlflow_secrets_auth_core::{ErrorKind, Result, SecretError, classify};
+use url::Url;
+use url::form_urlencoded;
+use zeroize::Zeroizing;
+
+use crate::client::Client;
+use crate::config::{AUDIENCE, ClientAuth, ISSUER, OAuthConfig, RESOURCE, SCOPE, endpoint_url};
+
+/// The largest answer read from the IdP.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// The longest access token accepted.
+const MAX_TOKEN: usize = 16 * 1024;
+
+/// An access token and how long the IdP says it lives.
+pub(crate) struct Token {
+    pub(crate) value: SecretString,
+    pub(crate) lifetime: Option<Duration>,
+}
+
+/// Why a token request failed.
+pub(crate) enum Refused {
+    /// The IdP did not accept the client (`invalid_client`, or a 401): its
+    /// secret may have been rotated.
+    Client(SecretError),
+    /// Anything else.
+    Other(SecretError),
+}
+
+impl From<SecretError> for Refused {
+    fn from(error: SecretError) -> Self {
+        Self::Other(error)
+    }
+}
+
+/// A client for the IdP: no redirects followed (the client secret must not
+/// travel on), rustls.
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| {
+            SecretError::new(
+                ErrorKind::Config,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })
+}
+
+/// The body of `response`, at most [`MAX_ANSWER`] bytes.
+async fn bounded(mut response: reqwest::Response) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(SecretError::new(
+                ErrorKind::Rejected,
+                format!("the IdP's answer is longer than {MAX_ANSWER} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport(error: reqwest::Error) -> SecretError {
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Transient
+    };
+    // reqwest's text names the URL, which holds nothing secret here.
+    SecretError::new(kind, format!("the IdP could not be reached: {error}")).with_source(error)
+}
+
+/// The token endpoint named by `issuer`'s discovery document, whose
+/// `issuer` must be the one configured.
+pub(crate) async fn discover(http: &reqwest::Client, issuer: &Url) -> Result<Url> {
+    let base = issuer.as_str().trim_end_matches('/');
+    let document = format!("{base}/.well-known/openid-configuration");
+    let response = http.get(&document).send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let body = bounded(response).await?;
+    if status != 200 {
+        return Err(SecretError::new(
+            classify::status_kind(status),
+            format!("the discovery document {document} answered {status}"),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        SecretError::config(
+            ISSUER,
+            format!("{document} is not a JSON discovery document"),
+        )
+    })?;
+    let said = value.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
+    if said.trim_end_matches('/') != base {
+        return Err(SecretError::config(
+            ISSUER,
+            format!(
+                "the discovery document names the issuer {}, not {base}",
+                classify::server_said(said)
+            ),
+        ));
+    }
+    let endpoint = value
+        .get("token_endpoint")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            SecretError::config(ISSUER, format!("{document} names no token_endpoint"))
+        })?;
+    // The same rule as a configured one: https, or http on loopback.
+    endpoint_url(endpoint, ISSUER, "https://idp.example.com/oauth2/token").map_err(|e| {
+        SecretError::config(
+            ISSUER,
+            format!(
+                "the discovery document's token_endpoint is refused: {}",
+                e.message()
+            ),
+        )
+    })
+}
+
+/// `application/x-www-form-urlencoded` of one value (RFC 6749 §2.3.1
+/// encodes the id and the secret so before Basic's base64).
+fn form(value: &str) -> Zeroizing<String> {
+    Zeroizing::new(form_urlencoded::byte_serialize(value.as_bytes()).collect())
+}
+
+/// The form of a token request (with the client in it for `client_secret_post`).
+fn request_body(config: &OAuthConfig, client: &Client) -> Zeroizing<String> {
+    let mut body = form_urlencoded::Serializer::new(String::new());
+    body.append_pair("grant_type", "client_credentials");
+    for (name, value) in [
+        ("scope", &config.scope),
+        ("audience", &config.audience),
+        ("resource", &config.resource),
+    ] {
+        if let Some(value) = value {
+            body.append_pair(name, value);
+        }
+    }
+    if config.client_auth == ClientAuth::SecretPost {
+        body.append_pair("client_id", &client.id);
+        body.append_pair("client_secret", client.secret.expose_secret());
+    }
+    Zeroizing::new(body.finish())
+}
+
+/// Asks `endpoint` for a token for `client`.
+pub(crate) async fn request_token(
+    http: &reqwest::Client,
+    endpoint: &Url,
+    config: &OAuthConfig,
+    client: &Client,
+) -> std::result::Result<Token, Refused> {
+    let body = request_body(config, client);
+    let mut request = http
+        .post(endpoint.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+    if config.client_auth == ClientAuth::SecretBasic {
+        let pair = Zeroizing::new(format!(
+            "{}:{}",
+            *form(&client.id),
+            *form(client.secret.expose_secret())
+        ));
+        let mut value = reqwest::header::HeaderValue::try_from(format!(
+            "Basic {}",
+            STANDARD.encode(pair.as_bytes())
+        ))
+        .map_err(|_| {
+            SecretError::invalid_secret("the OAuth2 client cannot be written in a header")
+        })?;
+        value.set_sensitive(true);
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let response = request
+        .body(body.as_bytes().to_vec())
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| classify::retry_after(v, SystemTime::now()));
+    let answer = Zeroizing::new(bounded(response).await?);
+    if status == 200 {
+        return Ok(token(&answer)?);
+    }
+    Err(refusal(status, &answer, retry_after, config, client))
+}
+
+/// The token in a 200 answer.
+fn token(answer: &[u8]) -> Result<Token> {
+    let value: serde_json::Value = serde_json::from_slice(answer).map_err(|_| {
+        SecretError::new(
+            ErrorKind::Rejected,
+            "the token endpoint's answer is not JSON",
+        )
+    })?;
+    let access = value
+        .get("access_token")
+        .and_then(|v| v.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            SecretError::new(
+                ErrorKind::Rejected,
+                "the token endpoint's answer has no access_token",
+            )
+        })?;
+    if access.len() > MAX_TOKEN {
+        return Err(SecretError::new(
+            ErrorKind::Rejected,
+            format!("the access token is longer than {MAX_TOKEN} bytes"),
+        ));
+    }
+    let kind = value.get("token_type").and_then(|v| v.as_str());
+    if kind.is_some_and(|k| !k.eq_ignore_ascii_case("bearer")) {
+        return Err(SecretError::new(
+            ErrorKind::Rejected,
+            format!(
+                "the token endpoint gave a token of type {}, not Bearer",
+                classify::server_said(kind.unwrap_or_default())
+            ),
+        ));
+    }
+    // A number, or a number in a string (some IdPs).
+    let expires_in = value.get("expires_in").and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    });
+    let lifetime = expires_in
+        .map(Duration::from_secs)
+        .or_else(|| jwt_lifetime(access, SystemTime::now()));
+    Ok(Token {
+        value: access.into(),
+        lifetime: lifetime.map(mlflow_secrets_auth_core::capped),
+    })
+}
+
+/// What is left of a JWT's `exp` (read, not verified: the token is ours to
+/// send, not to trust), when the token is one.
+fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The error for a refused token request.
+fn refusal(
+    status: u16,
+    answer: &[u8],
+    retry_after: Option<Duration>,
+    config: &OAuthConfig,
+    client: &Client,
+) -> Refused {
+    let value: serde_json::Value = serde_json::from_slice(answer).unwrap_or_default();
+    let code = value.get("error").and_then(|v| v.as_str()).unwrap_or("");
+    let description = value
+        .get("error_description")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let said = match (code, description) {
+        ("", _) => String::new(),
+        (code, "") => format!(": {}", classify::server_said(code)),
+        (code, description) => format!(
+            ": {} ({})",
+            classify::server_said(code),
+            classify::server_said(description)
+        ),
+    };
+    let id = classify::server_said(&client.id);
+    match code {
+        "invalid_client" => Refused::Client(SecretError::new(
+            ErrorKind::PermissionDenied,
+            format!("the token endpoint refused the client `{id}` ({status}{said})"),
+        )),
+        _ if status == 401 => Refused::Client(SecretError::new(
+            ErrorKind::PermissionDenied,
+            format!("the token endpoint refused the client `{id}` ({status}{said})"),
+        )),
+        "invalid_scope" => Refused::Other(SecretError::config(
+            SCOPE,
+            format!(
+                "{} was refused by the token endpoint ({status}{said})",
+                shown(config.scope.as_deref())
+            ),
+        )),
+        "invalid_target" => {
+            let variable = if config.resource.is_some() {
+                RESOURCE
+            } else {
+                AUDIENCE
+            };
+            Refused::Other(SecretError::config(
+                variable,
+                format!("was refused by the token endpoint ({status}{said})"),
+            ))
+        }
+        "unauthorized_client" | "unsupported_grant_type" | "invalid_grant" => {
+            Refused::Other(SecretError::config(
+                crate::config::CLIENT_ID,
+                format!(
+                    "the client `{id}` may not use the client_credentials grant at this token endpoint ({status}{said}); allow it at the IdP"
+                ),
+            ))
+        }
+        _ => Refused::Other(
+            SecretError::new(
+                classify::status_kind(status),
+                format!("the token endpoint answered {status}{said}"),
+            )
+            .with_retry_after(retry_after),
+        ),
+    }
+}
+
+/// A scope as an error shows it (scopes are names, not secrets).
+fn shown(scope: Option<&str>) -> String {
+    scope.map_or_else(
+        || "no scope".to_owned(),
+        |s| format!("the scope `{}`", classify::server_said(s)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_answer_is_read_with_its_lifetime() {
+        let read =
+            token(br#"{"access_token":"at-1","token_type":"bearer","expires_in":"300"}"#).unwrap();
+        assert_eq!(read.value.expose_secret(), "at-1");
+        assert_eq!(read.lifetime, Some(Duration::from_secs(300)));
+        for bad in [
+            &br#"{"token_type":"Bearer"}"#[..],
+            br#"{"access_token":"x","token_type":"DPoP"}"#,
+            b"<html>",
+        ] {
+            assert!(token(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn a_jwt_without_expires_in_lives_until_its_exp() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"exp":1600,"aud":"mlflow"}"#);
+        let jwt = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln");
+        assert_eq!(jwt_lifetime(&jwt, now), Some(Duration::from_secs(600)));
+        assert_eq!(jwt_lifetime("opaque-token", now), None);
+    }
+
+    #[test]
+    fn the_basic_pair_is_form_encoded_first() {
+        assert_eq!(*form("id:with %/+ space"), "id%3Awith+%25%2F%2B+space");
+    }
+}
