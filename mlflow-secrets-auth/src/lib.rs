@@ -42,8 +42,9 @@ pub use mlflow_secrets_auth_core::{
     AuthHeader, AuthMode, CREDENTIAL_HEADERS, Credential, Env, EnvSource, ErrorKind, FetchedSecret,
     FileProvider, HeaderName, Hop, HopPolicy, HostAllowlist, MAX_DURATION, ProviderDescription,
     ProviderKind, ProviderSettings, Result, SecretError, SecretMeta, SecretProvider, Withheld,
-    checked_endpoint, classify, hide_everywhere, is_loopback, mask, mask_password, parse_handed_on,
-    plain_origin, redact, same_authority, secrecy, source_chain, text_agrees,
+    checked_endpoint, classify, hide_everywhere, hide_while_current, is_loopback, mask,
+    mask_password, parse_handed_on, plain_origin, redact, same_authority, secrecy, source_chain,
+    text_agrees,
 };
 pub use mlflow_secrets_auth_retry::BreakerState;
 pub use names::{FAMILIES, VARIABLES};
@@ -59,6 +60,8 @@ pub mod providers {
     pub use mlflow_secrets_auth_aws as aws;
     #[cfg(feature = "azure")]
     pub use mlflow_secrets_auth_azure as azure;
+    #[cfg(feature = "oauth")]
+    pub use mlflow_secrets_auth_oauth as oauth;
     #[cfg(feature = "vault")]
     pub use mlflow_secrets_auth_vault as vault;
 

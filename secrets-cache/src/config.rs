@@ -182,6 +182,21 @@ impl CacheConfig {
         }
     }
 
+    /// How long after its fetch an entry may be served at all, stale
+    /// answers included: its lifetime and grace, but never past what the
+    /// backend said the value is valid for (a TTL shorter than that leaves
+    /// room for a grace that must still end there).
+    pub(crate) fn servable_for(
+        &self,
+        meta: &EntryMeta,
+        ttl: Duration,
+        backend_limited: bool,
+    ) -> Duration {
+        let served = ttl.saturating_add(self.grace(ttl, backend_limited));
+        meta.valid_for
+            .map_or(served, |valid_for| served.min(valid_for))
+    }
+
     /// How long past expiry an entry of this lifetime may be served.
     pub(crate) fn grace(&self, ttl: Duration, backend_limited: bool) -> Duration {
         if backend_limited {

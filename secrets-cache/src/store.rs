@@ -145,7 +145,7 @@ where
             fetched_at: now,
             refresh_at,
             expires_at,
-            stale_until: expires_at.saturating_add(self.config.grace(ttl, backend_limited)),
+            stale_until: now.saturating_add(self.config.servable_for(meta, ttl, backend_limited)),
             refresh_claimed: AtomicBool::new(false),
             refresh_failures: 0,
             last_used: AtomicU64::new(now.as_millis() as u64),

@@ -282,6 +282,26 @@ async fn backend_expiry_shorter_than_ttl_wins_and_is_never_served_stale() {
 }
 
 #[tokio::test]
+async fn a_stale_answer_never_outlives_the_backend_expiry_beyond_the_ttl() {
+    // TTL 100 s, grace 30 s, the backend says 115 s: stale until 115, not 130.
+    let (cache, clock) = cache_with(config());
+    let backend = Backend::default();
+    let meta = EntryMeta::default().with_valid_for(secs(115));
+    cache
+        .get_or_fetch(&key("k"), backend.answer_with(Ok(("v1".into(), meta))))
+        .await
+        .unwrap();
+    clock.advance(secs(110));
+    let stale = ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
+    assert_eq!(stale.value.as_str(), "v1", "within the backend's validity");
+    clock.advance(secs(6));
+    assert!(
+        ask(&cache, &backend, "k", Err(TRANSIENT)).await.is_err(),
+        "a value past its backend expiry is never served, stale or not"
+    );
+}
+
+#[tokio::test]
 async fn ttl_from_fetch_is_clamped() {
     let (cache, _clock) = cache_with(config());
     let backend = Backend::default();

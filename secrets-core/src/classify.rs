@@ -21,9 +21,10 @@ use crate::ErrorKind;
 pub const MAX_SERVER_TEXT: usize = 300;
 
 /// Text a server sent (an error message, a code), made fit for an error
-/// message: control characters as spaces, at most [`MAX_SERVER_TEXT`]
-/// characters (then `…`), and redacted ([`crate::redact`]) — a server may
-/// echo what it was sent, the token included.
+/// message: redacted ([`crate::redact`]) — a server may echo what it was
+/// sent, the token included — before it is cut to [`MAX_SERVER_TEXT`]
+/// characters (then `…`), so no secret is cut to a prefix that no longer
+/// matches; control and bidirectional-formatting characters as spaces.
 ///
 /// ```
 /// use mlflow_secrets_auth_core::classify::server_said;
@@ -32,16 +33,35 @@ pub const MAX_SERVER_TEXT: usize = 300;
 /// assert_eq!(server_said(&"x".repeat(400)).chars().count(), 301);
 /// ```
 pub fn server_said(text: &str) -> String {
-    let mut cut: String = text
+    /// Far more than is ever shown; bounds the redaction's work.
+    const READ: usize = 64 * 1024;
+    let text: String = text
         .trim()
         .chars()
-        .take(MAX_SERVER_TEXT)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(READ)
+        .map(|c| {
+            if c.is_control() || is_format(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
-    if text.trim().chars().nth(MAX_SERVER_TEXT).is_some() {
+    let redacted = crate::redact(&text);
+    let mut cut: String = redacted.chars().take(MAX_SERVER_TEXT).collect();
+    if redacted.chars().nth(MAX_SERVER_TEXT).is_some() {
         cut.push('…');
     }
-    crate::redact(&cut).into_owned()
+    cut
+}
+
+/// Unicode format characters that reorder or hide text on a terminal
+/// (bidirectional overrides and isolates, zero-width characters).
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
 }
 
 /// The kind of failure an HTTP status from a backend means (the table above).
@@ -74,6 +94,17 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_across_the_cut_is_hidden_whole_and_bidi_controls_are_blanked() {
+        crate::hide_everywhere("hvs.CAESIsecretAcrossTheCut0123456789");
+        let said = server_said(&format!(
+            "denied {} hvs.CAESIsecretAcrossTheCut0123456789",
+            "x".repeat(270)
+        ));
+        assert!(!said.contains("hvs.CAESIsecret"), "{said}");
+        assert_eq!(server_said("a\u{202E}b\u{200D}c"), "a b c");
+    }
 
     #[test]
     fn statuses_map_as_the_table_says() {

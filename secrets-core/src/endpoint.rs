@@ -93,26 +93,30 @@ pub fn checked_endpoint(
     ))
 }
 
-/// `address` when it reads as a host name or IP address with an optional
-/// port and nothing else — lower case, with a dot, a port or the name
-/// `localhost` — so repeating it in a fix shows what the person typed, never
-/// a token pasted into the wrong variable (tokens mix cases or have no dot).
+/// `address` when it reads as a host with an optional port and nothing
+/// else — an IPv4 address, `localhost`, or a lower-case name whose last
+/// label is letters (`vault.example.com`) — so repeating it in a fix shows
+/// what the person typed, never a token pasted into the wrong variable
+/// (tokens mix cases, or end in digits: `abcdef.0123456789abcdef`).
 fn schemeless_host(address: &str) -> Option<&str> {
     let (host, port) = match address.rsplit_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (address, None),
     };
-    let port_ok =
-        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && host
-            .split('.')
-            .all(|label| !label.is_empty() && label.len() <= 63)
-        && (host.contains('.') || port.is_some() || host == "localhost");
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0) && !p.starts_with('0'));
+    let labels: Vec<&str> = host.split('.').collect();
+    let name = host.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_lowercase()));
+    let host_ok = name || host == "localhost" || host.parse::<std::net::Ipv4Addr>().is_ok();
     (port_ok && host_ok).then_some(address)
 }
 
@@ -160,7 +164,13 @@ mod tests {
                 "{error}"
             );
         }
-        for pasted in ["hvs.CAESIabcdEFGH", "0123456789abcdef0123", "eyJh.eyJz.sig"] {
+        for pasted in [
+            "hvs.CAESIabcdEFGH",
+            "0123456789abcdef0123",
+            "eyJh.eyJz.sig",
+            "abcdef.0123456789abcdef",
+            "admin:48213",
+        ] {
             let error = checked_endpoint(pasted, "VAULT_ADDR", WEB, "https://v:8200")
                 .unwrap_err()
                 .to_string();

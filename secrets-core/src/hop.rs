@@ -435,6 +435,10 @@ pub fn text_agrees(text: &str, url: &Url) -> bool {
             && same_port)
         || (!host.is_ascii()
             && !host.contains(['%', '\\'])
+            // IDNA's deviation characters: UTS #46 in its transitional form
+            // (curl's libidn2 falls back to it) maps `ß` to `ss`, `ς` to
+            // `σ` and drops the joiners, so clients disagree on the host.
+            && !host.contains(['\u{DF}', '\u{1E9E}', '\u{3C2}', '\u{200C}', '\u{200D}'])
             && Host::parse(host).is_ok_and(|h| Some(h.to_string().as_str()) == url.host_str())
             && same_port)
 }
@@ -707,6 +711,7 @@ mod tests {
             "http://127.0.0.1:5000:80/",
             "http://allo\twed.example/",
             "http://[::1]:80\\@[::2]/",
+            "http://\u{2603}.stra\u{DF}e.example/",
         ] {
             if let Ok(parsed) = Url::parse(text) {
                 assert!(!text_agrees(text, &parsed), "{text}");

@@ -48,7 +48,7 @@ pub use provider::{
     FetchedSecret, ProviderDescription, ProviderKind, ProviderSettings, SecretMeta, SecretProvider,
     UnknownProvider,
 };
-pub use redact::{REDACTED, hide_everywhere, mask, mask_password, redact};
+pub use redact::{REDACTED, hide_everywhere, hide_while_current, mask, mask_password, redact};
 /// The `secrecy` crate, re-exported so users match its version.
 pub use secrecy;
 

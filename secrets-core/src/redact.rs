@@ -104,20 +104,63 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 /// Values shorter than this are not hidden literally: too many words would go.
 const KNOWN_FROM: usize = 8;
 
-/// The most values [`hide_everywhere`] keeps (the oldest go first).
-const KNOWN_MAX: usize = 32;
-
 /// Secret values this process holds, hidden by [`redact`] wherever they
-/// appear, whatever surrounds them.
-static KNOWN: RwLock<Vec<Zeroizing<String>>> = RwLock::new(Vec::new());
+/// appear, whatever surrounds them: the lasting ones (secrets from the
+/// environment, an OAuth2 client) and the latest of those that rotate
+/// (tokens a login or an exchange returns), kept apart so that rotating
+/// values never push out lasting ones.
+struct Known {
+    lasting: Vec<Zeroizing<String>>,
+    rotating: Vec<Zeroizing<String>>,
+}
 
-/// Has [`redact`] hide `secret` literally from now on, wherever it appears —
-/// for text no pattern recognises, such as a backend echoing the token it
-/// was given with nothing around it (`permission denied for hvs.…`). The
-/// backend secrets read from the environment and those a login returns
-/// are registered by the crates that read them. Values shorter than 8
-/// characters are ignored (they would hide ordinary words); the 32 most
-/// recent are kept, zeroed when dropped.
+/// The most lasting values kept (then the oldest go).
+const LASTING_MAX: usize = 64;
+
+/// The most rotating values kept (then the oldest go).
+const ROTATING_MAX: usize = 16;
+
+static KNOWN: RwLock<Known> = RwLock::new(Known {
+    lasting: Vec::new(),
+    rotating: Vec::new(),
+});
+
+/// `secret` and its percent-encoded form (as a form or a URL carries it),
+/// when long enough to hide.
+fn forms(secret: &str) -> Vec<String> {
+    let secret = secret.trim();
+    if secret.len() < KNOWN_FROM {
+        return Vec::new();
+    }
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let mut forms = vec![secret.to_owned()];
+    if encoded != secret {
+        forms.push(encoded);
+    }
+    forms
+}
+
+fn remember(list: impl Fn(&mut Known) -> &mut Vec<Zeroizing<String>>, max: usize, secret: &str) {
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    for form in forms(secret) {
+        let values = list(&mut known);
+        if values.iter().any(|k| k.as_str() == form) {
+            continue;
+        }
+        if values.len() == max {
+            values.remove(0);
+        }
+        values.push(Zeroizing::new(form));
+    }
+}
+
+/// Has [`redact`] hide `secret` literally from now on, wherever it appears
+/// (and its percent-encoded form) — for text no pattern recognises, such as
+/// a backend echoing the token it was given with nothing around it
+/// (`permission denied for hvs.…`). For values that last: the backend
+/// secrets read from the environment, an OAuth2 client secret. Values
+/// shorter than 8 characters are ignored (they would hide ordinary words);
+/// kept zeroed on drop, the 64 latest.
 ///
 /// ```
 /// use mlflow_secrets_auth_core::{hide_everywhere, redact};
@@ -125,23 +168,20 @@ static KNOWN: RwLock<Vec<Zeroizing<String>>> = RwLock::new(Vec::new());
 /// assert_eq!(redact("denied for token s.f00dcafe1234 at /x"), "denied for token *** at /x");
 /// ```
 pub fn hide_everywhere(secret: &str) {
-    let secret = secret.trim();
-    if secret.len() < KNOWN_FROM {
-        return;
-    }
-    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
-    if known.iter().any(|k| k.as_str() == secret) {
-        return;
-    }
-    if known.len() == KNOWN_MAX {
-        known.remove(0);
-    }
-    known.push(Zeroizing::new(secret.to_owned()));
+    remember(|k| &mut k.lasting, LASTING_MAX, secret);
+}
+
+/// [`hide_everywhere`] for a value that rotates (a token a login or an
+/// OAuth2 exchange returns): the 16 latest are kept, apart from the lasting
+/// values, which they never push out.
+pub fn hide_while_current(secret: &str) {
+    remember(|k| &mut k.rotating, ROTATING_MAX, secret);
 }
 
 /// Redacts credentials from free text before it reaches a log: `Bearer …`,
 /// `Basic …`, JWTs, `token`/`password`/`secret`/`key` fields (JSON or `k=v`), and URL
-/// userinfo, and every value given to [`hide_everywhere`]. Text with nothing
+/// userinfo, and every value given to [`hide_everywhere`] or
+/// [`hide_while_current`]. Text with nothing
 /// to redact is returned borrowed.
 ///
 /// Every rule looks at the original text and the values all of them found
@@ -178,7 +218,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             }
         }
     }
-    for known in KNOWN.read().unwrap_or_else(|e| e.into_inner()).iter() {
+    let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+    for known in known.lasting.iter().chain(&known.rotating) {
         spans.extend(
             text.match_indices(known.as_str())
                 .map(|(start, value)| (start, start + value.len())),
