@@ -189,6 +189,11 @@ impl Upstream {
             .read_timeout(UPSTREAM_READ_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .referer(false);
+        if url.scheme() == "http" {
+            // Never through a proxy from HTTP_PROXY: it would read the
+            // credential (over https a proxy only tunnels).
+            builder = builder.no_proxy();
+        }
         if let Some(path) = ca {
             let pem = std::fs::read(path)
                 .with_context(|| format!("reading --upstream-ca {}", path.display()))?;
@@ -932,8 +937,20 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         // Caught before CMD exists: a signal from then on is CMD's, never
         // the end of this process with CMD left behind.
         let signals = Signals::new()?;
+        // CMD reaches the proxy directly, never through a proxy from
+        // HTTP_PROXY (which would read the local token).
+        let no_proxy = std::env::var("NO_PROXY")
+            .or_else(|_| std::env::var("no_proxy"))
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map_or_else(
+                || "127.0.0.1".to_owned(),
+                |given| format!("{given},127.0.0.1"),
+            );
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            .env("NO_PROXY", &no_proxy)
+            .env("no_proxy", &no_proxy)
             .env("MLFLOW_TRACKING_URI", format!("http://127.0.0.1:{port}"))
             .env("MLFLOW_TRACKING_TOKEN", &token)
             .env_remove("MLFLOW_TRACKING_USERNAME")

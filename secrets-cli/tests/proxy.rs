@@ -207,8 +207,15 @@ fn file_vars(path: &str) -> Vec<(&'static str, &str)> {
         ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
         ("MLFLOW_SECRETS_FILE_PATH", path),
         ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+        // A plain-http upstream is never reached through a proxy (it would
+        // read the credential): one named here leads nowhere, so every test
+        // on these variables fails if the proxy used it.
+        ("HTTP_PROXY", NOWHERE),
     ]
 }
+
+/// A proxy address where nothing listens (the discard port, closed here).
+const NOWHERE: &str = "http://127.0.0.1:9";
 
 /// A proxy on the file backend in front of a recording server, and the
 /// directory holding its files.

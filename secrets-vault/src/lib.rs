@@ -205,7 +205,11 @@ fn token_helper_file(home: &str) -> Option<SecretString> {
     let mut text = zeroize::Zeroizing::new(String::new());
     file.take(TOKEN_FILE_LIMIT).read_to_string(&mut text).ok()?;
     let token = text.trim();
-    (!token.is_empty()).then(|| token.into())
+    if token.is_empty() {
+        return None;
+    }
+    mlflow_secrets_auth_core::hide_everywhere(token);
+    Some(token.into())
 }
 
 /// The largest token helper file read, in bytes.
@@ -366,8 +370,21 @@ impl VaultProvider {
         let settings = settings.build().map_err(|e| {
             SecretError::config("VAULT_ADDR", format!("{} is not usable: {e}", self.address))
         })?;
-        VaultClient::new(settings)
-            .map_err(|e| errors::map(&e, Action::Read(&self.path), &self.address))
+        let mut client = VaultClient::new(settings)
+            .map_err(|e| errors::map(&e, Action::Read(&self.path), &self.address))?;
+        if self.address.starts_with("http://") {
+            // vaultrs's client takes a proxy from HTTP_PROXY, which would
+            // read the token in plain text (over https a proxy only tunnels).
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(self.request_timeout)
+                .build()
+                .map_err(|e| {
+                    SecretError::config("VAULT_ADDR", format!("cannot build the HTTP client: {e}"))
+                })?;
+            client.http = rustify::clients::reqwest::Client::new(&self.address, http);
+        }
+        Ok(client)
     }
 
     /// The current session; a new one when there is none, when an AppRole
@@ -406,7 +423,7 @@ impl VaultProvider {
                 .await
                 .map_err(|e| errors::map(&e, Action::Login(mount), &self.address))?;
                 client.set_token(&auth.client_token);
-                mlflow_secrets_auth_core::hide_everywhere(&auth.client_token);
+                mlflow_secrets_auth_core::hide_while_current(&auth.client_token);
                 // Wipe our copy of the token (the client keeps its own).
                 drop(SecretString::from(auth.client_token));
                 // Log in again once 80 % of the token's lifetime has passed.
