@@ -135,6 +135,47 @@ fn fields(credential: &Credential) -> String {
     }
 }
 
+/// With the OAuth2 exchange on: how long the token obtained stays valid
+/// and, for a JWT, what it says of itself (`iss`, `aud`, `scope`, `exp`) —
+/// an `aud` the gateway does not expect shows here; never the token.
+fn oauth_token(auth: &SecretsAuth, credential: &Credential) -> Option<String> {
+    use mlflow_secrets_auth::providers::oauth;
+    let on = [oauth::TOKEN_URL, oauth::ISSUER]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    let Credential::Token(token) = credential else {
+        return None;
+    };
+    if !on {
+        return None;
+    }
+    let valid = auth.entry().map_or_else(
+        || "not cached".to_owned(),
+        |entry| format!("valid for {} s more", entry.remaining.as_secs()),
+    );
+    let Some(claims) = oauth::claims(token.expose_secret()) else {
+        return Some(format!("{valid}; opaque (not a JWT)"));
+    };
+    let said = |v: &str| mlflow_secrets_auth::classify::server_said(v);
+    let mut parts = Vec::new();
+    if let Some(issuer) = &claims.issuer {
+        parts.push(format!("iss {}", said(issuer)));
+    }
+    if !claims.audience.is_empty() {
+        parts.push(format!("aud {}", said(&claims.audience.join(", "))));
+    }
+    if let Some(scope) = &claims.scope {
+        parts.push(format!("scope {}", said(scope)));
+    }
+    if let Some(expires) = claims.expires {
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .map_or_else(|_| "passed".to_owned(), |d| format!("in {} s", d.as_secs()));
+        parts.push(format!("exp {left}"));
+    }
+    Some(format!("{valid}; a JWT: {}", parts.join(", ")))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -271,7 +312,12 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
         }
     }
     match auth.credential_unchecked().await {
-        Ok(credential) => checks.push(Check::pass("secret parsed", fields(&credential))),
+        Ok(credential) => {
+            checks.push(Check::pass("secret parsed", fields(&credential)));
+            if let Some(detail) = oauth_token(&auth, &credential) {
+                checks.push(Check::pass("oauth token", detail));
+            }
+        }
         Err(e) => {
             checks.push(Check::fail("secret parsed", e.to_string(), fix_for(&e)));
             return checks;
@@ -359,11 +405,14 @@ async fn dry_run_checks(auth: &SecretsAuth, target: &str, checks: &mut Vec<Check
             return;
         }
     };
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(auth.config().request_timeout)
-        .build()
-    {
+        .timeout(auth.config().request_timeout);
+    if api.scheme() == "http" {
+        // Never through a proxy from HTTP_PROXY: it would read the credential.
+        builder = builder.no_proxy();
+    }
+    let client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
             checks.push(Check::fail("MLflow API call", e.to_string(), "report this"));

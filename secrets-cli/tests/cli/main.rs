@@ -495,3 +495,136 @@ fn a_backend_echoing_the_token_bare_never_gets_it_printed() {
         "the backend was asked with the token"
     );
 }
+
+#[test]
+fn doctor_shows_the_oauth_token_it_obtained_and_never_the_token_or_the_secret() {
+    use secrets_testkit::oidc::{OidcClient, OidcServer};
+    const SECRET: &str = "client-secret-for-doctor-71";
+    let Some(idp) = OidcServer::start(
+        "cli: doctor with OAuth2",
+        &[OidcClient::new(
+            "doctor-client",
+            SECRET,
+            "client_secret_basic",
+        )],
+        std::time::Duration::from_secs(600),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.json");
+    std::fs::write(
+        &path,
+        format!(r#"{{"client_id": "doctor-client", "client_secret": "{SECRET}"}}"#),
+    )
+    .unwrap();
+    let path = path.display().to_string();
+    let issuer = idp.issuer();
+    let mut vars = file_vars(&path, "127.0.0.1");
+    vars.extend([
+        ("MLFLOW_SECRETS_OAUTH_ISSUER", issuer.as_str()),
+        ("MLFLOW_SECRETS_OAUTH_SCOPE", "mlflow"),
+        (
+            "MLFLOW_SECRETS_OAUTH_RESOURCE",
+            "https://mlflow.example.com",
+        ),
+    ]);
+    let output = cli(&vars, &["doctor"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
+    let line = text
+        .lines()
+        .find(|l| l.contains("oauth token"))
+        .unwrap_or_else(|| panic!("no oauth check:\n{text}"));
+    for part in [
+        "valid for",
+        &format!("iss {issuer}"),
+        "aud https://mlflow.example.com",
+        "scope mlflow",
+        "exp in",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+    let info = stdout(&cli(&vars, &["info"]));
+    assert!(
+        info.contains(&issuer) && info.contains("client_secret_basic"),
+        "{info}"
+    );
+    for said in [&text, &stderr(&output), &info] {
+        assert!(!said.contains(SECRET), "{said}");
+        assert!(!said.contains("eyJhbGci"), "no JWT shown: {said}");
+    }
+}
+
+#[test]
+fn no_credential_in_plain_http_goes_through_a_proxy_from_the_environment() {
+    use secrets_testkit::capture::CaptureServer;
+    // Any request through it would hand it the secret in plain text.
+    let proxy = CaptureServer::start();
+    let kit = HostileKit::start();
+    let target = kit.url("allowed");
+    let dir = tempfile::tempdir().unwrap();
+    let client = dir.path().join("client.json");
+    std::fs::write(
+        &client,
+        r#"{"client_id": "c", "client_secret": "proxy-test-client-secret"}"#,
+    )
+    .unwrap();
+    let client = client.display().to_string();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "proxy-test-mlflow-token").unwrap();
+    let token = token.display().to_string();
+    let token_url = format!("{target}/token");
+    let proxy_url = proxy.url();
+    let via = [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+    ];
+    type Face<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let faces: [Face<'_>; 3] = [
+        // Vault on plain http (loopback).
+        (
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+                ("VAULT_ADDR", &target),
+                ("VAULT_TOKEN", "hvs.proxy-test-vault-token"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+            ],
+            &["header", "--url", "http://127.0.0.1:1"],
+        ),
+        // An OAuth2 token endpoint on plain http (loopback).
+        (
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+                ("MLFLOW_SECRETS_FILE_PATH", &client),
+                ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", &token_url),
+            ],
+            &["header", "--url", "http://127.0.0.1:1"],
+        ),
+        // doctor's call to an MLflow server on plain http.
+        (
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+                ("MLFLOW_SECRETS_FILE_PATH", &token),
+            ],
+            &["doctor", "--dry-run", &target],
+        ),
+    ];
+    for (vars, args) in faces {
+        let mut all: Vec<(&str, &str)> = vars.to_vec();
+        all.extend(via);
+        all.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"));
+        let before = kit.requests("allowed").len();
+        let output = cli(&all, args);
+        assert!(
+            kit.requests("allowed").len() > before,
+            "{args:?}: the server was not asked directly: {}",
+            stderr(&output)
+        );
+        assert!(
+            proxy.requests().is_empty(),
+            "{args:?} went through the proxy"
+        );
+    }
+}
