@@ -228,3 +228,112 @@ async fn discovery_sends_nothing_to_a_plain_http_endpoint_or_for_another_issuer(
         assert!(!kit.saw("allowed", "plain-secret-1"));
     }
 }
+
+#[tokio::test]
+async fn a_rotated_client_secret_is_read_again_once_when_the_idp_refuses_it() {
+    let Some(idp) = idp("oauth: rotated client secret") else {
+        return;
+    };
+    let counted = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    // The provider still holds the secret the IdP no longer accepts.
+    let vars = vars(
+        &dir,
+        &client_json("plain-client", "plain-secret-0-old"),
+        (
+            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
+            format!("{}/token", counted.url()),
+        ),
+        &[("MLFLOW_SECRETS_MAX_RETRIES", "0")],
+    );
+    let auth = auth(&vars);
+    let error = auth.header_for(URL).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    // Refused, read again, the same: no second request with it.
+    assert_eq!(counted.forwarded(), 1);
+    // Rotated in the provider: the client kept is refused once, read again,
+    // and the new one gets the token; no caller sees an error.
+    std::fs::write(
+        dir.path().join("client.json"),
+        client_json("plain-client", "plain-secret-1"),
+    )
+    .unwrap();
+    let header = auth.header_for(URL).await.unwrap().unwrap();
+    assert!(idp.issued_to(bearer(header.value().expose_secret()), "plain-client"));
+    assert_eq!(counted.forwarded(), 3, "one refusal, then the new secret");
+    assert_eq!(counted.relayed(400) + counted.relayed(401), 2);
+}
+
+#[tokio::test]
+async fn with_the_idp_down_a_token_serves_until_its_expiry_and_never_after() {
+    use std::sync::Arc;
+
+    use mlflow_secrets_auth::providers::oauth::{OAuthConfig, OAuthProvider};
+    use mlflow_secrets_auth::{
+        AuthMode, Config, FileProvider, HostAllowlist, ProviderSettings, Url,
+    };
+    use mlflow_secrets_auth_cache::ManualClock;
+    use secrets_testkit::fault::Fault;
+
+    let Some(idp) = idp("oauth: IdP down") else {
+        return;
+    };
+    let counted = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.json");
+    std::fs::write(&path, client_json("plain-client", "plain-secret-1")).unwrap();
+    let endpoint = Url::parse(&format!("{}/token", counted.url())).unwrap();
+    let tokens = OAuthProvider::new(
+        FileProvider::new(&path),
+        OAuthConfig::new(mlflow_secrets_auth::providers::oauth::Endpoint::TokenUrl(
+            endpoint,
+        )),
+    )
+    .unwrap();
+    let mut config = Config::default();
+    config.allowlist = HostAllowlist::parse("127.0.0.1").unwrap();
+    config.max_retries = 0;
+    config.breaker_threshold = 1000;
+    // Stale answers for an hour — but never for a token past its expiry.
+    config.stale_if_error = Some(Duration::from_secs(3600));
+    let clock = Arc::new(ManualClock::new());
+    let auth = SecretsAuth::builder()
+        .config(config)
+        .provider(
+            tokens,
+            ProviderSettings {
+                auth_mode: AuthMode::Basic,
+                ttl: Duration::from_secs(3600),
+            },
+        )
+        .clock(clock.clone())
+        .build();
+    let first = auth.header_for(URL).await.unwrap().unwrap();
+    let first = first.value().expose_secret().to_owned();
+    assert!(
+        first.starts_with("Bearer "),
+        "a token is Bearer whatever the mode"
+    );
+
+    // The IdP goes down. The token lives 600 s and is kept 570 s (a tenth
+    // off, at most 30 s): the refreshes ahead fail, callers keep the token.
+    counted.inject(Fault::new(
+        "/token",
+        503,
+        r#"{"error":"temporarily_unavailable"}"#,
+    ));
+    clock.advance(Duration::from_secs(500));
+    let kept = auth.header_for(URL).await.unwrap().unwrap();
+    assert_eq!(kept.value().expose_secret(), first);
+    // Past its expiry: an error that says why, not the expired token.
+    clock.advance(Duration::from_secs(71));
+    let error = auth.header_for(URL).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("503"), "{error}");
+    // The IdP is back: a new token, no restart.
+    counted.clear();
+    let again = auth.header_for(URL).await.unwrap().unwrap();
+    let again = bearer(again.value().expose_secret());
+    assert_ne!(again, bearer(&first));
+    assert!(idp.issued_to(again, "plain-client"));
+}

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use mlflow_secrets_auth_core::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth_core::{ErrorKind, Result, SecretError, classify};
 use url::Url;
@@ -21,10 +21,10 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// The longest access token accepted.
 const MAX_TOKEN: usize = 16 * 1024;
 
-/// An access token and how long the IdP says it lives.
+/// An access token and how long it lives.
 pub(crate) struct Token {
     pub(crate) value: SecretString,
-    pub(crate) lifetime: Option<Duration>,
+    pub(crate) lifetime: Duration,
 }
 
 /// Why a token request failed.
@@ -43,18 +43,21 @@ impl From<SecretError> for Refused {
 }
 
 /// A client for the IdP: no redirects followed (the client secret must not
-/// travel on), rustls.
-pub(crate) fn http_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// travel on), rustls; for a plain-http endpoint (loopback only) never a
+/// proxy from `HTTP_PROXY`, which would read the secret.
+pub(crate) fn http_client(plain: bool) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| {
-            SecretError::new(
-                ErrorKind::Config,
-                format!("cannot build the HTTP client: {e}"),
-            )
-        })
+        .connect_timeout(Duration::from_secs(10));
+    if plain {
+        builder = builder.no_proxy();
+    }
+    builder.build().map_err(|e| {
+        SecretError::new(
+            ErrorKind::Config,
+            format!("cannot build the HTTP client: {e}"),
+        )
+    })
 }
 
 /// The body of `response`, at most [`MAX_ANSWER`] bytes.
@@ -177,13 +180,13 @@ pub(crate) async fn request_token(
             *form(&client.id),
             *form(client.secret.expose_secret())
         ));
-        let mut value = reqwest::header::HeaderValue::try_from(format!(
-            "Basic {}",
-            STANDARD.encode(pair.as_bytes())
-        ))
-        .map_err(|_| {
-            SecretError::invalid_secret("the OAuth2 client cannot be written in a header")
-        })?;
+        let encoded = Zeroizing::new(STANDARD.encode(pair.as_bytes()));
+        // An IdP may echo the header it was sent.
+        mlflow_secrets_auth_core::hide_everywhere(&encoded);
+        let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {}", *encoded))
+            .map_err(|_| {
+                SecretError::invalid_secret("the OAuth2 client cannot be written in a header")
+            })?;
         value.set_sensitive(true);
         request = request.header(reqwest::header::AUTHORIZATION, value);
     }
@@ -234,33 +237,41 @@ fn token(answer: &[u8]) -> Result<Token> {
         return Err(SecretError::new(
             ErrorKind::Rejected,
             format!(
-                "the token endpoint gave a token of type {}, not Bearer",
+                "the token endpoint gave a token_type of {} where `Bearer` was expected",
                 classify::server_said(kind.unwrap_or_default())
             ),
         ));
     }
-    // A number, or a number in a string (some IdPs).
-    let expires_in = value.get("expires_in").and_then(|v| {
-        v.as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-    });
+    // A number, or a number in a string (some IdPs); whole seconds.
+    let expires_in = match value.get("expires_in") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(given) => Some(
+            given
+                .as_f64()
+                .or_else(|| given.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
+                .filter(|secs| secs.is_finite() && *secs >= 0.0)
+                .ok_or_else(|| {
+                    SecretError::new(
+                        ErrorKind::Rejected,
+                        "the token endpoint's expires_in is not a number of seconds",
+                    )
+                })?,
+        ),
+    };
     let lifetime = expires_in
-        .map(Duration::from_secs)
-        .or_else(|| jwt_lifetime(access, SystemTime::now()));
+        .map(|secs| Duration::from_secs_f64(secs.min(crate::MAX_LIFETIME.as_secs_f64()).floor()))
+        .or_else(|| jwt_lifetime(access, SystemTime::now()))
+        // Nothing says how long it lives: assume not long.
+        .unwrap_or(crate::UNSTATED_LIFETIME);
     Ok(Token {
         value: access.into(),
-        lifetime: lifetime.map(mlflow_secrets_auth_core::capped),
+        lifetime: mlflow_secrets_auth_core::capped(lifetime),
     })
 }
 
-/// What is left of a JWT's `exp` (read, not verified: the token is ours to
-/// send, not to trust), when the token is one.
+/// What is left of a JWT's `exp`, when the token is one.
 fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_u64()?;
-    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))?;
+    let at = crate::claims(token)?.expires?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -350,15 +361,23 @@ mod tests {
         let read =
             token(br#"{"access_token":"at-1","token_type":"bearer","expires_in":"300"}"#).unwrap();
         assert_eq!(read.value.expose_secret(), "at-1");
-        assert_eq!(read.lifetime, Some(Duration::from_secs(300)));
+        assert_eq!(read.lifetime, Duration::from_secs(300));
+        let floored = token(br#"{"access_token":"at-1","expires_in":2.9}"#).unwrap();
+        assert_eq!(floored.lifetime, Duration::from_secs(2));
+        let unstated = token(br#"{"access_token":"at-1"}"#).unwrap();
+        assert_eq!(unstated.lifetime, crate::UNSTATED_LIFETIME);
         for bad in [
             &br#"{"token_type":"Bearer"}"#[..],
             br#"{"access_token":"x","token_type":"DPoP"}"#,
+            br#"{"access_token":"x","expires_in":-1}"#,
+            br#"{"access_token":"x","expires_in":"soon"}"#,
             b"<html>",
         ] {
             assert!(token(bad).is_err());
         }
     }
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn a_jwt_without_expires_in_lives_until_its_exp() {

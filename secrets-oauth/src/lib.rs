@@ -53,6 +53,13 @@ use exchange::Refused;
 /// read again (sooner when the IdP refuses it).
 const CLIENT_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// The lifetime assumed for a token when neither `expires_in` nor a JWT
+/// `exp` says (RFC 6749 makes `expires_in` only recommended).
+pub const UNSTATED_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The longest `expires_in` taken as given (a year; longer is cut).
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Taken off a token's lifetime, so it is renewed before the gateway would
 /// refuse it: a tenth of the lifetime, at most 30 seconds.
 fn skewed(lifetime: Duration) -> Duration {
@@ -63,7 +70,10 @@ fn skewed(lifetime: Duration) -> Duration {
 pub struct OAuthProvider {
     inner: Arc<dyn SecretProvider>,
     config: OAuthConfig,
+    /// For https endpoints (a proxy from `HTTPS_PROXY` only tunnels).
     http: reqwest::Client,
+    /// For plain-http endpoints (loopback only): never through a proxy.
+    plain_http: reqwest::Client,
     /// The client last read, and when.
     client: Mutex<Option<(Client, Instant)>>,
     /// The token endpoint the issuer named, once discovered.
@@ -89,7 +99,8 @@ impl OAuthProvider {
     pub fn wrapping(inner: Arc<dyn SecretProvider>, config: OAuthConfig) -> Result<Self> {
         Ok(Self {
             inner,
-            http: exchange::http_client()?,
+            http: exchange::http_client(false)?,
+            plain_http: exchange::http_client(true)?,
             config,
             client: Mutex::new(None),
             discovered: Mutex::new(None),
@@ -99,6 +110,15 @@ impl OAuthProvider {
     /// The settings.
     pub fn config(&self) -> &OAuthConfig {
         &self.config
+    }
+
+    /// The HTTP client for `url`.
+    fn http_for(&self, url: &Url) -> &reqwest::Client {
+        if url.scheme() == "http" {
+            &self.plain_http
+        } else {
+            &self.http
+        }
     }
 
     /// The client: the one kept, or read from the wrapped provider (`again`:
@@ -136,7 +156,7 @@ impl OAuthProvider {
         if let Some(url) = known.as_ref() {
             return Ok(url.clone());
         }
-        let url = exchange::discover(&self.http, issuer).await?;
+        let url = exchange::discover(self.http_for(issuer), issuer).await?;
         *known = Some(url.clone());
         Ok(url)
     }
@@ -147,9 +167,8 @@ impl OAuthProvider {
     async fn exchange(&self) -> Result<FetchedSecret> {
         let endpoint = self.endpoint().await?;
         let client = self.client(false).await?;
-        let token = match exchange::request_token(&self.http, &endpoint, &self.config, &client)
-            .await
-        {
+        let http = self.http_for(&endpoint);
+        let token = match exchange::request_token(http, &endpoint, &self.config, &client).await {
             Ok(token) => token,
             Err(Refused::Other(error)) => return Err(error),
             Err(Refused::Client(first)) => {
@@ -158,20 +177,22 @@ impl OAuthProvider {
                 if again.same_as(&client) {
                     return Err(self.refused(first));
                 }
-                match exchange::request_token(&self.http, &endpoint, &self.config, &again).await {
+                match exchange::request_token(http, &endpoint, &self.config, &again).await {
                     Ok(token) => token,
                     Err(Refused::Client(error)) => return Err(self.refused(error)),
                     Err(Refused::Other(error)) => return Err(error),
                 }
             }
         };
-        mlflow_secrets_auth_core::hide_everywhere(token.value.expose_secret());
-        let mut meta = SecretMeta::default();
+        mlflow_secrets_auth_core::hide_while_current(token.value.expose_secret());
+        let mut meta = SecretMeta::default().with_valid_for(skewed(token.lifetime));
         meta.auth_mode = Some(AuthMode::Bearer);
-        if let Some(lifetime) = token.lifetime {
-            meta = meta.with_valid_for(skewed(lifetime));
-        }
-        Ok(FetchedSecret::new(token.value).with_meta(meta))
+        // A token as the JSON form, so that no `:` in it is read as a
+        // username and password.
+        let text = zeroize::Zeroizing::new(
+            serde_json::json!({ "token": token.value.expose_secret() }).to_string(),
+        );
+        Ok(FetchedSecret::new(text.as_str().into()).with_meta(meta))
     }
 
     fn refused(
@@ -185,6 +206,66 @@ impl OAuthProvider {
         );
         mlflow_secrets_auth_core::SecretError::new(error.kind(), message)
     }
+}
+
+/// What a JWT access token says of itself — read, not verified: the token
+/// is ours to send, not to trust. Shown by `doctor` so that an `aud` the
+/// gateway does not expect is visible; never the token or its signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// `iss`.
+    pub issuer: Option<String>,
+    /// `aud` (a string or a list).
+    pub audience: Vec<String>,
+    /// `exp`.
+    pub expires: Option<std::time::SystemTime>,
+    /// `scope` (or `scp`, Entra ID's).
+    pub scope: Option<String>,
+}
+
+/// The claims of `token` when it is a JWT (three dot-separated parts, the
+/// second base64url JSON), else `None`.
+pub fn claims(token: &str) -> Option<Claims> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let words = |v: &serde_json::Value| match v {
+        serde_json::Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        other => text(other),
+    };
+    Some(Claims {
+        issuer: value.get("iss").and_then(text),
+        audience: match value.get("aud") {
+            Some(serde_json::Value::Array(items)) => items.iter().filter_map(&text).collect(),
+            Some(one) => text(one).into_iter().collect(),
+            None => Vec::new(),
+        },
+        expires: value
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|exp| {
+                std::time::SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))
+            }),
+        scope: value
+            .get("scope")
+            .or_else(|| value.get("scp"))
+            .and_then(words),
+    })
 }
 
 #[async_trait]

@@ -32,6 +32,17 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     devInteractions: { enabled: false },
     introspection: { enabled: true },
+    // A `resource` asked for gets a JWT access token for that audience.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => undefined,
+      getResourceServerInfo: (ctx, resource) => ({
+        scope: 'mlflow',
+        audience: resource,
+        accessTokenTTL: ttl,
+        accessTokenFormat: 'jwt',
+      }),
+    },
   },
   ttl: { ClientCredentials: ttl },
 });
