@@ -1097,3 +1097,65 @@ fn a_worker_with_only_the_agent_is_told_what_the_agent_serves() {
         agent.log_text()
     );
 }
+
+#[test]
+fn twenty_client_processes_share_one_oauth_token_request() {
+    use secrets_testkit::oidc::{OidcClient, OidcServer};
+    let Some(idp) = OidcServer::start(
+        "agent: one OAuth2 token for the node",
+        &[OidcClient::new(
+            "node-client",
+            "node-client-secret-5",
+            "client_secret_basic",
+        )],
+        Duration::from_secs(600),
+    ) else {
+        return;
+    };
+    // Token requests counted where they arrive.
+    let counted = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("client.json");
+    std::fs::write(
+        &stored,
+        r#"{"client_id": "node-client", "client_secret": "node-client-secret-5"}"#,
+    )
+    .unwrap();
+    let stored = stored.display().to_string();
+    let token_url = format!("{}/token", counted.url());
+    let agent = Agent::start(
+        dir.path(),
+        &[
+            ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+            ("MLFLOW_SECRETS_FILE_PATH", &stored),
+            ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", &token_url),
+        ],
+        &[],
+    );
+    let address = agent.address();
+    let children: Vec<Child> = (0..20)
+        .map(|_| {
+            client(&[("MLFLOW_SECRETS_AGENT", &address)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut headers = std::collections::HashSet::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains("node-client-secret-5"));
+        headers.insert(stdout.trim().to_owned());
+    }
+    assert_eq!(headers.len(), 1, "one token for every process: {headers:?}");
+    let header = headers.into_iter().next().unwrap();
+    let token = header
+        .strip_prefix("Authorization: Bearer ")
+        .unwrap_or_else(|| panic!("a Bearer header: {header}"));
+    assert!(idp.issued_to(token, "node-client"), "the IdP issued it");
+    assert_eq!(counted.forwarded(), 1, "20 processes, one token request");
+    assert!(!agent.log_text().contains("node-client-secret-5"));
+}
