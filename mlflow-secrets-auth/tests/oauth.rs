@@ -52,6 +52,33 @@ fn vars(
     vars
 }
 
+/// The IdP behind a proxy that counts the requests reaching it.
+struct Counted {
+    idp: OidcServer,
+    proxy: FaultProxy,
+    dir: tempfile::TempDir,
+}
+
+impl Counted {
+    fn start(test: &str) -> Option<Self> {
+        let idp = idp(test)?;
+        let proxy = FaultProxy::start(idp.addr());
+        let dir = tempfile::tempdir().unwrap();
+        Some(Self { idp, proxy, dir })
+    }
+
+    /// The variables for the client `secret`, its token requests counted.
+    fn vars(&self, secret: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let endpoint = format!("{}/token", self.proxy.url());
+        vars(
+            &self.dir,
+            secret,
+            ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", endpoint),
+            extra,
+        )
+    }
+}
+
 fn auth(vars: &[(&'static str, String)]) -> SecretsAuth {
     let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     SecretsAuth::from_source(&Env::new(&borrowed.as_slice())).unwrap()
@@ -106,20 +133,10 @@ async fn each_client_auth_method_gets_a_token_the_idp_issued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_callers_with_an_empty_cache_make_one_token_request() {
-    let Some(idp) = idp("oauth: one token request") else {
+    let Some(counted) = Counted::start("oauth: one token request") else {
         return;
     };
-    let counted = FaultProxy::start(idp.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let vars = vars(
-        &dir,
-        &client_json("plain-client", "plain-secret-1"),
-        (
-            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
-            format!("{}/token", counted.url()),
-        ),
-        &[],
-    );
+    let vars = counted.vars(&client_json("plain-client", "plain-secret-1"), &[]);
     let auth = auth(&vars);
     let calls: Vec<_> = (0..200)
         .map(|_| {
@@ -133,23 +150,20 @@ async fn two_hundred_callers_with_an_empty_cache_make_one_token_request() {
         tokens.insert(header.value().expose_secret().to_owned());
     }
     assert_eq!(tokens.len(), 1, "every caller got the one token");
-    assert_eq!(counted.forwarded(), 1, "one token request for 200 callers");
+    assert_eq!(
+        counted.proxy.forwarded(),
+        1,
+        "one token request for 200 callers"
+    );
 }
 
 #[tokio::test]
 async fn a_refused_scope_is_a_config_error_after_one_request() {
-    let Some(idp) = idp("oauth: invalid scope") else {
+    let Some(counted) = Counted::start("oauth: invalid scope") else {
         return;
     };
-    let counted = FaultProxy::start(idp.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let vars = vars(
-        &dir,
+    let vars = counted.vars(
         &client_json("plain-client", "plain-secret-1"),
-        (
-            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
-            format!("{}/token", counted.url()),
-        ),
         &[("MLFLOW_SECRETS_OAUTH_SCOPE", "admin")],
     );
     let error = auth(&vars).header_for(URL).await.unwrap_err();
@@ -158,7 +172,7 @@ async fn a_refused_scope_is_a_config_error_after_one_request() {
     assert!(text.contains("MLFLOW_SECRETS_OAUTH_SCOPE"), "{text}");
     assert!(text.contains("invalid_scope"), "{text}");
     assert!(!text.contains("plain-secret-1"), "{text}");
-    assert_eq!(counted.forwarded(), 1, "no retries of a config error");
+    assert_eq!(counted.proxy.forwarded(), 1, "no retries of a config error");
 }
 
 #[tokio::test]
@@ -231,37 +245,38 @@ async fn discovery_sends_nothing_to_a_plain_http_endpoint_or_for_another_issuer(
 
 #[tokio::test]
 async fn a_rotated_client_secret_is_read_again_once_when_the_idp_refuses_it() {
-    let Some(idp) = idp("oauth: rotated client secret") else {
+    let Some(counted) = Counted::start("oauth: rotated client secret") else {
         return;
     };
-    let counted = FaultProxy::start(idp.addr());
-    let dir = tempfile::tempdir().unwrap();
     // The provider still holds the secret the IdP no longer accepts.
-    let vars = vars(
-        &dir,
+    let vars = counted.vars(
         &client_json("plain-client", "plain-secret-0-old"),
-        (
-            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
-            format!("{}/token", counted.url()),
-        ),
         &[("MLFLOW_SECRETS_MAX_RETRIES", "0")],
     );
     let auth = auth(&vars);
     let error = auth.header_for(URL).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
     // Refused, read again, the same: no second request with it.
-    assert_eq!(counted.forwarded(), 1);
+    assert_eq!(counted.proxy.forwarded(), 1);
     // Rotated in the provider: the client kept is refused once, read again,
     // and the new one gets the token; no caller sees an error.
     std::fs::write(
-        dir.path().join("client.json"),
+        counted.dir.path().join("client.json"),
         client_json("plain-client", "plain-secret-1"),
     )
     .unwrap();
     let header = auth.header_for(URL).await.unwrap().unwrap();
-    assert!(idp.issued_to(bearer(header.value().expose_secret()), "plain-client"));
-    assert_eq!(counted.forwarded(), 3, "one refusal, then the new secret");
-    assert_eq!(counted.relayed(400) + counted.relayed(401), 2);
+    assert!(
+        counted
+            .idp
+            .issued_to(bearer(header.value().expose_secret()), "plain-client")
+    );
+    assert_eq!(
+        counted.proxy.forwarded(),
+        3,
+        "one refusal, then the new secret"
+    );
+    assert_eq!(counted.proxy.relayed(400) + counted.proxy.relayed(401), 2);
 }
 
 #[tokio::test]
@@ -275,14 +290,12 @@ async fn with_the_idp_down_a_token_serves_until_its_expiry_and_never_after() {
     use mlflow_secrets_auth_cache::ManualClock;
     use secrets_testkit::fault::Fault;
 
-    let Some(idp) = idp("oauth: IdP down") else {
+    let Some(Counted { idp, proxy, dir }) = Counted::start("oauth: IdP down") else {
         return;
     };
-    let counted = FaultProxy::start(idp.addr());
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("client.json");
     std::fs::write(&path, client_json("plain-client", "plain-secret-1")).unwrap();
-    let endpoint = Url::parse(&format!("{}/token", counted.url())).unwrap();
+    let endpoint = Url::parse(&format!("{}/token", proxy.url())).unwrap();
     let tokens = OAuthProvider::new(
         FileProvider::new(&path),
         OAuthConfig::new(mlflow_secrets_auth::providers::oauth::Endpoint::TokenUrl(
@@ -317,7 +330,7 @@ async fn with_the_idp_down_a_token_serves_until_its_expiry_and_never_after() {
 
     // The IdP goes down. The token lives 600 s and is kept 570 s (a tenth
     // off, at most 30 s): the refreshes ahead fail, callers keep the token.
-    counted.inject(Fault::new(
+    proxy.inject(Fault::new(
         "/token",
         503,
         r#"{"error":"temporarily_unavailable"}"#,
@@ -331,7 +344,7 @@ async fn with_the_idp_down_a_token_serves_until_its_expiry_and_never_after() {
     assert!(error.is_transient(), "{error}");
     assert!(error.to_string().contains("503"), "{error}");
     // The IdP is back: a new token, no restart.
-    counted.clear();
+    proxy.clear();
     let again = auth.header_for(URL).await.unwrap().unwrap();
     let again = bearer(again.value().expose_secret());
     assert_ne!(again, bearer(&first));

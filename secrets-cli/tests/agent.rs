@@ -156,6 +156,29 @@ fn client(vars: &[(&str, &str)]) -> Command {
     command
 }
 
+/// `n` client processes of the agent at `address` at once: the header
+/// line each printed, after checking that each exited 0.
+fn headers_from_clients(n: usize, address: &str) -> Vec<String> {
+    let children: Vec<Child> = (0..n)
+        .map(|_| {
+            client(&[("MLFLOW_SECRETS_AGENT", address)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            let (stdout, stderr) = text(&output);
+            assert_eq!(output.status.code(), Some(0), "{stderr}");
+            stdout.trim().to_owned()
+        })
+        .collect()
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -211,20 +234,8 @@ fn fifty_client_processes_make_one_backend_fetch_per_ttl() {
 
     // The clients hold no backend variables at all.
     let address = agent.address();
-    let children: Vec<Child> = (0..50)
-        .map(|_| {
-            client(&[("MLFLOW_SECRETS_AGENT", &address)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        let (stdout, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(0), "{stderr}");
-        assert_eq!(stdout.trim(), expected);
+    for header in headers_from_clients(50, &address) {
+        assert_eq!(header, expected);
     }
     assert_eq!(proxy.forwarded(), 1, "50 processes, one backend fetch");
 
@@ -1133,23 +1144,8 @@ fn twenty_client_processes_share_one_oauth_token_request() {
         &[],
     );
     let address = agent.address();
-    let children: Vec<Child> = (0..20)
-        .map(|_| {
-            client(&[("MLFLOW_SECRETS_AGENT", &address)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut headers = std::collections::HashSet::new();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        let (stdout, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(0), "{stderr}");
-        assert!(!stderr.contains("node-client-secret-5"));
-        headers.insert(stdout.trim().to_owned());
-    }
+    let headers: std::collections::HashSet<String> =
+        headers_from_clients(20, &address).into_iter().collect();
     assert_eq!(headers.len(), 1, "one token for every process: {headers:?}");
     let header = headers.into_iter().next().unwrap();
     let token = header
