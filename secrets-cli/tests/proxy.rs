@@ -1660,3 +1660,49 @@ fn exec_proxy_passes_signals_on_and_exits_128_plus_the_signal() {
         assert_eq!(exit.code(), Some(128 + number), "SIG{signal}: {exit:?}");
     }
 }
+
+#[test]
+fn an_oauth_token_the_idp_issued_reaches_the_upstream_and_the_client_never_does() {
+    use secrets_testkit::oidc::{OidcClient, OidcServer};
+    const SECRET: &str = "proxy-oauth-client-secret-9";
+    let Some(idp) = OidcServer::start(
+        "proxy: OAuth2 token",
+        &[OidcClient::new(
+            "proxy-client",
+            SECRET,
+            "client_secret_post",
+        )],
+        Duration::from_secs(600),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("client.json");
+    std::fs::write(
+        &stored,
+        format!(r#"{{"client_id": "proxy-client", "client_secret": "{SECRET}"}}"#),
+    )
+    .unwrap();
+    let stored = stored.display().to_string();
+    let token_url = idp.token_url();
+    let mut vars = file_vars(&stored);
+    vars.extend([
+        ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", token_url.as_str()),
+        ("MLFLOW_SECRETS_OAUTH_CLIENT_AUTH", "client_secret_post"),
+    ]);
+    let upstream = CaptureServer::start();
+    let proxy = Proxy::start(dir.path(), &upstream.url(), &vars, &[]);
+    let (status, _, body) = proxy.get(
+        "/api/2.0/mlflow/experiments/search",
+        &[("Authorization", &proxy.bearer())],
+    );
+    assert_eq!(status, 200, "{body}");
+    let seen = upstream.requests();
+    let token = seen[0]
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .expect("a Bearer token upstream");
+    assert!(idp.issued_to(token, "proxy-client"));
+    assert!(!upstream.saw(SECRET) && !upstream.saw(&proxy.token));
+    assert!(!proxy.log_text().contains(SECRET));
+}
