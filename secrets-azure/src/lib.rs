@@ -262,22 +262,18 @@ impl AzureKeyVaultProvider {
         let http = match &self.http_client {
             Some(client) => client.clone(),
             None => {
-                let mut builder = reqwest::Client::builder().connect_timeout(self.request_timeout);
-                // Plain http (loopback only) never goes through a proxy from
-                // HTTP_PROXY: the proxy would read the credentials.
-                let plain = std::iter::once(&self.vault_url)
-                    .chain(self.authority_host.as_ref())
-                    .any(|url| url.starts_with("http://"));
-                if plain {
-                    builder = builder.no_proxy();
-                }
-                builder.build().map_err(|e| {
-                    SecretError::new(
-                        ErrorKind::Config,
-                        format!("cannot build the HTTP client: {e}"),
-                    )
-                    .with_provider(NAME)
-                })?
+                // Plain http (a managed identity endpoint, IMDS) never
+                // through a proxy: it would read the tokens.
+                mlflow_secrets_auth_core::proxy::https_only(reqwest::Client::builder())
+                    .connect_timeout(self.request_timeout)
+                    .build()
+                    .map_err(|e| {
+                        SecretError::new(
+                            ErrorKind::Config,
+                            format!("cannot build the HTTP client: {e}"),
+                        )
+                        .with_provider(NAME)
+                    })?
             }
         };
         let options = ClientOptions {

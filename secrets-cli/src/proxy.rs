@@ -939,14 +939,7 @@ pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
         let signals = Signals::new()?;
         // CMD reaches the proxy directly, never through a proxy from
         // HTTP_PROXY (which would read the local token).
-        let no_proxy = std::env::var("NO_PROXY")
-            .or_else(|_| std::env::var("no_proxy"))
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map_or_else(
-                || "127.0.0.1".to_owned(),
-                |given| format!("{given},127.0.0.1"),
-            );
+        let no_proxy = crate::run::no_proxy_with("127.0.0.1");
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env("NO_PROXY", &no_proxy)

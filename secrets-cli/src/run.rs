@@ -83,6 +83,16 @@ pub fn exec_with_proxy(url: Option<&str>, command: &[OsString]) -> anyhow::Resul
     crate::proxy::exec(&tracking, command)
 }
 
+/// `NO_PROXY` as this process has it (upper or lower case), with `host`
+/// added: for a child that must reach `host` directly.
+pub(crate) fn no_proxy_with(host: &str) -> String {
+    std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map_or_else(|| host.to_owned(), |given| format!("{given},{host}"))
+}
+
 pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given after `--`");
@@ -115,6 +125,13 @@ pub fn exec(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     // The text judged, always: an environment may hold the variable twice,
     // and this process read the first while the child would get the last.
     child.env("MLFLOW_TRACKING_URI", text);
+    if tracking.scheme() == "http"
+        && let Some(host) = tracking.host_str()
+    {
+        // Over plain http a proxy from HTTP_PROXY would read the credential.
+        let no_proxy = no_proxy_with(host.trim_start_matches('[').trim_end_matches(']'));
+        child.env("NO_PROXY", &no_proxy).env("no_proxy", &no_proxy);
+    }
     // Replaces this process: exit code and signals are the command's own.
     let error = child.exec();
     eprintln!(

@@ -31,6 +31,8 @@ mod file;
 mod header;
 mod hop;
 mod provider;
+#[cfg(feature = "reqwest")]
+pub mod proxy;
 mod redact;
 
 pub use allowlist::{HostAllowlist, InvalidHostPattern};

@@ -111,13 +111,14 @@ const KNOWN_FROM: usize = 8;
 /// values never push out lasting ones.
 struct Known {
     lasting: Vec<Zeroizing<String>>,
-    rotating: Vec<Zeroizing<String>>,
+    /// The latest of each source's rotating values, by source.
+    rotating: Vec<(&'static str, Vec<Zeroizing<String>>)>,
 }
 
 /// The most lasting values kept (then the oldest go).
 const LASTING_MAX: usize = 64;
 
-/// The most rotating values kept (then the oldest go).
+/// The most rotating values kept per source (then its oldest go).
 const ROTATING_MAX: usize = 16;
 
 static KNOWN: RwLock<Known> = RwLock::new(Known {
@@ -171,11 +172,25 @@ pub fn hide_everywhere(secret: &str) {
     remember(|k| &mut k.lasting, LASTING_MAX, secret);
 }
 
-/// [`hide_everywhere`] for a value that rotates (a token a login or an
-/// OAuth2 exchange returns): the 16 latest are kept, apart from the lasting
-/// values, which they never push out.
-pub fn hide_while_current(secret: &str) {
-    remember(|k| &mut k.rotating, ROTATING_MAX, secret);
+/// [`hide_everywhere`] for a value that rotates, from `source` (`"vault
+/// login"`, `"oauth token"`): the 16 latest of each source are kept (with their encoded forms), apart
+/// from the lasting values and from other sources' values, which they never
+/// push out.
+pub fn hide_while_current(source: &'static str, secret: &str) {
+    remember(
+        |known| {
+            let index = match known.rotating.iter().position(|(s, _)| *s == source) {
+                Some(index) => index,
+                None => {
+                    known.rotating.push((source, Vec::new()));
+                    known.rotating.len() - 1
+                }
+            };
+            &mut known.rotating[index].1
+        },
+        ROTATING_MAX,
+        secret,
+    );
 }
 
 /// Redacts credentials from free text before it reaches a log: `Bearer …`,
@@ -219,7 +234,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         }
     }
     let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
-    for known in known.lasting.iter().chain(&known.rotating) {
+    let rotating = known.rotating.iter().flat_map(|(_, values)| values);
+    for known in known.lasting.iter().chain(rotating) {
         spans.extend(
             text.match_indices(known.as_str())
                 .map(|(start, value)| (start, start + value.len())),
@@ -248,6 +264,22 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotating_values_never_push_out_lasting_ones_or_another_sources() {
+        hide_everywhere("lasting-env-secret-0001");
+        hide_while_current("vault login", "hvs.login-token-0001");
+        for n in 0..100 {
+            hide_while_current("oauth token", &format!("access-token-{n:04}"));
+        }
+        let said = redact("lasting-env-secret-0001 hvs.login-token-0001 access-token-0099");
+        assert_eq!(said, "*** *** ***");
+        assert_eq!(
+            redact("access-token-0000"),
+            "access-token-0000",
+            "the oldest went"
+        );
+    }
 
     #[test]
     fn mask_short_and_long() {

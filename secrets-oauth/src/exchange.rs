@@ -43,21 +43,19 @@ impl From<SecretError> for Refused {
 }
 
 /// A client for the IdP: no redirects followed (the client secret must not
-/// travel on), rustls; for a plain-http endpoint (loopback only) never a
-/// proxy from `HTTP_PROXY`, which would read the secret.
-pub(crate) fn http_client(plain: bool) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+/// travel on), rustls; a proxy from the environment for https only (over
+/// plain http, loopback only, it would read the secret).
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    mlflow_secrets_auth_core::proxy::https_only(reqwest::Client::builder())
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10));
-    if plain {
-        builder = builder.no_proxy();
-    }
-    builder.build().map_err(|e| {
-        SecretError::new(
-            ErrorKind::Config,
-            format!("cannot build the HTTP client: {e}"),
-        )
-    })
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| {
+            SecretError::new(
+                ErrorKind::Config,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })
 }
 
 /// The body of `response`, at most [`MAX_ANSWER`] bytes.

@@ -70,10 +70,7 @@ fn skewed(lifetime: Duration) -> Duration {
 pub struct OAuthProvider {
     inner: Arc<dyn SecretProvider>,
     config: OAuthConfig,
-    /// For https endpoints (a proxy from `HTTPS_PROXY` only tunnels).
     http: reqwest::Client,
-    /// For plain-http endpoints (loopback only): never through a proxy.
-    plain_http: reqwest::Client,
     /// The client last read, and when.
     client: Mutex<Option<(Client, Instant)>>,
     /// The token endpoint the issuer named, once discovered.
@@ -99,8 +96,7 @@ impl OAuthProvider {
     pub fn wrapping(inner: Arc<dyn SecretProvider>, config: OAuthConfig) -> Result<Self> {
         Ok(Self {
             inner,
-            http: exchange::http_client(false)?,
-            plain_http: exchange::http_client(true)?,
+            http: exchange::http_client()?,
             config,
             client: Mutex::new(None),
             discovered: Mutex::new(None),
@@ -110,15 +106,6 @@ impl OAuthProvider {
     /// The settings.
     pub fn config(&self) -> &OAuthConfig {
         &self.config
-    }
-
-    /// The HTTP client for `url`.
-    fn http_for(&self, url: &Url) -> &reqwest::Client {
-        if url.scheme() == "http" {
-            &self.plain_http
-        } else {
-            &self.http
-        }
     }
 
     /// The client: the one kept, or read from the wrapped provider (`again`:
@@ -156,7 +143,7 @@ impl OAuthProvider {
         if let Some(url) = known.as_ref() {
             return Ok(url.clone());
         }
-        let url = exchange::discover(self.http_for(issuer), issuer).await?;
+        let url = exchange::discover(&self.http, issuer).await?;
         *known = Some(url.clone());
         Ok(url)
     }
@@ -167,7 +154,7 @@ impl OAuthProvider {
     async fn exchange(&self) -> Result<FetchedSecret> {
         let endpoint = self.endpoint().await?;
         let client = self.client(false).await?;
-        let http = self.http_for(&endpoint);
+        let http = &self.http;
         let token = match exchange::request_token(http, &endpoint, &self.config, &client).await {
             Ok(token) => token,
             Err(Refused::Other(error)) => return Err(error),
@@ -184,7 +171,7 @@ impl OAuthProvider {
                 }
             }
         };
-        mlflow_secrets_auth_core::hide_while_current(token.value.expose_secret());
+        mlflow_secrets_auth_core::hide_while_current("oauth token", token.value.expose_secret());
         let mut meta = SecretMeta::default().with_valid_for(skewed(token.lifetime));
         meta.auth_mode = Some(AuthMode::Bearer);
         // A token as the JSON form, so that no `:` in it is read as a

@@ -372,18 +372,32 @@ impl VaultProvider {
         })?;
         let mut client = VaultClient::new(settings)
             .map_err(|e| errors::map(&e, Action::Read(&self.path), &self.address))?;
-        if self.address.starts_with("http://") {
-            // vaultrs's client takes a proxy from HTTP_PROXY, which would
-            // read the token in plain text (over https a proxy only tunnels).
-            let http = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(self.request_timeout)
-                .build()
-                .map_err(|e| {
-                    SecretError::config("VAULT_ADDR", format!("cannot build the HTTP client: {e}"))
-                })?;
-            client.http = rustify::clients::reqwest::Client::new(&self.address, http);
+        // vaultrs's own HTTP client follows redirects (resending the token,
+        // https to http included) and takes a proxy from HTTP_PROXY for
+        // plain http (which would read the token): ours does neither.
+        let mut http = mlflow_secrets_auth_core::proxy::https_only(reqwest::Client::builder())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.request_timeout)
+            .tls_danger_accept_invalid_certs(self.skip_verify);
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                SecretError::config(
+                    "VAULT_CACERT",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                SecretError::config(
+                    "VAULT_CACERT",
+                    format!("{} holds no PEM certificate", path.display()),
+                )
+            })?;
+            http = http.tls_certs_merge(certs);
         }
+        let http = http.build().map_err(|e| {
+            SecretError::config("VAULT_ADDR", format!("cannot build the HTTP client: {e}"))
+        })?;
+        client.http = rustify::clients::reqwest::Client::new(&self.address, http);
         Ok(client)
     }
 
@@ -423,7 +437,7 @@ impl VaultProvider {
                 .await
                 .map_err(|e| errors::map(&e, Action::Login(mount), &self.address))?;
                 client.set_token(&auth.client_token);
-                mlflow_secrets_auth_core::hide_while_current(&auth.client_token);
+                mlflow_secrets_auth_core::hide_while_current("vault login", &auth.client_token);
                 // Wipe our copy of the token (the client keeps its own).
                 drop(SecretString::from(auth.client_token));
                 // Log in again once 80 % of the token's lifetime has passed.

@@ -628,3 +628,56 @@ fn no_credential_in_plain_http_goes_through_a_proxy_from_the_environment() {
         );
     }
 }
+
+#[test]
+fn vault_redirects_are_not_followed_so_the_token_goes_nowhere_else() {
+    const TOKEN: &str = "hvs.redirect-test-token-0123456789";
+    let kit = HostileKit::start();
+    let thief = kit.url("thief");
+    kit.script(
+        "allowed",
+        "/",
+        vec![Answer::redirect(307, &format!("{thief}/v1/secret/data/x"))],
+    );
+    let address = kit.url("allowed");
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+        ("VAULT_ADDR", address.as_str()),
+        ("VAULT_TOKEN", TOKEN),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    let output = cli(&vars, &["header", "--url", "http://127.0.0.1:1"]);
+    assert_ne!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(!kit.requests("allowed").is_empty(), "Vault was asked");
+    assert!(
+        kit.requests("thief").is_empty(),
+        "the redirect was followed"
+    );
+    assert!(!kit.saw("thief", TOKEN));
+}
+
+#[test]
+fn exec_over_plain_http_tells_the_child_to_reach_the_server_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_secret(dir.path(), "alice", PASSWORD);
+    let mut vars = file_vars(&path, "127.0.0.1");
+    vars.push(("NO_PROXY", "corp.example"));
+    let output = cli(
+        &vars,
+        &[
+            "exec",
+            "--url",
+            "http://127.0.0.1:5000",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$NO_PROXY|$no_proxy\"",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output).trim(),
+        "corp.example,127.0.0.1|corp.example,127.0.0.1"
+    );
+}
