@@ -335,6 +335,7 @@ impl AwsSecretsManagerProvider {
                     .operation_timeout(self.request_timeout)
                     .build();
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(https_client())
                     .retry_config(RetryConfig::disabled())
                     .timeout_config(timeouts);
                 if let Some(region) = &self.region {
@@ -428,6 +429,40 @@ impl SecretProvider for AwsSecretsManagerProvider {
             },
         )
     }
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc), but with a proxy
+/// from the environment for https only: the SDK's own takes `HTTP_PROXY`
+/// for plain http too, where the proxy reads what it carries — an endpoint
+/// on loopback, container credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI`
+/// and its token), instance metadata.
+fn https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, tls};
+    let named = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
+    let no_proxy = ["NO_PROXY", "no_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
+    let proxy = match named.map(|url| ProxyConfig::https(url.trim())) {
+        Some(Ok(proxy)) => match no_proxy {
+            Some(rules) => proxy.no_proxy(rules),
+            None => proxy,
+        },
+        _ => ProxyConfig::disabled(),
+    };
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(proxy.clone()));
+        connector.build()
+    })
 }
 
 #[cfg(test)]

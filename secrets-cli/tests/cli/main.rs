@@ -588,7 +588,7 @@ fn no_credential_in_plain_http_goes_through_a_proxy_from_the_environment() {
         ("ALL_PROXY", proxy_url.as_str()),
     ];
     type Face<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
-    let faces: [Face<'_>; 3] = [
+    let faces: [Face<'_>; 4] = [
         // Vault on plain http (loopback).
         (
             &[
@@ -596,6 +596,21 @@ fn no_credential_in_plain_http_goes_through_a_proxy_from_the_environment() {
                 ("VAULT_ADDR", &target),
                 ("VAULT_TOKEN", "hvs.proxy-test-vault-token"),
                 ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+            ],
+            &["header", "--url", "http://127.0.0.1:1"],
+        ),
+        // AWS Secrets Manager on plain http (loopback): signed, with a
+        // session token a proxy could replay.
+        (
+            &[
+                ("MLFLOW_SECRETS_AUTH_ENABLE", "aws-secrets-manager"),
+                ("AWS_ENDPOINT_URL", &target),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "AKIAPROXYTEST"),
+                ("AWS_SECRET_ACCESS_KEY", "proxy-test-aws-secret-key"),
+                ("AWS_SESSION_TOKEN", "proxy-test-aws-session-token"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("MLFLOW_AWS_SECRET_NAME", "x"),
             ],
             &["header", "--url", "http://127.0.0.1:1"],
         ),
