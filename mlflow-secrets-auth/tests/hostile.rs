@@ -1,7 +1,8 @@
 //! The middleware against hostile servers ([`HostileKit`]): redirects with
 //! parser tricks, refusals followed by redirects, https→http downgrades,
 //! chains across allowed hosts, refusal storms and streamed bodies — every
-//! case with `Authorization` and with a custom header name. The thief
+//! case with `Authorization` and with a custom header name, for a stored
+//! credential and for an OAuth2 token from a real IdP. The thief
 //! (127.0.0.2) records every header it receives; the oracle is what it saw.
 //! Figures for the notes are printed (`--nocapture`).
 #![allow(clippy::print_stdout)]
@@ -514,6 +515,140 @@ fn the_path_that_does_not_wait_never_answers_for_the_thief() {
         println!(
             "{header}: {} tricky URLs asked, {sent} answered with a credential",
             urls.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oauth_token_keeps_to_the_same_hops_and_a_refusal_brings_a_new_one() {
+    use mlflow_secrets_auth::providers::oauth::{Endpoint, OAuthConfig, OAuthProvider};
+    use secrets_testkit::fault::FaultProxy;
+    use secrets_testkit::oidc::{OidcClient, OidcServer};
+
+    let Some(idp) = OidcServer::start(
+        "hostile: OAuth2 token",
+        &[OidcClient::new(
+            "hostile-client",
+            "hostile-client-secret-4",
+            "client_secret_basic",
+        )],
+        Duration::from_secs(600),
+    ) else {
+        return;
+    };
+    let counted = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("client.json");
+    std::fs::write(
+        &stored,
+        r#"{"client_id": "hostile-client", "client_secret": "hostile-client-secret-4"}"#,
+    )
+    .unwrap();
+    let endpoint = mlflow_secrets_auth::Url::parse(&format!("{}/token", counted.url())).unwrap();
+    for header in HEADERS {
+        let kit = HostileKit::start();
+        let mut config = Config::default();
+        config.allowlist = HostAllowlist::parse("127.0.0.1, localhost, 127.0.0.3").unwrap();
+        config.header_name = HeaderName::new(header).unwrap();
+        let tokens = OAuthProvider::new(
+            FileProvider::new(&stored),
+            OAuthConfig::new(Endpoint::TokenUrl(endpoint.clone())),
+        )
+        .unwrap();
+        let auth = SecretsAuth::builder()
+            .config(config)
+            .provider(
+                tokens,
+                ProviderSettings {
+                    auth_mode: AuthMode::Bearer,
+                    ttl: Duration::from_secs(300),
+                },
+            )
+            .build();
+        let ca = reqwest::Certificate::from_pem(kit.ca_pem().as_bytes()).unwrap();
+        let client = client_from(
+            reqwest::Client::builder()
+                .add_root_certificate(ca)
+                .timeout(Duration::from_secs(10)),
+            auth.clone(),
+        )
+        .unwrap();
+        let token_in = |value: &str| value.trim_start_matches("Bearer ").to_owned();
+        let requested = counted.forwarded();
+
+        // Refused: resent once with a new token from the IdP, then a
+        // redirect to the thief, which gets nothing.
+        kit.script(
+            "allowed",
+            "/refuse",
+            vec![
+                Answer::status(401),
+                Answer::redirect(302, "http://{thief}/steal"),
+            ],
+        );
+        let refused = format!("{}/refuse", kit.url("allowed"));
+        assert_eq!(client.get(&refused).send().await.unwrap().status(), 200);
+        let seen = kit.requests("allowed");
+        assert_eq!(seen.len(), 2, "{header}: sent, resent once");
+        let first = token_in(seen[0].header(header).expect("the first had a token"));
+        let second = token_in(seen[1].header(header).expect("the resend had one"));
+        assert_ne!(first, second, "{header}: the resend carries a new token");
+        for token in [&first, &second] {
+            assert!(idp.issued_to(token, "hostile-client"), "{header}");
+        }
+        assert_eq!(
+            counted.forwarded() - requested,
+            2,
+            "{header}: two exchanges"
+        );
+
+        // An https→http downgrade, and every redirect trick.
+        let port = kit.port("allowed");
+        kit.script(
+            "tls",
+            "/down",
+            vec![Answer::redirect(
+                302,
+                &format!("http://localhost:{port}/landing"),
+            )],
+        );
+        let down = client.get(format!("{}/down", kit.url("tls"))).send().await;
+        assert_eq!(down.unwrap().status(), 200, "{header}");
+        assert!(kit.saw("tls", &second), "{header}: the https hop had it");
+        for (i, location) in kit.tricks().iter().enumerate() {
+            kit.script(
+                "allowed",
+                &format!("/trick{i}/"),
+                vec![Answer::redirect(302, location)],
+            );
+            let _ = client
+                .get(format!("{}/trick{i}/", kit.url("allowed")))
+                .send()
+                .await;
+        }
+        for token in [&first, &second] {
+            assert!(
+                !kit.saw("thief", token),
+                "{header}: {:#?}",
+                kit.requests("thief")
+            );
+        }
+        let landed: Vec<_> = kit
+            .requests("allowed")
+            .into_iter()
+            .filter(|r| r.target == "/landing")
+            .collect();
+        assert_eq!(landed.len(), 1, "{header}");
+        assert_eq!(
+            landed[0].header(header),
+            None,
+            "{header}: no token after a downgrade"
+        );
+        assert!(
+            kit.requests("thief")
+                .iter()
+                .all(|r| r.header(header).is_none()),
+            "{header}"
         );
     }
 }
