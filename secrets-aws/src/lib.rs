@@ -439,18 +439,15 @@ impl SecretProvider for AwsSecretsManagerProvider {
 fn https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
     use aws_smithy_http_client::proxy::ProxyConfig;
     use aws_smithy_http_client::{Builder, ConnectorBuilder, tls};
-    let named = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
-    let no_proxy = ["NO_PROXY", "no_proxy"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
-    let proxy = match named.map(|url| ProxyConfig::https(url.trim())) {
-        Some(Ok(proxy)) => match no_proxy {
-            Some(rules) => proxy.no_proxy(rules),
-            None => proxy,
+    let proxy = match mlflow_secrets_auth_core::proxy::https_from_env() {
+        Some((url, no_proxy)) => match ProxyConfig::https(url.as_str()) {
+            Ok(proxy) => match no_proxy {
+                Some(rules) => proxy.no_proxy(rules),
+                None => proxy,
+            },
+            Err(_) => ProxyConfig::disabled(),
         },
-        _ => ProxyConfig::disabled(),
+        None => ProxyConfig::disabled(),
     };
     Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(

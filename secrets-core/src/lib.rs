@@ -31,7 +31,6 @@ mod file;
 mod header;
 mod hop;
 mod provider;
-#[cfg(feature = "reqwest")]
 pub mod proxy;
 mod redact;
 

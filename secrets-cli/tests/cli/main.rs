@@ -44,6 +44,18 @@ fn file_secret(dir: &Path, user: &str, password: &str) -> String {
     path.display().to_string()
 }
 
+/// The Vault provider's variables for `address` and `token`, the secret at
+/// `secret/x`, 127.0.0.1 allowed.
+fn vault_vars<'a>(address: &'a str, token: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+        ("VAULT_ADDR", address),
+        ("VAULT_TOKEN", token),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+    ]
+}
+
 fn file_vars<'a>(path: &'a str, hosts: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
@@ -469,13 +481,7 @@ fn a_backend_echoing_the_token_bare_never_gets_it_printed() {
         }],
     );
     let address = kit.url("allowed");
-    let vars = [
-        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
-        ("VAULT_ADDR", address.as_str()),
-        ("VAULT_TOKEN", TOKEN),
-        ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
-        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
-    ];
+    let vars = vault_vars(&address, TOKEN);
     for args in [
         &["doctor"][..],
         &["doctor", "--json"],
@@ -661,13 +667,7 @@ fn vault_redirects_are_not_followed_so_the_token_goes_nowhere_else() {
         vec![Answer::redirect(307, &format!("{thief}/v1/secret/data/x"))],
     );
     let address = kit.url("allowed");
-    let vars = [
-        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
-        ("VAULT_ADDR", address.as_str()),
-        ("VAULT_TOKEN", TOKEN),
-        ("MLFLOW_VAULT_SECRET_PATH", "secret/x"),
-        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
-    ];
+    let vars = vault_vars(&address, TOKEN);
     let output = cli(&vars, &["header", "--url", "http://127.0.0.1:1"]);
     assert_ne!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(!kit.requests("allowed").is_empty(), "Vault was asked");
