@@ -525,25 +525,21 @@ async fn an_oauth_token_keeps_to_the_same_hops_and_a_refusal_brings_a_new_one() 
     use secrets_testkit::fault::FaultProxy;
     use secrets_testkit::oidc::{OidcClient, OidcServer};
 
+    let client = OidcClient::new(
+        "hostile-client",
+        "hostile-client-secret-4",
+        "client_secret_basic",
+    );
     let Some(idp) = OidcServer::start(
         "hostile: OAuth2 token",
-        &[OidcClient::new(
-            "hostile-client",
-            "hostile-client-secret-4",
-            "client_secret_basic",
-        )],
+        std::slice::from_ref(&client),
         Duration::from_secs(600),
     ) else {
         return;
     };
     let counted = FaultProxy::start(idp.addr());
     let dir = tempfile::tempdir().unwrap();
-    let stored = dir.path().join("client.json");
-    std::fs::write(
-        &stored,
-        r#"{"client_id": "hostile-client", "client_secret": "hostile-client-secret-4"}"#,
-    )
-    .unwrap();
+    let stored = client.store_in(dir.path());
     let endpoint = mlflow_secrets_auth::Url::parse(&format!("{}/token", counted.url())).unwrap();
     for header in HEADERS {
         let kit = HostileKit::start();

@@ -1112,13 +1112,10 @@ fn a_worker_with_only_the_agent_is_told_what_the_agent_serves() {
 #[test]
 fn twenty_client_processes_share_one_oauth_token_request() {
     use secrets_testkit::oidc::{OidcClient, OidcServer};
+    let client = OidcClient::new("node-client", "node-client-secret-5", "client_secret_basic");
     let Some(idp) = OidcServer::start(
         "agent: one OAuth2 token for the node",
-        &[OidcClient::new(
-            "node-client",
-            "node-client-secret-5",
-            "client_secret_basic",
-        )],
+        std::slice::from_ref(&client),
         Duration::from_secs(600),
     ) else {
         return;
@@ -1126,13 +1123,7 @@ fn twenty_client_processes_share_one_oauth_token_request() {
     // Token requests counted where they arrive.
     let counted = FaultProxy::start(idp.addr());
     let dir = tempfile::tempdir().unwrap();
-    let stored = dir.path().join("client.json");
-    std::fs::write(
-        &stored,
-        r#"{"client_id": "node-client", "client_secret": "node-client-secret-5"}"#,
-    )
-    .unwrap();
-    let stored = stored.display().to_string();
+    let stored = client.store_in(dir.path());
     let token_url = format!("{}/token", counted.url());
     let agent = Agent::start(
         dir.path(),

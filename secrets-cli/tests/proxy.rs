@@ -1665,25 +1665,16 @@ fn exec_proxy_passes_signals_on_and_exits_128_plus_the_signal() {
 fn an_oauth_token_the_idp_issued_reaches_the_upstream_and_the_client_never_does() {
     use secrets_testkit::oidc::{OidcClient, OidcServer};
     const SECRET: &str = "proxy-oauth-client-secret-9";
+    let client = OidcClient::new("proxy-client", SECRET, "client_secret_post");
     let Some(idp) = OidcServer::start(
         "proxy: OAuth2 token",
-        &[OidcClient::new(
-            "proxy-client",
-            SECRET,
-            "client_secret_post",
-        )],
+        std::slice::from_ref(&client),
         Duration::from_secs(600),
     ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let stored = dir.path().join("client.json");
-    std::fs::write(
-        &stored,
-        format!(r#"{{"client_id": "proxy-client", "client_secret": "{SECRET}"}}"#),
-    )
-    .unwrap();
-    let stored = stored.display().to_string();
+    let stored = client.store_in(dir.path());
     let token_url = idp.token_url();
     let mut vars = file_vars(&stored);
     vars.extend([

@@ -29,6 +29,15 @@ impl OidcClient {
             auth_method,
         }
     }
+
+    /// Writes the client as a secret manager would hold it —
+    /// `{"client_id": …, "client_secret": …}` — to `dir/client.json`; its path.
+    pub fn store_in(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("client.json");
+        let json = serde_json::json!({"client_id": self.id, "client_secret": self.secret});
+        std::fs::write(&path, json.to_string()).expect("write the client file");
+        path.display().to_string()
+    }
 }
 
 /// A running provider; killed when dropped. Its scopes are `mlflow` (every

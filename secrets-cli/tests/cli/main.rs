@@ -512,25 +512,16 @@ fn a_backend_echoing_the_token_bare_never_gets_it_printed() {
 fn doctor_shows_the_oauth_token_it_obtained_and_never_the_token_or_the_secret() {
     use secrets_testkit::oidc::{OidcClient, OidcServer};
     const SECRET: &str = "client-secret-for-doctor-71";
+    let client = OidcClient::new("doctor-client", SECRET, "client_secret_basic");
     let Some(idp) = OidcServer::start(
         "cli: doctor with OAuth2",
-        &[OidcClient::new(
-            "doctor-client",
-            SECRET,
-            "client_secret_basic",
-        )],
+        std::slice::from_ref(&client),
         std::time::Duration::from_secs(600),
     ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("client.json");
-    std::fs::write(
-        &path,
-        format!(r#"{{"client_id": "doctor-client", "client_secret": "{SECRET}"}}"#),
-    )
-    .unwrap();
-    let path = path.display().to_string();
+    let path = client.store_in(dir.path());
     let issuer = idp.issuer();
     let mut vars = file_vars(&path, "127.0.0.1");
     vars.extend([
