@@ -25,9 +25,19 @@ fn idp(test: &str) -> Option<OidcServer> {
             OidcClient::new(AWKWARD_ID, AWKWARD_SECRET, "client_secret_basic"),
             OidcClient::new("posting-client", AWKWARD_SECRET, "client_secret_post"),
             OidcClient::new("plain-client", "plain-secret-1", "client_secret_basic"),
+            keyed(),
         ],
         Duration::from_secs(600),
     )
+}
+
+/// The `private_key_jwt` client: the same key in every call, so the IdP
+/// started with it verifies the assertions signed with it.
+fn keyed() -> OidcClient {
+    static CLIENT: std::sync::OnceLock<OidcClient> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| OidcClient::with_key("keyed-client", "key-1"))
+        .clone()
 }
 
 /// A file holding `secret`, and the variables of the file provider with the
@@ -99,13 +109,25 @@ async fn each_client_auth_method_gets_a_token_the_idp_issued() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for (id, method) in [
-        (AWKWARD_ID, "client_secret_basic"),
-        ("posting-client", "client_secret_post"),
+    let keyed = keyed();
+    for (id, method, stored) in [
+        (
+            AWKWARD_ID,
+            "client_secret_basic",
+            client_json(AWKWARD_ID, AWKWARD_SECRET),
+        ),
+        (
+            "posting-client",
+            "client_secret_post",
+            client_json("posting-client", AWKWARD_SECRET),
+        ),
+        // Twice: each assertion has its own jti (the IdP refuses a replay).
+        (&keyed.id, "private_key_jwt", keyed.stored()),
+        (&keyed.id, "private_key_jwt", keyed.stored()),
     ] {
         let vars = vars(
             &dir,
-            &client_json(id, AWKWARD_SECRET),
+            &stored,
             ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", idp.token_url()),
             &[
                 ("MLFLOW_SECRETS_OAUTH_CLIENT_AUTH", method),
@@ -181,13 +203,13 @@ async fn a_wrong_secret_names_the_client_and_its_provider_never_the_secret() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let vars = vars(
+    let wrong = vars(
         &dir,
         &client_json("plain-client", "not-the-secret-77"),
         ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", idp.token_url()),
         &[],
     );
-    let error = auth(&vars).header_for(URL).await.unwrap_err();
+    let error = auth(&wrong).header_for(URL).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
     let text = error.to_string();
     assert!(
@@ -195,6 +217,20 @@ async fn a_wrong_secret_names_the_client_and_its_provider_never_the_secret() {
         "{text}"
     );
     assert!(!text.contains("not-the-secret-77"), "{text}");
+    // A key the IdP does not know for the client: the IdP checks the
+    // signature, so the assertion is refused the same way.
+    let stranger = OidcClient::with_key(&keyed().id, "key-1");
+    let unknown_key = vars(
+        &dir,
+        &stranger.stored(),
+        ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", idp.token_url()),
+        &[("MLFLOW_SECRETS_OAUTH_CLIENT_AUTH", "private_key_jwt")],
+    );
+    let error = auth(&unknown_key).header_for(URL).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    let text = error.to_string();
+    assert!(text.contains("`keyed-client`"), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
 }
 
 #[tokio::test]

@@ -45,6 +45,8 @@ pub enum ClientAuth {
     SecretBasic,
     /// `client_id` and `client_secret` in the request body.
     SecretPost,
+    /// An assertion signed with the client's private key (RFC 7523).
+    PrivateKeyJwt,
 }
 
 impl ClientAuth {
@@ -53,6 +55,7 @@ impl ClientAuth {
         match self {
             Self::SecretBasic => "client_secret_basic",
             Self::SecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -115,16 +118,11 @@ impl OAuthConfig {
         let client_auth = match env.string(&[CLIENT_AUTH])?.as_deref().map(str::trim) {
             None | Some("" | "client_secret_basic") => ClientAuth::SecretBasic,
             Some("client_secret_post") => ClientAuth::SecretPost,
-            Some("private_key_jwt") => {
-                return Err(SecretError::config(
-                    CLIENT_AUTH,
-                    "private_key_jwt is not supported by this version; use client_secret_basic or client_secret_post",
-                ));
-            }
+            Some("private_key_jwt") => ClientAuth::PrivateKeyJwt,
             Some(_) => {
                 return Err(SecretError::config(
                     CLIENT_AUTH,
-                    "is not a client authentication method (expected client_secret_basic or client_secret_post)",
+                    "is not a client authentication method (expected client_secret_basic, client_secret_post or private_key_jwt)",
                 ));
             }
         };
@@ -243,13 +241,6 @@ mod tests {
             (&[(TOKEN_URL, "idp.example.com/token")], TOKEN_URL),
             (
                 &[(ISSUER, "https://a.example"), (CLIENT_AUTH, "mtls")],
-                CLIENT_AUTH,
-            ),
-            (
-                &[
-                    (ISSUER, "https://a.example"),
-                    (CLIENT_AUTH, "private_key_jwt"),
-                ],
                 CLIENT_AUTH,
             ),
         ] {

@@ -12,7 +12,7 @@ use url::Url;
 use url::form_urlencoded;
 use zeroize::Zeroizing;
 
-use crate::client::Client;
+use crate::client::{Client, Proof};
 use crate::config::{AUDIENCE, ClientAuth, ISSUER, OAuthConfig, RESOURCE, SCOPE, endpoint_url};
 
 /// The largest answer read from the IdP.
@@ -137,8 +137,13 @@ fn form(value: &str) -> Zeroizing<String> {
     Zeroizing::new(form_urlencoded::byte_serialize(value.as_bytes()).collect())
 }
 
-/// The form of a token request (with the client in it for `client_secret_post`).
-fn request_body(config: &OAuthConfig, client: &Client) -> Zeroizing<String> {
+/// The form of a token request, with the client in it for
+/// `client_secret_post` and `private_key_jwt` (an assertion for `endpoint`).
+fn request_body(
+    config: &OAuthConfig,
+    client: &Client,
+    endpoint: &Url,
+) -> Result<Zeroizing<String>> {
     let mut body = form_urlencoded::Serializer::new(String::new());
     body.append_pair("grant_type", "client_credentials");
     for (name, value) in [
@@ -150,11 +155,25 @@ fn request_body(config: &OAuthConfig, client: &Client) -> Zeroizing<String> {
             body.append_pair(name, value);
         }
     }
-    if config.client_auth == ClientAuth::SecretPost {
-        body.append_pair("client_id", &client.id);
-        body.append_pair("client_secret", client.secret.expose_secret());
+    match (&client.proof, config.client_auth) {
+        (Proof::Secret(secret), ClientAuth::SecretPost) => {
+            body.append_pair("client_id", &client.id);
+            body.append_pair("client_secret", secret.expose_secret());
+        }
+        (Proof::Key(key), _) => {
+            let assertion = client.assertion(key, endpoint.as_str())?;
+            // Single use, but an IdP may echo it in an error.
+            mlflow_secrets_auth_core::hide_while_current("oauth assertion", &assertion);
+            body.append_pair("client_id", &client.id);
+            body.append_pair(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            );
+            body.append_pair("client_assertion", &assertion);
+        }
+        (Proof::Secret(_), _) => {}
     }
-    Zeroizing::new(body.finish())
+    Ok(Zeroizing::new(body.finish()))
 }
 
 /// Asks `endpoint` for a token for `client`.
@@ -164,7 +183,7 @@ pub(crate) async fn request_token(
     config: &OAuthConfig,
     client: &Client,
 ) -> std::result::Result<Token, Refused> {
-    let body = request_body(config, client);
+    let body = request_body(config, client, endpoint)?;
     let mut request = http
         .post(endpoint.clone())
         .header(reqwest::header::ACCEPT, "application/json")
@@ -172,11 +191,11 @@ pub(crate) async fn request_token(
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         );
-    if config.client_auth == ClientAuth::SecretBasic {
+    if let (Proof::Secret(secret), ClientAuth::SecretBasic) = (&client.proof, config.client_auth) {
         let pair = Zeroizing::new(format!(
             "{}:{}",
             *form(&client.id),
-            *form(client.secret.expose_secret())
+            *form(secret.expose_secret())
         ));
         let encoded = Zeroizing::new(STANDARD.encode(pair.as_bytes()));
         // An IdP may echo the header it was sent.

@@ -1,5 +1,5 @@
 //! OAuth2 access tokens for mlflow-secrets-auth: the secret manager holds an
-//! OAuth2 *client* (id and secret), and what MLflow's gateway accepts is a
+//! OAuth2 *client* (id and secret, or a private key), and what MLflow's gateway accepts is a
 //! short-lived access token obtained with it (client-credentials grant,
 //! RFC 6749 §4.4) — Keycloak, Entra ID, Okta, Auth0, oauth2-proxy,
 //! Databricks.
@@ -126,9 +126,10 @@ impl OAuthProvider {
         let client = Client::parse(
             fetched.text.expose_secret(),
             self.config.client_id.as_deref(),
+            self.config.client_auth,
         )
         .map_err(|e| e.with_provider(self.inner.name()))?;
-        mlflow_secrets_auth_core::hide_everywhere(client.secret.expose_secret());
+        mlflow_secrets_auth_core::hide_everywhere(client.hidden());
         *kept = Some((client.clone(), Instant::now()));
         Ok(client)
     }

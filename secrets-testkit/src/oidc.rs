@@ -14,29 +14,79 @@ use crate::process::{ServerProcess, ServerSpec};
 pub struct OidcClient {
     /// `client_id`.
     pub id: String,
-    /// `client_secret`.
+    /// `client_secret` (empty for a client with a key).
     pub secret: String,
-    /// `client_secret_basic` or `client_secret_post`.
+    /// `client_secret_basic`, `client_secret_post` or `private_key_jwt`.
     pub auth_method: &'static str,
+    /// For `private_key_jwt`: the private key (PKCS#8 PEM) and its public
+    /// JWK, which the provider verifies assertions with.
+    pub key: Option<(String, serde_json::Value)>,
 }
 
 impl OidcClient {
-    /// A client authenticating with `auth_method`.
+    /// A client authenticating with `auth_method` and a secret.
     pub fn new(id: &str, secret: &str, auth_method: &'static str) -> Self {
         Self {
             id: id.to_owned(),
             secret: secret.to_owned(),
             auth_method,
+            key: None,
         }
     }
 
-    /// Writes the client as a secret manager would hold it —
-    /// `{"client_id": …, "client_secret": …}` — to `dir/client.json`; its path.
+    /// A `private_key_jwt` client with a new EC P-256 key whose JWK has the
+    /// key id `key_id`.
+    pub fn with_key(id: &str, key_id: &str) -> Self {
+        use base64::Engine as _;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("generate a P-256 key");
+        // The public key is the uncompressed point: 0x04, x, y.
+        let point = pair.public_key_raw();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": key_id,
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        });
+        Self {
+            id: id.to_owned(),
+            secret: String::new(),
+            auth_method: "private_key_jwt",
+            key: Some((pair.serialize_pem(), jwk)),
+        }
+    }
+
+    /// The client as a secret manager would hold it:
+    /// `{"client_id": …, "client_secret": …}`, or with `private_key` and
+    /// `key_id` for a client with a key.
+    pub fn stored(&self) -> String {
+        match &self.key {
+            None => serde_json::json!({"client_id": self.id, "client_secret": self.secret}),
+            Some((pem, jwk)) => serde_json::json!({
+                "client_id": self.id, "private_key": pem, "key_id": jwk["kid"],
+            }),
+        }
+        .to_string()
+    }
+
+    /// Writes [`Self::stored`] to `dir/client.json`; its path.
     pub fn store_in(&self, dir: &std::path::Path) -> String {
         let path = dir.join("client.json");
-        let json = serde_json::json!({"client_id": self.id, "client_secret": self.secret});
-        std::fs::write(&path, json.to_string()).expect("write the client file");
+        std::fs::write(&path, self.stored()).expect("write the client file");
         path.display().to_string()
+    }
+
+    /// The client as the provider registers it.
+    fn registered(&self) -> serde_json::Value {
+        let mut client = serde_json::json!({
+            "client_id": self.id,
+            "token_endpoint_auth_method": self.auth_method,
+            "scope": "mlflow",
+        });
+        match &self.key {
+            None => client["client_secret"] = self.secret.clone().into(),
+            Some((_, jwk)) => client["jwks"] = serde_json::json!({ "keys": [jwk] }),
+        }
+        client
     }
 }
 
@@ -64,20 +114,9 @@ impl OidcServer {
             // The same rule as a missing binary: fail under CI, else skip loudly.
             policy.require("oidc-provider (node_modules)", test)?;
         }
-        let clients = serde_json::Value::Array(
-            clients
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "client_id": c.id,
-                        "client_secret": c.secret,
-                        "token_endpoint_auth_method": c.auth_method,
-                        "scope": "mlflow",
-                    })
-                })
-                .collect(),
-        )
-        .to_string();
+        let clients =
+            serde_json::Value::Array(clients.iter().map(OidcClient::registered).collect())
+                .to_string();
         let ttl = token_ttl.as_secs().max(1).to_string();
         let script = folder().join("server.mjs").display().to_string();
         let process = ServerProcess::start(&ServerSpec {
