@@ -182,6 +182,24 @@ impl CacheConfig {
         }
     }
 
+    /// How long after its fetch an entry of lifetime `ttl` is refreshed
+    /// ahead: at the refresh-ahead fraction; for a value the backend said
+    /// expires, [`REFRESH_MARGIN`] before that when this is earlier and
+    /// still past half its lifetime (so a 15-minute token is renewed with 5
+    /// minutes to spare, a token of seconds at the fraction, never at once).
+    pub(crate) fn refresh_after(&self, ttl: Duration, backend_limited: bool) -> Duration {
+        if self.refresh_ahead >= 1.0 {
+            return ttl;
+        }
+        let ahead = ttl.mul_f64(self.refresh_ahead);
+        let margin = ttl.saturating_sub(REFRESH_MARGIN);
+        if backend_limited && margin < ahead && margin >= ttl / 2 {
+            margin
+        } else {
+            ahead
+        }
+    }
+
     /// How long after its fetch an entry may be served at all, stale
     /// answers included: its lifetime and grace, but never past what the
     /// backend said the value is valid for (a TTL shorter than that leaves
@@ -210,6 +228,10 @@ impl CacheConfig {
         }
     }
 }
+
+/// How long before a backend's expiry a value is refreshed when the
+/// refresh-ahead fraction would leave less (see the refresh-ahead rules).
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// What a fetch says about the lifetime of the value it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::cache::{Lookup, Outcome};
 use crate::config::EntryMeta;
-use crate::store::{Inner, Published, Slot, StaleServe};
+use crate::store::{Entry, Inner, Published, Slot, StaleServe};
 
 pub(crate) struct Flight<V, E> {
     pub(crate) id: u64,
@@ -293,7 +293,19 @@ where
                 let mut grew = false;
                 if self.config.enabled {
                     grew = slot.entry.is_none();
-                    slot.entry = Some(self.new_entry(Arc::clone(&value), &meta, now));
+                    let mut entry = self.new_entry(Arc::clone(&value), &meta, now);
+                    if let Some(old) = slot.entry.as_ref().filter(|old| now < old.expires_at)
+                        && entry.expires_at <= old.expires_at
+                    {
+                        // A refresh ahead brought back a value expiring no
+                        // later than the current one (an IdP handing out the
+                        // token it has): the next refresh is backed off as
+                        // after a failure, so the refreshes do not crowd in
+                        // ever shorter steps towards the expiry.
+                        entry.refresh_failures = old.refresh_failures;
+                        entry.refresh_at = self.backoff(&mut entry, now).max(entry.refresh_at);
+                    }
+                    slot.entry = Some(entry);
                     slot.stale = None;
                 }
                 let lookup = Lookup {
@@ -308,11 +320,7 @@ where
             // A refresh ahead failed while the entry is still valid: the next
             // hit after a backoff (the stale retry wait, doubling) tries again.
             Some(entry) if now < entry.expires_at => {
-                let doubling = 1u32 << entry.refresh_failures.min(16);
-                entry.refresh_failures = entry.refresh_failures.saturating_add(1);
-                entry.refresh_at = now
-                    .saturating_add(self.config.stale_retry_after.saturating_mul(doubling))
-                    .min(entry.expires_at);
+                entry.refresh_at = self.backoff(entry, now);
                 entry.refresh_claimed.store(false, Ordering::Release);
                 Ok(Lookup {
                     value: Arc::clone(&entry.value),
@@ -335,6 +343,16 @@ where
             _ => Err(error),
         };
         (answer, false)
+    }
+
+    /// When `entry` is next refreshed after a refresh that did not renew it:
+    /// the stale retry wait, doubling with each such refresh, never past its
+    /// expiry.
+    fn backoff(&self, entry: &mut Entry<V>, now: Duration) -> Duration {
+        let doubling = 1u32 << entry.refresh_failures.min(16);
+        entry.refresh_failures = entry.refresh_failures.saturating_add(1);
+        now.saturating_add(self.config.stale_retry_after.saturating_mul(doubling))
+            .min(entry.expires_at)
     }
 
     /// Starts one background refresh of `key` (the caller claimed it).

@@ -8,6 +8,10 @@
 //!   its result (value or error) reaches all of them; errors are not cached.
 //! - **Refresh ahead**: past a fraction of its TTL (default 0.8) the first hit
 //!   starts one background refresh; every caller keeps the current value.
+//!   A value the backend said expires is refreshed [`REFRESH_MARGIN`] (5 min)
+//!   before that instead, when this is earlier and past half its lifetime.
+//!   A refresh that brings back a value expiring no later than the current
+//!   one backs off (the stale retry wait, doubling) instead of looping.
 //! - **Stale if error**: an expired value is served within its grace period when
 //!   the fetch fails with an error the caller's predicate calls transient,
 //!   reported as [`Outcome::Stale`] and counted. Other errors never serve stale.
@@ -43,7 +47,7 @@ mod store;
 
 pub use cache::{EntryInfo, EntryState, Lookup, Outcome, SecretCache};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use config::{CacheConfig, EntryMeta, StaleGrace};
+pub use config::{CacheConfig, EntryMeta, REFRESH_MARGIN, StaleGrace};
 pub use stats::CacheStats;
 
 /// The README's examples, compiled and run as doctests.

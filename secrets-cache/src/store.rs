@@ -135,11 +135,7 @@ where
     pub(crate) fn new_entry(&self, value: Arc<V>, meta: &EntryMeta, now: Duration) -> Entry<V> {
         let (ttl, backend_limited) = self.config.lifetime(meta);
         let expires_at = now.saturating_add(ttl);
-        let refresh_at = if self.config.refresh_ahead >= 1.0 {
-            expires_at
-        } else {
-            now.saturating_add(ttl.mul_f64(self.config.refresh_ahead))
-        };
+        let refresh_at = now.saturating_add(self.config.refresh_after(ttl, backend_limited));
         Entry {
             value,
             fetched_at: now,

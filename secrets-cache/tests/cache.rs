@@ -529,6 +529,67 @@ async fn a_failed_refresh_ahead_is_tried_again_with_backoff_until_expiry() {
 }
 
 #[tokio::test]
+async fn a_value_the_backend_says_expires_is_refreshed_with_minutes_to_spare() {
+    // (validity, when the refresh ahead starts): 80 % of it, or 5 minutes
+    // before the end when that is earlier and past half of it.
+    for (valid_for, refresh_at) in [
+        (secs(15 * 60), secs(10 * 60)),
+        (secs(8 * 60), secs(384)),
+        (secs(3600), secs(2880)),
+        (secs(5), secs(4)),
+    ] {
+        let (cache, clock) = cache_with(config().with_ttl(secs(86_400)));
+        let backend = Backend::default();
+        let meta = EntryMeta::default().with_valid_for(valid_for);
+        let v1 = backend.answer_with(Ok(("v1".into(), meta)));
+        cache.get_or_fetch(&key("k"), v1).await.unwrap();
+        clock.advance(refresh_at - Duration::from_millis(1));
+        ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
+        settle().await;
+        assert_eq!(backend.calls(), 1, "{valid_for:?}: not yet");
+        clock.advance(Duration::from_millis(1));
+        ask(&cache, &backend, "k", Ok("v2")).await.unwrap();
+        settle().await;
+        assert_eq!(backend.calls(), 2, "{valid_for:?}: refreshed ahead");
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_bringing_no_later_expiry_backs_off_instead_of_crowding() {
+    // The backend answers with the value it has, expiring at 100 s. Refreshed
+    // at 80 % of what is left each time, it would be asked at 80, 96, 99.2,
+    // 99.9 s; backed off (2 s, then 4 s, never sooner than that), at 80 and
+    // 96 only.
+    let (cache, clock) = cache_with(config().with_stale_retry_after(secs(2)));
+    let backend = Backend::default();
+    let end = secs(100);
+    let mut at = Duration::ZERO;
+    while at < end {
+        let meta = EntryMeta::default().with_valid_for(end - at);
+        let answer = backend.answer_with(Ok(("same".into(), meta)));
+        cache.get_or_fetch(&key("k"), answer).await.unwrap();
+        settle().await;
+        clock.advance(Duration::from_millis(100));
+        at += Duration::from_millis(100);
+    }
+    assert_eq!(backend.calls(), 3, "the first fetch and two refreshes");
+    // A value expiring later: the usual refresh point, no backoff left over.
+    let renewed = EntryMeta::default().with_valid_for(secs(100));
+    let renewed = backend.answer_with(Ok(("new".into(), renewed)));
+    cache.get_or_fetch(&key("k"), renewed).await.unwrap();
+    assert_eq!(backend.calls(), 4);
+    clock.advance(secs(79));
+    let hit = ask(&cache, &backend, "k", Ok("unused")).await.unwrap();
+    assert_eq!((hit.value.as_str(), hit.outcome), ("new", Outcome::Hit));
+    settle().await;
+    assert_eq!(backend.calls(), 4, "not before 80 %");
+    clock.advance(secs(1));
+    ask(&cache, &backend, "k", Ok("newer")).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 5, "at 80 %");
+}
+
+#[tokio::test]
 async fn panicking_fetch_does_not_wedge_the_key() {
     let (cache, _clock) = cache_with(config());
     let (gate_backend, gate) = Backend::gated();
