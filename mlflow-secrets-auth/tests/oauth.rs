@@ -386,3 +386,34 @@ async fn with_the_idp_down_a_token_serves_until_its_expiry_and_never_after() {
     assert_ne!(again, bearer(&first));
     assert!(idp.issued_to(again, "plain-client"));
 }
+
+#[tokio::test]
+async fn an_idp_answering_429_is_asked_again_after_its_retry_after() {
+    use secrets_testkit::fault::Fault;
+
+    let Some(counted) = Counted::start("oauth: 429 Retry-After") else {
+        return;
+    };
+    counted.proxy.inject(
+        Fault::new("/token", 429, r#"{"error":"slow_down"}"#)
+            .with_header("Retry-After", "1")
+            .times(1),
+    );
+    let vars = counted.vars(&client_json("plain-client", "plain-secret-1"), &[]);
+    let started = std::time::Instant::now();
+    let header = auth(&vars).header_for(URL).await.unwrap().unwrap();
+    // A lower bound only: the retry waited what the IdP asked, not the
+    // 10 ms base delay (a loaded machine can only make it longer).
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After");
+    assert_eq!(counted.proxy.answered(), 1, "one 429");
+    assert_eq!(
+        counted.proxy.forwarded(),
+        1,
+        "then one request reached the IdP"
+    );
+    assert!(
+        counted
+            .idp
+            .issued_to(bearer(header.value().expose_secret()), "plain-client")
+    );
+}

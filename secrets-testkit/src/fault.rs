@@ -28,6 +28,8 @@ pub struct Fault {
     pub hang: bool,
     /// Read the request, then reset the connection (TCP RST, no answer).
     pub reset: bool,
+    /// How many requests it answers before it stops matching (`None`: all).
+    pub times: Option<usize>,
 }
 
 impl Fault {
@@ -40,6 +42,7 @@ impl Fault {
             body: body.to_owned(),
             hang: false,
             reset: false,
+            times: None,
         }
     }
 
@@ -57,6 +60,13 @@ impl Fault {
             reset: true,
             ..Self::new(path_prefix, 0, "")
         }
+    }
+
+    /// Answers only the first `n` matching requests, then forwards them.
+    #[must_use]
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = Some(n);
+        self
     }
 
     /// Adds a header to the answer.
@@ -208,9 +218,12 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
         .faults
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|f| path.starts_with(&f.path_prefix))
-        .cloned();
+        .iter_mut()
+        .find(|f| path.starts_with(&f.path_prefix) && f.times != Some(0))
+        .map(|f| {
+            f.times = f.times.map(|n| n - 1);
+            f.clone()
+        });
     if let Some(fault) = fault {
         shared.answered.fetch_add(1, Ordering::SeqCst);
         if fault.reset {
