@@ -417,3 +417,125 @@ async fn an_idp_answering_429_is_asked_again_after_its_retry_after() {
             .issued_to(bearer(header.value().expose_secret()), "plain-client")
     );
 }
+
+/// A run lasting five token lifetimes, logged through the middleware to a
+/// real MLflow behind a gateway that lets only tokens the IdP signed through
+/// (`jose` checks signature, audience and expiry — the oracle): no request
+/// is refused anywhere, and the IdP is asked about once per 80 % of a
+/// lifetime, never once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_lasting_five_token_lifetimes_meets_no_refusal() {
+    use secrets_testkit::mlflow::MlflowServer;
+    use secrets_testkit::oidc::OidcGateway;
+
+    const TEST: &str = "oauth: five token lifetimes";
+    const LIFETIME: Duration = Duration::from_secs(4);
+    const AUDIENCE: &str = "https://mlflow.example.test";
+    let client = OidcClient::new("long-run", "long-run-secret", "client_secret_basic");
+    let Some(idp) = OidcServer::start(TEST, std::slice::from_ref(&client), LIFETIME) else {
+        return;
+    };
+    let Some(mlflow) = MlflowServer::start(TEST) else {
+        return;
+    };
+    let Some(gateway) = OidcGateway::start(TEST, &idp, AUDIENCE, &mlflow) else {
+        return;
+    };
+    let counter = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let vars = vars(
+        &dir,
+        &client.stored(),
+        (
+            "MLFLOW_SECRETS_OAUTH_TOKEN_URL",
+            format!("{}/token", counter.url()),
+        ),
+        &[("MLFLOW_SECRETS_OAUTH_RESOURCE", AUDIENCE)],
+    );
+    let http = mlflow_secrets_auth::middleware::client(auth(&vars)).unwrap();
+    let api = |path: &str| format!("{}/api/2.0/mlflow/{path}", gateway.url());
+    let post = |path: &str, body: serde_json::Value| {
+        let request = http.post(api(path)).json(&body);
+        let path = path.to_owned();
+        async move {
+            let answer = request.send().await.unwrap();
+            let status = answer.status();
+            let body = answer.text().await.unwrap();
+            assert_eq!(status, 200, "{path}: {body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+
+    let started = std::time::Instant::now();
+    let experiment = post(
+        "experiments/create",
+        serde_json::json!({"name": "long-run"}),
+    )
+    .await;
+    let run = post(
+        "runs/create",
+        serde_json::json!({"experiment_id": experiment["experiment_id"]}),
+    )
+    .await;
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_owned();
+    let mut logged = 0u64;
+    while started.elapsed() < 5 * LIFETIME {
+        let metric = serde_json::json!({
+            "run_id": run_id, "key": "loss", "value": logged, "step": logged, "timestamp": 0,
+        });
+        post("runs/log-metric", metric).await;
+        logged += 1;
+    }
+    let runtime = started.elapsed();
+
+    let stats = gateway.stats();
+    assert_eq!(
+        stats.refused, 0,
+        "refused at the gateway: {:?}",
+        stats.reasons
+    );
+    // The oracle refuses what the IdP did not sign.
+    let unsigned = reqwest::Client::builder().no_proxy().build().unwrap();
+    let unsigned = unsigned
+        .get(api("experiments/search?max_results=1"))
+        .bearer_auth("eyJhbGciOiJub25lIn0.eyJhdWQiOiJodHRwczovL21sZmxvdy5leGFtcGxlLnRlc3QifQ.")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401, "the gateway checks tokens");
+    assert_eq!(
+        stats.accepted,
+        logged + 2,
+        "every request passed the gateway"
+    );
+    let history = http
+        .get(format!(
+            "{}?run_id={run_id}&metric_key=loss",
+            api("metrics/get-history")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(history["metrics"].as_array().unwrap().len() as u64, logged);
+    // The IdP's requests, counted in front of it: the tokens rotated, about
+    // once per 80 % of a lifetime.
+    let token_requests = counter.forwarded() as f64;
+    let bound = runtime.as_secs_f64() / (0.8 * LIFETIME.as_secs_f64()) + 2.0;
+    assert!(
+        token_requests <= bound,
+        "{token_requests} token requests in {runtime:?}, at most {bound:.1}"
+    );
+    assert!(
+        token_requests >= runtime.as_secs_f64() / LIFETIME.as_secs_f64(),
+        "{token_requests} token requests in {runtime:?}: the token did not rotate"
+    );
+    // MLflow checks its admin's password hash at every request (~0.3 s on
+    // these machines), so a few dozen requests: still several per token.
+    assert!(
+        logged >= 4 * token_requests as u64,
+        "{logged} requests, {token_requests} token requests: a token per request"
+    );
+}

@@ -275,11 +275,18 @@ fn token(answer: &[u8]) -> Result<Token> {
                 })?,
         ),
     };
-    let lifetime = expires_in
-        .map(|secs| Duration::from_secs_f64(secs.min(crate::MAX_LIFETIME.as_secs_f64()).floor()))
-        .or_else(|| jwt_lifetime(access, SystemTime::now()))
+    let stated = expires_in
+        .map(|secs| Duration::from_secs_f64(secs.min(crate::MAX_LIFETIME.as_secs_f64()).floor()));
+    let lifetime = match (stated, jwt_lifetime(access, SystemTime::now())) {
+        // Both: the earlier end (an IdP counts `exp` from a whole second,
+        // so `expires_in` can outlast it by almost one). An `exp` already
+        // past says this clock is ahead of the IdP's: `expires_in` then.
+        (Some(stated), Some(left)) if !left.is_zero() => stated.min(left),
+        (Some(stated), _) => stated,
+        (None, Some(left)) => left,
         // Nothing says how long it lives: assume not long.
-        .unwrap_or(crate::UNSTATED_LIFETIME);
+        (None, None) => crate::UNSTATED_LIFETIME,
+    };
     Ok(Token {
         value: access.into(),
         lifetime: mlflow_secrets_auth_core::capped(lifetime),
@@ -381,6 +388,20 @@ mod tests {
         assert_eq!(read.lifetime, Duration::from_secs(300));
         let floored = token(br#"{"access_token":"at-1","expires_in":2.9}"#).unwrap();
         assert_eq!(floored.lifetime, Duration::from_secs(2));
+        // A JWT whose `exp` ends before `expires_in` does.
+        let exp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 100;
+        let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+        let answer = format!(r#"{{"access_token":"e30.{claims}.c2ln","expires_in":300}}"#);
+        let jwt = token(answer.as_bytes()).unwrap();
+        assert!(
+            jwt.lifetime <= Duration::from_secs(100),
+            "{:?}",
+            jwt.lifetime
+        );
         let unstated = token(br#"{"access_token":"at-1"}"#).unwrap();
         assert_eq!(unstated.lifetime, crate::UNSTATED_LIFETIME);
         for bad in [

@@ -102,18 +102,29 @@ fn folder() -> PathBuf {
     workspace_root().join("secrets-testkit/oidc")
 }
 
+/// Node, with the packages installed, or `None` (with a loud SKIPPED line)
+/// when they are missing and servers are not required.
+fn node(test: &str) -> Option<PathBuf> {
+    let policy = ServerPolicy::from_env();
+    let node = policy.require("node", test)?;
+    for package in ["oidc-provider", "jose"] {
+        if !folder()
+            .join(format!("node_modules/{package}/package.json"))
+            .is_file()
+        {
+            // The same rule as a missing binary: fail under CI, else skip loudly.
+            policy.require(&format!("{package} (node_modules)"), test)?;
+        }
+    }
+    Some(node)
+}
+
 impl OidcServer {
     /// Starts the provider with `clients` and access tokens living
     /// `token_ttl`, or `None` (with a loud SKIPPED line) when Node or the
     /// package is missing and servers are not required.
     pub fn start(test: &str, clients: &[OidcClient], token_ttl: Duration) -> Option<Self> {
-        let policy = ServerPolicy::from_env();
-        let node = policy.require("node", test)?;
-        let installed = folder().join("node_modules/oidc-provider/package.json");
-        if !installed.is_file() {
-            // The same rule as a missing binary: fail under CI, else skip loudly.
-            policy.require("oidc-provider (node_modules)", test)?;
-        }
+        let node = node(test)?;
         let clients =
             serde_json::Value::Array(clients.iter().map(OidcClient::registered).collect())
                 .to_string();
@@ -168,5 +179,76 @@ impl OidcServer {
         .expect("the introspection endpoint answers");
         let answer: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
         answer["active"] == true && answer["client_id"] == client_id
+    }
+}
+
+/// What an [`OidcGateway`] let through and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// Requests with a token the IdP signed, relayed to MLflow.
+    pub accepted: u64,
+    /// Requests refused with 401.
+    pub refused: u64,
+    /// Why each was refused (`jose`'s error code and message).
+    pub reasons: Vec<String>,
+}
+
+/// The oracle in front of a real MLflow (`gateway.mjs`): a request passes
+/// only with a bearer token the IdP signed for `audience`, checked by `jose`
+/// against the IdP's JWKS (signature, issuer, audience, expiry); MLflow is
+/// then asked with its admin's credentials. Killed when dropped.
+#[derive(Debug)]
+pub struct OidcGateway {
+    process: ServerProcess,
+}
+
+impl OidcGateway {
+    /// A gateway for tokens `idp` issues for `audience`, in front of `mlflow`.
+    pub fn start(
+        test: &str,
+        idp: &OidcServer,
+        audience: &str,
+        mlflow: &crate::mlflow::MlflowServer,
+    ) -> Option<Self> {
+        let node = node(test)?;
+        let script = folder().join("gateway.mjs").display().to_string();
+        let upstream_auth = crate::mlflow::basic("admin", mlflow.admin_password());
+        let process = ServerProcess::start(&ServerSpec {
+            name: "oidc-gateway",
+            binary: &node,
+            args: &[&script, "{port}"],
+            env: &[
+                ("GATEWAY_ISSUER", &idp.issuer()),
+                ("GATEWAY_AUDIENCE", audience),
+                ("GATEWAY_UPSTREAM", &mlflow.url()),
+                ("GATEWAY_UPSTREAM_AUTH", &upstream_auth),
+            ],
+            ready_path: "/gateway/stats",
+            startup_timeout: Duration::from_secs(30),
+        });
+        Some(Self { process })
+    }
+
+    /// `http://127.0.0.1:PORT`: MLflow, behind the gateway.
+    pub fn url(&self) -> String {
+        self.process.url()
+    }
+
+    /// What it accepted and refused so far.
+    pub fn stats(&self) -> GatewayStats {
+        let response = crate::net::http(self.process.addr(), "GET", "/gateway/stats", &[], b"")
+            .expect("the gateway answers");
+        let stats: serde_json::Value =
+            serde_json::from_str(&response.body).expect("the gateway's stats are JSON");
+        GatewayStats {
+            accepted: stats["accepted"].as_u64().unwrap_or_default(),
+            refused: stats["refused"].as_u64().unwrap_or_default(),
+            reasons: stats["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+        }
     }
 }
