@@ -186,6 +186,7 @@ class Counting:
 
     def __init__(self, upstream: str) -> None:
         self.count = 0
+        self.times: List[float] = []
         counting = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -193,6 +194,7 @@ class Counting:
 
             def do_POST(self) -> None:  # noqa: N802
                 counting.count += 1
+                counting.times.append(time.monotonic())
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request = urllib.request.Request(
                     upstream + self.path, data=body, method="POST",

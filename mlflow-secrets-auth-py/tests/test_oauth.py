@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import free_port, run_python, start, stop
+from conftest import Counting, free_port, run_python, start, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 IDP = ROOT / "secrets-testkit" / "oidc"
@@ -38,8 +38,8 @@ class Idp:
         return said.get("active") is True and said.get("client_id") == CLIENT_ID
 
 
-@pytest.fixture(scope="module")
-def idp() -> Iterator[Idp]:
+def start_idp(ttl: int) -> tuple:
+    """The provider with our client, tokens living `ttl` seconds: (process, url)."""
     node = shutil.which("node")
     if node is None or not (IDP / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("Node.js or oidc-provider missing: run `cargo xtask test-env`")
@@ -54,11 +54,17 @@ def idp() -> Iterator[Idp]:
     ]
     process = start(
         [node, str(IDP / "server.mjs"), str(port)],
-        {"OIDC_CLIENTS": json.dumps(clients), "OIDC_TOKEN_TTL": "600"},
+        {"OIDC_CLIENTS": json.dumps(clients), "OIDC_TOKEN_TTL": str(ttl)},
         f"http://127.0.0.1:{port}/.well-known/openid-configuration",
     )
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[Idp]:
+    process, url = start_idp(600)
     try:
-        yield Idp(f"http://127.0.0.1:{port}")
+        yield Idp(url)
     finally:
         stop(process)
 
@@ -86,3 +92,70 @@ def test_mlflow_gets_an_access_token_the_idp_issued_and_never_the_client(moto, c
     assert idp.issued_to(header.removeprefix("Bearer "))
     assert not capture.saw(CLIENT_SECRET)
     assert CLIENT_SECRET not in done.stdout + done.stderr
+
+
+LIFETIME = 4
+AUDIENCE = "https://mlflow.example.test"
+
+LONG_RUN = """
+import time, mlflow
+mlflow.set_experiment("long-run")
+started = time.monotonic()
+logged = 0
+with mlflow.start_run() as run:
+    while time.monotonic() - started < float(LIFETIME) * 5:
+        mlflow.log_metric("loss", logged, step=logged)
+        logged += 1
+history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")
+assert len(history) == logged, (len(history), logged)
+print(logged, time.monotonic() - started)
+"""
+
+
+def test_a_run_lasting_five_token_lifetimes_meets_no_refusal(moto, mlflow_server):
+    """MLflow's own client logs for five token lifetimes through the plugin,
+    to MLflow behind a gateway that lets through only tokens the IdP signed
+    (`jose` against the IdP's JWKS: the oracle). Nothing is refused, and the
+    IdP is asked about once per 80 % of a lifetime, never once per request."""
+    process, issuer = start_idp(LIFETIME)
+    counted = Counting(issuer)
+    node = shutil.which("node")
+    port = free_port()
+    basic = base64.b64encode(f"admin:{mlflow_server.admin_password}".encode()).decode()
+    gateway = start(
+        [node, str(IDP / "gateway.mjs"), str(port)],
+        {
+            "GATEWAY_ISSUER": issuer,
+            "GATEWAY_AUDIENCE": AUDIENCE,
+            "GATEWAY_UPSTREAM": mlflow_server.url,
+            "GATEWAY_UPSTREAM_AUTH": f"Basic {basic}",
+        },
+        f"http://127.0.0.1:{port}/gateway/stats",
+    )
+    try:
+        moto.put("long-run-client", json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}))
+        env = {
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+            "MLFLOW_TRACKING_AUTH": "mlflow_secrets_auth",
+            "MLFLOW_SECRETS_ALLOWED_HOSTS": "127.0.0.1",
+            **moto.env("long-run-client"),
+            "MLFLOW_SECRETS_OAUTH_TOKEN_URL": f"{counted.url}/token",
+            "MLFLOW_SECRETS_OAUTH_RESOURCE": AUDIENCE,
+        }
+        done = run_python(LONG_RUN.replace("LIFETIME", str(LIFETIME)), env)
+        assert done.returncode == 0, done.stderr
+        logged, runtime = done.stdout.split()[-2:]
+        logged, runtime = int(logged), float(runtime)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/gateway/stats", timeout=30) as answer:
+            stats = json.load(answer)
+        assert stats["refused"] == 0, stats["reasons"]
+        assert stats["accepted"] >= logged
+        requests = counted.count
+        gaps = [round(b - a, 2) for a, b in zip(counted.times, counted.times[1:])]
+        assert requests <= runtime / (0.8 * LIFETIME) + 2, (requests, runtime, gaps)
+        assert requests >= runtime / LIFETIME, f"the token did not rotate: {requests} in {runtime:.1f} s"
+        assert logged >= 4 * requests, f"{logged} metrics, {requests} token requests"
+    finally:
+        stop(gateway)
+        counted.close()
+        stop(process)

@@ -681,6 +681,9 @@ impl Inner {
         if let Some(valid_for) = meta.valid_for {
             entry = entry.with_valid_for(valid_for);
         }
+        if let Some(lifetime) = meta.lifetime {
+            entry = entry.with_lifetime(lifetime);
+        }
         Ok((served, entry))
     }
 }

@@ -300,6 +300,9 @@ fn keep(fetched: FetchedSecret) -> (Kept, EntryMeta) {
     if let Some(valid_for) = fetched.meta.valid_for {
         entry = entry.with_valid_for(valid_for);
     }
+    if let Some(lifetime) = fetched.meta.lifetime {
+        entry = entry.with_lifetime(lifetime);
+    }
     let kept = Kept {
         text: fetched.text,
         meta: fetched.meta,

@@ -241,6 +241,9 @@ pub struct EntryMeta {
     pub ttl: Option<Duration>,
     /// How long the backend says the value stays valid; shortens the TTL, never lengthens it.
     pub valid_for: Option<Duration>,
+    /// The value's whole remaining life when `valid_for` is only its usable
+    /// part: refresh ahead is reckoned from it (never past the expiry).
+    pub lifetime: Option<Duration>,
 }
 
 impl EntryMeta {
@@ -255,6 +258,13 @@ impl EntryMeta {
     #[must_use]
     pub fn with_valid_for(mut self, valid_for: Duration) -> Self {
         self.valid_for = Some(valid_for);
+        self
+    }
+
+    /// Sets the whole remaining life (see [`Self::lifetime`]).
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = Some(lifetime);
         self
     }
 }

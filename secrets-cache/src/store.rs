@@ -135,7 +135,13 @@ where
     pub(crate) fn new_entry(&self, value: Arc<V>, meta: &EntryMeta, now: Duration) -> Entry<V> {
         let (ttl, backend_limited) = self.config.lifetime(meta);
         let expires_at = now.saturating_add(ttl);
-        let refresh_at = now.saturating_add(self.config.refresh_after(ttl, backend_limited));
+        // A value usable for less than it lives is refreshed as its life says.
+        let life = match meta.lifetime {
+            Some(life) if backend_limited => life.max(ttl),
+            _ => ttl,
+        };
+        let refresh_after = self.config.refresh_after(life, backend_limited).min(ttl);
+        let refresh_at = now.saturating_add(refresh_after);
         Entry {
             value,
             fetched_at: now,

@@ -555,6 +555,35 @@ async fn a_value_the_backend_says_expires_is_refreshed_with_minutes_to_spare() {
 }
 
 #[tokio::test]
+async fn a_value_usable_for_less_than_it_lives_is_refreshed_as_its_life_says() {
+    // It lives 10 s, is used for 9 s (a token is not sent in its last
+    // second): refreshed at 8 s (80 % of its life, not of 9 s), gone at 9 s.
+    let (cache, clock) = cache_with(config());
+    let backend = Backend::default();
+    let meta = EntryMeta::default()
+        .with_valid_for(secs(9))
+        .with_lifetime(secs(10));
+    cache
+        .get_or_fetch(&key("k"), backend.answer_with(Ok(("v1".into(), meta))))
+        .await
+        .unwrap();
+    assert_eq!(cache.entries()[0].remaining, secs(9));
+    clock.advance(Duration::from_millis(7_999));
+    ask(&cache, &backend, "k", Ok("unused")).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 1, "not at 72 %");
+    clock.advance(Duration::from_millis(1));
+    ask(&cache, &backend, "k", Err(TRANSIENT)).await.unwrap();
+    settle().await;
+    assert_eq!(backend.calls(), 2, "at 80 % of its life");
+    clock.advance(secs(1));
+    assert!(
+        ask(&cache, &backend, "k", Err(TRANSIENT)).await.is_err(),
+        "never served past its usable part"
+    );
+}
+
+#[tokio::test]
 async fn a_refresh_bringing_no_later_expiry_backs_off_instead_of_crowding() {
     // The backend answers with the value it has, expiring at 100 s. Refreshed
     // at 80 % of what is left each time, it would be asked at 80, 96, 99.2,

@@ -113,6 +113,10 @@ pub struct SecretMeta {
     /// How long the backend says the secret stays valid from now (a Vault lease,
     /// an Azure `exp`). A cache never keeps the secret longer than this.
     pub valid_for: Option<Duration>,
+    /// The whole of the secret's remaining life, when the usable part
+    /// (`valid_for`) ends before it (an OAuth2 token is not sent in its last
+    /// seconds): refresh ahead is reckoned from this, expiry from `valid_for`.
+    pub lifetime: Option<Duration>,
     /// How the source wants the credential written, overriding the provider's
     /// configured auth mode: a source that serves credentials it did not
     /// choose the mode of (the node agent passes on its own provider's).
@@ -131,6 +135,14 @@ impl SecretMeta {
     #[must_use]
     pub fn with_valid_for(mut self, valid_for: Duration) -> Self {
         self.valid_for = Some(crate::capped(valid_for));
+        self
+    }
+
+    /// Sets the whole remaining life (cut to [`crate::MAX_DURATION`]); see
+    /// [`Self::lifetime`].
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = Some(crate::capped(lifetime));
         self
     }
 

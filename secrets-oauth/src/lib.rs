@@ -173,7 +173,9 @@ impl OAuthProvider {
             }
         };
         mlflow_secrets_auth_core::hide_while_current("oauth token", token.value.expose_secret());
-        let mut meta = SecretMeta::default().with_valid_for(skewed(token.lifetime));
+        let mut meta = SecretMeta::default()
+            .with_valid_for(skewed(token.lifetime))
+            .with_lifetime(token.lifetime);
         meta.auth_mode = Some(AuthMode::Bearer);
         // A token as the JSON form, so that no `:` in it is read as a
         // username and password.
