@@ -1697,3 +1697,77 @@ fn an_oauth_token_the_idp_issued_reaches_the_upstream_and_the_client_never_does(
     assert!(!upstream.saw(SECRET) && !upstream.saw(&proxy.token));
     assert!(!proxy.log_text().contains(SECRET));
 }
+
+/// A plain `curl` with the local token, for five token lifetimes, through the
+/// proxy to MLflow behind a gateway that lets through only tokens the IdP
+/// signed (`jose` against the IdP's JWKS): every answer is MLflow's, while
+/// the token rotates underneath (counted at the IdP).
+#[test]
+fn curl_gets_mlflow_through_the_proxy_while_the_oauth_token_rotates() {
+    use secrets_testkit::fault::FaultProxy;
+    use secrets_testkit::mlflow::MlflowServer;
+    use secrets_testkit::oidc::{OidcClient, OidcGateway, OidcServer};
+    const TEST: &str = "proxy: OAuth2 token rotating";
+    const LIFETIME: Duration = Duration::from_secs(4);
+    const AUDIENCE: &str = "https://mlflow.example.test";
+    let client = OidcClient::new(
+        "rotating-client",
+        "rotating-secret-4",
+        "client_secret_basic",
+    );
+    let Some(idp) = OidcServer::start(TEST, std::slice::from_ref(&client), LIFETIME) else {
+        return;
+    };
+    let Some(mlflow) = MlflowServer::shared(TEST) else {
+        return;
+    };
+    let Some(gateway) = OidcGateway::start(TEST, &idp, AUDIENCE, mlflow) else {
+        return;
+    };
+    let counter = FaultProxy::start(idp.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let stored = client.store_in(dir.path());
+    let token_url = format!("{}/token", counter.url());
+    let mut vars = file_vars(&stored);
+    vars.extend([
+        ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", token_url.as_str()),
+        ("MLFLOW_SECRETS_OAUTH_RESOURCE", AUDIENCE),
+    ]);
+    let proxy = Proxy::start(dir.path(), &gateway.url(), &vars, &[]);
+    let header = proxy.bearer().replace("Bearer ", "Authorization: Bearer ");
+    let url = format!(
+        "{}/api/2.0/mlflow/experiments/search?max_results=1",
+        proxy.url()
+    );
+    let started = Instant::now();
+    let mut answers = 0u64;
+    while started.elapsed() < 5 * LIFETIME {
+        let output = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-H", &header, &url])
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        assert_eq!(status, "200", "answer {answers}: {body}");
+        assert!(body.contains("experiments"), "MLflow's answer: {body}");
+        answers += 1;
+    }
+    let runtime = started.elapsed();
+    let stats = gateway.stats();
+    assert_eq!(
+        stats.refused, 0,
+        "refused at the gateway: {:?}",
+        stats.reasons
+    );
+    assert_eq!(stats.accepted, answers);
+    let token_requests = counter.forwarded() as f64;
+    let bound = runtime.as_secs_f64() / (0.8 * LIFETIME.as_secs_f64()) + 2.0;
+    assert!(
+        token_requests <= bound,
+        "{token_requests} token requests in {runtime:?}, at most {bound:.1}"
+    );
+    assert!(
+        token_requests >= runtime.as_secs_f64() / LIFETIME.as_secs_f64(),
+        "{token_requests} token requests in {runtime:?}: the token did not rotate"
+    );
+}
