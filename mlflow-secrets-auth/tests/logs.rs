@@ -136,6 +136,28 @@ fn trace_logs_never_contain_the_secret() {
     tracing::subscriber::with_default(subscriber, flow);
     assert_clean(&logs);
 
+    // OAuth2 with a plain subscriber: the client secrets, the private key,
+    // the assertions and the access tokens are in no line.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let hidden = tracing::subscriber::with_default(subscriber, oauth_flow);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    if !hidden.is_empty() {
+        assert!(
+            text.contains("the IdP refused the client"),
+            "trace logs were captured:\n{text}"
+        );
+    }
+    for value in &hidden {
+        assert!(!text.contains(value.as_str()), "{text}");
+    }
+    // A JWT (an assertion, or a JWT access token) starts with `eyJ`.
+    assert!(!text.contains("eyJ"), "{text}");
+
     // A withheld credential is warned about once per (host, reason).
     let logs = Captured::default();
     let writer = logs.clone();
@@ -164,6 +186,87 @@ fn trace_logs_never_contain_the_secret() {
         said.iter()
             .all(|l| l.contains("MLFLOW_SECRETS_ALLOWED_HOSTS"))
     );
+}
+
+/// Tokens for a client with a secret (Basic and in the body), and for one
+/// with a key (`private_key_jwt`, JWT access tokens), and a refused secret;
+/// what must never be logged.
+fn oauth_flow() -> Vec<String> {
+    use mlflow_secrets_auth::Env;
+    use mlflow_secrets_auth::secrecy::ExposeSecret;
+    use secrets_testkit::oidc::{OidcClient, OidcServer};
+
+    const SECRET: &str = "oauth-secret-never-logged-71";
+    let with_secret = OidcClient::new("logged-client", SECRET, "client_secret_basic");
+    let posting = OidcClient::new("posting-client", SECRET, "client_secret_post");
+    let keyed = OidcClient::with_key("keyed-client", "key-1");
+    let Some(idp) = OidcServer::start(
+        "logs: OAuth2",
+        &[with_secret.clone(), posting.clone(), keyed.clone()],
+        Duration::from_secs(600),
+    ) else {
+        return Vec::new();
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pem, _) = keyed.key.clone().unwrap();
+    let mut hidden = vec![
+        SECRET.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(format!("logged-client:{SECRET}")),
+    ];
+    hidden.extend(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_owned),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token_url = idp.token_url();
+    for (client, method, resource) in [
+        (&with_secret, "client_secret_basic", ""),
+        (&posting, "client_secret_post", ""),
+        (&keyed, "private_key_jwt", "https://mlflow.example.test"),
+    ] {
+        let stored = client.store_in(dir.path());
+        let mut vars = vec![
+            ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+            ("MLFLOW_SECRETS_FILE_PATH", stored.as_str()),
+            ("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow.example.com"),
+            ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", token_url.as_str()),
+            ("MLFLOW_SECRETS_OAUTH_CLIENT_AUTH", method),
+        ];
+        if !resource.is_empty() {
+            vars.push(("MLFLOW_SECRETS_OAUTH_RESOURCE", resource));
+        }
+        let auth = SecretsAuth::from_source(&Env::new(&vars.as_slice())).unwrap();
+        let header = runtime.block_on(auth.header_for(URL)).unwrap().unwrap();
+        let token = header
+            .value()
+            .expose_secret()
+            .strip_prefix("Bearer ")
+            .unwrap();
+        // The provider introspects its opaque tokens only; a JWT says whose it is.
+        if resource.is_empty() {
+            assert!(idp.issued_to(token, &client.id));
+        } else {
+            assert!(token.starts_with("eyJ"), "a JWT access token");
+        }
+        hidden.push(token.to_owned());
+    }
+    // A secret the IdP refuses: read again, refused again, an error.
+    let wrong = OidcClient::new("logged-client", "wrong-secret-never-logged", "");
+    let stored = wrong.store_in(dir.path());
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+        ("MLFLOW_SECRETS_FILE_PATH", stored.as_str()),
+        ("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow.example.com"),
+        ("MLFLOW_SECRETS_OAUTH_TOKEN_URL", token_url.as_str()),
+    ];
+    let auth = SecretsAuth::from_source(&Env::new(&vars.as_slice())).unwrap();
+    assert!(runtime.block_on(auth.header_for(URL)).is_err());
+    hidden.push("wrong-secret-never-logged".to_owned());
+    hidden
 }
 
 /// Withholds the credential from two hosts (each many times) and from an
