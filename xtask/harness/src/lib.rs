@@ -5,6 +5,11 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mlflow_secrets_auth_agent::{AgentAddr, AgentClient, protocol};
 
 use secrets_testkit::moto;
 
@@ -46,4 +51,72 @@ pub fn memory_mb(pid: u32, field: &str) -> Result<f64> {
         })
         .ok_or("no such field in /proc/PID/status")?;
     Ok(kb / 1024.0)
+}
+
+/// The value at fraction `p` of `sorted`.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// A node agent (`mlflow-secrets-auth agent`) on a socket, ready; killed
+/// when dropped.
+#[derive(Debug)]
+pub struct Agent {
+    /// The agent's process.
+    pub process: Child,
+    /// Its socket.
+    pub socket: std::path::PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent of `cli` with `env` on `socket` and waits until it
+    /// is ready.
+    pub fn start(cli: &Path, env: &HashMap<String, String>, socket: &Path) -> Result<Self> {
+        let process = Command::new(cli)
+            .envs(env)
+            .args(["agent", "--log-level", "error", "--socket"])
+            .arg(socket)
+            .stdout(Stdio::null())
+            .spawn()?;
+        let agent = Self {
+            process,
+            socket: socket.to_owned(),
+        };
+        let client = agent.client();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let started = Instant::now();
+        while runtime
+            .block_on(client.get(protocol::READY_PATH))
+            .map_or(true, |a| !a.status.is_success())
+        {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err("the agent did not become ready".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(agent)
+    }
+
+    /// A client of its socket.
+    pub fn client(&self) -> AgentClient {
+        AgentClient::new(AgentAddr::Unix(self.socket.clone()), None)
+    }
+
+    /// `MLFLOW_SECRETS_AGENT` for it.
+    pub fn var(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
 }

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mlflow_secrets_auth_agent::{AgentAddr, AgentClient, protocol};
+use mlflow_secrets_auth_agent::protocol;
 use secrets_testkit::fault::FaultProxy;
 use secrets_testkit::moto::MotoServer;
-use xtask_harness::{Result, aws_env, memory_mb};
+use xtask_harness::{Agent, Result, aws_env, memory_mb, percentile};
 
 const CLIENTS: usize = 50;
 const REQUESTS: usize = 10_000;
@@ -37,37 +37,22 @@ fn main() -> Result<()> {
     let without = proxy.forwarded() - before;
 
     // The same 50 through the agent.
-    let socket = dir.join("run/agent.sock");
     let before = proxy.forwarded();
-    let mut agent = Command::new(&cli)
-        .envs(&env)
-        .args(["agent", "--log-level", "error", "--socket"])
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .spawn()?;
-    let client = AgentClient::new(AgentAddr::Unix(socket.clone()), None);
+    let agent = Agent::start(&cli, &env, &dir.join("run/agent.sock"))?;
+    let socket = agent.socket.clone();
+    let client = agent.client();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let started = Instant::now();
-    while runtime
-        .block_on(client.get(protocol::READY_PATH))
-        .map_or(true, |a| !a.status.is_success())
-    {
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("the agent did not become ready".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let idle_rss = memory_mb(agent.id(), "VmRSS")?;
-    let agent_var = format!("unix:{}", socket.display());
+    let idle_rss = memory_mb(agent.process.id(), "VmRSS")?;
+    let agent_var = agent.var();
     wave(
         &cli,
         &HashMap::new(),
         &[("MLFLOW_SECRETS_AGENT", &agent_var)],
     )?;
     let with = proxy.forwarded() - before;
-    let peak_rss = memory_mb(agent.id(), "VmHWM")?;
+    let peak_rss = memory_mb(agent.process.id(), "VmHWM")?;
 
     // /v1/secret, one connection per request (as a client's provider asks).
     let mut latencies = Vec::with_capacity(REQUESTS);
@@ -86,7 +71,7 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     latencies.sort();
-    let rss_after = memory_mb(agent.id(), "VmRSS")?;
+    let rss_after = memory_mb(agent.process.id(), "VmRSS")?;
 
     // `cache status`: the whole command, process start included.
     let mut walls = Vec::new();
@@ -103,8 +88,7 @@ fn main() -> Result<()> {
         }
     }
     walls.sort();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
@@ -161,12 +145,4 @@ fn wave(cli: &Path, env: &HashMap<String, String>, extra: &[(&str, &str)]) -> Re
         }
     }
     Ok(())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
