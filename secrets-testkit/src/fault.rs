@@ -84,6 +84,8 @@ struct Shared {
     forwarded: AtomicUsize,
     /// The status of every response relayed from the server, in order.
     relayed: Mutex<Vec<u16>>,
+    /// The path of every request forwarded, in order.
+    paths: Mutex<Vec<String>>,
 }
 
 /// A forwarding proxy with injectable faults; stops on drop.
@@ -156,6 +158,17 @@ impl FaultProxy {
     /// Requests forwarded to the server so far.
     pub fn forwarded(&self) -> usize {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded to the server so far whose path starts with `prefix`.
+    pub fn forwarded_to(&self, prefix: &str) -> usize {
+        self.shared
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .count()
     }
 
     /// Responses with `status` relayed from the server so far.
@@ -249,6 +262,11 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
     }
 
     shared.forwarded.fetch_add(1, Ordering::SeqCst);
+    shared
+        .paths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.clone());
     let mut server = TcpStream::connect(upstream)?;
     let mut head = request_line;
     for header in headers {

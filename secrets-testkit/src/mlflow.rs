@@ -47,6 +47,7 @@ impl MlflowServer {
 
     fn start_with(test: &str, serve_artifacts: bool) -> Option<Self> {
         let binary = ServerPolicy::from_env().require("mlflow", test)?;
+        sweep_leftovers();
         let dir = std::env::temp_dir().join(format!(
             "mlflow-secrets-auth-mlflow-{}-{}",
             std::process::id(),
@@ -174,6 +175,30 @@ impl MlflowServer {
 impl Drop for MlflowServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the folders of servers whose test process is gone: a shared
+/// server lives in a static, which is never dropped, so its folder (its
+/// database and artifacts, ~200 MB) would stay behind.
+fn sweep_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mlflow-secrets-auth-mlflow-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -9,8 +9,18 @@ use vaultrs::error::ClientError;
 pub(crate) enum Action<'a> {
     /// Reading the secret at this path.
     Read(&'a str),
-    /// Logging in with AppRole on this mount.
-    Login(&'a str),
+    /// Logging in: the method (`AppRole`, `JWT`, `Kubernetes`), its mount,
+    /// and what to check when Vault refuses it.
+    Login {
+        /// The method's name.
+        method: &'a str,
+        /// The auth mount.
+        mount: &'a str,
+        /// What to check when refused.
+        check: &'a str,
+    },
+    /// Renewing the token (renew-self).
+    Renew,
     /// Looking up the mount of this path.
     Detect(&'a str),
 }
@@ -39,7 +49,7 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
     if let Some(code) = status(error) {
         let kind = match (code, action) {
             // A login Vault cannot match (wrong role or secret id).
-            (400, Action::Login(_)) => ErrorKind::PermissionDenied,
+            (400, Action::Login { .. }) => ErrorKind::PermissionDenied,
             _ => classify::status_kind(code),
         };
         let what = match (kind, action) {
@@ -49,13 +59,19 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
             (ErrorKind::PermissionDenied, Action::Read(path)) => {
                 format!("Vault denied reading `{path}` (check the token's policies)")
             }
-            (ErrorKind::PermissionDenied, Action::Login(mount)) => {
-                format!(
-                    "AppRole login on mount `{mount}` refused (check VAULT_ROLE_ID and VAULT_SECRET_ID)"
-                )
-            }
+            (
+                ErrorKind::PermissionDenied,
+                Action::Login {
+                    method,
+                    mount,
+                    check,
+                },
+            ) => format!("{method} login on mount `{mount}` refused ({check})"),
             (_, Action::Read(path)) => format!("reading `{path}` failed"),
-            (_, Action::Login(mount)) => format!("AppRole login on mount `{mount}` failed"),
+            (_, Action::Login { method, mount, .. }) => {
+                format!("{method} login on mount `{mount}` failed")
+            }
+            (_, Action::Renew) => "renewing the Vault token failed".to_owned(),
             (_, Action::Detect(path)) => format!("looking up the mount of `{path}` failed"),
         };
         let sealed = if code == 503 {
@@ -105,7 +121,10 @@ pub(crate) fn map(error: &ClientError, action: Action<'_>, address: &str) -> Sec
         ),
         ClientError::ResponseDataEmptyError | ClientError::ResponseEmptyError => {
             let path = match action {
-                Action::Read(path) | Action::Detect(path) | Action::Login(path) => path,
+                Action::Read(path) | Action::Detect(path) | Action::Login { mount: path, .. } => {
+                    path
+                }
+                Action::Renew => "auth/token/renew-self",
             };
             SecretError::new(
                 ErrorKind::NotFound,
@@ -241,7 +260,11 @@ mod tests {
     fn bad_approle_login_is_permission_denied_with_vaults_message() {
         let err = map(
             &api(400, &["invalid role or secret ID"]),
-            Action::Login("approle"),
+            Action::Login {
+                method: "AppRole",
+                mount: "approle",
+                check: "check VAULT_ROLE_ID and VAULT_SECRET_ID",
+            },
             "http://127.0.0.1:8200",
         );
         assert_eq!(err.kind(), ErrorKind::PermissionDenied);

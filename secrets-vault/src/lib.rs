@@ -4,9 +4,15 @@
 //! as JSON, to the rest of the chain (`secrets-core` picks the token or the
 //! username and password out of it).
 //!
-//! - Auth: a token (`VAULT_TOKEN`), or AppRole (`VAULT_ROLE_ID` +
-//!   `VAULT_SECRET_ID`): logged in once, logged in again before the token
-//!   expires or when Vault answers 403 on a token that worked (once per fetch).
+//! - Auth: a token (`VAULT_TOKEN`), AppRole (`VAULT_ROLE_ID` +
+//!   `VAULT_SECRET_ID`), or a JWT read from a file at every login
+//!   (`kubernetes` or `jwt` auth, `MLFLOW_VAULT_AUTH_METHOD`): no static
+//!   secret on the node. One lifecycle for every token: renewed (renew-self)
+//!   at about two thirds of its TTL, with jitter; replaced by a new login
+//!   when it cannot be renewed, when its `max_ttl` stops the renewals, when
+//!   a renewal fails, or when Vault answers 403 on a token that worked (once
+//!   per fetch); never used past its expiry; failed logins back off. A
+//!   token the user gave is renewed when it can be, never replaced.
 //! - KV version: detected per mount (`sys/internal/ui/mounts/<path>`) and
 //!   remembered; where that lookup is denied, KV v2 is tried, then KV v1.
 //!   `secret/x` and `secret/data/x` both name the same KV v2 secret.
@@ -25,6 +31,7 @@
 
 mod errors;
 mod kv;
+mod lease;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,9 +50,20 @@ use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 
 use crate::errors::Action;
 pub use crate::kv::KvMount;
+use crate::lease::{Lease, Step};
 
 /// The provider's name.
 pub const NAME: &str = "vault";
+
+/// `token`, `approle`, `kubernetes` or `jwt`; unset: a token if there is
+/// one, else AppRole.
+pub const AUTH_METHOD: &str = "MLFLOW_VAULT_AUTH_METHOD";
+/// The role of Kubernetes or JWT auth.
+pub const AUTH_ROLE: &str = "MLFLOW_VAULT_AUTH_ROLE";
+/// The mount of Kubernetes or JWT auth (default `kubernetes`, `jwt`).
+pub const AUTH_MOUNT: &str = "MLFLOW_VAULT_AUTH_MOUNT";
+/// The file holding the JWT (default for Kubernetes: [`KUBERNETES_TOKEN_FILE`]).
+pub const JWT_FILE: &str = "MLFLOW_VAULT_JWT_FILE";
 
 pub use mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT;
 
@@ -63,7 +81,62 @@ pub enum VaultAuth {
         /// The auth mount (default `approle`).
         mount: String,
     },
+    /// A JWT read from `file` at every login (a projected token rotates).
+    Jwt {
+        /// Kubernetes or JWT auth.
+        method: JwtMethod,
+        /// The role (required by Kubernetes auth; JWT auth has a default role).
+        role: Option<String>,
+        /// The auth mount (default `kubernetes` or `jwt`).
+        mount: String,
+        /// The file holding the JWT.
+        file: PathBuf,
+    },
 }
+
+/// Which Vault auth method a JWT logs in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtMethod {
+    /// `kubernetes` auth: a service-account token, checked by the cluster.
+    Kubernetes,
+    /// `jwt` auth: any JWT whose issuer Vault trusts (GitHub Actions,
+    /// GitLab CI, a workload identity provider).
+    Jwt,
+}
+
+impl JwtMethod {
+    /// The name as in `MLFLOW_VAULT_AUTH_METHOD`, and its default mount.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kubernetes => "kubernetes",
+            Self::Jwt => "jwt",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Kubernetes => "Kubernetes",
+            Self::Jwt => "JWT",
+        }
+    }
+
+    fn check(self) -> &'static str {
+        match self {
+            Self::Kubernetes => {
+                "check MLFLOW_VAULT_AUTH_ROLE, and that the role is bound to this service account and namespace"
+            }
+            Self::Jwt => {
+                "check MLFLOW_VAULT_AUTH_ROLE, and that the role's bound audience and claims match the token's"
+            }
+        }
+    }
+}
+
+/// The service-account token a pod has, where Kubernetes projects it.
+pub const KUBERNETES_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The largest JWT file read, in bytes.
+const JWT_FILE_LIMIT: u64 = 64 * 1024;
 
 impl fmt::Debug for VaultAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,6 +147,18 @@ impl fmt::Debug for VaultAuth {
                 .field("role_id", &mask(role_id))
                 .field("secret_id", &"***")
                 .field("mount", mount)
+                .finish(),
+            Self::Jwt {
+                method,
+                role,
+                mount,
+                file,
+            } => f
+                .debug_struct("Jwt")
+                .field("method", method)
+                .field("role", role)
+                .field("mount", mount)
+                .field("file", file)
                 .finish(),
         }
     }
@@ -125,6 +210,25 @@ impl VaultProviderBuilder {
             role_id: role_id.into(),
             secret_id: SecretString::from(secret_id.into()),
             mount: mount.into(),
+        });
+        self
+    }
+
+    /// Authenticate with a JWT read from `file` at every login, on `mount`
+    /// (`kubernetes` or `jwt` by default).
+    #[must_use]
+    pub fn jwt_login(
+        mut self,
+        method: JwtMethod,
+        role: Option<String>,
+        mount: Option<String>,
+        file: impl Into<PathBuf>,
+    ) -> Self {
+        self.auth = Some(VaultAuth::Jwt {
+            method,
+            role,
+            mount: mount.unwrap_or_else(|| method.name().to_owned()),
+            file: file.into(),
         });
         self
     }
@@ -190,7 +294,7 @@ impl VaultProviderBuilder {
             ca_cert: self.ca_cert,
             skip_verify: self.skip_verify,
             request_timeout: self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-            session: tokio::sync::Mutex::new(None),
+            session: tokio::sync::Mutex::new(Sessions::default()),
             mount: Mutex::new(None),
         })
     }
@@ -227,11 +331,68 @@ fn checked_address(address: &str) -> Result<String> {
     .map_err(|e| e.with_provider(NAME))
 }
 
-/// A logged-in client.
+/// A logged-in client and its token's lease.
 struct Session {
-    client: VaultClient,
-    /// When an AppRole token should be replaced (before it expires).
-    renew_at: Option<Instant>,
+    client: Arc<VaultClient>,
+    lease: Lease,
+}
+
+/// The session, and what failed logins left.
+#[derive(Default)]
+struct Sessions {
+    current: Option<Arc<Session>>,
+    /// Logins refused or failed by Vault in a row.
+    failures: u32,
+    /// No login before this (after a failed one).
+    retry_at: Option<Instant>,
+    /// The last failed login's error, answered until `retry_at`.
+    last_error: Option<SecretError>,
+}
+
+/// Why a login failed, and whether Vault answered it (a refusal, an
+/// overload): then the next one backs off.
+struct LoginError {
+    error: SecretError,
+    answered: bool,
+}
+
+impl From<SecretError> for LoginError {
+    fn from(error: SecretError) -> Self {
+        Self {
+            error,
+            answered: false,
+        }
+    }
+}
+
+/// A lease's TTL as reported (capped: it is server input).
+fn reported(seconds: u64) -> Duration {
+    mlflow_secrets_auth_core::capped(Duration::from_secs(seconds))
+}
+
+/// The JWT in `file`, read for a login: a `config` error naming the file
+/// when it is missing, empty or too large.
+fn read_jwt(file: &Path) -> Result<zeroize::Zeroizing<String>> {
+    use std::io::Read as _;
+    let unreadable = |what: String| {
+        SecretError::config(JWT_FILE, format!("{}: {what}", file.display())).with_provider(NAME)
+    };
+    let opened =
+        std::fs::File::open(file).map_err(|e| unreadable(format!("cannot be read ({e})")))?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    opened
+        .take(JWT_FILE_LIMIT + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| unreadable(format!("cannot be read ({e})")))?;
+    if text.len() as u64 > JWT_FILE_LIMIT {
+        return Err(unreadable(format!("is larger than {JWT_FILE_LIMIT} bytes")));
+    }
+    let jwt = zeroize::Zeroizing::new(text.trim().to_owned());
+    if jwt.is_empty() {
+        return Err(unreadable("is empty".to_owned()));
+    }
+    mlflow_secrets_auth_core::hide_while_current("vault jwt", &jwt);
+    Ok(jwt)
 }
 
 /// Reads one KV secret from Vault or OpenBao.
@@ -243,7 +404,7 @@ pub struct VaultProvider {
     ca_cert: Option<PathBuf>,
     skip_verify: bool,
     request_timeout: Duration,
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    session: tokio::sync::Mutex<Sessions>,
     /// The KV mount and version, once known.
     mount: Mutex<Option<KvMount>>,
 }
@@ -312,6 +473,82 @@ impl VaultProvider {
         if let Some(ca) = env.string(&["VAULT_CACERT", "BAO_CACERT"])? {
             builder = builder.ca_cert(ca);
         }
+        let method = env
+            .string(&[AUTH_METHOD])?
+            .map(|m| m.trim().to_ascii_lowercase())
+            .filter(|m| !m.is_empty());
+        let role = env
+            .string(&[AUTH_ROLE])?
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        let mount = env
+            .string(&[AUTH_MOUNT])?
+            .map(|m| m.trim().trim_matches('/').to_owned())
+            .filter(|m| !m.is_empty());
+        let jwt_file = env.string(&[JWT_FILE])?.filter(|f| !f.trim().is_empty());
+        let jwt = |method: JwtMethod, file: String| VaultAuth::Jwt {
+            method,
+            role: role.clone(),
+            mount: mount.clone().unwrap_or_else(|| method.name().to_owned()),
+            file: file.into(),
+        };
+        builder.auth = match method.as_deref() {
+            None | Some("token" | "approle") => {
+                let auth = Self::token_or_approle(env)?;
+                match (method.as_deref(), &auth) {
+                    (Some("token"), Some(VaultAuth::AppRole { .. }) | None) => {
+                        return Err(SecretError::unset(
+                            "VAULT_TOKEN",
+                            "MLFLOW_VAULT_AUTH_METHOD=token needs a token (or `vault login`)",
+                        ));
+                    }
+                    (Some("approle"), Some(VaultAuth::Token(_)) | None) => {
+                        let given = Self::approle(env)?;
+                        if given.is_none() {
+                            return Err(SecretError::unset(
+                                "VAULT_ROLE_ID",
+                                "MLFLOW_VAULT_AUTH_METHOD=approle needs VAULT_ROLE_ID and VAULT_SECRET_ID",
+                            ));
+                        }
+                        given
+                    }
+                    _ => auth,
+                }
+            }
+            Some("kubernetes") => {
+                if role.is_none() {
+                    return Err(SecretError::unset(
+                        AUTH_ROLE,
+                        "Kubernetes auth needs the Vault role bound to this service account",
+                    ));
+                }
+                Some(jwt(
+                    JwtMethod::Kubernetes,
+                    jwt_file.unwrap_or_else(|| KUBERNETES_TOKEN_FILE.to_owned()),
+                ))
+            }
+            Some("jwt") => {
+                let Some(file) = jwt_file else {
+                    return Err(SecretError::unset(
+                        JWT_FILE,
+                        "JWT auth needs the file holding the token (read again at every login)",
+                    ));
+                };
+                Some(jwt(JwtMethod::Jwt, file))
+            }
+            Some(_) => {
+                return Err(SecretError::config(
+                    AUTH_METHOD,
+                    "is not an auth method (expected token, approle, kubernetes or jwt)",
+                ));
+            }
+        };
+        Ok(builder)
+    }
+
+    /// The token or AppRole the environment holds, as inferred when
+    /// `MLFLOW_VAULT_AUTH_METHOD` is unset: a token wins.
+    fn token_or_approle(env: &Env<'_>) -> Result<Option<VaultAuth>> {
         let role_id = env.string(&["VAULT_ROLE_ID"])?;
         let secret_id = env.secret(&["VAULT_SECRET_ID"])?;
         let token = match env.secret(&["VAULT_TOKEN", "BAO_TOKEN"])? {
@@ -322,30 +559,35 @@ impl VaultProvider {
                 .and_then(|home| token_helper_file(&home)),
             None => None,
         };
-        builder.auth = match (token, role_id, secret_id) {
-            (Some(token), _, _) => Some(VaultAuth::Token(token)),
-            (None, Some(role_id), Some(secret_id)) => Some(VaultAuth::AppRole {
+        match token {
+            Some(token) => Ok(Some(VaultAuth::Token(token))),
+            None => Self::approle(env),
+        }
+    }
+
+    /// AppRole from `VAULT_ROLE_ID` and `VAULT_SECRET_ID`, when both are set.
+    fn approle(env: &Env<'_>) -> Result<Option<VaultAuth>> {
+        match (
+            env.string(&["VAULT_ROLE_ID"])?,
+            env.secret(&["VAULT_SECRET_ID"])?,
+        ) {
+            (Some(role_id), Some(secret_id)) => Ok(Some(VaultAuth::AppRole {
                 role_id,
                 secret_id,
                 mount: env
                     .string(&["MLFLOW_VAULT_APPROLE_MOUNT"])?
                     .unwrap_or_else(|| "approle".to_owned()),
-            }),
-            (None, Some(_), None) => {
-                return Err(SecretError::unset(
-                    "VAULT_SECRET_ID",
-                    "VAULT_ROLE_ID is, and AppRole needs both",
-                ));
-            }
-            (None, None, Some(_)) => {
-                return Err(SecretError::unset(
-                    "VAULT_ROLE_ID",
-                    "VAULT_SECRET_ID is, and AppRole needs both",
-                ));
-            }
-            (None, None, None) => None,
-        };
-        Ok(builder)
+            })),
+            (Some(_), None) => Err(SecretError::unset(
+                "VAULT_SECRET_ID",
+                "VAULT_ROLE_ID is, and AppRole needs both",
+            )),
+            (None, Some(_)) => Err(SecretError::unset(
+                "VAULT_ROLE_ID",
+                "VAULT_SECRET_ID is, and AppRole needs both",
+            )),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The KV mount, once detected.
@@ -401,59 +643,240 @@ impl VaultProvider {
         Ok(client)
     }
 
-    /// The current session; a new one when there is none, when an AppRole
-    /// token is about to expire, or when `replace` is set.
+    /// The current session: renewed, replaced or logged in as its lease
+    /// says (see [`lease`]); a new login when `replace` is set (Vault
+    /// refused a token that worked).
     async fn session(&self, replace: bool) -> Result<Arc<Session>> {
-        let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref()
+        let mut state = self.session.lock().await;
+        let now = Instant::now();
+        let current = state.current.clone();
+        if let Some(session) = &current
             && !replace
-            && session.renew_at.is_none_or(|at| Instant::now() < at)
         {
-            return Ok(Arc::clone(session));
+            match session.lease.step(now) {
+                Step::Use => return Ok(Arc::clone(session)),
+                Step::Renew => match self.renew(session, now).await {
+                    Ok(renewed) => {
+                        state.current = Some(Arc::clone(&renewed));
+                        return Ok(renewed);
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "the Vault token could not be renewed");
+                        if !session.lease.replaceable {
+                            // The user's token: used as it is until it expires.
+                            let mut lease = session.lease;
+                            lease.renewable = false;
+                            let kept = Arc::new(Session {
+                                client: Arc::clone(&session.client),
+                                lease,
+                            });
+                            state.current = Some(Arc::clone(&kept));
+                            return Ok(kept);
+                        }
+                    }
+                },
+                Step::Expired if !session.lease.replaceable => {
+                    return Err(SecretError::new(
+                        ErrorKind::PermissionDenied,
+                        "the Vault token given in VAULT_TOKEN has expired: set a new one (or `vault login` again)",
+                    ));
+                }
+                Step::Replace | Step::Expired => {}
+            }
         }
-        let session = Arc::new(self.login().await?);
-        *slot = Some(Arc::clone(&session));
-        Ok(session)
+        // The current token, while it lasts, if the login fails.
+        let usable = current.filter(|s| !replace && s.lease.step(now) != Step::Expired);
+        if let Some(at) = state.retry_at
+            && now < at
+        {
+            if let Some(session) = usable {
+                return Ok(session);
+            }
+            if let Some(error) = &state.last_error {
+                return Err(error.clone());
+            }
+        }
+        match self.login().await {
+            Ok(session) => {
+                let session = Arc::new(session);
+                *state = Sessions {
+                    current: Some(Arc::clone(&session)),
+                    ..Sessions::default()
+                };
+                Ok(session)
+            }
+            Err(LoginError { error, answered }) => {
+                if answered {
+                    state.failures = state.failures.saturating_add(1);
+                    state.retry_at = Instant::now().checked_add(lease::backoff(state.failures));
+                    state.last_error = Some(error.clone());
+                }
+                match usable {
+                    Some(session) => {
+                        tracing::warn!(error = %error, "a new Vault login failed; the current token is used until it expires");
+                        Ok(session)
+                    }
+                    None => Err(error),
+                }
+            }
+        }
     }
 
-    async fn login(&self) -> Result<Session> {
-        match &self.auth {
-            VaultAuth::Token(token) => Ok(Session {
-                client: self.new_client(token.expose_secret())?,
-                renew_at: None,
-            }),
+    /// `session` renewed (renew-self).
+    async fn renew(&self, session: &Session, now: Instant) -> Result<Arc<Session>> {
+        let auth = vaultrs::token::renew_self(&*session.client, None)
+            .await
+            .map_err(|e| errors::map(&e, Action::Renew, &self.address))?;
+        Ok(Arc::new(Session {
+            client: Arc::clone(&session.client),
+            lease: session.lease.renewed(now, reported(auth.lease_duration)),
+        }))
+    }
+
+    async fn login(&self) -> std::result::Result<Session, LoginError> {
+        let (method, mount, check, request) = match &self.auth {
+            VaultAuth::Token(token) => return self.given_token(token).await.map_err(Into::into),
             VaultAuth::AppRole {
                 role_id,
                 secret_id,
                 mount,
             } => {
-                let mut client = self.new_client("")?;
-                let auth = vaultrs::auth::approle::login(
+                let client = self.new_client("")?;
+                let request = vaultrs::auth::approle::login(
                     &client,
                     mount,
                     role_id,
                     secret_id.expose_secret(),
                 )
-                .await
-                .map_err(|e| errors::map(&e, Action::Login(mount), &self.address))?;
-                client.set_token(&auth.client_token);
-                mlflow_secrets_auth_core::hide_while_current("vault login", &auth.client_token);
-                // Wipe our copy of the token (the client keeps its own).
-                drop(SecretString::from(auth.client_token));
-                // Log in again once 80 % of the token's lifetime has passed.
-                // (`checked_add`: the lease is server input; `None` = never.)
-                let lease =
-                    mlflow_secrets_auth_core::capped(Duration::from_secs(auth.lease_duration));
-                let renew_at = (auth.lease_duration > 0)
-                    .then(|| Instant::now().checked_add(lease.mul_f64(0.8)))
-                    .flatten();
-                Ok(Session { client, renew_at })
+                .await;
+                (
+                    "AppRole",
+                    mount,
+                    "check VAULT_ROLE_ID and VAULT_SECRET_ID",
+                    request.map(|auth| (client, auth)),
+                )
             }
-        }
+            VaultAuth::Jwt {
+                method,
+                role,
+                mount,
+                file,
+            } => {
+                // Read again at every login: a projected token rotates.
+                let jwt = read_jwt(file)?;
+                let client = self.new_client("")?;
+                let request = match method {
+                    JwtMethod::Kubernetes => {
+                        let role = role.as_deref().unwrap_or_default();
+                        vaultrs::auth::kubernetes::login(&client, mount, role, &jwt).await
+                    }
+                    JwtMethod::Jwt => {
+                        vaultrs::auth::oidc::login(&client, mount, &jwt, role.clone()).await
+                    }
+                };
+                (
+                    method.label(),
+                    mount,
+                    method.check(),
+                    request.map(|auth| (client, auth)),
+                )
+            }
+        };
+        let (mut client, auth) = request.map_err(|e| LoginError {
+            answered: errors::status(&e).is_some(),
+            error: errors::map(
+                &e,
+                Action::Login {
+                    method,
+                    mount,
+                    check,
+                },
+                &self.address,
+            ),
+        })?;
+        client.set_token(&auth.client_token);
+        mlflow_secrets_auth_core::hide_while_current("vault login", &auth.client_token);
+        let lease = Lease::new(
+            Instant::now(),
+            reported(auth.lease_duration),
+            auth.renewable,
+            true,
+        );
+        // Wipe our copy of the token (the client keeps its own).
+        drop(SecretString::from(auth.client_token));
+        Ok(Session {
+            client: Arc::new(client),
+            lease,
+        })
     }
 
-    fn is_approle(&self) -> bool {
-        matches!(self.auth, VaultAuth::AppRole { .. })
+    /// A session with the token the user gave, its lease looked up
+    /// (lookup-self): renewed if renewable, never replaced. A token that may
+    /// not look itself up is used as it is.
+    async fn given_token(&self, token: &SecretString) -> Result<Session> {
+        let client = self.new_client(token.expose_secret())?;
+        let now = Instant::now();
+        let lease = match vaultrs::token::lookup_self(&client).await {
+            Ok(info) => Lease::new(
+                now,
+                reported(info.ttl),
+                info.renewable.unwrap_or(false),
+                false,
+            ),
+            // Vault answered (403: no `default` policy): the read will say
+            // what it says about the token.
+            Err(e) if errors::status(&e).is_some() => Lease::new(now, Duration::ZERO, false, false),
+            Err(e) => return Err(errors::map(&e, Action::Read(&self.path), &self.address)),
+        };
+        Ok(Session {
+            client: Arc::new(client),
+            lease,
+        })
+    }
+
+    /// Whether this provider logs in (and may log in again).
+    fn logs_in(&self) -> bool {
+        !matches!(self.auth, VaultAuth::Token(_))
+    }
+
+    /// How the provider authenticates, and how long its token stays valid
+    /// (when a session exists and is not in use): for `info` and `doctor`.
+    fn identity(&self) -> (String, Option<String>) {
+        let auth = match &self.auth {
+            VaultAuth::Token(_) => "token".to_owned(),
+            VaultAuth::AppRole { role_id, mount, .. } => {
+                format!("approle (mount {mount}, role_id {})", mask(role_id))
+            }
+            VaultAuth::Jwt {
+                method,
+                role,
+                mount,
+                file,
+            } => format!(
+                "{} (mount {mount}, role {}, token file {})",
+                method.name(),
+                role.as_deref().unwrap_or("(the mount's default)"),
+                file.display()
+            ),
+        };
+        let session = self.session.try_lock().ok().and_then(|state| {
+            let lease = state.current.as_ref()?.lease;
+            Some(match lease.expires() {
+                None => "token without expiry".to_owned(),
+                Some(at) => format!(
+                    "token valid for {} s more ({})",
+                    at.saturating_duration_since(Instant::now()).as_secs(),
+                    if lease.renewable {
+                        "renewable"
+                    } else if lease.replaceable {
+                        "replaced by a new login before it ends"
+                    } else {
+                        "not renewable"
+                    }
+                ),
+            })
+        });
+        (auth, session)
     }
 }
 
@@ -469,7 +892,7 @@ impl SecretProvider for VaultProvider {
             match kv::read(self, &session.client).await {
                 // A token that worked may have been revoked or expired early:
                 // log in again, once.
-                Err(e) if self.is_approle() && e.kind() == ErrorKind::PermissionDenied => {
+                Err(e) if self.logs_in() && e.kind() == ErrorKind::PermissionDenied => {
                     let session = self.session(true).await?;
                     kv::read(self, &session.client).await
                 }
@@ -485,19 +908,18 @@ impl SecretProvider for VaultProvider {
             Some(mount) => format!("v{} (mount {})", mount.version, mount.mount),
             None => "not detected yet".to_owned(),
         };
-        let auth = match &self.auth {
-            VaultAuth::Token(_) => "token".to_owned(),
-            VaultAuth::AppRole { role_id, mount, .. } => {
-                format!("approle (mount {mount}, role_id {})", mask(role_id))
-            }
-        };
-        ProviderDescription::new(NAME)
+        let (auth, session) = self.identity();
+        let description = ProviderDescription::new(NAME)
             .field("address", &self.address)
             .field("namespace", self.namespace.as_deref().unwrap_or("(none)"))
             .field("path", &self.path)
             .field("kv", kv)
             .field("auth", auth)
-            .field("tls_verify", if self.skip_verify { "OFF" } else { "on" })
+            .field("tls_verify", if self.skip_verify { "OFF" } else { "on" });
+        match session {
+            Some(session) => description.field("session", session),
+            None => description,
+        }
     }
 
     fn warnings(&self) -> Vec<String> {
@@ -551,7 +973,7 @@ mod tests {
     fn token_of(provider: &VaultProvider) -> Option<&str> {
         match &provider.auth {
             VaultAuth::Token(token) => Some(token.expose_secret()),
-            VaultAuth::AppRole { .. } => None,
+            VaultAuth::AppRole { .. } | VaultAuth::Jwt { .. } => None,
         }
     }
 

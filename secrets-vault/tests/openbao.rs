@@ -2,7 +2,9 @@
 //! conformance cases on KV v2 and KV v1 mounts, AppRole (login, wrong secret
 //! id, denied path, a token revoked or expired between fetches), KV version
 //! detection and its fallback, leases, namespaces, and failures (sealed,
-//! down, a server that never answers).
+//! down, a server that never answers); JWT login with the token file read
+//! at every login, and the token lifecycle (renewal, `max_ttl`, a token the
+//! user gave) counted at a proxy in front of the server.
 
 use std::time::{Duration, Instant};
 
@@ -503,4 +505,222 @@ async fn plain_text_is_refused_by_both_kv_versions() {
             store.version, refused.body
         );
     }
+}
+
+/// A JWT issuer of the tests: an EC P-256 key whose public half OpenBao's
+/// JWT auth trusts.
+struct Issuer {
+    key: rcgen::KeyPair,
+}
+
+impl Issuer {
+    fn new() -> Self {
+        Self {
+            key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+        }
+    }
+
+    /// A JWT for `sub`, audience `vault`, valid ten minutes.
+    fn jwt(&self, sub: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": "https://ci.example.test", "sub": sub, "aud": "vault",
+            "iat": now, "nbf": now - 5, "exp": now + 600,
+        });
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    }
+}
+
+/// JWT auth on `jwt` trusting `issuer`, a role `mlflow` for tokens with
+/// audience `vault` and subject `job`, whose Vault tokens read
+/// `secret/mlflow/auth` and live `ttl`, at most `max_ttl`.
+fn jwt_auth(bao: &OpenBao, issuer: &Issuer, ttl: &str, max_ttl: &str) {
+    bao.admin("POST", "sys/auth/jwt", r#"{"type": "jwt"}"#);
+    bao.admin(
+        "POST",
+        "auth/jwt/config",
+        &serde_json::json!({
+            "jwt_validation_pubkeys": [issuer.key.public_key_pem()],
+            "bound_issuer": "https://ci.example.test",
+        })
+        .to_string(),
+    );
+    let policy = r#"path "secret/data/mlflow/auth" { capabilities = ["read"] }"#;
+    bao.admin(
+        "PUT",
+        "sys/policies/acl/mlflow-read",
+        &serde_json::json!({ "policy": policy }).to_string(),
+    );
+    bao.admin(
+        "POST",
+        "auth/jwt/role/mlflow",
+        &serde_json::json!({
+            "role_type": "jwt",
+            "bound_audiences": ["vault"],
+            "bound_subject": "job",
+            "user_claim": "sub",
+            "token_policies": ["mlflow-read"],
+            "token_ttl": ttl,
+            "token_max_ttl": max_ttl,
+        })
+        .to_string(),
+    );
+}
+
+fn jwt_provider(url: &str, file: &std::path::Path) -> VaultProvider {
+    VaultProvider::builder()
+        .address(url)
+        .path("secret/mlflow/auth")
+        .jwt_login(
+            mlflow_secrets_auth_vault::JwtMethod::Jwt,
+            Some("mlflow".into()),
+            None,
+            file,
+        )
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn jwt_login_reads_the_token_file_at_every_login_and_backs_off_when_refused() {
+    let Some(store) = kv2_store("jwt login").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-by-jwt"}"#);
+    let issuer = Issuer::new();
+    jwt_auth(&store.bao, &issuer, "1h", "1h");
+    let counter = FaultProxy::start(store.bao.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+
+    // No file yet, then an empty one: a config error naming it.
+    let vault = jwt_provider(&counter.url(), &file);
+    for _ in 0..2 {
+        let error = vault.fetch().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let text = error.to_string();
+        assert!(text.contains("MLFLOW_VAULT_JWT_FILE"), "{text}");
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        std::fs::write(&file, "\n").unwrap();
+    }
+    assert_eq!(counter.forwarded(), 0, "nothing sent without a token");
+
+    std::fs::write(&file, issuer.jwt("job")).unwrap();
+    assert_eq!(read(&vault).await, token("tok-by-jwt"));
+    assert_eq!(counter.forwarded_to("/v1/auth/jwt/login"), 1);
+
+    // The platform rotates the file (here: to a subject the role does not
+    // take) and Vault revokes the token: the next login reads the new file.
+    std::fs::write(&file, issuer.jwt("someone-else")).unwrap();
+    let accessors = json(&store.bao.admin("LIST", "auth/token/accessors", "").body);
+    for accessor in accessors["data"]["keys"].as_array().unwrap() {
+        let lookup = store.bao.admin(
+            "POST",
+            "auth/token/lookup-accessor",
+            &serde_json::json!({ "accessor": accessor }).to_string(),
+        );
+        if json(&lookup.body)["data"]["path"] == "auth/jwt/login" {
+            store.bao.admin(
+                "POST",
+                "auth/token/revoke-accessor",
+                &serde_json::json!({ "accessor": accessor }).to_string(),
+            );
+        }
+    }
+    let error = vault.fetch().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    let text = error.to_string();
+    assert!(text.contains("JWT login on mount `jwt` refused"), "{text}");
+    assert!(text.contains("MLFLOW_VAULT_AUTH_ROLE"), "{text}");
+    assert_eq!(counter.forwarded_to("/v1/auth/jwt/login"), 2);
+    // Refused: the next fetches back off instead of asking again at once.
+    for _ in 0..5 {
+        assert!(vault.fetch().await.is_err());
+    }
+    assert_eq!(counter.forwarded_to("/v1/auth/jwt/login"), 2, "backed off");
+}
+
+/// Three tokens through a few seconds of reads, counted at the proxy: a JWT
+/// login whose 2 s tokens may live 4 s at most (renewed, then replaced by a
+/// new login when the renewals stop growing them), and a renewable 2 s
+/// token the user gave (renewed, never replaced). No read fails.
+#[tokio::test]
+async fn tokens_are_renewed_replaced_at_max_ttl_and_never_used_past_expiry() {
+    let Some(store) = kv2_store("token lifecycle").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-lifecycle"}"#);
+    let issuer = Issuer::new();
+    jwt_auth(&store.bao, &issuer, "2s", "4s");
+    let jwt_counter = FaultProxy::start(store.bao.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, issuer.jwt("job")).unwrap();
+    let by_jwt = jwt_provider(&jwt_counter.url(), &file);
+
+    let given = json(
+        &store
+            .bao
+            .admin(
+                "POST",
+                "auth/token/create",
+                r#"{"policies": ["mlflow-read"], "ttl": "2s", "renewable": true}"#,
+            )
+            .body,
+    )["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let given_counter = FaultProxy::start(store.bao.addr());
+    let by_token = VaultProvider::builder()
+        .address(given_counter.url())
+        .path("secret/mlflow/auth")
+        .token(given)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    let started = Instant::now();
+    let mut reads = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        assert_eq!(read(&by_jwt).await, token("tok-lifecycle"), "read {reads}");
+        assert_eq!(
+            read(&by_token).await,
+            token("tok-lifecycle"),
+            "read {reads}"
+        );
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewals = jwt_counter.forwarded_to("/v1/auth/token/renew-self");
+    let logins = jwt_counter.forwarded_to("/v1/auth/jwt/login");
+    assert!(renewals >= 1, "{renewals} renewals, {logins} logins");
+    assert!(
+        logins >= 2,
+        "max_ttl reached: {renewals} renewals, {logins} logins"
+    );
+    assert!(
+        logins <= 4,
+        "a login per token, not per read: {logins} in {reads} reads"
+    );
+    assert!(
+        given_counter.forwarded_to("/v1/auth/token/renew-self") >= 2,
+        "the user's token is renewed"
+    );
+    assert_eq!(
+        given_counter.forwarded_to("/v1/auth/"),
+        given_counter.forwarded_to("/v1/auth/token/"),
+        "and never replaced"
+    );
 }
