@@ -17,6 +17,11 @@
 //! - [`hostile`]: scripted hostile servers (redirect tricks, refusals, a TLS
 //!   listener, a thief that records every header), also run as the
 //!   `hostile-server` binary for the Python tests;
+//! - [`kubernetes`]: the Kubernetes TokenReview endpoint that Vault's
+//!   Kubernetes auth calls (no cluster runs here), checked by OpenBao's own
+//!   plugin, its client;
+//! - [`oidc`]: a real OpenID provider (panva's `oidc-provider` on Node) and
+//!   a gateway that checks its tokens;
 //! - [`tls`]: a per-run CA and server certificate.
 //!
 //! The provider conformance suite is its own published crate,
@@ -29,6 +34,7 @@ pub mod binaries;
 pub mod capture;
 pub mod fault;
 pub mod hostile;
+pub mod kubernetes;
 pub mod leak;
 pub mod mlflow;
 pub mod moto;

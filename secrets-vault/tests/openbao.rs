@@ -724,3 +724,81 @@ async fn tokens_are_renewed_replaced_at_max_ttl_and_never_used_past_expiry() {
         "and never replaced"
     );
 }
+
+/// Kubernetes auth: OpenBao asks the cluster's TokenReview endpoint (the
+/// testkit's, on loopback) who a service-account token belongs to, and logs
+/// in only the account its role is bound to.
+#[tokio::test]
+async fn kubernetes_login_as_the_bound_service_account_only() {
+    use secrets_testkit::kubernetes::{ServiceAccount, TokenReviewApi};
+    let Some(store) = kv2_store("kubernetes login").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-by-k8s"}"#);
+    let cluster = TokenReviewApi::start();
+    let trainer = cluster.admit(&ServiceAccount::new("ml", "trainer"));
+    let intruder = cluster.admit(&ServiceAccount::new("ml", "notebook"));
+    store
+        .bao
+        .admin("POST", "sys/auth/kubernetes", r#"{"type": "kubernetes"}"#);
+    store.bao.admin(
+        "POST",
+        "auth/kubernetes/config",
+        &serde_json::json!({
+            "kubernetes_host": cluster.url(),
+            "disable_local_ca_jwt": true,
+            // Required with the line above; unused over plain http.
+            "kubernetes_ca_cert": secrets_testkit::tls::server_config(&["127.0.0.1"]).1,
+        })
+        .to_string(),
+    );
+    let policy = r#"path "secret/data/mlflow/auth" { capabilities = ["read"] }"#;
+    store.bao.admin(
+        "PUT",
+        "sys/policies/acl/mlflow-read",
+        &serde_json::json!({ "policy": policy }).to_string(),
+    );
+    store.bao.admin(
+        "POST",
+        "auth/kubernetes/role/trainer",
+        &serde_json::json!({
+            "bound_service_account_names": ["trainer"],
+            "bound_service_account_namespaces": ["ml"],
+            "token_policies": ["mlflow-read"],
+            "token_ttl": "1h",
+        })
+        .to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let provider = || {
+        VaultProvider::builder()
+            .address(store.bao.url())
+            .path("secret/mlflow/auth")
+            .jwt_login(
+                mlflow_secrets_auth_vault::JwtMethod::Kubernetes,
+                Some("trainer".into()),
+                None,
+                &file,
+            )
+            .request_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+
+    std::fs::write(&file, &trainer).unwrap();
+    assert_eq!(read(&provider()).await, token("tok-by-k8s"));
+    assert_eq!(cluster.reviews(), 1, "OpenBao asked the cluster");
+
+    // Another service account of the same cluster: valid, but not bound.
+    std::fs::write(&file, &intruder).unwrap();
+    let error = provider().fetch().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("Kubernetes login on mount `kubernetes` refused"),
+        "{text}"
+    );
+    assert!(text.contains("bound to this service account"), "{text}");
+    assert!(!text.contains(&intruder), "{text}");
+}
