@@ -35,6 +35,10 @@ pub(crate) struct Lease {
     /// The renewal point's jitter, in `-1.0..=1.0` (fixed per lease, so
     /// asking twice gives the same answer).
     pub(crate) jitter: f64,
+    /// Renewals that failed in a row; each holds the next one off longer.
+    pub(crate) failures: u32,
+    /// No renewal or replacement before this (after a failed renewal).
+    pub(crate) held_until: Option<Instant>,
 }
 
 /// What to do with the token now.
@@ -59,6 +63,8 @@ impl Lease {
             renewable,
             replaceable,
             jitter: fastrand::f64().mul_add(2.0, -1.0),
+            failures: 0,
+            held_until: None,
         }
     }
 
@@ -83,7 +89,7 @@ impl Lease {
         if self.expires().is_some_and(|at| now >= at) {
             return Step::Expired;
         }
-        if self.due().is_none_or(|at| now < at) {
+        if self.due().is_none_or(|at| now < at) || self.held_until.is_some_and(|at| now < at) {
             return Step::Use;
         }
         match (self.renewable, self.replaceable) {
@@ -100,6 +106,12 @@ impl Lease {
     /// leaves a lease that is replaced, not renewed again.
     pub(crate) fn renewed(&self, now: Instant, ttl: Duration) -> Self {
         let before = self.expires();
+        // A renewal answering no TTL for a token that had one: it ends
+        // where it did (never taken for a token that no longer expires).
+        let ttl = match before {
+            Some(at) if ttl.is_zero() => at.saturating_duration_since(now),
+            _ => ttl,
+        };
         let mut next = Self::new(now, ttl, self.renewable, self.replaceable);
         let grew = match (before, next.expires()) {
             (Some(before), Some(after)) => after > before,
@@ -109,6 +121,19 @@ impl Lease {
             next.renewable = false;
         }
         next
+    }
+}
+
+impl Lease {
+    /// The lease after a renewal failed at `now`: the same, with the next
+    /// renewal (or replacement) held off by [`backoff`].
+    pub(crate) fn held(&self, now: Instant) -> Self {
+        let failures = self.failures.saturating_add(1);
+        Self {
+            failures,
+            held_until: now.checked_add(backoff(failures)),
+            ..*self
+        }
     }
 }
 
@@ -138,6 +163,8 @@ mod tests {
             renewable,
             replaceable,
             jitter: 0.0,
+            failures: 0,
+            held_until: None,
         };
         (start, lease)
     }
@@ -196,6 +223,28 @@ mod tests {
         assert!(!capped.renewable);
         assert_eq!(capped.step(t0 + secs(472)), Step::Replace);
         assert_eq!(capped.step(t0 + secs(500)), Step::Expired);
+    }
+
+    #[test]
+    fn a_renewal_answering_no_ttl_does_not_make_a_token_last_forever() {
+        let (t0, lease) = lease(300, true, true);
+        let renewed = lease.renewed(t0 + secs(200), Duration::ZERO);
+        assert_eq!(renewed.expires(), Some(t0 + secs(300)));
+        assert!(!renewed.renewable, "it did not grow");
+        assert_eq!(renewed.step(t0 + secs(300)), Step::Expired);
+    }
+
+    #[test]
+    fn a_failed_renewal_holds_the_next_one_off_and_never_the_expiry() {
+        let (t0, lease) = lease(300, true, false);
+        let held = lease.held(t0 + secs(200));
+        assert!(held.renewable, "tried again later, not given up");
+        assert_eq!(held.step(t0 + secs(200)), Step::Use);
+        assert_eq!(held.step(t0 + secs(201)), Step::Renew, "after at most 1 s");
+        let twice = held.held(t0 + secs(201));
+        assert_eq!(twice.failures, 2);
+        assert!(twice.held_until.unwrap() <= t0 + secs(203));
+        assert_eq!(twice.step(t0 + secs(300)), Step::Expired);
     }
 
     #[test]

@@ -349,6 +349,21 @@ struct Sessions {
     last_error: Option<SecretError>,
 }
 
+impl Sessions {
+    /// A login (or the read just after one) failed: the next waits.
+    fn failed(&mut self, error: SecretError) {
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Instant::now().checked_add(lease::backoff(self.failures));
+        self.last_error = Some(error);
+    }
+}
+
+/// `session` when it may still be used now: not expired, and not the token
+/// Vault just refused (`replace`).
+fn usable(session: Option<Arc<Session>>, replace: bool) -> Option<Arc<Session>> {
+    session.filter(|s| !replace && s.lease.step(Instant::now()) != Step::Expired)
+}
+
 /// Why a login failed, and whether Vault answered it (a refusal, an
 /// overload): then the next one backs off.
 struct LoginError {
@@ -648,11 +663,11 @@ impl VaultProvider {
     /// refused a token that worked).
     async fn session(&self, replace: bool) -> Result<Arc<Session>> {
         let mut state = self.session.lock().await;
-        let now = Instant::now();
         let current = state.current.clone();
         if let Some(session) = &current
             && !replace
         {
+            let now = Instant::now();
             match session.lease.step(now) {
                 Step::Use => return Ok(Arc::clone(session)),
                 Step::Renew => match self.renew(session, now).await {
@@ -662,16 +677,16 @@ impl VaultProvider {
                     }
                     Err(error) => {
                         tracing::warn!(error = %error, "the Vault token could not be renewed");
-                        if !session.lease.replaceable {
-                            // The user's token: used as it is until it expires.
-                            let mut lease = session.lease;
-                            lease.renewable = false;
-                            let kept = Arc::new(Session {
-                                client: Arc::clone(&session.client),
-                                lease,
-                            });
-                            state.current = Some(Arc::clone(&kept));
-                            return Ok(kept);
+                        // Not tried again before a backoff, whatever follows.
+                        let held = Arc::new(Session {
+                            client: Arc::clone(&session.client),
+                            lease: session.lease.held(Instant::now()),
+                        });
+                        state.current = Some(Arc::clone(&held));
+                        if !held.lease.replaceable {
+                            // The user's token: used until it expires, its
+                            // renewal tried again after the backoff.
+                            return usable(Some(held), false).ok_or(error);
                         }
                     }
                 },
@@ -684,12 +699,11 @@ impl VaultProvider {
                 Step::Replace | Step::Expired => {}
             }
         }
-        // The current token, while it lasts, if the login fails.
-        let usable = current.filter(|s| !replace && s.lease.step(now) != Step::Expired);
+        let current = state.current.clone();
         if let Some(at) = state.retry_at
-            && now < at
+            && Instant::now() < at
         {
-            if let Some(session) = usable {
+            if let Some(session) = usable(current.clone(), replace) {
                 return Ok(session);
             }
             if let Some(error) = &state.last_error {
@@ -707,11 +721,11 @@ impl VaultProvider {
             }
             Err(LoginError { error, answered }) => {
                 if answered {
-                    state.failures = state.failures.saturating_add(1);
-                    state.retry_at = Instant::now().checked_add(lease::backoff(state.failures));
-                    state.last_error = Some(error.clone());
+                    state.failed(error.clone());
                 }
-                match usable {
+                // The current token, while it lasts (asked after the
+                // login's wait: it may have expired meanwhile).
+                match usable(current, replace) {
                     Some(session) => {
                         tracing::warn!(error = %error, "a new Vault login failed; the current token is used until it expires");
                         Ok(session)
@@ -720,6 +734,13 @@ impl VaultProvider {
                 }
             }
         }
+    }
+
+    /// A read was refused (403) just after a new login: the next logins
+    /// back off as after a refused one, so a token without the policy does
+    /// not bring a login per request.
+    async fn refused_after_login(&self, error: &SecretError) {
+        self.session.lock().await.failed(error.clone());
     }
 
     /// `session` renewed (renew-self).
@@ -734,6 +755,9 @@ impl VaultProvider {
     }
 
     async fn login(&self) -> std::result::Result<Session, LoginError> {
+        // The lease counts from before the request: the token's TTL runs
+        // from when Vault made it, not from when its answer arrived.
+        let sent = Instant::now();
         let (method, mount, check, request) = match &self.auth {
             VaultAuth::Token(token) => return self.given_token(token).await.map_err(Into::into),
             VaultAuth::AppRole {
@@ -796,12 +820,7 @@ impl VaultProvider {
         })?;
         client.set_token(&auth.client_token);
         mlflow_secrets_auth_core::hide_while_current("vault login", &auth.client_token);
-        let lease = Lease::new(
-            Instant::now(),
-            reported(auth.lease_duration),
-            auth.renewable,
-            true,
-        );
+        let lease = Lease::new(sent, reported(auth.lease_duration), auth.renewable, true);
         // Wipe our copy of the token (the client keeps its own).
         drop(SecretString::from(auth.client_token));
         Ok(Session {
@@ -894,7 +913,13 @@ impl SecretProvider for VaultProvider {
                 // log in again, once.
                 Err(e) if self.logs_in() && e.kind() == ErrorKind::PermissionDenied => {
                     let session = self.session(true).await?;
-                    kv::read(self, &session.client).await
+                    let again = kv::read(self, &session.client).await;
+                    if let Err(refused) = &again
+                        && refused.kind() == ErrorKind::PermissionDenied
+                    {
+                        self.refused_after_login(refused).await;
+                    }
+                    again
                 }
                 other => other,
             }

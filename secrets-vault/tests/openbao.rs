@@ -802,3 +802,39 @@ async fn kubernetes_login_as_the_bound_service_account_only() {
     assert!(text.contains("bound to this service account"), "{text}");
     assert!(!text.contains(&intruder), "{text}");
 }
+
+/// A login that works for a token whose policy does not cover the path:
+/// one new login on the first 403, then no login per request.
+#[tokio::test]
+async fn a_path_the_policy_denies_does_not_bring_a_login_per_request() {
+    let Some(store) = kv2_store("jwt denied path").await else {
+        return;
+    };
+    store.write("other/team", r#"{"token": "tok-other"}"#);
+    let issuer = Issuer::new();
+    jwt_auth(&store.bao, &issuer, "1h", "1h");
+    let counter = FaultProxy::start(store.bao.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, issuer.jwt("job")).unwrap();
+    let vault = VaultProvider::builder()
+        .address(counter.url())
+        .path("secret/other/team")
+        .jwt_login(
+            mlflow_secrets_auth_vault::JwtMethod::Jwt,
+            Some("mlflow".into()),
+            None,
+            &file,
+        )
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        let error = vault.fetch().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    }
+    assert_eq!(
+        counter.forwarded_to("/v1/auth/jwt/login"),
+        2,
+        "the first login, and one more on the first 403"
+    );
+}
