@@ -287,6 +287,14 @@ fn token(answer: &[u8]) -> Result<Token> {
         // Nothing says how long it lives: assume not long.
         (None, None) => crate::UNSTATED_LIFETIME,
     };
+    if lifetime.is_zero() {
+        // Served, it would bring a token request per request: an error,
+        // retried with backoff (and counted by the circuit breaker).
+        return Err(SecretError::new(
+            ErrorKind::Transient,
+            "the token endpoint gave a token that expires at once (expires_in 0, or a JWT exp already past)",
+        ));
+    }
     Ok(Token {
         value: access.into(),
         lifetime: mlflow_secrets_auth_core::capped(lifetime),
@@ -409,6 +417,7 @@ mod tests {
             br#"{"access_token":"x","token_type":"DPoP"}"#,
             br#"{"access_token":"x","expires_in":-1}"#,
             br#"{"access_token":"x","expires_in":"soon"}"#,
+            br#"{"access_token":"x","expires_in":0}"#,
             b"<html>",
         ] {
             assert!(token(bad).is_err());
