@@ -103,6 +103,16 @@ fn flow() {
     });
 }
 
+/// A plain `tracing_subscriber` at TRACE, as a user would install one,
+/// writing into `logs`.
+fn plain(logs: &Captured) -> impl tracing::Subscriber + Send + Sync + use<> {
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish()
+}
+
 fn assert_clean(logs: &Captured) {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -128,23 +138,13 @@ fn trace_logs_never_contain_the_secret() {
 
     // A plain subscriber of the user's own, without our redaction.
     let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, flow);
+    tracing::subscriber::with_default(plain(&logs), flow);
     assert_clean(&logs);
 
     // OAuth2 with a plain subscriber: the client secrets, the private key,
     // the assertions and the access tokens are in no line.
     let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let hidden = tracing::subscriber::with_default(subscriber, oauth_flow);
+    let hidden = tracing::subscriber::with_default(plain(&logs), oauth_flow);
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     if !hidden.is_empty() {
         assert!(

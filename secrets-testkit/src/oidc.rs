@@ -193,6 +193,33 @@ pub struct GatewayStats {
     pub reasons: Vec<String>,
 }
 
+impl GatewayStats {
+    /// Asserts the gateway refused nothing, showing why it did otherwise.
+    pub fn assert_none_refused(&self) {
+        assert_eq!(
+            self.refused, 0,
+            "refused at the gateway: {:?}",
+            self.reasons
+        );
+    }
+}
+
+/// Asserts `token_requests` made in `runtime` with tokens living `lifetime`
+/// are about one per 80 % of a lifetime: at most `runtime / (0.8 ×
+/// lifetime) + 2`, and at least `runtime / lifetime` (the token rotated).
+pub fn assert_rotated(token_requests: usize, runtime: Duration, lifetime: Duration) {
+    let requests = token_requests as f64;
+    let bound = runtime.as_secs_f64() / (0.8 * lifetime.as_secs_f64()) + 2.0;
+    assert!(
+        requests <= bound,
+        "{requests} token requests in {runtime:?}, at most {bound:.1}"
+    );
+    assert!(
+        requests >= runtime.as_secs_f64() / lifetime.as_secs_f64(),
+        "{requests} token requests in {runtime:?}: the token did not rotate"
+    );
+}
+
 /// The oracle in front of a real MLflow (`gateway.mjs`): a request passes
 /// only with a bearer token the IdP signed for `audience`, checked by `jose`
 /// against the IdP's JWKS (signature, issuer, audience, expiry); MLflow is

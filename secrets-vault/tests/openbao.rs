@@ -249,6 +249,28 @@ async fn approle_end_to_end() {
     assert!(!err.to_string().contains(&secret_id));
 }
 
+/// Revokes every token made by logins at `path` (`auth/approle/login`); how many.
+fn revoke_tokens_of(bao: &OpenBao, path: &str) -> usize {
+    let accessors = json(&bao.admin("LIST", "auth/token/accessors", "").body);
+    let mut revoked = 0;
+    for accessor in accessors["data"]["keys"].as_array().unwrap() {
+        let lookup = bao.admin(
+            "POST",
+            "auth/token/lookup-accessor",
+            &serde_json::json!({ "accessor": accessor }).to_string(),
+        );
+        if json(&lookup.body)["data"]["path"] == path {
+            bao.admin(
+                "POST",
+                "auth/token/revoke-accessor",
+                &serde_json::json!({ "accessor": accessor }).to_string(),
+            );
+            revoked += 1;
+        }
+    }
+    revoked
+}
+
 /// An AppRole provider (tokens living `ttl`) of `secret/mlflow/auth` holding
 /// `value`, after one successful fetch.
 async fn approle_reader(store: &KvStore, value: &str, ttl: &str) -> VaultProvider {
@@ -267,23 +289,7 @@ async fn approle_logs_in_again_after_its_token_is_revoked() {
     let vault = approle_reader(&store, "tok-relogin", "1h").await;
 
     // Revoke every token the role has issued: the provider's token now gets 403.
-    let accessors = json(&store.bao.admin("LIST", "auth/token/accessors", "").body);
-    let mut revoked = 0;
-    for accessor in accessors["data"]["keys"].as_array().unwrap() {
-        let lookup = store.bao.admin(
-            "POST",
-            "auth/token/lookup-accessor",
-            &serde_json::json!({ "accessor": accessor }).to_string(),
-        );
-        if json(&lookup.body)["data"]["path"] == "auth/approle/login" {
-            store.bao.admin(
-                "POST",
-                "auth/token/revoke-accessor",
-                &serde_json::json!({ "accessor": accessor }).to_string(),
-            );
-            revoked += 1;
-        }
-    }
+    let revoked = revoke_tokens_of(&store.bao, "auth/approle/login");
     assert_eq!(revoked, 1, "the provider's token was revoked");
     assert_eq!(read(&vault).await, token("tok-relogin"));
 }
@@ -577,67 +583,81 @@ fn jwt_auth(bao: &OpenBao, issuer: &Issuer, ttl: &str, max_ttl: &str) {
     );
 }
 
-fn jwt_provider(url: &str, file: &std::path::Path) -> VaultProvider {
-    VaultProvider::builder()
-        .address(url)
-        .path("secret/mlflow/auth")
-        .jwt_login(
-            mlflow_secrets_auth_vault::JwtMethod::Jwt,
-            Some("mlflow".into()),
-            None,
+/// OpenBao with JWT auth ([`jwt_auth`]), `secret/{name}` holding `value`, a
+/// counting proxy in front, and a token file holding a JWT for `job`.
+struct JwtBao {
+    store: KvStore,
+    issuer: Issuer,
+    counter: FaultProxy,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl JwtBao {
+    async fn start(test: &str, name: &str, value: &str, ttl: &str, max_ttl: &str) -> Option<Self> {
+        let store = kv2_store(test).await?;
+        store.write(name, &format!(r#"{{"token": "{value}"}}"#));
+        let issuer = Issuer::new();
+        jwt_auth(&store.bao, &issuer, ttl, max_ttl);
+        let counter = FaultProxy::start(store.bao.addr());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, issuer.jwt("job")).unwrap();
+        Some(Self {
+            store,
+            issuer,
+            counter,
             file,
-        )
-        .request_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+            _dir: dir,
+        })
+    }
+
+    /// A JWT-login provider of `secret/{name}` through the counting proxy.
+    fn provider(&self, name: &str) -> VaultProvider {
+        VaultProvider::builder()
+            .address(self.counter.url())
+            .path(format!("secret/{name}"))
+            .jwt_login(
+                mlflow_secrets_auth_vault::JwtMethod::Jwt,
+                Some("mlflow".into()),
+                None,
+                &self.file,
+            )
+            .request_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
 }
 
 #[tokio::test]
 async fn jwt_login_reads_the_token_file_at_every_login_and_backs_off_when_refused() {
-    let Some(store) = kv2_store("jwt login").await else {
+    let Some(bao) = JwtBao::start("jwt login", "mlflow/auth", "tok-by-jwt", "1h", "1h").await
+    else {
         return;
     };
-    store.write("mlflow/auth", r#"{"token": "tok-by-jwt"}"#);
-    let issuer = Issuer::new();
-    jwt_auth(&store.bao, &issuer, "1h", "1h");
-    let counter = FaultProxy::start(store.bao.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
+    let (store, issuer, counter, file) = (&bao.store, &bao.issuer, &bao.counter, &bao.file);
+    std::fs::remove_file(file).unwrap();
 
     // No file yet, then an empty one: a config error naming it.
-    let vault = jwt_provider(&counter.url(), &file);
+    let vault = bao.provider("mlflow/auth");
     for _ in 0..2 {
         let error = vault.fetch().await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Config, "{error}");
         let text = error.to_string();
         assert!(text.contains("MLFLOW_VAULT_JWT_FILE"), "{text}");
         assert!(text.contains(&file.display().to_string()), "{text}");
-        std::fs::write(&file, "\n").unwrap();
+        std::fs::write(file, "\n").unwrap();
     }
     assert_eq!(counter.forwarded(), 0, "nothing sent without a token");
 
-    std::fs::write(&file, issuer.jwt("job")).unwrap();
+    std::fs::write(file, issuer.jwt("job")).unwrap();
     assert_eq!(read(&vault).await, token("tok-by-jwt"));
     assert_eq!(counter.forwarded_to("/v1/auth/jwt/login"), 1);
 
     // The platform rotates the file (here: to a subject the role does not
     // take) and Vault revokes the token: the next login reads the new file.
-    std::fs::write(&file, issuer.jwt("someone-else")).unwrap();
-    let accessors = json(&store.bao.admin("LIST", "auth/token/accessors", "").body);
-    for accessor in accessors["data"]["keys"].as_array().unwrap() {
-        let lookup = store.bao.admin(
-            "POST",
-            "auth/token/lookup-accessor",
-            &serde_json::json!({ "accessor": accessor }).to_string(),
-        );
-        if json(&lookup.body)["data"]["path"] == "auth/jwt/login" {
-            store.bao.admin(
-                "POST",
-                "auth/token/revoke-accessor",
-                &serde_json::json!({ "accessor": accessor }).to_string(),
-            );
-        }
-    }
+    std::fs::write(file, issuer.jwt("someone-else")).unwrap();
+    assert_eq!(revoke_tokens_of(&store.bao, "auth/jwt/login"), 1);
     let error = vault.fetch().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
     let text = error.to_string();
@@ -657,17 +677,19 @@ async fn jwt_login_reads_the_token_file_at_every_login_and_backs_off_when_refuse
 /// token the user gave (renewed, never replaced). No read fails.
 #[tokio::test]
 async fn tokens_are_renewed_replaced_at_max_ttl_and_never_used_past_expiry() {
-    let Some(store) = kv2_store("token lifecycle").await else {
+    let Some(bao) = JwtBao::start(
+        "token lifecycle",
+        "mlflow/auth",
+        "tok-lifecycle",
+        "2s",
+        "4s",
+    )
+    .await
+    else {
         return;
     };
-    store.write("mlflow/auth", r#"{"token": "tok-lifecycle"}"#);
-    let issuer = Issuer::new();
-    jwt_auth(&store.bao, &issuer, "2s", "4s");
-    let jwt_counter = FaultProxy::start(store.bao.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, issuer.jwt("job")).unwrap();
-    let by_jwt = jwt_provider(&jwt_counter.url(), &file);
+    let (store, jwt_counter) = (&bao.store, &bao.counter);
+    let by_jwt = bao.provider("mlflow/auth");
 
     let given = json(
         &store
@@ -807,33 +829,17 @@ async fn kubernetes_login_as_the_bound_service_account_only() {
 /// one new login on the first 403, then no login per request.
 #[tokio::test]
 async fn a_path_the_policy_denies_does_not_bring_a_login_per_request() {
-    let Some(store) = kv2_store("jwt denied path").await else {
+    let Some(bao) = JwtBao::start("jwt denied path", "other/team", "tok-other", "1h", "1h").await
+    else {
         return;
     };
-    store.write("other/team", r#"{"token": "tok-other"}"#);
-    let issuer = Issuer::new();
-    jwt_auth(&store.bao, &issuer, "1h", "1h");
-    let counter = FaultProxy::start(store.bao.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, issuer.jwt("job")).unwrap();
-    let vault = VaultProvider::builder()
-        .address(counter.url())
-        .path("secret/other/team")
-        .jwt_login(
-            mlflow_secrets_auth_vault::JwtMethod::Jwt,
-            Some("mlflow".into()),
-            None,
-            &file,
-        )
-        .build()
-        .unwrap();
+    let vault = bao.provider("other/team");
     for _ in 0..6 {
         let error = vault.fetch().await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
     }
     assert_eq!(
-        counter.forwarded_to("/v1/auth/jwt/login"),
+        bao.counter.forwarded_to("/v1/auth/jwt/login"),
         2,
         "the first login, and one more on the first 403"
     );
