@@ -102,22 +102,11 @@ impl FaultProxy {
     pub fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
-        listener.set_nonblocking(true).expect("non-blocking");
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (state, stopping) = (shared.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let state = state.clone();
-                        std::thread::spawn(move || {
-                            let _ = serve(client, upstream, &state);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
+        let state = shared.clone();
+        let thread = crate::net::accept_until(listener, stop.clone(), move |client| {
+            let _ = serve(client, upstream, &state);
         });
         Self {
             addr,

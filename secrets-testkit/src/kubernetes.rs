@@ -82,19 +82,11 @@ impl TokenReviewApi {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
-        listener.set_nonblocking(true).expect("non-blocking");
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (state, stopping) = (shared.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = review(stream, &state);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
+        let state = shared.clone();
+        let thread = crate::net::accept_until(listener, stop.clone(), move |stream| {
+            let _ = review(stream, &state);
         });
         Self {
             addr,

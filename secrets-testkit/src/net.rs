@@ -236,6 +236,27 @@ impl Drop for Blackhole {
     }
 }
 
+/// Accepts connections on `listener` until `stop` is set, each served by
+/// `serve` on a thread of its own; the accepting thread.
+pub fn accept_until(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    serve: impl Fn(TcpStream) + Clone + Send + 'static,
+) -> JoinHandle<()> {
+    listener.set_nonblocking(true).expect("non-blocking");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let serve = serve.clone();
+                    std::thread::spawn(move || serve(stream));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

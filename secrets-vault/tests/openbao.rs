@@ -165,15 +165,20 @@ async fn a_soft_deleted_kv2_secret_is_not_found() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
-/// Enables AppRole with a role whose tokens may read `allowed` only.
-fn approle(bao: &OpenBao, allowed: &str, token_ttl: &str) -> (String, String) {
-    bao.admin("POST", "sys/auth/approle", r#"{"type": "approle"}"#);
-    let policy = format!(r#"path "{allowed}" {{ capabilities = ["read"] }}"#);
+/// The policy `mlflow-read`: reading `path` only.
+fn read_policy(bao: &OpenBao, path: &str) {
+    let policy = format!(r#"path "{path}" {{ capabilities = ["read"] }}"#);
     bao.admin(
         "PUT",
         "sys/policies/acl/mlflow-read",
         &serde_json::json!({ "policy": policy }).to_string(),
     );
+}
+
+/// Enables AppRole with a role whose tokens may read `allowed` only.
+fn approle(bao: &OpenBao, allowed: &str, token_ttl: &str) -> (String, String) {
+    bao.admin("POST", "sys/auth/approle", r#"{"type": "approle"}"#);
+    read_policy(bao, allowed);
     bao.admin(
         "POST",
         "auth/approle/role/mlflow",
@@ -561,12 +566,7 @@ fn jwt_auth(bao: &OpenBao, issuer: &Issuer, ttl: &str, max_ttl: &str) {
         })
         .to_string(),
     );
-    let policy = r#"path "secret/data/mlflow/auth" { capabilities = ["read"] }"#;
-    bao.admin(
-        "PUT",
-        "sys/policies/acl/mlflow-read",
-        &serde_json::json!({ "policy": policy }).to_string(),
-    );
+    read_policy(bao, "secret/data/mlflow/auth");
     bao.admin(
         "POST",
         "auth/jwt/role/mlflow",
@@ -774,12 +774,7 @@ async fn kubernetes_login_as_the_bound_service_account_only() {
         })
         .to_string(),
     );
-    let policy = r#"path "secret/data/mlflow/auth" { capabilities = ["read"] }"#;
-    store.bao.admin(
-        "PUT",
-        "sys/policies/acl/mlflow-read",
-        &serde_json::json!({ "policy": policy }).to_string(),
-    );
+    read_policy(&store.bao, "secret/data/mlflow/auth");
     store.bao.admin(
         "POST",
         "auth/kubernetes/role/trainer",
