@@ -18,6 +18,10 @@ use crate::config::{AUDIENCE, ClientAuth, ISSUER, OAuthConfig, RESOURCE, SCOPE, 
 /// The largest answer read from the IdP.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// The shortest token lifetime taken: one that ends sooner would bring a
+/// token request per request.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
 /// The longest access token accepted.
 const MAX_TOKEN: usize = 16 * 1024;
 
@@ -287,12 +291,12 @@ fn token(answer: &[u8]) -> Result<Token> {
         // Nothing says how long it lives: assume not long.
         (None, None) => crate::UNSTATED_LIFETIME,
     };
-    if lifetime.is_zero() {
+    if lifetime < MIN_LIFETIME {
         // Served, it would bring a token request per request: an error,
         // retried with backoff (and counted by the circuit breaker).
         return Err(SecretError::new(
             ErrorKind::Transient,
-            "the token endpoint gave a token that expires at once (expires_in 0, or a JWT exp already past)",
+            "the token endpoint gave a token that expires at once (expires_in 0, or a JWT exp within a second)",
         ));
     }
     Ok(Token {
@@ -304,7 +308,9 @@ fn token(answer: &[u8]) -> Result<Token> {
 /// What is left of a JWT's `exp`, when the token is one.
 fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
     let at = crate::claims(token)?.expires?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    // Whole seconds, as `exp` and `expires_in` are.
+    let left = at.duration_since(now).unwrap_or(Duration::ZERO);
+    Some(Duration::from_secs(left.as_secs()))
 }
 
 /// The error for a refused token request.
@@ -410,6 +416,10 @@ mod tests {
             "{:?}",
             jwt.lifetime
         );
+        // A JWT already past its `exp`, with nothing else said: refused.
+        let past = URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{}}}"#, exp - 200));
+        let answer = format!(r#"{{"access_token":"e30.{past}.c2ln"}}"#);
+        assert!(token(answer.as_bytes()).is_err());
         let unstated = token(br#"{"access_token":"at-1"}"#).unwrap();
         assert_eq!(unstated.lifetime, crate::UNSTATED_LIFETIME);
         for bad in [
@@ -418,6 +428,7 @@ mod tests {
             br#"{"access_token":"x","expires_in":-1}"#,
             br#"{"access_token":"x","expires_in":"soon"}"#,
             br#"{"access_token":"x","expires_in":0}"#,
+            br#"{"access_token":"x","expires_in":0.9}"#,
             b"<html>",
         ] {
             assert!(token(bad).is_err());

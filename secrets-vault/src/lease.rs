@@ -126,15 +126,29 @@ impl Lease {
 
 impl Lease {
     /// The lease after a renewal failed at `now`: the same, with the next
-    /// renewal (or replacement) held off by [`backoff`].
+    /// renewal (or replacement) held off by [`backoff`], at most half of
+    /// the time left.
     pub(crate) fn held(&self, now: Instant) -> Self {
         let failures = self.failures.saturating_add(1);
+        // Never held past half of what is left: a token whose renewal
+        // failed near its end gets more tries before it runs out.
+        let wait = match self.expires() {
+            Some(at) => backoff(failures).min(at.saturating_duration_since(now) / 2),
+            None => backoff(failures),
+        };
         Self {
             failures,
-            held_until: now.checked_add(backoff(failures)),
+            held_until: now.checked_add(wait),
             ..*self
         }
     }
+}
+
+/// The wait before a new login after a read was refused just after one: a
+/// 403 that a fresh token gets is the policy's, which a new login does not
+/// change (a fixed policy applies to the current token at once).
+pub(crate) fn after_refused_read() -> Duration {
+    MAX_BACKOFF.mul_f64(1.0 - fastrand::f64() / 2.0)
 }
 
 /// The wait before the next login after `failures` failed ones in a row:
@@ -245,6 +259,13 @@ mod tests {
         assert_eq!(twice.failures, 2);
         assert!(twice.held_until.unwrap() <= t0 + secs(203));
         assert_eq!(twice.step(t0 + secs(300)), Step::Expired);
+        // Near its end: held for at most half of what is left.
+        let late = Lease {
+            failures: 10,
+            ..lease
+        }
+        .held(t0 + secs(290));
+        assert!(late.held_until.unwrap() <= t0 + secs(295), "{late:?}");
     }
 
     #[test]

@@ -350,10 +350,15 @@ struct Sessions {
 }
 
 impl Sessions {
-    /// A login (or the read just after one) failed: the next waits.
+    /// A login failed: the next waits, longer after each.
     fn failed(&mut self, error: SecretError) {
         self.failures = self.failures.saturating_add(1);
-        self.retry_at = Instant::now().checked_add(lease::backoff(self.failures));
+        self.wait(lease::backoff(self.failures), error);
+    }
+
+    /// No login for `wait`; `error` meanwhile, when there is no token.
+    fn wait(&mut self, wait: Duration, error: SecretError) {
+        self.retry_at = Instant::now().checked_add(wait);
         self.last_error = Some(error);
     }
 }
@@ -736,11 +741,14 @@ impl VaultProvider {
         }
     }
 
-    /// A read was refused (403) just after a new login: the next logins
-    /// back off as after a refused one, so a token without the policy does
-    /// not bring a login per request.
+    /// A read was refused (403) just after a new login: no login for about
+    /// a minute ([`lease::after_refused_read`]), so a token without the
+    /// policy does not bring a login (and a live Vault token) per request.
     async fn refused_after_login(&self, error: &SecretError) {
-        self.session.lock().await.failed(error.clone());
+        self.session
+            .lock()
+            .await
+            .wait(lease::after_refused_read(), error.clone());
     }
 
     /// `session` renewed (renew-self).

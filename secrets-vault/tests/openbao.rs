@@ -839,3 +839,56 @@ async fn a_path_the_policy_denies_does_not_bring_a_login_per_request() {
         "the first login, and one more on the first 403"
     );
 }
+
+/// A renewable 6 s token the user gave, whose first two renewals Vault
+/// answers with 500: renewed after all, before it ends (not given up after
+/// one failure), and no read fails.
+#[tokio::test]
+async fn a_users_token_is_renewed_after_failed_renewals() {
+    let Some(store) = kv2_store("renewal failures").await else {
+        return;
+    };
+    store.write("mlflow/auth", r#"{"token": "tok-renewed"}"#);
+    read_policy(&store.bao, "secret/data/mlflow/auth");
+    let given = json(
+        &store
+            .bao
+            .admin(
+                "POST",
+                "auth/token/create",
+                r#"{"policies": ["mlflow-read"], "ttl": "6s", "renewable": true}"#,
+            )
+            .body,
+    )["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let counter = FaultProxy::start(store.bao.addr());
+    counter.inject(
+        Fault::new(
+            "/v1/auth/token/renew-self",
+            500,
+            r#"{"errors":["internal error"]}"#,
+        )
+        .times(2),
+    );
+    let vault = VaultProvider::builder()
+        .address(counter.url())
+        .path("secret/mlflow/auth")
+        .token(given)
+        .build()
+        .unwrap();
+    // Reads until well past the token's first end (6 s); the renewals
+    // fall between 4 and 6 s, held off at most half of what is left, so a
+    // loaded machine has seconds to spare.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        assert_eq!(read(&vault).await, token("tok-renewed"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter.answered(), 2, "two renewals failed");
+    assert!(
+        counter.forwarded_to("/v1/auth/token/renew-self") >= 1,
+        "then one went through"
+    );
+}
