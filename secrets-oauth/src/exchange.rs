@@ -308,9 +308,7 @@ fn token(answer: &[u8]) -> Result<Token> {
 /// What is left of a JWT's `exp`, when the token is one.
 fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
     let at = crate::claims(token)?.expires?;
-    // Whole seconds, as `exp` and `expires_in` are.
-    let left = at.duration_since(now).unwrap_or(Duration::ZERO);
-    Some(Duration::from_secs(left.as_secs()))
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The error for a refused token request.
