@@ -530,11 +530,9 @@ async fn an_oauth_token_keeps_to_the_same_hops_and_a_refusal_brings_a_new_one() 
         "hostile-client-secret-4",
         "client_secret_basic",
     );
-    let Some(idp) = OidcServer::start(
-        "hostile: OAuth2 token",
-        std::slice::from_ref(&client),
-        Duration::from_secs(600),
-    ) else {
+    let Some(idp) =
+        OidcServer::start_one("hostile: OAuth2 token", &client, Duration::from_secs(600))
+    else {
         return;
     };
     let counted = FaultProxy::start(idp.addr());

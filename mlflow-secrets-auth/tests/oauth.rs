@@ -432,7 +432,7 @@ async fn a_run_lasting_five_token_lifetimes_meets_no_refusal() {
     const LIFETIME: Duration = Duration::from_secs(4);
     const AUDIENCE: &str = "https://mlflow.example.test";
     let client = OidcClient::new("long-run", "long-run-secret", "client_secret_basic");
-    let Some(idp) = OidcServer::start(TEST, std::slice::from_ref(&client), LIFETIME) else {
+    let Some(idp) = OidcServer::start_one(TEST, &client, LIFETIME) else {
         return;
     };
     let Some(mlflow) = MlflowServer::start(TEST) else {

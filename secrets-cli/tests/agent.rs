@@ -1113,9 +1113,9 @@ fn a_worker_with_only_the_agent_is_told_what_the_agent_serves() {
 fn twenty_client_processes_share_one_oauth_token_request() {
     use secrets_testkit::oidc::{OidcClient, OidcServer};
     let client = OidcClient::new("node-client", "node-client-secret-5", "client_secret_basic");
-    let Some(idp) = OidcServer::start(
+    let Some(idp) = OidcServer::start_one(
         "agent: one OAuth2 token for the node",
-        std::slice::from_ref(&client),
+        &client,
         Duration::from_secs(600),
     ) else {
         return;

@@ -1666,11 +1666,8 @@ fn an_oauth_token_the_idp_issued_reaches_the_upstream_and_the_client_never_does(
     use secrets_testkit::oidc::{OidcClient, OidcServer};
     const SECRET: &str = "proxy-oauth-client-secret-9";
     let client = OidcClient::new("proxy-client", SECRET, "client_secret_post");
-    let Some(idp) = OidcServer::start(
-        "proxy: OAuth2 token",
-        std::slice::from_ref(&client),
-        Duration::from_secs(600),
-    ) else {
+    let Some(idp) = OidcServer::start_one("proxy: OAuth2 token", &client, Duration::from_secs(600))
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -1715,7 +1712,7 @@ fn curl_gets_mlflow_through_the_proxy_while_the_oauth_token_rotates() {
         "rotating-secret-4",
         "client_secret_basic",
     );
-    let Some(idp) = OidcServer::start(TEST, std::slice::from_ref(&client), LIFETIME) else {
+    let Some(idp) = OidcServer::start_one(TEST, &client, LIFETIME) else {
         return;
     };
     let Some(mlflow) = MlflowServer::shared(TEST) else {

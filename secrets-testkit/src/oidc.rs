@@ -141,6 +141,11 @@ impl OidcServer {
         Some(Self { process })
     }
 
+    /// [`Self::start`] with the one client `client`.
+    pub fn start_one(test: &str, client: &OidcClient, token_ttl: Duration) -> Option<Self> {
+        Self::start(test, std::slice::from_ref(client), token_ttl)
+    }
+
     /// `http://127.0.0.1:PORT`, the issuer.
     pub fn issuer(&self) -> String {
         self.process.url()

@@ -165,6 +165,19 @@ async fn a_soft_deleted_kv2_secret_is_not_found() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
+/// A renewable token living `ttl` with the policy `mlflow-read`, as a user
+/// would be given one.
+fn renewable_token(bao: &OpenBao, ttl: &str) -> String {
+    let body = serde_json::json!({"policies": ["mlflow-read"], "ttl": ttl, "renewable": true});
+    json(
+        &bao.admin("POST", "auth/token/create", &body.to_string())
+            .body,
+    )["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The policy `mlflow-read`: reading `path` only.
 fn read_policy(bao: &OpenBao, path: &str) {
     let policy = format!(r#"path "{path}" {{ capabilities = ["read"] }}"#);
@@ -691,19 +704,7 @@ async fn tokens_are_renewed_replaced_at_max_ttl_and_never_used_past_expiry() {
     let (store, jwt_counter) = (&bao.store, &bao.counter);
     let by_jwt = bao.provider("mlflow/auth");
 
-    let given = json(
-        &store
-            .bao
-            .admin(
-                "POST",
-                "auth/token/create",
-                r#"{"policies": ["mlflow-read"], "ttl": "2s", "renewable": true}"#,
-            )
-            .body,
-    )["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let given = renewable_token(&store.bao, "2s");
     let given_counter = FaultProxy::start(store.bao.addr());
     let by_token = VaultProvider::builder()
         .address(given_counter.url())
@@ -850,19 +851,7 @@ async fn a_users_token_is_renewed_after_failed_renewals() {
     };
     store.write("mlflow/auth", r#"{"token": "tok-renewed"}"#);
     read_policy(&store.bao, "secret/data/mlflow/auth");
-    let given = json(
-        &store
-            .bao
-            .admin(
-                "POST",
-                "auth/token/create",
-                r#"{"policies": ["mlflow-read"], "ttl": "6s", "renewable": true}"#,
-            )
-            .body,
-    )["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let given = renewable_token(&store.bao, "6s");
     let counter = FaultProxy::start(store.bao.addr());
     counter.inject(
         Fault::new(

@@ -513,9 +513,9 @@ fn doctor_shows_the_oauth_token_it_obtained_and_never_the_token_or_the_secret() 
     use secrets_testkit::oidc::{OidcClient, OidcServer};
     const SECRET: &str = "client-secret-for-doctor-71";
     let client = OidcClient::new("doctor-client", SECRET, "client_secret_basic");
-    let Some(idp) = OidcServer::start(
+    let Some(idp) = OidcServer::start_one(
         "cli: doctor with OAuth2",
-        std::slice::from_ref(&client),
+        &client,
         std::time::Duration::from_secs(600),
     ) else {
         return;
