@@ -119,6 +119,10 @@ pub(crate) fn map(error: &azure_core::Error, at: &Context<'_>) -> SecretError {
 fn credential_error(error: &azure_core::Error, credential: &str) -> SecretError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
+        // Ours, such as an unreadable federated token file: as it was.
+        if let Some(ours) = current.downcast_ref::<SecretError>() {
+            return ours.clone();
+        }
         if let Some(inner) = current.downcast_ref::<azure_core::Error>() {
             let unreachable = match inner.kind() {
                 AzureKind::Connection | AzureKind::Io => true,

@@ -277,7 +277,7 @@ impl AzureKeyVaultProvider {
             }
         };
         let options = ClientOptions {
-            transport: Some(Transport::new(Arc::new(http))),
+            transport: Some(Transport::new(Arc::new(http.clone()))),
             retry: RetryOptions::none(),
             cloud: self.authority_host.as_ref().map(|host| {
                 let mut custom = CustomConfiguration::default();
@@ -286,7 +286,7 @@ impl AzureKeyVaultProvider {
             }),
             ..Default::default()
         };
-        let credential = self.credential.build(&options)?;
+        let credential = self.credential.build(&options, &http)?;
         let client = SecretClient::new(
             &self.vault_url,
             credential,
@@ -435,7 +435,7 @@ mod tests {
         ("MLFLOW_AZURE_SECRET_NAME", "mlflow-cred"),
         ("MLFLOW_AZURE_SECRET_VERSION", "latest"),
         ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
-        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi/token"),
+        ("PATH", "/nonexistent"),
     ];
 
     fn from(vars: &[(&str, &str)]) -> Result<AzureKeyVaultProvider> {

@@ -12,7 +12,8 @@ use mlflow_secrets_auth_azure::{AzureCredential, AzureKeyVaultBuilder, AzureKeyV
 use mlflow_secrets_auth_conformance::SecretStore;
 use mlflow_secrets_auth_core::{Credential, ErrorKind, SecretProvider};
 use secrets_testkit::azure::{
-    AzureKeyVault, CLIENT_ID, CLIENT_SECRET, Challenge, Mode, TENANT_ID, VAULT_HOST,
+    AzureKeyVault, CLIENT_ID, CLIENT_SECRET, Challenge, IDENTITY_HEADER, Mode, TENANT_ID,
+    VAULT_HOST,
 };
 use secrets_testkit::or_hang;
 
@@ -130,13 +131,34 @@ try:
     client("wrong-secret").get_secret("mlflow-cred")
 except ClientAuthenticationError as e:
     print("refused", "AADSTS7000215" in str(e))
+
+# Workload identity: the federated token file, as `client_assertion`.
+from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
+federated = WorkloadIdentityCredential(
+    tenant_id="{TENANT_ID}", client_id="{CLIENT_ID}", token_file_path=sys.argv[3],
+    authority=base, disable_instance_discovery=True, connection_verify=ca)
+print("workload", SecretClient(vault_url=base, credential=federated,
+      verify_challenge_resource=False, connection_verify=ca).get_secret("mlflow-cred").value)
+# Managed identity: IDENTITY_ENDPOINT and IDENTITY_HEADER from the environment.
+for identity in [ManagedIdentityCredential(connection_verify=ca),
+                 ManagedIdentityCredential(client_id="{CLIENT_ID}", connection_verify=ca)]:
+    print("managed", SecretClient(vault_url=base, credential=identity,
+          verify_challenge_resource=False, connection_verify=ca).get_secret("mlflow-cred").value)
 "#
     );
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "projected-sa-token-py").unwrap();
+    double.trust_federated_token("projected-sa-token-py");
     let output = std::process::Command::new(python)
         .arg("-c")
         .arg(&script)
         .arg(double.url())
         .arg(double.ca_path())
+        .arg(&token_file)
+        .env("IDENTITY_ENDPOINT", double.identity_endpoint())
+        .env("IDENTITY_HEADER", IDENTITY_HEADER)
+        .env("REQUESTS_CA_BUNDLE", double.ca_path())
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -149,9 +171,13 @@ except ClientAuthenticationError as e:
             r#"pinned {"token": "tok-v1"}"#,
             "missing ResourceNotFoundError SecretNotFound",
             "refused True",
+            r#"workload {"token": "tok-v2"}"#,
+            r#"managed {"token": "tok-v2"}"#,
+            r#"managed {"token": "tok-v2"}"#,
         ],
         "{stderr}"
     );
+    assert_eq!(double.assertions(), ["projected-sa-token-py"]);
 }
 
 #[tokio::test]
@@ -341,4 +367,101 @@ async fn a_name_with_slashes_is_refused_before_any_call() {
         (0, 0),
         "nothing was sent"
     );
+}
+
+#[tokio::test]
+async fn workload_identity_reads_the_token_file_again_at_each_token_request() {
+    let double = AzureKeyVault::start();
+    double.set_secret("federated", "tok-federated");
+    // Tokens inside the SDK's 5-minute refresh window: every fetch asks anew.
+    double.set_token_lifetime(60);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("azure-identity-token");
+    let fresh = || {
+        self::provider(&double, "federated")
+            .credential(AzureCredential::WorkloadIdentity {
+                tenant_id: TENANT_ID.to_owned(),
+                client_id: CLIENT_ID.to_owned(),
+                token_file: file.clone(),
+            })
+            .build()
+            .unwrap()
+    };
+    let provider = fresh();
+
+    // No file yet: a configuration error naming the variable, nothing sent.
+    let err = fetch(&provider).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
+    assert_eq!(double.token_requests(), 0);
+
+    for token in ["projected-sa-token-1", "projected-sa-token-2"] {
+        double.trust_federated_token(token);
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        assert_eq!(fetch(&provider).await.unwrap(), self::token("tok-federated"));
+    }
+    assert_eq!(
+        double.assertions(),
+        ["projected-sa-token-1", "projected-sa-token-2"],
+        "the rotated file's token is the next assertion"
+    );
+
+    // A client whose token is still valid keeps it when a new one is
+    // refused (the SDK's policy); a new client shows the refusal.
+    std::fs::write(&file, "projected-sa-token-of-another-account").unwrap();
+    let err = fetch(&fresh()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("AADSTS700213"), "{text}");
+    assert!(!text.contains("projected-sa-token"), "{text}");
+
+    std::fs::write(&file, "  \n").unwrap();
+    let err = fetch(&fresh()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("is empty"), "{err}");
+}
+
+#[tokio::test]
+async fn managed_identity_gets_its_token_from_the_identity_endpoint() {
+    let double = AzureKeyVault::start();
+    double.set_secret("managed", "tok-managed");
+    let endpoint = double.identity_endpoint();
+    let credential = |vars: &[(&str, &str)]| {
+        AzureCredential::from_env(&mlflow_secrets_auth_core::Env::new(&vars)).unwrap()
+    };
+    let base = [
+        ("IDENTITY_ENDPOINT", endpoint.as_str()),
+        ("IDENTITY_HEADER", IDENTITY_HEADER),
+        ("PATH", "/nonexistent"),
+    ];
+    let mut user_assigned = base.to_vec();
+    user_assigned.push(("AZURE_CLIENT_ID", CLIENT_ID));
+    for vars in [base.to_vec(), user_assigned] {
+        let provider = provider(&double, "managed")
+            .credential(credential(&vars))
+            .build()
+            .unwrap();
+        assert_eq!(fetch(&provider).await.unwrap(), token("tok-managed"));
+    }
+    assert_eq!(double.token_requests(), 2);
+
+    // An identity not assigned to the resource, and a wrong header: refused,
+    // naming the credential, never showing the header.
+    let mut other = base.to_vec();
+    other.push(("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000000"));
+    let mut wrong_header = base.to_vec();
+    wrong_header[1] = ("IDENTITY_HEADER", "not-the-identity-header");
+    for vars in [other, wrong_header] {
+        let provider = provider(&double, "managed")
+            .credential(credential(&vars))
+            .build()
+            .unwrap();
+        let err = fetch(&provider).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("ManagedIdentityCredential"), "{text}");
+        assert!(text.contains("IDENTITY_ENDPOINT answered HTTP"), "{text}");
+        assert!(!text.contains("not-the-identity-header"), "{text}");
+    }
+    assert_eq!(double.secret_reads(), 2);
 }

@@ -14,6 +14,40 @@ use crate::env::Env;
 use crate::error::{ErrorKind, Result, SecretError};
 use crate::provider::{FetchedSecret, ProviderDescription, SecretProvider};
 
+/// The most a token file ([`read_token_file`]) may hold.
+pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
+
+/// A platform token (a projected service-account token, a CI job's OIDC
+/// token) read from `file` for one login, trimmed. A missing, unreadable,
+/// empty or larger than [`TOKEN_FILE_LIMIT`] file is a `config` error naming
+/// `variable` and the path. The token is hidden from logs and errors while it
+/// is the current one (`label` names it there).
+pub fn read_token_file(
+    variable: &str,
+    file: &Path,
+    label: &'static str,
+) -> Result<Zeroizing<String>> {
+    let unreadable =
+        |what: String| SecretError::config(variable, format!("{}: {what}", file.display()));
+    let opened = File::open(file).map_err(|e| unreadable(format!("cannot be read ({e})")))?;
+    let mut text = Zeroizing::new(String::new());
+    opened
+        .take(TOKEN_FILE_LIMIT + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| unreadable(format!("cannot be read ({e})")))?;
+    if text.len() as u64 > TOKEN_FILE_LIMIT {
+        return Err(unreadable(format!(
+            "is larger than {TOKEN_FILE_LIMIT} bytes"
+        )));
+    }
+    let token = Zeroizing::new(text.trim().to_owned());
+    if token.is_empty() {
+        return Err(unreadable("is empty".to_owned()));
+    }
+    crate::redact::hide_while_current(label, &token);
+    Ok(token)
+}
+
 /// Reads the secret text from a file.
 ///
 /// ```

@@ -30,6 +30,8 @@ mod error;
 mod file;
 mod header;
 mod hop;
+#[cfg(feature = "reqwest")]
+pub mod http;
 mod provider;
 pub mod proxy;
 mod redact;
@@ -39,7 +41,7 @@ pub use credential::{Credential, MAX_SECRET_BYTES};
 pub use endpoint::checked_endpoint;
 pub use env::{Env, EnvSource, ProcessEnv, parse_bool};
 pub use error::{ErrorKind, Result, SecretError, source_chain};
-pub use file::FileProvider;
+pub use file::{FileProvider, TOKEN_FILE_LIMIT, read_token_file};
 pub use header::{AuthHeader, AuthMode, HeaderName, InvalidHeaderName, UnknownAuthMode};
 pub use hop::{
     CREDENTIAL_HEADERS, Hop, HopPolicy, Withheld, is_loopback, parse_handed_on, parsers_agree,

@@ -63,18 +63,8 @@ pub(crate) fn http_client() -> Result<reqwest::Client> {
 }
 
 /// The body of `response`, at most [`MAX_ANSWER`] bytes.
-async fn bounded(mut response: reqwest::Response) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(SecretError::new(
-                ErrorKind::Rejected,
-                format!("the IdP's answer is longer than {MAX_ANSWER} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn bounded(response: reqwest::Response) -> Result<Vec<u8>> {
+    mlflow_secrets_auth_core::http::bounded_body(response, MAX_ANSWER, "the IdP").await
 }
 
 fn transport(error: reqwest::Error) -> SecretError {

@@ -11,8 +11,13 @@
 //!   404 `SecretNotFound`, 403 for a disabled secret (`SecretDisabled`) or a
 //!   denied identity, 429 with `Retry-After`, 500, or no answer at all;
 //! - Entra ID: `GET /{tenant}/v2.0/.well-known/openid-configuration` and
-//!   `POST /{tenant}/oauth2/v2.0/token` (client credentials), refusing a wrong
-//!   client secret with the AADSTS error shape.
+//!   `POST /{tenant}/oauth2/v2.0/token` (client credentials, with the client
+//!   secret or a federated token as `client_assertion`), refusing a wrong
+//!   secret or an unknown assertion with the AADSTS error shape;
+//! - a managed identity's endpoint, as App Service, Functions and Container
+//!   Apps serve it: `GET /msi/token?api-version=2019-08-01&resource=…
+//!   [&client_id=…]` with `X-IDENTITY-HEADER` → `{"access_token",
+//!   "expires_on": "<unix seconds>", …}`.
 //!
 //! The double is checked against Microsoft's own Python clients
 //! (`azure-keyvault-secrets`, `azure-identity`) by the `secrets-azure` tests.
@@ -34,12 +39,19 @@ pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const CLIENT_ID: &str = "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b";
 /// Its client secret.
 pub const CLIENT_SECRET: &str = "azure-client-secret-9Qx~test";
+/// The `IDENTITY_HEADER` secret the managed-identity endpoint takes.
+pub const IDENTITY_HEADER: &str = "identity-header-7Hc2-test";
+/// The path of the managed-identity endpoint (`IDENTITY_ENDPOINT` is the
+/// double's URL and this).
+pub const IDENTITY_PATH: &str = "/msi/token";
+/// The `client_assertion_type` of a federated token.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// A Key Vault host name the certificate is also valid for: clients that
 /// check the challenge's resource against the vault's domain use
 /// `https://VAULT_HOST:PORT` and resolve it to 127.0.0.1 themselves.
 pub const VAULT_HOST: &str = "mlflow-test.vault.azure.net";
 
-/// The `expires_in` of issued tokens.
+/// The `expires_in` of issued tokens, unless set otherwise.
 const TOKEN_LIFETIME_SECS: u64 = 3600;
 
 /// How the vault answers secret reads (token requests are always served).
@@ -81,6 +93,11 @@ struct State {
     tokens: HashSet<String>,
     mode: Mode,
     challenge: Challenge,
+    /// Federated tokens the app registration trusts.
+    federated: HashSet<String>,
+    /// Every `client_assertion` presented, in order.
+    assertions: Vec<String>,
+    token_lifetime: u64,
 }
 
 #[derive(Debug)]
@@ -127,6 +144,9 @@ impl AzureKeyVault {
                 tokens: HashSet::new(),
                 mode: Mode::Normal,
                 challenge: Challenge::Resource,
+                federated: HashSet::new(),
+                assertions: Vec::new(),
+                token_lifetime: TOKEN_LIFETIME_SECS,
             }),
             base: format!("https://{addr}"),
             stop: AtomicBool::new(false),
@@ -223,7 +243,30 @@ impl AzureKeyVault {
         self.shared.state().challenge = challenge;
     }
 
-    /// Token requests answered so far (successful or not).
+    /// Trusts `token` as a federated credential of the app (workload
+    /// identity: the service account token Kubernetes projects).
+    pub fn trust_federated_token(&self, token: &str) {
+        self.shared.state().federated.insert(token.to_owned());
+    }
+
+    /// Every `client_assertion` presented to the token endpoint, in order.
+    pub fn assertions(&self) -> Vec<String> {
+        self.shared.state().assertions.clone()
+    }
+
+    /// How long issued tokens live (default an hour). Under five minutes,
+    /// the SDK asks for a new one at every call.
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        self.shared.state().token_lifetime = seconds;
+    }
+
+    /// `IDENTITY_ENDPOINT` for the managed-identity endpoint.
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}{IDENTITY_PATH}", self.shared.base)
+    }
+
+    /// Token requests answered so far (successful or not), the
+    /// managed-identity endpoint's included.
     pub fn token_requests(&self) -> usize {
         self.shared.token_requests.load(Ordering::Relaxed)
     }
@@ -411,6 +454,7 @@ fn route(request: &Request, shared: &Shared) -> Option<Reply> {
             Some(openid_configuration(tenant, shared))
         }
         ("POST", [tenant, "oauth2", "v2.0", "token"]) => Some(token(tenant, request, shared)),
+        ("GET", ["msi", "token"]) => Some(managed_identity(request, shared)),
         ("GET", ["secrets", name]) | ("GET", ["secrets", name, ""]) => {
             secret(request, shared, name, None)
         }
@@ -491,7 +535,21 @@ fn token(tenant: &str, request: &Request, shared: &Shared) -> Reply {
             ),
         );
     }
-    if field("client_secret") != CLIENT_SECRET {
+    if field("client_assertion_type") == JWT_BEARER {
+        let assertion = field("client_assertion").to_owned();
+        let mut state = shared.state();
+        state.assertions.push(assertion.clone());
+        if !state.federated.contains(&assertion) {
+            return aad_error(
+                401,
+                "invalid_client",
+                700213,
+                &format!(
+                    "No matching federated identity record found for presented assertion subject. Check your federated identity credential configuration of app '{CLIENT_ID}'."
+                ),
+            );
+        }
+    } else if field("client_secret") != CLIENT_SECRET {
         return aad_error(
             401,
             "invalid_client",
@@ -509,16 +567,65 @@ fn token(tenant: &str, request: &Request, shared: &Shared) -> Reply {
             "The provided value for scope is not valid.",
         );
     }
-    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
-    let access_token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.double-{n}-{}", now());
-    shared.state().tokens.insert(access_token.clone());
+    let (access_token, lifetime) = issue(shared);
     Reply::json(
         200,
         json!({
             "token_type": "Bearer",
-            "expires_in": TOKEN_LIFETIME_SECS,
-            "ext_expires_in": TOKEN_LIFETIME_SECS,
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
             "access_token": access_token,
+        }),
+    )
+}
+
+/// A new access token the vault accepts, and its lifetime.
+fn issue(shared: &Shared) -> (String, u64) {
+    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+    let access_token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.double-{n}-{}", now());
+    let mut state = shared.state();
+    state.tokens.insert(access_token.clone());
+    (access_token, state.token_lifetime)
+}
+
+/// The managed-identity endpoint of App Service (api-version 2019-08-01):
+/// the system-assigned identity, or the user-assigned [`CLIENT_ID`].
+fn managed_identity(request: &Request, shared: &Shared) -> Reply {
+    shared.token_requests.fetch_add(1, Ordering::Relaxed);
+    let query = |name: &str| request.query.get(name).map(String::as_str);
+    if request.headers.get("x-identity-header").map(String::as_str) != Some(IDENTITY_HEADER) {
+        return Reply::json(
+            401,
+            json!({"statusCode": 401, "message": "Unauthorized: the X-IDENTITY-HEADER is missing or wrong."}),
+        );
+    }
+    if query("api-version") != Some("2019-08-01") {
+        return Reply::json(
+            400,
+            json!({"statusCode": 400, "message": "Unsupported api-version."}),
+        );
+    }
+    if query("resource") != Some("https://vault.azure.net") {
+        return Reply::json(
+            400,
+            json!({"statusCode": 400, "message": "Invalid resource."}),
+        );
+    }
+    if query("client_id").is_some_and(|id| id != CLIENT_ID) {
+        return Reply::json(
+            400,
+            json!({"statusCode": 400, "message": "No user-assigned identity with this client_id is assigned to the resource."}),
+        );
+    }
+    let (access_token, lifetime) = issue(shared);
+    Reply::json(
+        200,
+        json!({
+            "access_token": access_token,
+            "expires_on": (now() + lifetime).to_string(),
+            "resource": "https://vault.azure.net",
+            "token_type": "Bearer",
+            "client_id": CLIENT_ID,
         }),
     )
 }

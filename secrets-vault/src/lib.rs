@@ -135,9 +135,6 @@ impl JwtMethod {
 /// The service-account token a pod has, where Kubernetes projects it.
 pub const KUBERNETES_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
-/// The largest JWT file read, in bytes.
-const JWT_FILE_LIMIT: u64 = 64 * 1024;
-
 impl fmt::Debug for VaultAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -388,31 +385,6 @@ impl From<SecretError> for LoginError {
 /// A lease's TTL as reported (capped: it is server input).
 fn reported(seconds: u64) -> Duration {
     mlflow_secrets_auth_core::capped(Duration::from_secs(seconds))
-}
-
-/// The JWT in `file`, read for a login: a `config` error naming the file
-/// when it is missing, empty or too large.
-fn read_jwt(file: &Path) -> Result<zeroize::Zeroizing<String>> {
-    use std::io::Read as _;
-    let unreadable = |what: String| {
-        SecretError::config(JWT_FILE, format!("{}: {what}", file.display())).with_provider(NAME)
-    };
-    let opened =
-        std::fs::File::open(file).map_err(|e| unreadable(format!("cannot be read ({e})")))?;
-    let mut text = zeroize::Zeroizing::new(String::new());
-    opened
-        .take(JWT_FILE_LIMIT + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| unreadable(format!("cannot be read ({e})")))?;
-    if text.len() as u64 > JWT_FILE_LIMIT {
-        return Err(unreadable(format!("is larger than {JWT_FILE_LIMIT} bytes")));
-    }
-    let jwt = zeroize::Zeroizing::new(text.trim().to_owned());
-    if jwt.is_empty() {
-        return Err(unreadable("is empty".to_owned()));
-    }
-    mlflow_secrets_auth_core::hide_while_current("vault jwt", &jwt);
-    Ok(jwt)
 }
 
 /// Reads one KV secret from Vault or OpenBao.
@@ -795,7 +767,8 @@ impl VaultProvider {
                 file,
             } => {
                 // Read again at every login: a projected token rotates.
-                let jwt = read_jwt(file)?;
+                let jwt = mlflow_secrets_auth_core::read_token_file(JWT_FILE, file, "vault jwt")
+                    .map_err(|e| e.with_provider(NAME))?;
                 let client = self.new_client("")?;
                 let request = match method {
                     JwtMethod::Kubernetes => {
