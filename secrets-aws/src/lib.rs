@@ -19,7 +19,8 @@
 mod errors;
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
@@ -47,6 +48,7 @@ use mlflow_secrets_auth_core::REQUEST_TIMEOUT_VAR as TIMEOUT_VAR;
 const KEY_ID_VAR: &str = "AWS_ACCESS_KEY_ID";
 const SECRET_KEY_VAR: &str = "AWS_SECRET_ACCESS_KEY";
 const SESSION_TOKEN_VAR: &str = "AWS_SESSION_TOKEN";
+const WEB_IDENTITY_FILE_VAR: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
 
 pub use mlflow_secrets_auth_core::DEFAULT_REQUEST_TIMEOUT;
 
@@ -206,6 +208,9 @@ impl AwsSecretsManagerBuilder {
             request_timeout,
             connect_timeout,
             client: OnceCell::new(),
+            source: Arc::default(),
+            configured_identity: None,
+            web_identity_file: None,
         })
     }
 }
@@ -233,6 +238,98 @@ pub struct AwsSecretsManagerProvider {
     connect_timeout: Duration,
     /// Built at the first fetch and reused (one connection pool).
     client: OnceCell<Client>,
+    /// Which source of the AWS chain gave the last credentials, and until when.
+    source: Arc<Mutex<Option<Source>>>,
+    /// The workload identity the environment sets up for the chain, shown
+    /// until a fetch says which source answered.
+    configured_identity: Option<String>,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`, checked when the chain finds no
+    /// credentials, so the error names the file.
+    web_identity_file: Option<std::path::PathBuf>,
+}
+
+/// Where the SDK's credentials came from: the chain's provider name
+/// (`WebIdentityToken`, `EcsContainer`, `Profile`, `Environment`, …) and
+/// their expiry.
+#[derive(Debug, Clone)]
+struct Source {
+    provider: String,
+    expiry: Option<SystemTime>,
+}
+
+impl Source {
+    fn describe(&self, now: SystemTime) -> String {
+        match self.expiry.map(|at| at.duration_since(now)) {
+            None => format!("{}, never expire", self.provider),
+            Some(Ok(left)) => format!("{}, expire in {} s", self.provider, left.as_secs()),
+            Some(Err(_)) => format!("{}, expired", self.provider),
+        }
+    }
+}
+
+/// The chain's provider name of `credentials`. The SDK shows it only in
+/// `Debug` (`provider_name: "WebIdentityToken"`), which never holds the
+/// secret key; a unit test holds that shape.
+fn provider_name(credentials: &Credentials) -> String {
+    let shown = format!("{credentials:?}");
+    shown
+        .split_once("provider_name: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| "unknown".to_owned(), |(name, _)| name.to_owned())
+}
+
+/// The workload identity `env` sets up for the AWS chain: web identity
+/// (EKS IRSA, GitHub Actions: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`)
+/// or container credentials (EKS Pod Identity, ECS:
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI` / `_RELATIVE_URI`). The chain reads
+/// these from the process environment itself; this only describes them.
+fn workload_identity(env: &Env<'_>) -> Result<Option<String>> {
+    if let (Some(file), Some(role)) = (
+        env.string(&[WEB_IDENTITY_FILE_VAR])?,
+        env.string(&["AWS_ROLE_ARN"])?,
+    ) {
+        return Ok(Some(format!(
+            "web identity: role {role}, token file {file}"
+        )));
+    }
+    if let Some(uri) = env.string(&[
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ])? {
+        return Ok(Some(format!("container credentials from {uri}")));
+    }
+    Ok(None)
+}
+
+/// The SDK's credentials provider, noting which source answered: `info`
+/// and `doctor` say where the credentials come from and when they expire.
+#[derive(Debug)]
+struct Observed {
+    inner: SharedCredentialsProvider,
+    source: Arc<Mutex<Option<Source>>>,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for Observed {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let credentials = self.inner.provide_credentials().await?;
+            let seen = Source {
+                provider: provider_name(&credentials),
+                expiry: credentials.expiry(),
+            };
+            *self.source.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+            Ok(credentials)
+        })
+    }
+
+    fn fallback_on_interrupt(&self) -> Option<Credentials> {
+        self.inner.fallback_on_interrupt()
+    }
 }
 
 impl fmt::Debug for AwsSecretsManagerProvider {
@@ -318,7 +415,15 @@ impl AwsSecretsManagerProvider {
             }
             (None, None) => {}
         }
-        builder.build()
+        let mut provider = builder.build()?;
+        if provider.credentials.is_none() {
+            provider.configured_identity = workload_identity(env).map_err(with_provider)?;
+            provider.web_identity_file = env
+                .string(&[WEB_IDENTITY_FILE_VAR])
+                .map_err(with_provider)?
+                .map(Into::into);
+        }
+        Ok(provider)
     }
 
     /// The secret's name or ARN.
@@ -357,7 +462,16 @@ impl AwsSecretsManagerProvider {
                     )
                     .with_provider(NAME));
                 }
-                Ok(Client::new(&config))
+                let mut conf = aws_sdk_secretsmanager::config::Builder::from(&config);
+                if self.credentials.is_none()
+                    && let Some(chain) = config.credentials_provider()
+                {
+                    conf = conf.credentials_provider(Observed {
+                        inner: chain,
+                        source: Arc::clone(&self.source),
+                    });
+                }
+                Ok(Client::from_conf(conf.build()))
             })
             .await
     }
@@ -377,9 +491,25 @@ impl SecretProvider for AwsSecretsManagerProvider {
             Some(SecretVersion::Stage(stage)) => request.version_stage(stage),
             Some(SecretVersion::Id(id)) => request.version_id(id),
         };
-        let output = request.send().await.map_err(|e| {
-            errors::map(e, &self.secret_id, self.endpoint_url.as_deref()).with_provider(NAME)
-        })?;
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(e) => {
+                let error = errors::map(e, &self.secret_id, self.endpoint_url.as_deref());
+                // No credentials, and the web identity token cannot be read:
+                // that is the cause to name.
+                if error.kind() == ErrorKind::PermissionDenied
+                    && let Some(file) = &self.web_identity_file
+                    && let Err(unreadable) = mlflow_secrets_auth_core::read_token_file(
+                        WEB_IDENTITY_FILE_VAR,
+                        file,
+                        "aws web identity token",
+                    )
+                {
+                    return Err(unreadable.with_provider(NAME));
+                }
+                return Err(error.with_provider(NAME));
+            }
+        };
         let text = match (output.secret_string, output.secret_binary) {
             (Some(text), _) => text,
             (None, Some(binary)) => String::from_utf8(binary.into_inner()).map_err(|_| {
@@ -420,14 +550,20 @@ impl SecretProvider for AwsSecretsManagerProvider {
         if let Some(url) = &self.endpoint_url {
             description = description.field("endpoint", url);
         }
-        description.field(
-            "credentials",
-            if self.credentials.is_some() {
-                "static keys"
-            } else {
-                "AWS default chain"
-            },
-        )
+        let credentials = if self.credentials.is_some() {
+            "static keys".to_owned()
+        } else {
+            match &*self.source.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(source) => {
+                    format!("AWS default chain: {}", source.describe(SystemTime::now()))
+                }
+                None => match &self.configured_identity {
+                    Some(identity) => format!("AWS default chain ({identity})"),
+                    None => "AWS default chain".to_owned(),
+                },
+            }
+        };
+        description.field("credentials", credentials)
     }
 }
 
@@ -593,6 +729,63 @@ mod tests {
             .unwrap();
         let shown = format!("{provider:?}");
         assert!(!shown.contains("wJalrXUtnFEMI-secret") && !shown.contains("AKIDEXAMPLE"));
+    }
+
+    #[test]
+    fn the_chains_source_and_expiry_are_read_from_the_credentials() {
+        let now = SystemTime::now();
+        let credentials = Credentials::builder()
+            .access_key_id("ASIAEXAMPLE")
+            .secret_access_key("never-shown-secret")
+            .session_token("never-shown-token")
+            .expiry(now + Duration::from_secs(900))
+            .provider_name("WebIdentityToken")
+            .build();
+        let source = Source {
+            provider: provider_name(&credentials),
+            expiry: credentials.expiry(),
+        };
+        assert_eq!(source.describe(now), "WebIdentityToken, expire in 900 s");
+        let forever = Source {
+            provider: "Environment".to_owned(),
+            expiry: None,
+        };
+        assert_eq!(forever.describe(now), "Environment, never expire");
+    }
+
+    #[test]
+    fn the_workload_identity_set_up_is_described_before_a_fetch() {
+        let describe = |vars: &[(&str, &str)]| {
+            let mut all = vec![("MLFLOW_AWS_SECRET_NAME", "mlflow")];
+            all.extend_from_slice(vars);
+            let provider = AwsSecretsManagerProvider::from_env(&Env::new(&all.as_slice())).unwrap();
+            provider
+                .describe()
+                .fields
+                .iter()
+                .find(|(k, _)| *k == "credentials")
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            describe(&[
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+                ),
+                ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/mlflow"),
+            ]),
+            "AWS default chain (web identity: role arn:aws:iam::123456789012:role/mlflow, \
+             token file /var/run/secrets/eks.amazonaws.com/serviceaccount/token)"
+        );
+        assert_eq!(
+            describe(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1/credentials"
+            )]),
+            "AWS default chain (container credentials from http://169.254.170.23/v1/credentials)"
+        );
+        assert_eq!(describe(&[]), "AWS default chain");
     }
 }
 

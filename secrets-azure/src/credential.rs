@@ -149,7 +149,11 @@ impl AzureCredential {
                 client_id: client,
             });
         }
-        if env.string(&[MSI_ENDPOINT]).map_err(with_provider)?.is_some() {
+        if env
+            .string(&[MSI_ENDPOINT])
+            .map_err(with_provider)?
+            .is_some()
+        {
             return Err(SecretError::config(
                 MSI_ENDPOINT,
                 "is set: Cloud Shell's and Azure ML's managed identity is not supported; use a client secret or workload identity there",
@@ -407,7 +411,9 @@ impl IdentityEndpointCredential {
             ));
         }
         let token: IdentityToken = serde_json::from_slice(&body).map_err(|e| {
-            credential_failure(format!("the answer of {IDENTITY_ENDPOINT} is not a token: {e}"))
+            credential_failure(format!(
+                "the answer of {IDENTITY_ENDPOINT} is not a token: {e}"
+            ))
         })?;
         let expires_on = match &token.expires_on {
             serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
@@ -425,7 +431,10 @@ impl IdentityEndpointCredential {
                 "the answer of {IDENTITY_ENDPOINT} has an empty `access_token`"
             )));
         }
-        Ok(AccessToken::new(Secret::new(token.access_token), expires_on))
+        Ok(AccessToken::new(
+            Secret::new(token.access_token),
+            expires_on,
+        ))
     }
 }
 
@@ -522,8 +531,11 @@ mod tests {
 
     #[test]
     fn an_identity_endpoint_form_we_cannot_serve_is_an_error_not_imds() {
-        let arc = chosen(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:40342/metadata/identity/oauth2/token")])
-            .unwrap_err();
+        let arc = chosen(&[(
+            "IDENTITY_ENDPOINT",
+            "http://127.0.0.1:40342/metadata/identity/oauth2/token",
+        )])
+        .unwrap_err();
         assert_eq!(arc.kind(), ErrorKind::Config);
         assert!(arc.to_string().contains("IDENTITY_HEADER"), "{arc}");
 
@@ -531,8 +543,11 @@ mod tests {
         assert_eq!(shell.kind(), ErrorKind::Config);
         assert!(shell.to_string().contains("MSI_ENDPOINT"), "{shell}");
 
-        let bad = chosen(&[("IDENTITY_ENDPOINT", "localhost:1"), ("IDENTITY_HEADER", "h")])
-            .unwrap_err();
+        let bad = chosen(&[
+            ("IDENTITY_ENDPOINT", "localhost:1"),
+            ("IDENTITY_HEADER", "h"),
+        ])
+        .unwrap_err();
         assert!(bad.to_string().contains("IDENTITY_ENDPOINT"), "{bad}");
     }
 

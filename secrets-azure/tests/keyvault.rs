@@ -378,7 +378,7 @@ async fn workload_identity_reads_the_token_file_again_at_each_token_request() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("azure-identity-token");
     let fresh = || {
-        self::provider(&double, "federated")
+        provider(&double, "federated")
             .credential(AzureCredential::WorkloadIdentity {
                 tenant_id: TENANT_ID.to_owned(),
                 client_id: CLIENT_ID.to_owned(),
@@ -392,13 +392,19 @@ async fn workload_identity_reads_the_token_file_again_at_each_token_request() {
     // No file yet: a configuration error naming the variable, nothing sent.
     let err = fetch(&provider).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    assert!(err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
+    assert!(
+        err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"),
+        "{err}"
+    );
     assert_eq!(double.token_requests(), 0);
 
     for token in ["projected-sa-token-1", "projected-sa-token-2"] {
         double.trust_federated_token(token);
         std::fs::write(&file, format!("{token}\n")).unwrap();
-        assert_eq!(fetch(&provider).await.unwrap(), self::token("tok-federated"));
+        assert_eq!(
+            fetch(&provider).await.unwrap(),
+            self::token("tok-federated")
+        );
     }
     assert_eq!(
         double.assertions(),

@@ -47,6 +47,14 @@ fn fix_for(error: &SecretError) -> String {
     let provider = error
         .provider()
         .and_then(|p| p.parse::<ProviderKind>().ok());
+    if let Some(var) = TOKEN_FILE_VARS
+        .iter()
+        .find(|var| error.message().starts_with(&format!("{var}:")))
+    {
+        return format!(
+            "mount the platform's token where {var} points (a projected service-account token, or the CI job's OIDC token), or point {var} at it"
+        );
+    }
     match (error.kind(), provider) {
         (ErrorKind::Config, _) => "set or correct the variable named above".to_owned(),
         (ErrorKind::NotFound, Some(ProviderKind::File)) => {
@@ -65,14 +73,17 @@ fn fix_for(error: &SecretError) -> String {
         (ErrorKind::PermissionDenied, Some(ProviderKind::File)) => {
             "make the file MLFLOW_SECRETS_FILE_PATH names readable by this user, or point it at one that is".to_owned()
         }
+        (ErrorKind::PermissionDenied, Some(ProviderKind::Vault)) if error.message().contains("login") => {
+            "check that the role MLFLOW_VAULT_AUTH_ROLE exists on MLFLOW_VAULT_AUTH_MOUNT and binds this identity: for kubernetes, its bound_service_account_names and namespaces; for jwt, its bound_audiences (the token's `aud`), bound_claims and user_claim".to_owned()
+        }
         (ErrorKind::PermissionDenied, Some(ProviderKind::Vault)) => {
-            "check VAULT_TOKEN (or VAULT_ROLE_ID and VAULT_SECRET_ID) and that its policy may read MLFLOW_VAULT_SECRET_PATH".to_owned()
+            "check VAULT_TOKEN (or VAULT_ROLE_ID and VAULT_SECRET_ID, or the role MLFLOW_VAULT_AUTH_ROLE) and that its policy may read MLFLOW_VAULT_SECRET_PATH".to_owned()
         }
         (ErrorKind::PermissionDenied, Some(ProviderKind::AwsSecretsManager)) => {
-            "check the AWS identity (profile, keys or role) and its secretsmanager:GetSecretValue permission on MLFLOW_AWS_SECRET_NAME".to_owned()
+            "check the AWS identity (profile, keys, or the role AWS_ROLE_ARN and its trust policy for the web identity token's issuer and audience) and its secretsmanager:GetSecretValue permission on MLFLOW_AWS_SECRET_NAME".to_owned()
         }
         (ErrorKind::PermissionDenied, Some(ProviderKind::AzureKeyVault)) => {
-            "check the Azure identity (AZURE_CLIENT_ID and its secret or federated token, or the managed identity) and its permission to get secrets".to_owned()
+            "check the Azure identity (AZURE_CLIENT_ID and its secret; for workload identity, a federated credential whose issuer, subject and audience match the token in AZURE_FEDERATED_TOKEN_FILE; or the managed identity) and its permission to get secrets".to_owned()
         }
         (ErrorKind::PermissionDenied, _) => {
             "check the identity used (token, role, keys) and its access policy".to_owned()
@@ -93,6 +104,39 @@ fn fix_for(error: &SecretError) -> String {
         }
         _ => "check that the backend is running and reachable at the address above".to_owned(),
     }
+}
+
+/// The variables naming a platform token file (Vault JWT/Kubernetes login,
+/// Azure workload identity, AWS web identity).
+const TOKEN_FILE_VARS: [&str; 3] = [
+    "MLFLOW_VAULT_JWT_FILE",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+];
+
+/// The fields of a provider's description that say who it is to its
+/// backend and how long that session stays valid (never a token).
+const IDENTITY_FIELDS: [&str; 4] = ["auth", "session", "credential", "credentials"];
+
+/// Each configured backend's identity, as its provider describes it after a
+/// fetch; `None` when no provider has one (a file).
+fn identities(auth: &SecretsAuth) -> Option<String> {
+    let shown: Vec<String> = auth
+        .status()
+        .iter()
+        .filter(|s| s.configured)
+        .filter_map(|s| {
+            let description = s.description.as_ref()?;
+            let fields: Vec<String> = description
+                .fields
+                .iter()
+                .filter(|(key, _)| IDENTITY_FIELDS.contains(key))
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            (!fields.is_empty()).then(|| format!("{}: {}", s.name, fields.join(", ")))
+        })
+        .collect();
+    (!shown.is_empty()).then(|| shown.join("; "))
 }
 
 /// Whether the backend answered (the secret is missing, malformed or
@@ -296,10 +340,15 @@ async fn checks(dry_run: Option<&str>) -> Vec<Check> {
     let took = ms(start.elapsed());
     let providers = configured.join(", ");
     match &warmed {
-        Ok(served) => checks.push(Check::pass(
-            "backend reachable",
-            format!("{served} answered in {took}"),
-        )),
+        Ok(served) => {
+            checks.push(Check::pass(
+                "backend reachable",
+                format!("{served} answered in {took}"),
+            ));
+            if let Some(identity) = identities(&auth) {
+                checks.push(Check::pass("identity", identity));
+            }
+        }
         // The backend answered, but not with a usable secret: reachability
         // and auth are fine, the next check says what is wrong.
         Err(e) if answered(e) => checks.push(Check::pass(

@@ -6,12 +6,10 @@
 //! is OpenBao's own Kubernetes auth plugin, which parses the answers.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// A service account: its namespace, name and uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,32 +127,13 @@ impl Drop for TokenReviewApi {
 
 /// Answers one request (`Connection: close`).
 fn review(stream: std::net::TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
-    let (status, answer) = if request_line
+    let request = crate::net::read_request(&stream)?;
+    let (status, answer) = if request
+        .line
         .starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews")
     {
         shared.reviews.fetch_add(1, Ordering::SeqCst);
-        let asked: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let asked: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let token = asked["spec"]["token"].as_str().unwrap_or_default();
         let known = shared
             .accounts
@@ -187,10 +166,5 @@ fn review(stream: std::net::TcpStream, shared: &Shared) -> std::io::Result<()> {
             r#"{"kind":"Status","status":"Failure","code":404}"#.to_owned(),
         )
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status} Answer\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-        answer.len()
-    )
+    crate::net::write_json(&stream, status, &answer)
 }

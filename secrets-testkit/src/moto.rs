@@ -117,3 +117,152 @@ impl MotoServer {
         assert_eq!(response.status, 200, "moto reset: {}", response.body);
     }
 }
+
+/// The access key id [`ContainerCredentials`] hands out.
+pub const CONTAINER_ACCESS_KEY: &str = "ASIACONTAINERCREDS01";
+
+#[derive(Debug, Default)]
+struct ContainerShared {
+    /// The `Authorization` value accepted (the token file's content).
+    accepted: std::sync::Mutex<String>,
+    /// Every `Authorization` value presented, in order.
+    presented: std::sync::Mutex<Vec<String>>,
+}
+
+/// A container-credentials endpoint on loopback, as EKS Pod Identity's agent
+/// and ECS serve it: a `GET` carrying `Authorization: <token>` (the content
+/// of `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`) is answered with
+/// `{"AccessKeyId", "SecretAccessKey", "Token", "AccountId", "Expiration"}`
+/// (an hour), anything else with 401. Its client, and so its checker, is the
+/// AWS SDK's own container provider. Stops on drop.
+#[derive(Debug)]
+pub struct ContainerCredentials {
+    addr: std::net::SocketAddr,
+    shared: std::sync::Arc<ContainerShared>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ContainerCredentials {
+    /// Starts the endpoint, accepting `token`.
+    pub fn start(token: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let shared = std::sync::Arc::new(ContainerShared::default());
+        shared.accept(token);
+        let stop = std::sync::Arc::default();
+        let state = shared.clone();
+        let thread =
+            crate::net::accept_until(listener, std::sync::Arc::clone(&stop), move |stream| {
+                let _ = state.answer(&stream);
+            });
+        Self {
+            addr,
+            shared,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/v1/credentials`, for
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/credentials", self.addr)
+    }
+
+    /// Accepts `token` from now on (the platform rotated it), and no other.
+    pub fn accept(&self, token: &str) {
+        self.shared.accept(token);
+    }
+
+    /// Every `Authorization` value presented so far.
+    pub fn presented(&self) -> Vec<String> {
+        self.shared
+            .presented
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ContainerShared {
+    fn accept(&self, token: &str) {
+        *self.accepted.lock().unwrap_or_else(|e| e.into_inner()) = token.to_owned();
+    }
+
+    fn answer(&self, stream: &std::net::TcpStream) -> std::io::Result<()> {
+        let request = crate::net::read_request(stream)?;
+        let presented = request
+            .header("authorization")
+            .unwrap_or_default()
+            .to_owned();
+        self.presented
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(presented.clone());
+        let accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !request.line.starts_with("GET /v1/credentials ") || presented != accepted {
+            return crate::net::write_json(
+                stream,
+                401,
+                r#"{"Code":"AccessDenied","Message":"the authorization token is not valid"}"#,
+            );
+        }
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 3600;
+        let answer = serde_json::json!({
+            "AccessKeyId": CONTAINER_ACCESS_KEY,
+            "SecretAccessKey": "container-secret-access-key-test",
+            "Token": "container-session-token-test",
+            "AccountId": "123456789012",
+            "Expiration": rfc3339(expires),
+        });
+        crate::net::write_json(stream, 200, &answer.to_string())
+    }
+}
+
+impl Drop for ContainerCredentials {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `2026-12-02T17:00:00Z` for Unix seconds `at` (days to civil date after
+/// Howard Hinnant's algorithm).
+fn rfc3339(at: u64) -> String {
+    let (days, seconds) = ((at / 86_400) as i64, at % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_writes_utc_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_229_000), "2026-12-02T16:30:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -59,6 +59,73 @@ pub fn http(
     Ok(Response { status, body })
 }
 
+/// A request a loopback server read: its request line, headers (names in
+/// lower case) and body.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `METHOD TARGET HTTP/1.1`, trimmed.
+    pub line: String,
+    /// The headers, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (at most 1 MiB is read).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request from `stream` (blocking, 10 s read timeout).
+pub fn read_request(stream: &TcpStream) -> io::Result<Request> {
+    use std::io::BufRead as _;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = io::BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 {
+            break;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let mut request = Request {
+        line: line.trim().to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    let length: usize = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    request.body = vec![0; length.min(1 << 20)];
+    reader.read_exact(&mut request.body)?;
+    Ok(request)
+}
+
+/// Writes a JSON answer with `status` and closes (`Connection: close`).
+pub fn write_json(mut stream: &TcpStream, status: u16, body: &str) -> io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {status} Answer\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// What [`exchange`] read: status (0 when the connection failed or closed
 /// without an answer), head and body as text (lossy).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

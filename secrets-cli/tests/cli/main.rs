@@ -4,6 +4,7 @@
 
 mod golden;
 mod handed_on;
+mod identity;
 mod readme;
 
 use std::path::Path;
