@@ -251,3 +251,196 @@ fn the_builder_warns_about_an_open_allowlist_as_from_env_does() {
             .any(|w| w.message().contains("mlflow-*"))
     );
 }
+
+/// Every configuration error the providers give for a bad environment,
+/// as `info`, `doctor` and the logs show it: it names the variable, the
+/// redaction leaves our own words whole (a variable's name followed by our
+/// message is not a secret), and no secret value of the environment appears.
+#[test]
+fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
+    use mlflow_secrets_auth::redact;
+
+    const SECRETS: [&str; 5] = [
+        "hvs.tok-value-never-shown",
+        "sid-value-never-shown",
+        "aws-secret-never-shown",
+        "azure-secret-never-shown",
+        "identity-header-never-shown",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir);
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        ("vault", &[], "VAULT_TOKEN is not set"),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "vault.example.com:8200"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("VAULT_TOKEN", SECRETS[0]),
+            ],
+            "VAULT_ADDR",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/../sys/raw"),
+                ("VAULT_TOKEN", SECRETS[0]),
+            ],
+            "MLFLOW_VAULT_SECRET_PATH",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("VAULT_ROLE_ID", "role-1"),
+            ],
+            "VAULT_SECRET_ID",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("MLFLOW_VAULT_AUTH_METHOD", "kubernetes"),
+            ],
+            "MLFLOW_VAULT_AUTH_ROLE",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("MLFLOW_VAULT_AUTH_METHOD", "jwt"),
+                ("VAULT_SECRET_ID", SECRETS[1]),
+            ],
+            "MLFLOW_VAULT_JWT_FILE",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("MLFLOW_VAULT_AUTH_METHOD", "ldap"),
+            ],
+            "MLFLOW_VAULT_AUTH_METHOD",
+        ),
+        ("aws-secrets-manager", &[], "MLFLOW_AWS_SECRET_NAME"),
+        (
+            "aws-secrets-manager",
+            &[
+                ("MLFLOW_AWS_SECRET_NAME", "mlflow"),
+                ("AWS_SECRET_ACCESS_KEY", SECRETS[2]),
+            ],
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "aws-secrets-manager",
+            &[
+                ("MLFLOW_AWS_SECRET_NAME", "mlflow"),
+                ("AWS_ENDPOINT_URL", "localhost:4566"),
+            ],
+            "AWS_ENDPOINT_URL",
+        ),
+        (
+            "aws-secrets-manager",
+            &[
+                ("MLFLOW_AWS_SECRET_NAME", "mlflow"),
+                ("MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC", "soon"),
+            ],
+            "MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC",
+        ),
+        (
+            "azure-key-vault",
+            &[("MLFLOW_AZURE_SECRET_NAME", "mlflow")],
+            "MLFLOW_AZURE_KEY_VAULT_URL",
+        ),
+        (
+            "azure-key-vault",
+            &[
+                ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
+                ("MLFLOW_AZURE_SECRET_NAME", "mlflow/token"),
+            ],
+            "MLFLOW_AZURE_SECRET_NAME",
+        ),
+        (
+            "azure-key-vault",
+            &[
+                ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
+                ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
+                ("AZURE_CLIENT_SECRET", SECRETS[3]),
+                ("AZURE_CLIENT_ID", "client-1"),
+            ],
+            "AZURE_TENANT_ID",
+        ),
+        (
+            "azure-key-vault",
+            &[
+                ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
+                ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
+                (
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "/var/run/secrets/azure/tokens/token",
+                ),
+            ],
+            "AZURE_TENANT_ID",
+        ),
+        (
+            "azure-key-vault",
+            &[
+                ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
+                ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
+                ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+            ],
+            "IDENTITY_HEADER",
+        ),
+        (
+            "azure-key-vault",
+            &[
+                ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
+                ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
+                ("IDENTITY_ENDPOINT", "localhost:42356"),
+                ("IDENTITY_HEADER", SECRETS[4]),
+            ],
+            "IDENTITY_ENDPOINT",
+        ),
+        (
+            "azure-key-vault",
+            &[
+                ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
+                ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
+                ("AZURE_AUTHORITY_HOST", "login.microsoftonline.com"),
+            ],
+            "AZURE_AUTHORITY_HOST",
+        ),
+    ];
+    for (provider, vars, named) in cases {
+        // A working file provider beside it: the bad one is reported and
+        // skipped, and its problem is what `info` and `doctor` show.
+        let enable = format!("{provider}, file");
+        let mut all = vec![
+            ("MLFLOW_SECRETS_AUTH_ENABLE", enable.as_str()),
+            ("MLFLOW_SECRETS_FILE_PATH", file.as_str()),
+            ("MLFLOW_SECRETS_ALLOWED_HOSTS", "mlflow.example.com"),
+            ("PATH", "/nonexistent"),
+        ];
+        all.extend_from_slice(vars);
+        // A setting every provider shares fails the construction itself.
+        let problem = match SecretsAuth::from_source(&Env::new(&all.as_slice())) {
+            Ok(auth) => {
+                let status = auth.status();
+                let bad = status.iter().find(|s| s.name == *provider).unwrap();
+                bad.problem
+                    .clone()
+                    .unwrap_or_else(|| panic!("{provider} {vars:?} is not refused"))
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(problem.contains(named), "{provider} {vars:?}: {problem}");
+        assert_eq!(redact(&problem), problem, "{provider} {vars:?}");
+        for secret in SECRETS {
+            assert!(!problem.contains(secret), "{provider} {vars:?}: {problem}");
+        }
+    }
+}

@@ -193,6 +193,17 @@ pub fn hide_while_current(source: &'static str, secret: &str) {
     );
 }
 
+/// Whether `key` names one of our settings that holds no secret: the
+/// `MLFLOW_SECRETS_` prefix with no sensitive word after it.
+fn our_setting(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    key.strip_prefix("MLFLOW_SECRETS_").is_some_and(|rest| {
+        !["TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY"]
+            .iter()
+            .any(|word| rest.contains(word))
+    })
+}
+
 /// Redacts credentials from free text before it reaches a log: `Bearer …`,
 /// `Basic …`, JWTs, `token`/`password`/`secret`/`key` fields (JSON or `k=v`), and URL
 /// userinfo, and every value given to [`hide_everywhere`] or
@@ -228,6 +239,15 @@ pub fn redact(text: &str) -> Cow<'_, str> {
                             .strip_prefix(' ')
                             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
             };
+            // `MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC: "soon"`: one of our own
+            // settings, whose name holds "secret" but whose value is none.
+            let setting = captures
+                .get(0)
+                .and_then(|whole| whole.as_str().split([':', '=']).next())
+                .is_some_and(|key| our_setting(key.trim().trim_matches(['"', '\''])));
+            if setting {
+                continue;
+            }
             if let Some(value) = value.filter(|v| !v.is_empty() && !ours(v)) {
                 spans.push((value.start(), value.end()));
             }
@@ -307,6 +327,24 @@ mod tests {
         }
         assert_eq!(redact("Basic modest-secret"), "Basic ***");
         assert_eq!(redact("Bearer mode-x"), "Bearer ***");
+    }
+
+    #[test]
+    fn our_settings_are_no_secret_fields_but_secret_ones_are() {
+        for text in [
+            r#"MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC: "soon" is not a number of seconds"#,
+            r#"MLFLOW_SECRETS_ALLOWED_HOSTS="*.example.com""#,
+        ] {
+            assert_eq!(redact(text), text);
+        }
+        assert_eq!(
+            redact(r#"MLFLOW_SECRETS_OAUTH_CLIENT_SECRET: "s3cr3t-value""#),
+            r#"MLFLOW_SECRETS_OAUTH_CLIENT_SECRET: "***""#
+        );
+        assert_eq!(
+            redact(r#"X_MLFLOW_SECRETS_TIMEOUT: "value-1""#),
+            r#"X_MLFLOW_SECRETS_TIMEOUT: "***""#
+        );
     }
 
     #[test]

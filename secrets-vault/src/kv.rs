@@ -2,12 +2,15 @@
 //! path (asked of Vault once, then remembered), and the read itself.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use mlflow_secrets_auth_core::{ErrorKind, FetchedSecret, Result, SecretError, SecretMeta};
+use mlflow_secrets_auth_core::{
+    ErrorKind, FetchedSecret, MAX_SECRET_BYTES, Result, SecretError, SecretMeta, classify,
+};
 use rustify_derive::Endpoint;
 use serde::Deserialize;
 use serde_json::Value;
+use url::Url;
 use vaultrs::client::VaultClient;
 
 use crate::VaultProvider;
@@ -132,25 +135,19 @@ async fn read_at(
     mount: &KvMount,
 ) -> Result<FetchedSecret> {
     let path = mount.relative(&provider.path);
-    let failed = |e: vaultrs::error::ClientError| {
-        errors::map(&e, Action::Read(&provider.path), &provider.address)
-    };
     let (data, meta) = if mount.version == 2 {
-        let data: Value = vaultrs::kv2::read(client, &mount.mount, path)
-            .await
-            .map_err(failed)?;
-        (data, SecretMeta::default())
+        let mut answer = get(provider, client, &[&mount.mount, "data", path]).await?;
+        (answer["data"]["data"].take(), SecretMeta::default())
     } else {
-        let raw = vaultrs::kv1::get_raw(client, &mount.mount, path)
-            .await
-            .map_err(failed)?;
+        let mut answer = get(provider, client, &[&mount.mount, path]).await?;
         let mut meta = SecretMeta::default();
-        if let Ok(lease) = u64::try_from(raw.lease_duration)
+        if let Some(lease) = answer["lease_duration"].as_u64()
             && lease > 0
         {
-            meta = meta.with_valid_for(Duration::from_secs(lease));
+            meta =
+                meta.with_valid_for(mlflow_secrets_auth_core::capped(Duration::from_secs(lease)));
         }
-        (raw.data, meta)
+        (answer["data"].take(), meta)
     };
     if !data.is_object() {
         return Err(SecretError::invalid_secret(format!(
@@ -159,6 +156,89 @@ async fn read_at(
         )));
     }
     Ok(FetchedSecret::new(data.to_string().into()).with_meta(meta))
+}
+
+/// The largest answer read for the secret: the secret's own bound, with
+/// room for Vault's envelope and metadata.
+const MAX_ANSWER: usize = 2 * MAX_SECRET_BYTES;
+
+/// `GET /v1/<segments>` with the session's token, read with the provider's
+/// own HTTP client (no redirects, no proxy for plain http) rather than
+/// through vaultrs, which keeps no response header: a 429's `Retry-After`
+/// is kept, and the answer is bounded. Errors are shaped as vaultrs shapes
+/// them, so they read as every other Vault call's.
+async fn get(provider: &VaultProvider, client: &VaultClient, segments: &[&str]) -> Result<Value> {
+    let read = Action::Read(&provider.path);
+    let mut url = Url::parse(&provider.address)
+        .map_err(|e| SecretError::config("VAULT_ADDR", format!("is not usable: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|()| SecretError::config("VAULT_ADDR", "is not a base URL"))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(
+            segments
+                .iter()
+                .flat_map(|s| s.split('/'))
+                .filter(|s| !s.is_empty()),
+        );
+    let mut request = client
+        .http
+        .http
+        .get(url.clone())
+        .header("X-Vault-Request", "true")
+        .header("X-Vault-Token", &client.settings.token);
+    if let Some(namespace) = &provider.namespace {
+        request = request.header("X-Vault-Namespace", namespace);
+    }
+    let response = request.send().await.map_err(|e| {
+        let failed = vaultrs::error::ClientError::RestClientError {
+            source: rustify::errors::ClientError::RequestError {
+                source: e.into(),
+                url: url.to_string(),
+                method: "GET".to_owned(),
+            },
+        };
+        errors::map(&failed, read, &provider.address)
+    })?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| classify::retry_after(v, SystemTime::now()));
+    let body = mlflow_secrets_auth_core::http::bounded_body(response, MAX_ANSWER, "Vault").await?;
+    if !(200..=208).contains(&status) {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let failed = match serde_json::from_str::<VaultErrors>(&text) {
+            Ok(said) => vaultrs::error::ClientError::APIError {
+                code: status,
+                errors: said.errors,
+            },
+            Err(_) => vaultrs::error::ClientError::RestClientError {
+                source: rustify::errors::ClientError::ServerResponseError {
+                    code: status,
+                    content: Some(text),
+                },
+            },
+        };
+        return Err(errors::map(&failed, read, &provider.address).with_retry_after(retry_after));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        SecretError::new(
+            ErrorKind::Rejected,
+            format!(
+                "the answer of Vault for `{}` is not JSON: {e}",
+                provider.path
+            ),
+        )
+    })
+}
+
+/// Vault's error body.
+#[derive(Deserialize)]
+struct VaultErrors {
+    #[serde(default)]
+    errors: Vec<String>,
 }
 
 #[cfg(test)]

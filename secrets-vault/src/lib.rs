@@ -283,6 +283,16 @@ impl VaultProviderBuilder {
             return Err(SecretError::new(ErrorKind::Config, missing.join("; ")).with_provider(NAME));
         };
         let address = checked_address(address.trim())?;
+        if path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+        {
+            return Err(SecretError::config(
+                "MLFLOW_VAULT_SECRET_PATH",
+                format!("`{path}` has a `.` or `..` segment; write the path itself"),
+            )
+            .with_provider(NAME));
+        }
         Ok(VaultProvider {
             address,
             path,

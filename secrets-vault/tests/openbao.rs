@@ -881,3 +881,53 @@ async fn a_users_token_is_renewed_after_failed_renewals() {
         "then one went through"
     );
 }
+
+/// OpenBao's rate-limit quota on the KV mount, with the response headers
+/// on: the 429's `Retry-After` reaches the retry layer as the error's
+/// `retry_after` (vaultrs keeps no header; the read is the provider's own).
+#[tokio::test]
+async fn a_rate_limited_read_carries_vaults_retry_after() {
+    let Some(store) = kv2_store("rate_limit").await else {
+        return;
+    };
+    store.write("limited", r#"{"token": "tok-limited"}"#);
+    let quota = |path: &str, body: &str| {
+        let answer = store.bao.admin("POST", path, body);
+        assert!(answer.status < 300, "{path}: {}", answer.body);
+    };
+    quota(
+        "sys/quotas/config",
+        r#"{"enable_rate_limit_response_headers": true}"#,
+    );
+    quota(
+        "sys/quotas/rate-limit/mlflow-read",
+        r#"{"path": "secret/", "rate": 1, "interval": "2s"}"#,
+    );
+    let vault = store.provider("limited");
+    let mut throttled = None;
+    // The first read takes the one allowed; one of the next is refused.
+    for _ in 0..5 {
+        match vault.fetch().await {
+            Ok(fetched) => assert_eq!(fetched.credential().unwrap(), token("tok-limited")),
+            Err(e) => {
+                throttled = Some(e);
+                break;
+            }
+        }
+    }
+    let err = throttled.expect("the quota refused a read");
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err}");
+    let wait = err.retry_after().expect("Retry-After kept");
+    assert!(
+        (Duration::from_secs(1)..=Duration::from_secs(2)).contains(&wait),
+        "{wait:?}"
+    );
+    assert!(err.to_string().contains("HTTP 429"), "{err}");
+    // Waited for, the read is served again (OpenBao writes the wait in
+    // whole seconds, rounded down: one more second covers the fraction).
+    tokio::time::sleep(wait + Duration::from_secs(1)).await;
+    assert_eq!(
+        vault.fetch().await.unwrap().credential().unwrap(),
+        token("tok-limited")
+    );
+}
