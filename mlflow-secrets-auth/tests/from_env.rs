@@ -269,7 +269,9 @@ fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let file = token_file(&dir);
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    /// The provider, its variables, and the variable its error must name.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("vault", &[], "VAULT_TOKEN is not set"),
         (
             "vault",
