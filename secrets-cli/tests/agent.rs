@@ -247,6 +247,79 @@ fn fifty_client_processes_make_one_backend_fetch_per_ttl() {
     assert!(!body.contains(PASSWORD) && !body.contains(&expected));
 }
 
+/// A pod's node agent with no static secret: it logs in to OpenBao with its
+/// projected service-account token (Kubernetes auth, asked of the testkit's
+/// TokenReview endpoint). Fifty client processes bring one login and one
+/// review, counted by the proxy and the cluster, not by the agent; `doctor`
+/// run the same way says who it is and how long the session lasts.
+#[test]
+fn fifty_clients_through_the_agent_bring_one_kubernetes_login() {
+    use secrets_testkit::kubernetes::{ServiceAccount, TokenReviewApi};
+    use secrets_testkit::openbao::OpenBao;
+
+    let Some(bao) = OpenBao::start("agent: kubernetes login") else {
+        return;
+    };
+    bao.admin(
+        "POST",
+        "secret/data/mlflow/auth",
+        &format!(r#"{{"data": {{"username": "{USER}", "password": "{PASSWORD}"}}}}"#),
+    );
+    let cluster = TokenReviewApi::start();
+    let account = ServiceAccount::new("ml", "trainer");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, cluster.admit(&account)).unwrap();
+    bao.read_policy("secret/data/mlflow/auth");
+    bao.kubernetes_auth(&cluster, "trainer", &account);
+    let proxy = FaultProxy::start(bao.addr());
+    let file = token_file.display().to_string();
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault".to_owned()),
+        ("VAULT_ADDR", proxy.url()),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow/auth".to_owned()),
+        ("MLFLOW_VAULT_AUTH_METHOD", "kubernetes".to_owned()),
+        ("MLFLOW_VAULT_AUTH_ROLE", "trainer".to_owned()),
+        ("MLFLOW_VAULT_JWT_FILE", file),
+        ("MLFLOW_VAULT_AUTH_MODE", "basic".to_owned()),
+    ];
+    let agent = Agent::start(dir.path(), &borrowed(&vars), &[]);
+    let expected = basic_line(USER, PASSWORD);
+    for header in headers_from_clients(50, &agent.address()) {
+        assert_eq!(header, expected);
+    }
+    assert_eq!(proxy.forwarded_to("/v1/auth/kubernetes/login"), 1);
+    assert_eq!(cluster.reviews(), 1, "OpenBao asked the cluster once");
+
+    let doctor = Command::new(BIN)
+        .env_clear()
+        .env("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1")
+        .envs(borrowed(&vars))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&doctor);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}{stderr}"));
+    let identity = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "identity")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    let detail = identity["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("vault: auth=kubernetes (mount kubernetes, role trainer"),
+        "{detail}"
+    );
+    assert!(detail.contains("session=token valid for "), "{detail}");
+    assert_eq!(
+        proxy.forwarded_to("/v1/auth/kubernetes/login"),
+        2,
+        "doctor's own"
+    );
+}
+
 #[test]
 fn after_the_ttl_still_one_fetch_per_ttl() {
     let Some(moto) = MotoServer::start("agent: per ttl") else {

@@ -140,3 +140,50 @@ impl Drop for OpenBao {
         }
     }
 }
+
+impl OpenBao {
+    /// Writes the policy `mlflow-read`: reading `path` only.
+    pub fn read_policy(&self, path: &str) {
+        let policy = format!(r#"path "{path}" {{ capabilities = ["read"] }}"#);
+        self.admin(
+            "PUT",
+            "sys/policies/acl/mlflow-read",
+            &serde_json::json!({ "policy": policy }).to_string(),
+        );
+    }
+
+    /// Enables the `kubernetes` auth method at mount `kubernetes`, asking
+    /// `cluster` (the testkit's TokenReview endpoint) who a token belongs
+    /// to, with the role `role` bound to the service account `account` and
+    /// granting `mlflow-read` for an hour.
+    pub fn kubernetes_auth(
+        &self,
+        cluster: &crate::kubernetes::TokenReviewApi,
+        role: &str,
+        account: &crate::kubernetes::ServiceAccount,
+    ) {
+        self.admin("POST", "sys/auth/kubernetes", r#"{"type": "kubernetes"}"#);
+        self.admin(
+            "POST",
+            "auth/kubernetes/config",
+            &serde_json::json!({
+                "kubernetes_host": cluster.url(),
+                "disable_local_ca_jwt": true,
+                // Required with the line above; unused over plain http.
+                "kubernetes_ca_cert": crate::tls::server_config(&["127.0.0.1"]).1,
+            })
+            .to_string(),
+        );
+        self.admin(
+            "POST",
+            &format!("auth/kubernetes/role/{role}"),
+            &serde_json::json!({
+                "bound_service_account_names": [account.name],
+                "bound_service_account_namespaces": [account.namespace],
+                "token_policies": ["mlflow-read"],
+                "token_ttl": "1h",
+            })
+            .to_string(),
+        );
+    }
+}

@@ -178,20 +178,10 @@ fn renewable_token(bao: &OpenBao, ttl: &str) -> String {
         .to_owned()
 }
 
-/// The policy `mlflow-read`: reading `path` only.
-fn read_policy(bao: &OpenBao, path: &str) {
-    let policy = format!(r#"path "{path}" {{ capabilities = ["read"] }}"#);
-    bao.admin(
-        "PUT",
-        "sys/policies/acl/mlflow-read",
-        &serde_json::json!({ "policy": policy }).to_string(),
-    );
-}
-
 /// Enables AppRole with a role whose tokens may read `allowed` only.
 fn approle(bao: &OpenBao, allowed: &str, token_ttl: &str) -> (String, String) {
     bao.admin("POST", "sys/auth/approle", r#"{"type": "approle"}"#);
-    read_policy(bao, allowed);
+    bao.read_policy(allowed);
     bao.admin(
         "POST",
         "auth/approle/role/mlflow",
@@ -579,7 +569,7 @@ fn jwt_auth(bao: &OpenBao, issuer: &Issuer, ttl: &str, max_ttl: &str) {
         })
         .to_string(),
     );
-    read_policy(bao, "secret/data/mlflow/auth");
+    bao.read_policy("secret/data/mlflow/auth");
     bao.admin(
         "POST",
         "auth/jwt/role/mlflow",
@@ -759,34 +749,11 @@ async fn kubernetes_login_as_the_bound_service_account_only() {
     };
     store.write("mlflow/auth", r#"{"token": "tok-by-k8s"}"#);
     let cluster = TokenReviewApi::start();
-    let trainer = cluster.admit(&ServiceAccount::new("ml", "trainer"));
+    let account = ServiceAccount::new("ml", "trainer");
+    let trainer = cluster.admit(&account);
     let intruder = cluster.admit(&ServiceAccount::new("ml", "notebook"));
-    store
-        .bao
-        .admin("POST", "sys/auth/kubernetes", r#"{"type": "kubernetes"}"#);
-    store.bao.admin(
-        "POST",
-        "auth/kubernetes/config",
-        &serde_json::json!({
-            "kubernetes_host": cluster.url(),
-            "disable_local_ca_jwt": true,
-            // Required with the line above; unused over plain http.
-            "kubernetes_ca_cert": secrets_testkit::tls::server_config(&["127.0.0.1"]).1,
-        })
-        .to_string(),
-    );
-    read_policy(&store.bao, "secret/data/mlflow/auth");
-    store.bao.admin(
-        "POST",
-        "auth/kubernetes/role/trainer",
-        &serde_json::json!({
-            "bound_service_account_names": ["trainer"],
-            "bound_service_account_namespaces": ["ml"],
-            "token_policies": ["mlflow-read"],
-            "token_ttl": "1h",
-        })
-        .to_string(),
-    );
+    store.bao.read_policy("secret/data/mlflow/auth");
+    store.bao.kubernetes_auth(&cluster, "trainer", &account);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     let provider = || {
@@ -850,7 +817,7 @@ async fn a_users_token_is_renewed_after_failed_renewals() {
         return;
     };
     store.write("mlflow/auth", r#"{"token": "tok-renewed"}"#);
-    read_policy(&store.bao, "secret/data/mlflow/auth");
+    store.bao.read_policy("secret/data/mlflow/auth");
     let given = renewable_token(&store.bao, "6s");
     let counter = FaultProxy::start(store.bao.addr());
     counter.inject(
