@@ -144,7 +144,7 @@ impl Drop for OpenBao {
 impl OpenBao {
     /// Writes the policy `mlflow-read`: reading `path` only.
     pub fn read_policy(&self, path: &str) {
-        let policy = format!(r#"path "{path}" {{ capabilities = ["read"] }}"#);
+        let policy = read_policy_text(path);
         self.admin(
             "PUT",
             "sys/policies/acl/mlflow-read",
@@ -177,13 +177,38 @@ impl OpenBao {
         self.admin(
             "POST",
             &format!("auth/kubernetes/role/{role}"),
-            &serde_json::json!({
-                "bound_service_account_names": [account.name],
-                "bound_service_account_namespaces": [account.namespace],
-                "token_policies": ["mlflow-read"],
-                "token_ttl": "1h",
-            })
-            .to_string(),
+            &kubernetes_role(account).to_string(),
         );
     }
+}
+
+/// The policy `mlflow-read` as [`OpenBao::read_policy`] writes it.
+pub fn read_policy_text(path: &str) -> String {
+    format!(r#"path "{path}" {{ capabilities = ["read"] }}"#)
+}
+
+/// The Kubernetes auth role the tests write (and `docs/kubernetes.md`
+/// shows): bound to `account`, granting `mlflow-read` for an hour.
+pub fn kubernetes_role(account: &crate::kubernetes::ServiceAccount) -> serde_json::Value {
+    serde_json::json!({
+        "bound_service_account_names": [account.name],
+        "bound_service_account_namespaces": [account.namespace],
+        "token_policies": ["mlflow-read"],
+        "token_ttl": "1h",
+    })
+}
+
+/// The JWT auth role `mlflow` the tests write (and `docs/kubernetes.md`
+/// shows): tokens with audience `vault` and subject `job`, whose Vault
+/// tokens read with `mlflow-read` and live `ttl`, at most `max_ttl`.
+pub fn jwt_role(ttl: &str, max_ttl: &str) -> serde_json::Value {
+    serde_json::json!({
+        "role_type": "jwt",
+        "bound_audiences": ["vault"],
+        "bound_subject": "job",
+        "user_claim": "sub",
+        "token_policies": ["mlflow-read"],
+        "token_ttl": ttl,
+        "token_max_ttl": max_ttl,
+    })
 }

@@ -573,16 +573,7 @@ fn jwt_auth(bao: &OpenBao, issuer: &Issuer, ttl: &str, max_ttl: &str) {
     bao.admin(
         "POST",
         "auth/jwt/role/mlflow",
-        &serde_json::json!({
-            "role_type": "jwt",
-            "bound_audiences": ["vault"],
-            "bound_subject": "job",
-            "user_claim": "sub",
-            "token_policies": ["mlflow-read"],
-            "token_ttl": ttl,
-            "token_max_ttl": max_ttl,
-        })
-        .to_string(),
+        &secrets_testkit::openbao::jwt_role(ttl, max_ttl).to_string(),
     );
 }
 

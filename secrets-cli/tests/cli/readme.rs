@@ -107,3 +107,88 @@ fn every_command_the_readmes_show_names_a_real_subcommand_and_flag() {
         "only {checked} commands found in the READMEs"
     );
 }
+
+/// The arguments (`key=value`) of the `bao write PATH …` command in the
+/// ```sh blocks of `markdown`, continuation lines joined.
+fn bao_write(markdown: &str, path: &str) -> std::collections::BTreeMap<String, String> {
+    let mut joined = String::new();
+    let mut in_block = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") {
+            in_block = !in_block && trimmed == "```sh";
+            continue;
+        }
+        if in_block {
+            match trimmed.strip_suffix('\\') {
+                Some(head) => joined.push_str(head),
+                None => {
+                    joined.push_str(trimmed);
+                    joined.push('\n');
+                }
+            }
+        }
+    }
+    let prefix = format!("bao write {path} ");
+    let command = joined
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `bao write {path}` in the page"));
+    command[prefix.len()..]
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A role as the tests write it, in the page's `key=value` spelling.
+fn as_arguments(role: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    role.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.as_str().unwrap().to_owned(),
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_page_configures_what_the_tests_configure() {
+    use secrets_testkit::kubernetes::ServiceAccount;
+    use secrets_testkit::openbao::{jwt_role, kubernetes_role, read_policy_text};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let page = std::fs::read_to_string(root.join("docs/kubernetes.md")).unwrap();
+    assert_eq!(
+        bao_write(&page, "auth/kubernetes/role/trainer"),
+        as_arguments(&kubernetes_role(&ServiceAccount::new("ml", "trainer")))
+    );
+    // The JWT role's lifetimes are the page's choice; the tests vary them.
+    let page_role = bao_write(&page, "auth/jwt/role/mlflow");
+    let tested = as_arguments(&jwt_role("1h", "4h"));
+    assert_eq!(
+        page_role.keys().collect::<Vec<_>>(),
+        tested.keys().collect::<Vec<_>>()
+    );
+    for (key, value) in &tested {
+        if !key.starts_with("token_") || key == "token_policies" {
+            assert_eq!(&page_role[key], value, "{key}");
+        }
+    }
+    assert!(page.contains(&read_policy_text("secret/data/mlflow/auth")));
+    for shown in [
+        "name: trainer\n  namespace: ml",
+        "arn:aws:iam::123456789012:role/mlflow-reader",
+        secrets_testkit::azure::CLIENT_ID,
+    ] {
+        assert!(page.contains(shown), "{shown}");
+    }
+}
