@@ -207,11 +207,7 @@ pub(crate) async fn request_token(
         .await
         .map_err(transport)?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| classify::retry_after(v, SystemTime::now()));
+    let retry_after = mlflow_secrets_auth_core::http::retry_after(&response);
     let answer = Zeroizing::new(bounded(response).await?);
     if status == 200 {
         return Ok(token(&answer)?);

@@ -23,7 +23,7 @@
 //! (`azure-keyvault-secrets`, `azure-identity`) by the `secrets-azure` tests.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -377,39 +377,17 @@ fn serve(
 }
 
 fn read_request(stream: &mut impl Read) -> std::io::Result<Request> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
+    let read = crate::net::read_request_from(stream)?;
+    let mut parts = read.line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or("/").to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 {
-            break;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-    }
-    let length = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let target = parts.next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Ok(Request {
         method,
         path: percent_decode(path),
         query: parse_form(query),
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        headers: read.headers.into_iter().collect(),
+        body: String::from_utf8_lossy(&read.body).into_owned(),
     })
 }
 

@@ -7,10 +7,9 @@
 //! HTTP client handles.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A canned answer for requests whose path starts with a prefix.
@@ -91,34 +90,24 @@ struct Shared {
 /// A forwarding proxy with injectable faults; stops on drop.
 #[derive(Debug)]
 pub struct FaultProxy {
-    addr: SocketAddr,
+    serving: crate::net::Serving,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FaultProxy {
     /// Starts a proxy in front of `upstream`.
     pub fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let state = shared.clone();
-        let thread = crate::net::accept_until(listener, stop.clone(), move |client| {
+        let serving = crate::net::Serving::start(move |client| {
             let _ = serve(client, upstream, &state);
         });
-        Self {
-            addr,
-            shared,
-            stop,
-            thread: Some(thread),
-        }
+        Self { serving, shared }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.serving.addr())
     }
 
     /// Adds a fault (checked before earlier ones).
@@ -169,15 +158,6 @@ impl FaultProxy {
             .iter()
             .filter(|s| **s == status)
             .count()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -309,7 +289,7 @@ mod tests {
 
     /// A one-shot upstream that answers 200 "upstream".
     fn upstream() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {

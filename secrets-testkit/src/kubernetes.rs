@@ -6,10 +6,8 @@
 //! is OpenBao's own Kubernetes auth plugin, which parses the answers.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 /// A service account: its namespace, name and uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,34 +67,24 @@ struct Shared {
 /// The TokenReview endpoint on a loopback port; stops on drop.
 #[derive(Debug)]
 pub struct TokenReviewApi {
-    addr: SocketAddr,
+    serving: crate::net::Serving,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl TokenReviewApi {
     /// Starts the endpoint, knowing no token yet.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let state = shared.clone();
-        let thread = crate::net::accept_until(listener, stop.clone(), move |stream| {
+        let serving = crate::net::Serving::start(move |stream| {
             let _ = review(stream, &state);
         });
-        Self {
-            addr,
-            shared,
-            stop,
-            thread: Some(thread),
-        }
+        Self { serving, shared }
     }
 
     /// `http://127.0.0.1:PORT`, the `kubernetes_host`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.serving.addr())
     }
 
     /// Makes `account` known; its token.
@@ -113,15 +101,6 @@ impl TokenReviewApi {
     /// Reviews answered so far.
     pub fn reviews(&self) -> usize {
         self.shared.reviews.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for TokenReviewApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -137,37 +137,26 @@ struct ContainerShared {
 /// AWS SDK's own container provider. Stops on drop.
 #[derive(Debug)]
 pub struct ContainerCredentials {
-    addr: std::net::SocketAddr,
+    serving: crate::net::Serving,
     shared: std::sync::Arc<ContainerShared>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ContainerCredentials {
     /// Starts the endpoint, accepting `token`.
     pub fn start(token: &str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
         let shared = std::sync::Arc::new(ContainerShared::default());
         shared.accept(token);
-        let stop = std::sync::Arc::default();
         let state = shared.clone();
-        let thread =
-            crate::net::accept_until(listener, std::sync::Arc::clone(&stop), move |stream| {
-                let _ = state.answer(&stream);
-            });
-        Self {
-            addr,
-            shared,
-            stop,
-            thread: Some(thread),
-        }
+        let serving = crate::net::Serving::start(move |stream| {
+            let _ = state.answer(&stream);
+        });
+        Self { serving, shared }
     }
 
     /// `http://127.0.0.1:PORT/v1/credentials`, for
     /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
     pub fn url(&self) -> String {
-        format!("http://{}/v1/credentials", self.addr)
+        format!("http://{}/v1/credentials", self.serving.addr())
     }
 
     /// Accepts `token` from now on (the platform rotated it), and no other.
@@ -224,15 +213,6 @@ impl ContainerShared {
             "Expiration": rfc3339(expires),
         });
         crate::net::write_json(stream, 200, &answer.to_string())
-    }
-}
-
-impl Drop for ContainerCredentials {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

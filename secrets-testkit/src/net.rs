@@ -83,10 +83,15 @@ impl Request {
 
 /// Reads one request from `stream` (blocking, 10 s read timeout).
 pub fn read_request(stream: &TcpStream) -> io::Result<Request> {
-    use std::io::BufRead as _;
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = io::BufReader::new(stream.try_clone()?);
+    read_request_from(stream.try_clone()?)
+}
+
+/// Reads one request from `stream` (a TLS stream, say).
+pub fn read_request_from(stream: impl Read) -> io::Result<Request> {
+    use std::io::BufRead as _;
+    let mut reader = io::BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut headers = Vec::new();
@@ -303,25 +308,55 @@ impl Drop for Blackhole {
     }
 }
 
-/// Accepts connections on `listener` until `stop` is set, each served by
-/// `serve` on a thread of its own; the accepting thread.
-pub fn accept_until(
-    listener: TcpListener,
+/// A loopback server's accept loop on a free port of 127.0.0.1: each
+/// connection is served by `serve` on a thread of its own, until the
+/// handle is dropped (the loop is then stopped and joined).
+#[derive(Debug)]
+pub struct Serving {
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    serve: impl Fn(TcpStream) + Clone + Send + 'static,
-) -> JoinHandle<()> {
-    listener.set_nonblocking(true).expect("non-blocking");
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let serve = serve.clone();
-                    std::thread::spawn(move || serve(stream));
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Binds a free loopback port and starts accepting.
+    pub fn start(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let serve = serve.clone();
+                        std::thread::spawn(move || serve(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
         }
-    })
+    }
+
+    /// The address served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[cfg(test)]

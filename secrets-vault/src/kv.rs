@@ -2,10 +2,10 @@
 //! path (asked of Vault once, then remembered), and the read itself.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mlflow_secrets_auth_core::{
-    ErrorKind, FetchedSecret, MAX_SECRET_BYTES, Result, SecretError, SecretMeta, classify,
+    ErrorKind, FetchedSecret, MAX_SECRET_BYTES, Result, SecretError, SecretMeta,
 };
 use rustify_derive::Endpoint;
 use serde::Deserialize;
@@ -201,11 +201,7 @@ async fn get(provider: &VaultProvider, client: &VaultClient, segments: &[&str]) 
         errors::map(&failed, read, &provider.address)
     })?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| classify::retry_after(v, SystemTime::now()));
+    let retry_after = mlflow_secrets_auth_core::http::retry_after(&response);
     let body = mlflow_secrets_auth_core::http::bounded_body(response, MAX_ANSWER, "Vault").await?;
     if !(200..=208).contains(&status) {
         let text = String::from_utf8_lossy(&body).into_owned();

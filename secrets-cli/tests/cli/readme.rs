@@ -5,20 +5,26 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The shell lines of the ```sh blocks of `markdown`, comments dropped and
-/// split at pipes and `&&`.
-fn shell_commands(markdown: &str) -> Vec<String> {
-    let mut commands = Vec::new();
+/// The lines of the ```sh blocks of `markdown`, trimmed.
+fn sh_lines(markdown: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
     let mut in_block = false;
     for line in markdown.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with("```") {
             in_block = !in_block && trimmed == "```sh";
-            continue;
+        } else if in_block {
+            lines.push(trimmed);
         }
-        if !in_block {
-            continue;
-        }
+    }
+    lines
+}
+
+/// The shell lines of the ```sh blocks of `markdown`, comments dropped and
+/// split at pipes and `&&`.
+fn shell_commands(markdown: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    for trimmed in sh_lines(markdown) {
         let code = trimmed.split(" #").next().unwrap_or_default();
         let code = if code.starts_with('#') { "" } else { code };
         commands.extend(
@@ -112,20 +118,12 @@ fn every_command_the_readmes_show_names_a_real_subcommand_and_flag() {
 /// ```sh blocks of `markdown`, continuation lines joined.
 fn bao_write(markdown: &str, path: &str) -> std::collections::BTreeMap<String, String> {
     let mut joined = String::new();
-    let mut in_block = false;
-    for line in markdown.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("```") {
-            in_block = !in_block && trimmed == "```sh";
-            continue;
-        }
-        if in_block {
-            match trimmed.strip_suffix('\\') {
-                Some(head) => joined.push_str(head),
-                None => {
-                    joined.push_str(trimmed);
-                    joined.push('\n');
-                }
+    for trimmed in sh_lines(markdown) {
+        match trimmed.strip_suffix('\\') {
+            Some(head) => joined.push_str(head),
+            None => {
+                joined.push_str(trimmed);
+                joined.push('\n');
             }
         }
     }
