@@ -292,11 +292,28 @@ fn workload_identity(env: &Env<'_>) -> Result<Option<String>> {
             "web identity: role {role}, token file {file}"
         )));
     }
-    if let Some(uri) = env.string(&[
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    ])? {
-        return Ok(Some(format!("container credentials from {uri}")));
+    // Scheme, host and port only: a path or query may be a capability.
+    if let Some(uri) = env.string(&["AWS_CONTAINER_CREDENTIALS_FULL_URI"])? {
+        let shown = url::Url::parse(&uri).ok().and_then(|url| {
+            let host = url.host_str()?.to_owned();
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            Some(format!("{}://{host}{port}", url.scheme()))
+        });
+        return Ok(Some(format!(
+            "container credentials from {}",
+            shown
+                .as_deref()
+                .unwrap_or("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        )));
+    }
+    if env
+        .string(&["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"])?
+        .is_some()
+    {
+        return Ok(Some(
+            "container credentials from the ECS agent (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)"
+                .to_owned(),
+        ));
     }
     Ok(None)
 }
@@ -781,9 +798,9 @@ mod tests {
         assert_eq!(
             describe(&[(
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                "http://169.254.170.23/v1/credentials"
+                "http://169.254.170.23/v1/credentials?sig=capability"
             )]),
-            "AWS default chain (container credentials from http://169.254.170.23/v1/credentials)"
+            "AWS default chain (container credentials from http://169.254.170.23)"
         );
         assert_eq!(describe(&[]), "AWS default chain");
     }

@@ -259,15 +259,26 @@ impl AzureCredential {
                 header,
                 client_id,
             } => Url::parse(endpoint)
-                .map(|endpoint| {
-                    Arc::new(IdentityEndpointCredential {
+                .map_err(|e| azure_core::Error::new(AzureKind::Credential, e))
+                .and_then(|endpoint| {
+                    // The platform's endpoints are plain http on the machine:
+                    // a client of their own, no proxy, no redirect (the
+                    // header would follow one to another host).
+                    let http = if endpoint.scheme() == "http" {
+                        mlflow_secrets_auth_core::proxy::https_only(reqwest::Client::builder())
+                            .redirect(reqwest::redirect::Policy::none())
+                            .build()
+                            .map_err(|e| azure_core::Error::new(AzureKind::Credential, e))?
+                    } else {
+                        http.clone()
+                    };
+                    Ok(Arc::new(IdentityEndpointCredential {
                         endpoint,
                         header: header.clone(),
                         client_id: client_id.clone(),
-                        http: http.clone(),
-                    }) as Arc<dyn TokenCredential>
-                })
-                .map_err(|e| azure_core::Error::new(AzureKind::Credential, e)),
+                        http,
+                    }) as Arc<dyn TokenCredential>)
+                }),
             Self::ManagedIdentity { client_id } => {
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
@@ -392,6 +403,11 @@ impl IdentityEndpointCredential {
             .await
             .map_err(|e| azure_core::Error::new(AzureKind::Connection, e))?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(credential_failure(format!(
+                "{IDENTITY_ENDPOINT} answered a redirect (HTTP {status}), which is not followed"
+            )));
+        }
         let body = mlflow_secrets_auth_core::http::bounded_body(
             response,
             MAX_IDENTITY_ANSWER,
@@ -412,7 +428,7 @@ impl IdentityEndpointCredential {
         }
         let token: IdentityToken = serde_json::from_slice(&body).map_err(|e| {
             credential_failure(format!(
-                "the answer of {IDENTITY_ENDPOINT} is not a token: {e}"
+                "the answer of {IDENTITY_ENDPOINT} holds no access token ({e})"
             ))
         })?;
         let expires_on = match &token.expires_on {
@@ -431,6 +447,7 @@ impl IdentityEndpointCredential {
                 "the answer of {IDENTITY_ENDPOINT} has an empty `access_token`"
             )));
         }
+        mlflow_secrets_auth_core::hide_while_current("azure access token", &token.access_token);
         Ok(AccessToken::new(
             Secret::new(token.access_token),
             expires_on,

@@ -136,7 +136,7 @@ fn credential_error(error: &azure_core::Error, credential: &str) -> SecretError 
                 return SecretError::new(
                     ErrorKind::Transient,
                     format!(
-                        "the {credential} could not get a token (identity service unavailable): {}",
+                        "the {credential} got no access token (identity service unavailable) — {}",
                         source_chain(error)
                     ),
                 );
@@ -147,7 +147,7 @@ fn credential_error(error: &azure_core::Error, credential: &str) -> SecretError 
     SecretError::new(
         ErrorKind::PermissionDenied,
         format!(
-            "the {credential} could not get a token: {}",
+            "the {credential} got no access token from the identity service — {}",
             source_chain(error)
         ),
     )

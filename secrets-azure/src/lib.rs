@@ -265,6 +265,9 @@ impl AzureKeyVaultProvider {
                 // Plain http (a managed identity endpoint, IMDS) never
                 // through a proxy: it would read the tokens.
                 mlflow_secrets_auth_core::proxy::https_only(reqwest::Client::builder())
+                    // Neither Key Vault nor Entra ID redirects: a redirect
+                    // is no place to send a token request to.
+                    .redirect(reqwest::redirect::Policy::none())
                     .connect_timeout(self.request_timeout)
                     .build()
                     .map_err(|e| {

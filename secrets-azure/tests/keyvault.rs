@@ -22,6 +22,7 @@ use secrets_testkit::or_hang;
 fn http_client(double: &AzureKeyVault) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(double.ca_pem().as_bytes()).expect("test CA");
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .tls_certs_only([ca])
         .resolve(VAULT_HOST, double.addr())
         .build()
@@ -470,4 +471,33 @@ async fn managed_identity_gets_its_token_from_the_identity_endpoint() {
         assert!(!text.contains("not-the-identity-header"), "{text}");
     }
     assert_eq!(double.secret_reads(), 2);
+}
+
+#[tokio::test]
+async fn the_identity_header_never_follows_a_redirect() {
+    use secrets_testkit::capture::CaptureServer;
+    let double = AzureKeyVault::start();
+    double.set_secret("managed", "tok-managed");
+    let thief = CaptureServer::start();
+    let endpoint = CaptureServer::start();
+    endpoint.route(
+        "/msi/token",
+        302,
+        &[("Location", &format!("{}/stolen", thief.url()))],
+        "",
+    );
+    let provider = provider(&double, "managed")
+        .credential(AzureCredential::IdentityEndpoint {
+            endpoint: format!("{}/msi/token", endpoint.url()),
+            header: IDENTITY_HEADER.into(),
+            client_id: None,
+        })
+        .build()
+        .unwrap();
+    let err = fetch(&provider).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("redirect"), "{err}");
+    assert!(!err.to_string().contains(IDENTITY_HEADER), "{err}");
+    assert_eq!(endpoint.requests().len(), 1);
+    assert!(thief.requests().is_empty(), "the header went nowhere else");
 }

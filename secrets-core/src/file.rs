@@ -29,6 +29,11 @@ pub fn read_token_file(
 ) -> Result<Zeroizing<String>> {
     let unreadable =
         |what: String| SecretError::config(variable, format!("{}: {what}", file.display()));
+    // A FIFO or a device would block the read (and the task) or never end.
+    let kind = std::fs::metadata(file).map_err(|e| unreadable(format!("cannot be read ({e})")))?;
+    if !kind.is_file() {
+        return Err(unreadable("is not a regular file".to_owned()));
+    }
     let opened = File::open(file).map_err(|e| unreadable(format!("cannot be read ({e})")))?;
     let mut text = Zeroizing::new(String::new());
     opened

@@ -196,6 +196,10 @@ pub fn hide_while_current(source: &'static str, secret: &str) {
 /// Whether `key` names one of our settings that holds no secret: the
 /// `MLFLOW_SECRETS_` prefix with no sensitive word after it.
 fn our_setting(key: &str) -> bool {
+    // ASCII only: the patterns fold case beyond it (`K` for `K`, `ſ` for `s`).
+    if !key.is_ascii() {
+        return false;
+    }
     let key = key.to_ascii_uppercase();
     key.strip_prefix("MLFLOW_SECRETS_").is_some_and(|rest| {
         !["TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY"]
@@ -240,11 +244,13 @@ pub fn redact(text: &str) -> Cow<'_, str> {
                             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
             };
             // `MLFLOW_SECRETS_REQUEST_TIMEOUT_SEC: "soon"`: one of our own
-            // settings, whose name holds "secret" but whose value is none.
+            // settings, whose name holds "secret" but whose value is none —
+            // a plain value only (nothing quoted or escaped inside it).
             let setting = captures
                 .get(0)
                 .and_then(|whole| whole.as_str().split([':', '=']).next())
-                .is_some_and(|key| our_setting(key.trim().trim_matches(['"', '\''])));
+                .is_some_and(|key| our_setting(key.trim().trim_matches(['"', '\''])))
+                && value.is_some_and(|v| !v.as_str().contains(['"', '\'', '\\']));
             if setting {
                 continue;
             }
@@ -345,6 +351,15 @@ mod tests {
             redact(r#"X_MLFLOW_SECRETS_TIMEOUT: "value-1""#),
             r#"X_MLFLOW_SECRETS_TIMEOUT: "***""#
         );
+        // A hostile server's text: a field nested in the value, and names
+        // spelled with letters the patterns fold into ASCII.
+        for hostile in [
+            r#"MLFLOW_SECRETS_NOTE: "x \"password\": \"leak-BBBB2222\" ""#,
+            "MLFLOW_SECRETS_API_\u{212a}EY=leak-CCCC3333",
+            r#"MLFLOW_SECRETS_ſECRET_ACCEſſ: "leak-DDDD4444""#,
+        ] {
+            assert!(!redact(hostile).contains("leak-"), "{}", redact(hostile));
+        }
     }
 
     #[test]

@@ -159,6 +159,11 @@ impl ContainerCredentials {
         format!("http://{}/v1/credentials", self.serving.addr())
     }
 
+    /// The listening address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.serving.addr()
+    }
+
     /// Accepts `token` from now on (the platform rotated it), and no other.
     pub fn accept(&self, token: &str) {
         self.shared.accept(token);

@@ -136,10 +136,10 @@ async fn read_at(
 ) -> Result<FetchedSecret> {
     let path = mount.relative(&provider.path);
     let (data, meta) = if mount.version == 2 {
-        let mut answer = get(provider, client, &[&mount.mount, "data", path]).await?;
-        (answer["data"]["data"].take(), SecretMeta::default())
+        let answer = get(provider, client, &[&mount.mount, "data", path]).await?;
+        (data_of(answer, 2), SecretMeta::default())
     } else {
-        let mut answer = get(provider, client, &[&mount.mount, path]).await?;
+        let answer = get(provider, client, &[&mount.mount, path]).await?;
         let mut meta = SecretMeta::default();
         if let Some(lease) = answer["lease_duration"].as_u64()
             && lease > 0
@@ -147,7 +147,7 @@ async fn read_at(
             meta =
                 meta.with_valid_for(mlflow_secrets_auth_core::capped(Duration::from_secs(lease)));
         }
-        (answer["data"].take(), meta)
+        (data_of(answer, 1), meta)
     };
     if !data.is_object() {
         return Err(SecretError::invalid_secret(format!(
@@ -169,6 +169,25 @@ const MAX_ANSWER: usize = 2 * MAX_SECRET_BYTES;
 /// them, so they read as every other Vault call's.
 async fn get(provider: &VaultProvider, client: &VaultClient, segments: &[&str]) -> Result<Value> {
     let read = Action::Read(&provider.path);
+    let segments: Vec<&str> = segments
+        .iter()
+        .flat_map(|s| s.split('/'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    // The mount comes from Vault: no segment the URL parser would drop or
+    // climb with (`.`, `..`, or one that becomes them without its tabs).
+    if let Some(odd) = segments
+        .iter()
+        .find(|s| s.chars().any(char::is_control) || matches!(**s, "." | ".."))
+    {
+        return Err(SecretError::new(
+            ErrorKind::Rejected,
+            format!(
+                "the path of `{}` has the segment {odd:?}, which is not read",
+                provider.path
+            ),
+        ));
+    }
     let mut url = Url::parse(&provider.address)
         .map_err(|e| SecretError::config("VAULT_ADDR", format!("is not usable: {e}")))?;
     url.path_segments_mut()
@@ -230,6 +249,14 @@ async fn get(provider: &VaultProvider, client: &VaultClient, segments: &[&str]) 
     })
 }
 
+/// The secret's fields in a KV `version` answer (`data.data` on v2, `data`
+/// on v1); `null` when the answer has another shape. Taken, never indexed
+/// mutably: the answer is Vault's input, not a reason to panic.
+fn data_of(mut answer: Value, version: u8) -> Value {
+    let at = if version == 2 { "/data/data" } else { "/data" };
+    answer.pointer_mut(at).map(Value::take).unwrap_or_default()
+}
+
 /// Vault's error body.
 #[derive(Deserialize)]
 struct VaultErrors {
@@ -240,6 +267,24 @@ struct VaultErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_of_another_shape_has_no_data() {
+        for answer in [
+            serde_json::json!({"data": "x"}),
+            serde_json::json!([]),
+            serde_json::json!("x"),
+            serde_json::json!({"data": {"data": null}}),
+            serde_json::json!(null),
+        ] {
+            assert!(!data_of(answer.clone(), 2).is_object(), "{answer}");
+        }
+        assert!(!data_of(serde_json::json!([1]), 1).is_object());
+        let v2 = serde_json::json!({"data": {"data": {"token": "t"}, "metadata": {}}});
+        assert_eq!(data_of(v2, 2), serde_json::json!({"token": "t"}));
+        let v1 = serde_json::json!({"data": {"token": "t"}, "lease_duration": 30});
+        assert_eq!(data_of(v1, 1), serde_json::json!({"token": "t"}));
+    }
 
     #[test]
     fn relative_paths() {

@@ -283,21 +283,42 @@ impl VaultProviderBuilder {
             return Err(SecretError::new(ErrorKind::Config, missing.join("; ")).with_provider(NAME));
         };
         let address = checked_address(address.trim())?;
-        if path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+        if let VaultAuth::Token(token) = &auth
+            && token.expose_secret().chars().any(char::is_control)
+        {
+            return Err(SecretError::config(
+                "VAULT_TOKEN",
+                "has a control character (a line break pasted with it?)",
+            )
+            .with_provider(NAME));
+        }
+        if path.chars().any(char::is_control)
+            || path
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
         {
             return Err(SecretError::config(
                 "MLFLOW_VAULT_SECRET_PATH",
-                format!("`{path}` has a `.` or `..` segment; write the path itself"),
+                "has a `.` or `..` segment or a control character; write the path itself",
             )
             .with_provider(NAME));
+        }
+        // Sent as headers: a control character would make them invalid.
+        let namespace = self.namespace.filter(|n| !n.trim().is_empty());
+        if namespace
+            .as_deref()
+            .is_some_and(|n| n.chars().any(char::is_control))
+        {
+            return Err(
+                SecretError::config("VAULT_NAMESPACE", "has a control character")
+                    .with_provider(NAME),
+            );
         }
         Ok(VaultProvider {
             address,
             path,
             auth,
-            namespace: self.namespace.filter(|n| !n.trim().is_empty()),
+            namespace,
             ca_cert: self.ca_cert,
             skip_verify: self.skip_verify,
             request_timeout: self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
@@ -329,13 +350,23 @@ const TOKEN_FILE_LIMIT: u64 = 4096;
 /// `address` when the Vault client can use it (it panics on what it cannot
 /// parse); else a `config` error naming `VAULT_ADDR` and the expected shape.
 fn checked_address(address: &str) -> Result<String> {
-    checked_endpoint(
+    let checked = checked_endpoint(
         address,
         "VAULT_ADDR",
         &["http", "https"],
         "https://vault.example.com:8200",
     )
-    .map_err(|e| e.with_provider(NAME))
+    .map_err(|e| e.with_provider(NAME))?;
+    // vaultrs puts a base path after `/v1/`, where another application
+    // behind the same reverse proxy would get the token: none is taken.
+    if url::Url::parse(&checked).is_ok_and(|url| url.path() != "/") {
+        return Err(SecretError::config(
+            "VAULT_ADDR",
+            "has a path; give the server's scheme, host and port only (a Vault behind a base path is not supported)",
+        )
+        .with_provider(NAME));
+    }
+    Ok(checked)
 }
 
 /// A logged-in client and its token's lease.

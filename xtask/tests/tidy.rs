@@ -29,6 +29,10 @@ const READ_BY_OTHERS: &[&str] = &[
     "MLFLOW_TRACKING_AUTH",
     // Read by nothing: the docs' example of a misspelt name.
     "MLFLOW_SECRETS_AUTH_ENABLED",
+    // Read by the AWS SDK's own credential chain (web identity, EKS Pod
+    // Identity), which our code leaves alone.
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ENDPOINT_URL_STS",
 ];
 
 /// The families of names that are environment variables.

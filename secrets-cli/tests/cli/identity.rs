@@ -146,7 +146,10 @@ fn aws_container_credentials_present_the_token_file_of_each_run() {
     ]);
     assert_eq!(
         described_credentials(&vars),
-        format!("AWS default chain (container credentials from {uri})")
+        format!(
+            "AWS default chain (container credentials from http://{})",
+            endpoint.addr()
+        )
     );
 
     let (passed, checks) = doctor(&vars);
