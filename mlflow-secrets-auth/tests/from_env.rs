@@ -260,8 +260,9 @@ fn the_builder_warns_about_an_open_allowlist_as_from_env_does() {
 fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
     use mlflow_secrets_auth::redact;
 
-    const SECRETS: [&str; 5] = [
+    const SECRETS: [&str; 6] = [
         "hvs.tok-value-never-shown",
+        "with-a-line-break",
         "sid-value-never-shown",
         "aws-secret-never-shown",
         "azure-secret-never-shown",
@@ -315,7 +316,7 @@ fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
                 ("VAULT_ADDR", "https://vault.example.com"),
                 ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
                 ("MLFLOW_VAULT_AUTH_METHOD", "jwt"),
-                ("VAULT_SECRET_ID", SECRETS[1]),
+                ("VAULT_SECRET_ID", SECRETS[2]),
             ],
             "MLFLOW_VAULT_JWT_FILE",
         ),
@@ -328,12 +329,39 @@ fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
             ],
             "MLFLOW_VAULT_AUTH_METHOD",
         ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://proxy.example.com/vault"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("VAULT_TOKEN", SECRETS[0]),
+            ],
+            "VAULT_ADDR",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/.\t./x"),
+                ("VAULT_TOKEN", SECRETS[0]),
+            ],
+            "MLFLOW_VAULT_SECRET_PATH",
+        ),
+        (
+            "vault",
+            &[
+                ("VAULT_ADDR", "https://vault.example.com"),
+                ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow"),
+                ("VAULT_TOKEN", "hvs.pasted\nwith-a-line-break"),
+            ],
+            "VAULT_TOKEN",
+        ),
         ("aws-secrets-manager", &[], "MLFLOW_AWS_SECRET_NAME"),
         (
             "aws-secrets-manager",
             &[
                 ("MLFLOW_AWS_SECRET_NAME", "mlflow"),
-                ("AWS_SECRET_ACCESS_KEY", SECRETS[2]),
+                ("AWS_SECRET_ACCESS_KEY", SECRETS[3]),
             ],
             "AWS_ACCESS_KEY_ID",
         ),
@@ -371,7 +399,7 @@ fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
             &[
                 ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
                 ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
-                ("AZURE_CLIENT_SECRET", SECRETS[3]),
+                ("AZURE_CLIENT_SECRET", SECRETS[4]),
                 ("AZURE_CLIENT_ID", "client-1"),
             ],
             "AZURE_TENANT_ID",
@@ -403,7 +431,7 @@ fn every_providers_config_errors_name_the_variable_and_survive_redaction() {
                 ("MLFLOW_AZURE_KEY_VAULT_URL", "https://team.vault.azure.net"),
                 ("MLFLOW_AZURE_SECRET_NAME", "mlflow"),
                 ("IDENTITY_ENDPOINT", "localhost:42356"),
-                ("IDENTITY_HEADER", SECRETS[4]),
+                ("IDENTITY_HEADER", SECRETS[5]),
             ],
             "IDENTITY_ENDPOINT",
         ),

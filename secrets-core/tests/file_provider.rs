@@ -125,3 +125,19 @@ fn from_env_needs_the_path_variable() {
         "file: path=/run/secrets/mlflow"
     );
 }
+
+#[test]
+fn a_token_file_that_is_no_regular_file_is_refused_without_blocking() {
+    use mlflow_secrets_auth_core::read_token_file;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let err = read_token_file("MLFLOW_VAULT_JWT_FILE", &fifo, "test token").unwrap_err();
+    assert!(err.to_string().contains("is not a regular file"), "{err}");
+    let err = read_token_file("MLFLOW_VAULT_JWT_FILE", dir.path(), "test token").unwrap_err();
+    assert!(
+        err.to_string().starts_with("MLFLOW_VAULT_JWT_FILE: "),
+        "{err}"
+    );
+}
