@@ -11,17 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cache::{Lookup, Outcome};
 use crate::config::EntryMeta;
-use crate::store::{Entry, Inner, Published, Slot, StaleServe};
-
-pub(crate) struct Flight<V, E> {
-    pub(crate) id: u64,
-    pub(crate) result: watch::Receiver<Published<V, E>>,
-    /// When it started (the cache's clock): a caller with a stale
-    /// alternative waits only for what is left of the stale wait.
-    pub(crate) started: Duration,
-}
+use crate::lookup::{Lookup, Outcome};
+use crate::store::{Entry, Flight, Inner, Published, Slot, StaleServe};
 
 enum Role<V, E> {
     Lead(

@@ -42,12 +42,14 @@ mod cache;
 mod clock;
 mod config;
 mod flight;
+mod lookup;
 mod stats;
 mod store;
 
-pub use cache::{EntryInfo, EntryState, Lookup, Outcome, SecretCache};
+pub use cache::{EntryInfo, EntryState, SecretCache};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{CacheConfig, EntryMeta, REFRESH_MARGIN, StaleGrace};
+pub use lookup::{Lookup, Outcome};
 pub use stats::CacheStats;
 
 /// The README's examples, compiled and run as doctests.

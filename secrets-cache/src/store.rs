@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use foldhash::fast::RandomState;
+use tokio::sync::watch;
 
-use crate::cache::Lookup;
 use crate::clock::Clock;
 use crate::config::{CacheConfig, EntryMeta};
-use crate::flight::Flight;
+use crate::lookup::Lookup;
 use crate::stats::Counters;
 
 /// Number of independently locked maps.
@@ -32,6 +32,15 @@ pub(crate) struct Entry<V> {
     pub(crate) refresh_failures: u32,
     /// The clock's milliseconds at the last hit, for LRU eviction.
     pub(crate) last_used: AtomicU64,
+}
+
+/// The fetch in flight for a slot (its logic is in `flight`).
+pub(crate) struct Flight<V, E> {
+    pub(crate) id: u64,
+    pub(crate) result: watch::Receiver<Published<V, E>>,
+    /// When it started (the cache's clock): a caller with a stale
+    /// alternative waits only for what is left of the stale wait.
+    pub(crate) started: Duration,
 }
 
 pub(crate) struct Slot<V, E> {

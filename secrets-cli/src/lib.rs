@@ -10,15 +10,12 @@
 #![deny(missing_docs)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod agent;
 mod cache;
 mod doctor;
 mod info;
-mod metrics;
 mod output;
-mod proxy;
 mod run;
-mod serve;
+mod server;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -85,10 +82,10 @@ enum Command {
     },
     /// Run the node agent: one credential cache for every process on this
     /// machine, served on a Unix socket (see docs/agent.md). Logs at info by default.
-    Agent(agent::AgentArgs),
+    Agent(server::AgentArgs),
     /// Run an authenticating local proxy in front of one MLflow server: clients
     /// send a local token, the proxy forwards with the real credential (see docs/proxy.md).
-    Proxy(proxy::ProxyArgs),
+    Proxy(server::ProxyArgs),
     /// The agent's cache: `status` or `clear` (MLFLOW_SECRETS_AGENT or --socket names it).
     Cache {
         #[command(subcommand)]
@@ -238,9 +235,9 @@ fn run(cli: Cli) -> u8 {
             proxy: false,
             command,
         } => run::exec(url.as_deref(), &command),
-        Command::Proxy(args) => proxy::run(args),
+        Command::Proxy(args) => server::proxy(args),
         Command::Header { url } => run::header(url.as_deref()),
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => server::agent(args),
         Command::Cache { command } => match command {
             CacheCommand::Status { socket, json } => cache::status(socket, json),
             CacheCommand::Clear { socket } => cache::clear(socket),

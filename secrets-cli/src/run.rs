@@ -80,7 +80,7 @@ pub fn header(url: Option<&str>) -> anyhow::Result<u8> {
 /// `exec --proxy`: CMD talks to a local proxy of the tracking server.
 pub fn exec_with_proxy(url: Option<&str>, command: &[OsString]) -> anyhow::Result<u8> {
     let (tracking, _) = tracking_url(url)?;
-    crate::proxy::exec(&tracking, command)
+    crate::server::exec_with_proxy(&tracking, command)
 }
 
 /// `NO_PROXY` as this process has it (upper or lower case), with `host`

@@ -132,6 +132,7 @@ const SDIST_NEEDS: &[&str] = &[
     "mlflow-secrets-auth-py/src/lib.rs",
     "mlflow-secrets-auth/src/lib.rs",
     "secrets-cli/src/lib.rs",
+    "secrets-server/src/lib.rs",
     "secrets-core/src/lib.rs",
     "secrets-cache/src/lib.rs",
     "secrets-retry/src/lib.rs",

@@ -19,6 +19,7 @@ const SOURCES: &[&str] = &[
     "secrets-azure/src",
     "secrets-agent/src",
     "mlflow-secrets-auth/src",
+    "secrets-server/src",
     "secrets-cli/src",
     "mlflow-secrets-auth-py/src",
 ];

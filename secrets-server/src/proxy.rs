@@ -5,7 +5,6 @@
 //! follows a redirect. `exec --proxy` runs one in-process for a child. See
 //! `docs/proxy.md`.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use crate::error::{Context as _, bail};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -24,13 +23,12 @@ use mlflow_secrets_auth::{
 use url::Url;
 
 use crate::metrics::ProxyMetrics;
-use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, Stall, TcpAccess, full, seconds};
-use crate::{FAILURE, SUCCESS};
+use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, Stall, TcpAccess, full};
 
 /// Request bodies up to this size are kept so the request can be resent
 /// after a 401/403 with a refetched credential; larger (or chunked) bodies
 /// stream through and a refusal goes back to the client as it is.
-pub(crate) const MAX_REPLAY_BYTES: u64 = 1 << 20;
+pub const MAX_REPLAY_BYTES: u64 = 1 << 20;
 
 /// The longest wait for the next bytes from the upstream.
 const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -95,52 +93,241 @@ const DROPPED_RESPONSE: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// The proxy's options.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ProxyArgs {
-    /// The MLflow server to forward to; its host must pass MLFLOW_SECRETS_ALLOWED_HOSTS.
-    #[arg(long, value_name = "URL")]
+/// Where the proxy serves: a TCP address or a Unix socket.
+#[derive(Debug, Clone)]
+enum Serve {
+    Tcp(SocketAddr),
+    Socket(PathBuf),
+}
+
+/// The local token TCP clients must send.
+#[derive(Debug, Clone)]
+enum LocalToken {
+    /// Read from this file, written (0600) when absent; `None`: the default file.
+    File(Option<PathBuf>),
+    /// Given (kept in memory only).
+    Given(SecretString),
+    /// None: any process that can reach the port may act with the credential.
+    Off,
+}
+
+/// Builds and starts the authenticating proxy: MLflow clients talk plain
+/// HTTP to it on loopback (with a local token) and it forwards to one
+/// MLflow server with the credential attached.
+///
+/// ```no_run
+/// # async fn demo() -> mlflow_secrets_auth_server::Result<()> {
+/// use mlflow_secrets_auth::SecretsAuth;
+/// use mlflow_secrets_auth_server::Proxy;
+///
+/// let auth = SecretsAuth::from_env()?;
+/// Proxy::builder(auth, "https://mlflow.example.com")
+///     .listen("127.0.0.1:5000".parse().unwrap())
+///     .local_token_file("/run/user/1000/mlflow-proxy.token")
+///     .serve(mlflow_secrets_auth_server::stop_signal())
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ProxyBuilder {
+    auth: SecretsAuth,
     upstream: String,
-    /// The TCP address to serve (loopback unless --allow-remote).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        default_value = "127.0.0.1:5000",
-        conflicts_with = "socket"
-    )]
-    listen: SocketAddr,
-    /// Serve a Unix socket instead of TCP (the peer uid is checked, no token).
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// The local token TCP clients send as `Authorization: Bearer` (MLFLOW_TRACKING_TOKEN);
-    /// written (0600) when absent. Default: next to the default agent socket, `proxy.token`.
-    #[arg(long, value_name = "PATH")]
-    local_token_file: Option<PathBuf>,
-    /// Accept TCP clients without the local token: anyone on this machine may
-    /// then act with the MLflow credential. Warned about at start.
-    #[arg(long)]
-    no_local_auth: bool,
-    /// Allow a non-loopback --listen address (the local token stays required).
-    #[arg(long)]
+    serve: Serve,
+    local_token: LocalToken,
     allow_remote: bool,
-    /// A uid besides the proxy's own that may use its socket (repeatable).
-    #[arg(long = "allow-uid", value_name = "UID")]
     allow_uid: Vec<u32>,
-    /// A PEM file of CA certificates to trust for the upstream (besides the system's).
-    #[arg(long, value_name = "PATH")]
     upstream_ca: Option<PathBuf>,
-    /// Connections served at once; more get 503.
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Seconds a client has to send a request's headers, the longest pause within its body, and how long an idle connection is kept.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    read_timeout: f64,
-    /// Seconds a client may take none of a response before its connection is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    send_timeout: f64,
-    /// Seconds in-flight requests get to finish after SIGTERM.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    drain: f64,
+    limits: Limits,
+}
+
+/// The authenticating proxy ([`Proxy::builder`]).
+#[derive(Debug)]
+pub struct Proxy(());
+
+impl Proxy {
+    /// A proxy to the MLflow server at `upstream` (whose host must pass the
+    /// allowlist of `auth`), serving `127.0.0.1:5000` with the default
+    /// local token file.
+    pub fn builder(auth: SecretsAuth, upstream: impl Into<String>) -> ProxyBuilder {
+        ProxyBuilder {
+            auth,
+            upstream: upstream.into(),
+            serve: Serve::Tcp(SocketAddr::from(([127, 0, 0, 1], 5000))),
+            local_token: LocalToken::File(None),
+            allow_remote: false,
+            allow_uid: Vec::new(),
+            upstream_ca: None,
+            limits: Limits {
+                max_connections: 256,
+                header_timeout: Duration::from_secs(30),
+                send_timeout: Duration::from_secs(60),
+                drain: Duration::from_secs(30),
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+impl ProxyBuilder {
+    /// The TCP address to serve (loopback unless [`Self::allow_remote`]).
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.serve = Serve::Tcp(addr);
+        self
+    }
+
+    /// A Unix socket to serve instead of TCP (the peer uid is checked, no token).
+    #[must_use]
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.serve = Serve::Socket(path.into());
+        self
+    }
+
+    /// The file of the local token TCP clients send as `Authorization:
+    /// Bearer` (MLflow's `MLFLOW_TRACKING_TOKEN`); written (0600) when absent.
+    #[must_use]
+    pub fn local_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.local_token = LocalToken::File(Some(path.into()));
+        self
+    }
+
+    /// The local token itself, kept in memory only.
+    #[must_use]
+    pub fn local_token(mut self, token: SecretString) -> Self {
+        self.local_token = LocalToken::Given(token);
+        self
+    }
+
+    /// Accept TCP clients without a local token: anyone on this machine may
+    /// then act with the MLflow credential (warned about at start).
+    #[must_use]
+    pub fn no_local_auth(mut self) -> Self {
+        self.local_token = LocalToken::Off;
+        self
+    }
+
+    /// Allow a non-loopback listen address (the local token stays required).
+    #[must_use]
+    pub fn allow_remote(mut self, allow: bool) -> Self {
+        self.allow_remote = allow;
+        self
+    }
+
+    /// A uid besides the proxy's own that may use its socket.
+    #[must_use]
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.allow_uid.push(uid);
+        self
+    }
+
+    /// A PEM file of CA certificates to trust for the upstream, besides the system's.
+    #[must_use]
+    pub fn upstream_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.upstream_ca = Some(path.into());
+        self
+    }
+
+    /// Connections served at once; more get 503 (default 256).
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a client has to send a request's headers, the longest pause
+    /// within its body, and how long an idle connection is kept (default 30 s).
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.header_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take none of a response before its connection
+    /// is closed (default 60 s).
+    #[must_use]
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.send_timeout = timeout;
+        self
+    }
+
+    /// How long requests in flight get to finish once stopping (default 30 s).
+    #[must_use]
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.limits.drain = drain;
+        self
+    }
+
+    /// Serves until `shutdown` completes (or a client posts
+    /// `/-/quitquitquit`), then drains.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> crate::Result<()> {
+        let mut running = self.start().await?;
+        tokio::select! {
+            result = &mut running.done => return joined(result),
+            () = shutdown => running.stop(),
+        }
+        running.stopped().await
+    }
+
+    /// Checks every setting, binds, and starts serving in a task of the
+    /// current runtime.
+    pub async fn start(self) -> crate::Result<RunningProxy> {
+        // Everything is decided before anything is written or bound.
+        let upstream = Upstream::checked(&self.auth, &self.upstream, self.upstream_ca.as_ref())?;
+        let no_local_auth = matches!(self.local_token, LocalToken::Off);
+        if let Serve::Tcp(listen) = self.serve {
+            if self.allow_remote && no_local_auth {
+                bail!("--allow-remote needs the local token (drop --no-local-auth)");
+            }
+            if !listen.ip().is_loopback() && !self.allow_remote {
+                bail!(
+                    "--listen {listen}: only loopback addresses (127.0.0.0/8, ::1) are served unless --allow-remote is given (clients then still need the local token); use --socket to serve other containers of a pod"
+                );
+            }
+        }
+        let listener = match &self.serve {
+            Serve::Socket(path) => Listener::unix(path, self.allow_uid.clone()).await?,
+            Serve::Tcp(listen) => {
+                let listen = *listen;
+                // Bound first: a port in use fails before a token file is
+                // written and announced.
+                let bound = Listener::bind_tcp(listen, self.allow_remote && !no_local_auth).await?;
+                let token = match self.local_token {
+                    LocalToken::Off => {
+                        tracing::warn!(
+                            "--no-local-auth: any process that can reach {listen} may act with the MLflow credential"
+                        );
+                        None
+                    }
+                    LocalToken::Given(token) => Some(token),
+                    LocalToken::File(file) => {
+                        let file = file.unwrap_or_else(|| {
+                            serve::default_socket("proxy").with_extension("token")
+                        });
+                        serve::own_dir(serve::parent_dir(&file), false)?;
+                        let token = serve::load_or_make_token(&file)?;
+                        tracing::info!(
+                            file = %file.display(),
+                            "clients send the token in this file as MLFLOW_TRACKING_TOKEN"
+                        );
+                        Some(token)
+                    }
+                };
+                if !listen.ip().is_loopback() {
+                    tracing::warn!(
+                        %listen,
+                        "--allow-remote: other machines may connect; the local token travels in plain HTTP, so only a network no one else can read keeps it (and the use of the MLflow credential) private"
+                    );
+                }
+                let access = TcpAccess {
+                    token,
+                    allow_remote: self.allow_remote,
+                    challenge: None,
+                };
+                Listener::tcp_with(bound, access)
+            }
+        };
+        start(self.auth, upstream, listener, self.limits).await
+    }
 }
 
 /// The upstream and how to reach it.
@@ -158,7 +345,7 @@ struct Upstream {
 
 impl Upstream {
     /// The upstream `text`, refused unless its host may get the credential.
-    fn checked(auth: &SecretsAuth, text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
+    fn checked(auth: &SecretsAuth, text: &str, ca: Option<&PathBuf>) -> crate::Result<Self> {
         let upstream = Self::new(text, ca)?;
         if !auth.permits(&upstream.url)? {
             bail!(
@@ -170,7 +357,7 @@ impl Upstream {
         Ok(upstream)
     }
 
-    fn new(text: &str, ca: Option<&PathBuf>) -> anyhow::Result<Self> {
+    fn new(text: &str, ca: Option<&PathBuf>) -> crate::Result<Self> {
         // The check of every address a person writes: it names the mistake
         // and never shows more of the text than scheme, host and port.
         let checked = checked_endpoint(
@@ -179,7 +366,7 @@ impl Upstream {
             &["http", "https"],
             "https://mlflow.example.com or http://127.0.0.1:5000",
         )?;
-        let url = Url::parse(&checked)?;
+        let url = Url::parse(&checked).context("--upstream is not a URL")?;
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
         let mut builder = reqwest::Client::builder()
@@ -414,7 +601,7 @@ fn replace_ignoring_case(bytes: &[u8], pattern: &[u8], with: u8) -> Vec<u8> {
 }
 
 /// The proxy's state, shared by every connection.
-pub(crate) struct Proxy {
+pub(crate) struct ProxyState {
     auth: SecretsAuth,
     upstream: Upstream,
     metrics: ProxyMetrics,
@@ -423,7 +610,7 @@ pub(crate) struct Proxy {
     body_timeout: Duration,
 }
 
-impl Proxy {
+impl ProxyState {
     async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
@@ -782,12 +969,34 @@ fn text(status: StatusCode, reason: &'static str) -> Response<Body> {
     response
 }
 
-/// A running proxy: its address and how to stop it.
-pub(crate) struct Running {
-    /// Sending `true` stops it (in-flight requests drain first).
-    pub(crate) quit: tokio::sync::watch::Sender<bool>,
-    /// Completes when it has stopped.
-    pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A running proxy: its address, and how to stop it.
+#[derive(Debug)]
+pub struct RunningProxy {
+    quit: tokio::sync::watch::Sender<bool>,
+    done: tokio::task::JoinHandle<crate::Result<()>>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl RunningProxy {
+    /// The TCP address served (the port chosen for port 0); `None` on a socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Stops accepting; requests in flight drain.
+    pub fn stop(&self) {
+        let _ = self.quit.send(true);
+    }
+
+    /// Completes when the proxy has stopped.
+    pub async fn stopped(self) -> crate::Result<()> {
+        joined(self.done.await)
+    }
+}
+
+/// A serving task's end as the proxy's result.
+fn joined(result: Result<crate::Result<()>, tokio::task::JoinError>) -> crate::Result<()> {
+    result.context("the proxy stopped unexpectedly")?
 }
 
 /// Builds the proxy for `upstream` (allowed by the allowlist, else an error
@@ -797,13 +1006,13 @@ async fn start(
     upstream: Upstream,
     listener: Listener,
     limits: Limits,
-) -> anyhow::Result<Running> {
+) -> crate::Result<RunningProxy> {
     // Fetch now: the first request does not wait, and a broken chain shows at start.
     if let Err(error) = auth.warm().await {
         tracing::warn!(error = %redact(&error.to_string()), "no credential yet; requests will retry");
     }
     let (quit, mut quitting) = tokio::sync::watch::channel(false);
-    let proxy = Arc::new(Proxy {
+    let proxy = Arc::new(ProxyState {
         auth,
         upstream,
         metrics: ProxyMetrics::default(),
@@ -811,6 +1020,7 @@ async fn start(
         body_timeout: limits.header_timeout,
     });
     let address = listener.address();
+    let local_addr = listener.local_addr();
     tracing::info!(%address, upstream = %proxy.upstream.url, "proxy listening");
     let metrics = proxy.metrics.clone();
     let open = metrics.open_connections.clone();
@@ -820,186 +1030,11 @@ async fn start(
         let _ = quitting.wait_for(|q| *q).await;
     };
     let done = tokio::spawn(listener.serve(limits, OPEN_PATHS, handler, refused, open, stop));
-    Ok(Running { quit, done })
-}
-
-/// The proxy's runtime: one thread. A request's tasks (the client's
-/// connection, the upstream's pooled connection, the credential) wake each
-/// other on that thread instead of across threads; measured with `wrk` on 2
-/// cores against a 2-worker runtime, the 1-connection p50 was a little lower
-/// and the 16-connection throughput about a fifth higher.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-/// `mlflow-secrets-auth proxy`.
-pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<u8> {
-    let limits = Limits {
-        max_connections: args.max_connections.max(1),
-        header_timeout: seconds(args.read_timeout, "--read-timeout")?,
-        send_timeout: seconds(args.send_timeout, "--send-timeout")?,
-        drain: seconds(args.drain, "--drain")?,
-        ..Limits::default()
-    };
-    let auth = SecretsAuth::from_env().context("reading the configuration")?;
-    // Everything is decided before anything is written or bound.
-    let upstream = Upstream::checked(&auth, &args.upstream, args.upstream_ca.as_ref())?;
-    if args.socket.is_none() {
-        if args.allow_remote && args.no_local_auth {
-            bail!("--allow-remote needs the local token (drop --no-local-auth)");
-        }
-        if !args.listen.ip().is_loopback() && !args.allow_remote {
-            bail!(
-                "--listen {}: only loopback addresses (127.0.0.0/8, ::1) are served unless --allow-remote is given (clients then still need the local token); use --socket to serve other containers of a pod",
-                args.listen
-            );
-        }
-    }
-    let runtime = runtime()?;
-    runtime.block_on(async {
-        let listener = match &args.socket {
-            Some(path) => Listener::unix(path, args.allow_uid.clone()).await?,
-            None => {
-                // Bound first: a port in use fails before a token file is
-                // written and announced.
-                let bound =
-                    Listener::bind_tcp(args.listen, args.allow_remote && !args.no_local_auth)
-                        .await?;
-                let token = if args.no_local_auth {
-                    tracing::warn!(
-                        "--no-local-auth: any process that can reach {} may act with the MLflow credential",
-                        args.listen
-                    );
-                    None
-                } else {
-                    let file = args
-                        .local_token_file
-                        .clone()
-                        .unwrap_or_else(|| serve::default_socket("proxy").with_extension("token"));
-                    serve::own_dir(serve::parent_dir(&file), false)?;
-                    let token = serve::load_or_make_token(&file)?;
-                    tracing::info!(
-                        file = %file.display(),
-                        "clients send the token in this file as MLFLOW_TRACKING_TOKEN"
-                    );
-                    Some(token)
-                };
-                if !args.listen.ip().is_loopback() {
-                    tracing::warn!(
-                        listen = %args.listen,
-                        "--allow-remote: other machines may connect; the local token travels in plain HTTP, so only a network no one else can read keeps it (and the use of the MLflow credential) private"
-                    );
-                }
-                let access = TcpAccess {
-                    token,
-                    allow_remote: args.allow_remote,
-                    challenge: None,
-                };
-                Listener::tcp_with(bound, access)
-            }
-        };
-        let running = start(auth, upstream, listener, limits).await?;
-        let quit = running.quit.clone();
-        let signal = tokio::spawn(async move {
-            serve::stop_signal().await;
-            let _ = quit.send(true);
-        });
-        let result = running.done.await.context("the proxy stopped unexpectedly")?;
-        signal.abort();
-        result
-    })?;
-    Ok(SUCCESS)
-}
-
-/// `exec --proxy -- CMD`: a proxy on an ephemeral loopback port with a fresh
-/// token, CMD run with `MLFLOW_TRACKING_URI` pointing at it and
-/// `MLFLOW_TRACKING_TOKEN` set to that token (no real credential in its
-/// environment); signals forwarded; CMD's exit code returned.
-pub(crate) fn exec(upstream: &str, command: &[OsString]) -> anyhow::Result<u8> {
-    let Some((program, args)) = command.split_first() else {
-        bail!("no command given after `--`");
-    };
-    let auth = SecretsAuth::from_env().context("reading the configuration")?;
-    let upstream = Upstream::checked(&auth, upstream, None)?;
-    let runtime = runtime()?;
-    runtime.block_on(async {
-        let token = serve::random_token()?;
-        let access = TcpAccess {
-            token: Some(SecretString::from(token.clone())),
-            allow_remote: false,
-            challenge: None,
-        };
-        let listener = Listener::tcp(SocketAddr::from(([127, 0, 0, 1], 0)), access).await?;
-        let port = listener.local_addr().context("the proxy's port")?.port();
-        let running = start(auth, upstream, listener, Limits::default()).await?;
-        // Caught before CMD exists: a signal from then on is CMD's, never
-        // the end of this process with CMD left behind.
-        let signals = Signals::new()?;
-        // CMD reaches the proxy directly, never through a proxy from
-        // HTTP_PROXY (which would read the local token).
-        let no_proxy = crate::run::no_proxy_with("127.0.0.1");
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .env("NO_PROXY", &no_proxy)
-            .env("no_proxy", &no_proxy)
-            .env("MLFLOW_TRACKING_URI", format!("http://127.0.0.1:{port}"))
-            .env("MLFLOW_TRACKING_TOKEN", &token)
-            .env_remove("MLFLOW_TRACKING_USERNAME")
-            .env_remove("MLFLOW_TRACKING_PASSWORD")
-            .env_remove("MLFLOW_TRACKING_AUTH")
-            .spawn()
-            .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
-        drop(token);
-        let code = signals.wait_forwarding(&mut child).await?;
-        let _ = running.quit.send(true);
-        let _ = running.done.await;
-        Ok::<u8, anyhow::Error>(code)
+    Ok(RunningProxy {
+        quit,
+        done,
+        local_addr,
     })
-}
-
-/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is made.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// Waits for `child`, passing the signals on to it; its exit code (128 +
-    /// the signal when a signal ended it).
-    async fn wait_forwarding(mut self, child: &mut tokio::process::Child) -> anyhow::Result<u8> {
-        use std::os::unix::process::ExitStatusExt;
-        let pid = child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?));
-        let status = loop {
-            let forwarded = tokio::select! {
-                status = child.wait() => break status?,
-                _ = self.term.recv() => rustix::process::Signal::TERM,
-                _ = self.int.recv() => rustix::process::Signal::INT,
-                _ = self.hup.recv() => rustix::process::Signal::HUP,
-            };
-            if let Some(pid) = pid {
-                let _ = rustix::process::kill_process(pid, forwarded);
-            }
-        };
-        Ok(match (status.code(), status.signal()) {
-            (Some(code), _) => u8::try_from(code).unwrap_or(FAILURE),
-            (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(FAILURE),
-            (None, None) => FAILURE,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::agent::circuit_name;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: &'static str,
@@ -341,5 +339,15 @@ impl ProxyMetrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
+    }
+}
+
+/// A breaker state's name in status and metrics.
+pub(crate) fn circuit_name(state: mlflow_secrets_auth::BreakerState) -> &'static str {
+    match state {
+        mlflow_secrets_auth::BreakerState::Closed { .. } => "closed",
+        mlflow_secrets_auth::BreakerState::Open { .. } => "open",
+        mlflow_secrets_auth::BreakerState::HalfOpen => "half-open",
+        _ => "isolated",
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use crate::error::{Context as _, bail};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -108,14 +108,6 @@ impl Default for Limits {
     }
 }
 
-/// `value` seconds as a duration; zero, negative or not finite is an error naming `flag`.
-pub(crate) fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("{flag} must be a positive number of seconds"))
-}
-
 /// Who is calling, as the listener knows it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Peer {
@@ -172,9 +164,10 @@ pub(crate) fn own_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
-/// The default socket: `$XDG_RUNTIME_DIR/mlflow-secrets-auth/<name>.sock`,
-/// else `/tmp/mlflow-secrets-auth-<uid>/<name>.sock`.
-pub(crate) fn default_socket(name: &str) -> PathBuf {
+/// The default socket of a server called `name` (`agent`, `proxy`):
+/// `$XDG_RUNTIME_DIR/mlflow-secrets-auth/<name>.sock`, else
+/// `/tmp/mlflow-secrets-auth-<uid>/<name>.sock`.
+pub fn default_socket(name: &str) -> PathBuf {
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(runtime) => PathBuf::from(runtime).join("mlflow-secrets-auth"),
         None => std::env::temp_dir().join(format!("mlflow-secrets-auth-{}", own_uid())),
@@ -188,7 +181,7 @@ impl Listener {
     /// left alone (an error). Private (no `allowed_uids`): directory 0700,
     /// socket 0600. Shared: a new directory 0711 (an existing one as its
     /// owner set it), the socket 0666 — the peer uid check is the gate.
-    pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> anyhow::Result<Self> {
+    pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> crate::Result<Self> {
         use std::os::unix::ffi::OsStrExt;
         // What a client can connect to: sun_path holds 108 bytes with the NUL.
         let raw = path.as_os_str().as_bytes();
@@ -237,7 +230,7 @@ impl Listener {
 
     /// Binds a TCP address: loopback only (anything else is refused) unless
     /// `access.allow_remote` and a token are both given.
-    pub(crate) async fn tcp(addr: SocketAddr, access: TcpAccess) -> anyhow::Result<Self> {
+    pub(crate) async fn tcp(addr: SocketAddr, access: TcpAccess) -> crate::Result<Self> {
         let listener = Self::bind_tcp(addr, access.allow_remote && access.token.is_some()).await?;
         Ok(Self::tcp_with(listener, access))
     }
@@ -246,7 +239,7 @@ impl Listener {
     pub(crate) async fn bind_tcp(
         addr: SocketAddr,
         remote_allowed: bool,
-    ) -> anyhow::Result<TcpListener> {
+    ) -> crate::Result<TcpListener> {
         if !addr.ip().is_loopback() && !remote_allowed {
             bail!(
                 "--listen {addr}: only loopback addresses (127.0.0.0/8, ::1) are allowed; use a Unix socket to serve other containers of a pod"
@@ -299,7 +292,7 @@ impl Listener {
         refused: Refusals,
         open: Gauge,
         stop: impl Future<Output = ()>,
-    ) -> anyhow::Result<()>
+    ) -> crate::Result<()>
     where
         H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
@@ -855,7 +848,7 @@ fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
 /// (`/tmp`) or root's (a pod's `emptyDir`, `0777`: another user there could
 /// remove our files, never read them or stand in for them, since our files
 /// are private and clients check the server's uid); anything else is refused.
-pub(crate) fn own_dir(dir: &Path, shared: bool) -> anyhow::Result<()> {
+pub(crate) fn own_dir(dir: &Path, shared: bool) -> crate::Result<()> {
     let mode = if shared { 0o711 } else { 0o700 };
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {
@@ -921,7 +914,7 @@ fn open_dir<Fd: std::os::fd::AsFd>(at: Fd, dir: &Path) -> rustix::io::Result<std
 /// and have the mode set on the link's target: the socket is bound and
 /// its mode set in a fresh private directory (reached through its file
 /// descriptor), then renamed into place.
-fn bind_private(path: &Path, mode: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
+fn bind_private(path: &Path, mode: u32) -> crate::Result<std::os::unix::net::UnixListener> {
     use rustix::fs::{AtFlags, CWD, Mode};
     use std::os::fd::AsRawFd;
     let name = path
@@ -964,7 +957,7 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
 /// existing file must be a regular file (not a symlink: opened with
 /// `O_NOFOLLOW`) owned by this uid and private to it: a token another user
 /// made or can read is refused, since whoever knows it reads the credential.
-pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
+pub(crate) fn load_or_make_token(path: &Path) -> crate::Result<SecretString> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     match rustix::fs::open(path, flags, Mode::empty()) {
@@ -1033,15 +1026,15 @@ pub(crate) fn load_or_make_token(path: &Path) -> anyhow::Result<SecretString> {
 }
 
 /// A new random token: 32 bytes from the OS, as 64 hex characters.
-pub(crate) fn random_token() -> anyhow::Result<String> {
+pub fn random_token() -> crate::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("reading random bytes for the token: {e}"))?;
+        .map_err(|e| io::Error::other(format!("reading random bytes for the token: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Completes on SIGTERM or SIGINT.
-pub(crate) async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

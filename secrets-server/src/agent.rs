@@ -3,7 +3,6 @@
 //! status, health and Prometheus metrics. See `docs/agent.md`.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,61 +10,124 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{
-    BreakerState, Credential, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth,
-    redact,
-};
+use mlflow_secrets_auth::{Credential, EntryState, ErrorKind, SecretError, SecretsAuth, redact};
 use mlflow_secrets_auth_agent::protocol::{self, SecretAnswer, WireCredential};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, circuit_name};
 use crate::serve::{self, Body, Limits, Listener, Peer, TcpAccess, full, json};
-use crate::{SUCCESS, version};
 
-/// The agent's options.
-#[derive(Debug, clap::Args)]
-pub(crate) struct AgentArgs {
-    /// The Unix socket to serve (default: $XDG_RUNTIME_DIR/mlflow-secrets-auth/agent.sock,
-    /// else /tmp/mlflow-secrets-auth-<uid>/agent.sock). Its directory is made 0700, the socket 0600.
-    #[arg(long, value_name = "PATH")]
+/// Builds and serves the node agent: one credential cache for every process
+/// of a machine, on a Unix socket (peer uids checked) and optionally a
+/// loopback TCP port (a token required).
+///
+/// ```no_run
+/// # async fn demo() -> mlflow_secrets_auth_server::Result<()> {
+/// use mlflow_secrets_auth::SecretsAuth;
+/// use mlflow_secrets_auth_server::Agent;
+///
+/// let auth = SecretsAuth::from_env()?;
+/// Agent::builder(auth)
+///     .socket("/run/mlflow-secrets-auth/agent.sock")
+///     .allow_uid(1000)
+///     .serve(mlflow_secrets_auth_server::stop_signal())
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct AgentBuilder {
+    auth: SecretsAuth,
     socket: Option<PathBuf>,
-    /// Also serve this loopback TCP address (e.g. 127.0.0.1:8765); callers must send the token.
-    #[arg(long, value_name = "ADDR", requires = "token_file")]
-    listen: Option<SocketAddr>,
-    /// The token TCP callers send as `Authorization: Bearer`; a new one is written (0600) when absent.
-    #[arg(long, value_name = "PATH")]
-    token_file: Option<PathBuf>,
-    /// A uid besides the agent's own that may use the socket (repeatable).
-    #[arg(long = "allow-uid", value_name = "UID")]
+    tcp: Option<(SocketAddr, PathBuf)>,
     allow_uid: Vec<u32>,
-    /// Connections served at once; more get 503.
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Seconds a client has to send a request's headers (and to keep an
-    /// idle connection open); slower clients are cut off.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    read_timeout: f64,
-    /// Seconds a client may take none of an answer before its connection is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    send_timeout: f64,
+    limits: Limits,
+    version: String,
 }
 
-/// The environment, without the variable naming an agent: the agent reads
-/// the backend itself and must never ask itself.
-struct OwnEnv;
-
-impl EnvSource for OwnEnv {
-    fn var_os(&self, name: &str) -> Option<OsString> {
-        (name != mlflow_secrets_auth_agent::AGENT_VAR)
-            .then(|| std::env::var_os(name))
-            .flatten()
+impl AgentBuilder {
+    /// The Unix socket to serve (default: `$XDG_RUNTIME_DIR/mlflow-secrets-auth/agent.sock`,
+    /// else `/tmp/mlflow-secrets-auth-<uid>/agent.sock`). Its directory is made 0700, the socket 0600.
+    #[must_use]
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
     }
 
-    fn names(&self) -> Option<Vec<String>> {
-        Env::process().names()
+    /// Also serve this loopback TCP address; callers send the token in
+    /// `token_file` as `Authorization: Bearer` (a new one is written, 0600,
+    /// when the file is absent).
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr, token_file: impl Into<PathBuf>) -> Self {
+        self.tcp = Some((addr, token_file.into()));
+        self
+    }
+
+    /// A uid besides the agent's own that may use the socket.
+    #[must_use]
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.allow_uid.push(uid);
+        self
+    }
+
+    /// Connections served at once; more get 503 (default 256).
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a client has to send a request's headers, and an idle
+    /// connection is kept (default 10 s).
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.header_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take none of an answer before its connection
+    /// is closed (default 60 s).
+    #[must_use]
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.send_timeout = timeout;
+        self
+    }
+
+    /// The version `/v1/status` reports (default: this crate's).
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets
+    /// answers in flight finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> crate::Result<()> {
+        serve_until(self, shutdown).await
+    }
+}
+
+/// The node agent ([`Agent::builder`]).
+#[derive(Debug)]
+pub struct Agent(());
+
+impl Agent {
+    /// An agent serving the credentials of `auth`.
+    pub fn builder(auth: SecretsAuth) -> AgentBuilder {
+        AgentBuilder {
+            auth,
+            socket: None,
+            tcp: None,
+            allow_uid: Vec::new(),
+            limits: Limits {
+                max_connections: 256,
+                header_timeout: Duration::from_secs(10),
+                send_timeout: Duration::from_secs(60),
+                ..Limits::default()
+            },
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
     }
 }
 
@@ -76,7 +138,7 @@ const OPEN_PATHS: &[&str] = &[protocol::HEALTH_PATH, protocol::READY_PATH];
 const MAX_CLIENTS_REMEMBERED: usize = 65_536;
 
 /// The agent's state, shared by every connection.
-pub(crate) struct Agent {
+pub(crate) struct AgentState {
     auth: SecretsAuth,
     started: Instant,
     metrics: Metrics,
@@ -85,11 +147,13 @@ pub(crate) struct Agent {
     clients: Mutex<HashSet<(u32, i32)>>,
     /// The key of the values' fingerprints (random per process).
     fingerprints: RandomState,
+    /// The version the status reports.
+    version: String,
 }
 
-impl Agent {
+impl AgentState {
     /// The agent for `auth`; its fetches are counted in the metrics.
-    pub(crate) fn new(auth: SecretsAuth) -> Arc<Self> {
+    pub(crate) fn new(auth: SecretsAuth, version: String) -> Arc<Self> {
         let metrics = Metrics::new(auth.clone());
         let last_fetch_ok = Arc::new(AtomicBool::new(false));
         let observed = metrics.fetch_observer(Arc::clone(&last_fetch_ok));
@@ -102,6 +166,7 @@ impl Agent {
             secrets_served: AtomicU64::new(0),
             clients: Mutex::new(HashSet::new()),
             fingerprints: RandomState::new(),
+            version,
         })
     }
 
@@ -286,7 +351,7 @@ impl Agent {
         });
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
         let body = serde_json::json!({
-            "version": version(),
+            "version": self.version,
             "uptime_secs": self.started.elapsed().as_secs_f64(),
             "ready": self.is_ready(),
             "providers": providers,
@@ -373,16 +438,6 @@ fn fetch_failed(error: &SecretError) -> Response<Body> {
     )
 }
 
-/// A breaker state's name in status and metrics.
-pub(crate) fn circuit_name(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed { .. } => "closed",
-        BreakerState::Open { .. } => "open",
-        BreakerState::HalfOpen => "half-open",
-        _ => "isolated",
-    }
-}
-
 fn entry_state_name(state: EntryState) -> &'static str {
     match state {
         EntryState::Fresh => "fresh",
@@ -398,54 +453,36 @@ fn refresh_tick(auth: &SecretsAuth) -> Duration {
     (auth.config().ttl_min / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// Runs the agent until SIGTERM/SIGINT.
-pub(crate) fn run(args: AgentArgs) -> anyhow::Result<u8> {
-    let auth = SecretsAuth::from_source_serving(&Env::new(&OwnEnv))
-        .context("reading the configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve_until(args, auth, serve::stop_signal()))?;
-    Ok(SUCCESS)
-}
-
 /// Serves until `stop` completes.
-async fn serve_until(
-    args: AgentArgs,
-    auth: SecretsAuth,
-    stop: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let limits = Limits {
-        max_connections: args.max_connections.max(1),
-        header_timeout: serve::seconds(args.read_timeout, "--read-timeout")?,
-        send_timeout: serve::seconds(args.send_timeout, "--send-timeout")?,
-        ..Limits::default()
-    };
-    let socket = args
-        .socket
-        .clone()
-        .unwrap_or_else(|| serve::default_socket("agent"));
-    let mut allowed = args.allow_uid.clone();
-    allowed.sort_unstable();
-    allowed.dedup();
+async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> crate::Result<()> {
+    let AgentBuilder {
+        auth,
+        socket,
+        tcp,
+        mut allow_uid,
+        limits,
+        version,
+    } = builder;
+    let socket = socket.unwrap_or_else(|| serve::default_socket("agent"));
+    allow_uid.sort_unstable();
+    allow_uid.dedup();
     // TCP first: its checks fail before a socket file exists.
-    let tcp = match (args.listen, &args.token_file) {
-        (Some(addr), Some(file)) => {
+    let tcp = match tcp {
+        Some((addr, file)) => {
             let access = TcpAccess {
                 token: Some({
-                    serve::own_dir(serve::parent_dir(file), false)?;
-                    serve::load_or_make_token(file)?
+                    serve::own_dir(serve::parent_dir(&file), false)?;
+                    serve::load_or_make_token(&file)?
                 }),
                 allow_remote: false,
                 challenge: Some(protocol::CHALLENGE_PATH),
             };
             Some(Listener::tcp(addr, access).await?)
         }
-        _ => None,
+        None => None,
     };
-    let unix = Listener::unix(&socket, allowed).await?;
-    let agent = Agent::new(auth.clone());
+    let unix = Listener::unix(&socket, allow_uid).await?;
+    let agent = AgentState::new(auth.clone(), version.clone());
     let tick = refresh_tick(&auth);
     let refresher = tokio::spawn(async move {
         loop {
@@ -458,7 +495,7 @@ async fn serve_until(
     tracing::info!(
         socket = %unix.address(),
         tcp = tcp.as_ref().map(Listener::address).unwrap_or_default(),
-        version = version(),
+        version = %version,
         "agent listening"
     );
     let (stopped, _) = tokio::sync::watch::channel(false);
