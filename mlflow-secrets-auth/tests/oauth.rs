@@ -520,10 +520,12 @@ async fn a_run_lasting_five_token_lifetimes_meets_no_refusal() {
     // once per 80 % of a lifetime.
     let token_requests = counter.forwarded();
     secrets_testkit::oidc::assert_rotated(token_requests, runtime, LIFETIME);
-    // MLflow checks its admin's password hash at every request (~0.3 s on
-    // these machines), so a few dozen requests: still several per token.
+    // Tokens were reused: fewer token requests than requests. (How many
+    // requests a token serves depends on the machine's speed — MLflow checks
+    // its admin's password hash at every request — so no more is asserted;
+    // the rotation bound above already caps the token requests by time.)
     assert!(
-        logged >= 4 * token_requests as u64,
+        logged > token_requests as u64,
         "{logged} requests, {token_requests} token requests: a token per request"
     );
 }

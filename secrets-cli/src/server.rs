@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use mlflow_secrets_auth::SecretsAuth;
 use mlflow_secrets_auth::secrecy::SecretString;
-use mlflow_secrets_auth::{Env, EnvSource, SecretsAuth};
 use mlflow_secrets_auth_server::{Agent, Proxy, random_token, stop_signal};
 
 use crate::{FAILURE, SUCCESS, version};
@@ -97,28 +97,11 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("{flag} must be a positive number of seconds"))
 }
 
-/// The environment, without the variable naming an agent: the agent reads
-/// the backend itself and must never ask itself.
-struct OwnEnv;
-
-impl EnvSource for OwnEnv {
-    fn var_os(&self, name: &str) -> Option<OsString> {
-        (name != mlflow_secrets_auth_agent::AGENT_VAR)
-            .then(|| std::env::var_os(name))
-            .flatten()
-    }
-
-    fn names(&self) -> Option<Vec<String>> {
-        Env::process().names()
-    }
-}
-
 /// `mlflow-secrets-auth agent`: serves until SIGTERM/SIGINT.
 pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<u8> {
+    let auth = Agent::auth_from_env().context("reading the configuration")?;
     let read_timeout = seconds(args.read_timeout, "--read-timeout")?;
     let send_timeout = seconds(args.send_timeout, "--send-timeout")?;
-    let auth = SecretsAuth::from_source_serving(&Env::new(&OwnEnv))
-        .context("reading the configuration")?;
     let mut agent = Agent::builder(auth)
         .max_connections(args.max_connections)
         .read_timeout(read_timeout)
@@ -194,9 +177,13 @@ pub(crate) fn exec_with_proxy(upstream: &str, command: &[OsString]) -> anyhow::R
     };
     let auth = SecretsAuth::from_env().context("reading the configuration")?;
     let token = random_token()?;
+    // One client, CMD: a short read timeout and drain, as before the
+    // proxy command's own defaults.
     let proxy = Proxy::builder(auth, upstream)
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .local_token(SecretString::from(token.clone()));
+        .local_token(SecretString::from(token.clone()))
+        .read_timeout(Duration::from_secs(10))
+        .drain(Duration::from_secs(10));
     proxy_runtime()?.block_on(async {
         let running = proxy.start().await?;
         let port = running.local_addr().context("the proxy's port")?.port();

@@ -588,6 +588,10 @@ fn a_non_loopback_listen_address_is_refused_at_start() {
             stderr.contains("only loopback addresses"),
             "{listen}: {stderr}"
         );
+        assert!(
+            !dir.path().join("token").exists(),
+            "{listen}: refused before a token is written for it"
+        );
     }
 }
 

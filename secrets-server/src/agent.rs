@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
-use mlflow_secrets_auth::{Credential, EntryState, ErrorKind, SecretError, SecretsAuth, redact};
+use mlflow_secrets_auth::{
+    Credential, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth, redact,
+};
 use mlflow_secrets_auth_agent::protocol::{self, SecretAnswer, WireCredential};
 
 use crate::metrics::{Metrics, circuit_name};
@@ -25,10 +27,9 @@ use crate::serve::{self, Body, Limits, Listener, Peer, TcpAccess, full, json};
 ///
 /// ```no_run
 /// # async fn demo() -> mlflow_secrets_auth_server::Result<()> {
-/// use mlflow_secrets_auth::SecretsAuth;
 /// use mlflow_secrets_auth_server::Agent;
 ///
-/// let auth = SecretsAuth::from_env()?;
+/// let auth = Agent::auth_from_env()?;
 /// Agent::builder(auth)
 ///     .socket("/run/mlflow-secrets-auth/agent.sock")
 ///     .allow_uid(1000)
@@ -104,6 +105,7 @@ impl AgentBuilder {
     /// Serves until `shutdown` completes, then stops accepting and lets
     /// answers in flight finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> crate::Result<()> {
+        self.limits.checked()?;
         serve_until(self, shutdown).await
     }
 }
@@ -112,8 +114,31 @@ impl AgentBuilder {
 #[derive(Debug)]
 pub struct Agent(());
 
+/// The environment, without the variable naming an agent: the agent reads
+/// the backend itself and must never ask itself.
+struct OwnEnv;
+
+impl EnvSource for OwnEnv {
+    fn var_os(&self, name: &str) -> Option<std::ffi::OsString> {
+        (name != mlflow_secrets_auth_agent::AGENT_VAR)
+            .then(|| std::env::var_os(name))
+            .flatten()
+    }
+
+    fn names(&self) -> Option<Vec<String>> {
+        Env::process().names()
+    }
+}
+
 impl Agent {
-    /// An agent serving the credentials of `auth`.
+    /// The agent's own configuration: the process environment without
+    /// `MLFLOW_SECRETS_AGENT` (an agent must never ask itself), read as a
+    /// server reads it ([`SecretsAuth::from_source_serving`]).
+    pub fn auth_from_env() -> mlflow_secrets_auth::Result<SecretsAuth> {
+        SecretsAuth::from_source_serving(&Env::new(&OwnEnv))
+    }
+
+    /// An agent serving the credentials of `auth` (see [`Agent::auth_from_env`]).
     pub fn builder(auth: SecretsAuth) -> AgentBuilder {
         AgentBuilder {
             auth,
@@ -469,6 +494,8 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
     // TCP first: its checks fail before a socket file exists.
     let tcp = match tcp {
         Some((addr, file)) => {
+            // Refused before a token file is written for it.
+            serve::loopback_only(addr, false)?;
             let access = TcpAccess {
                 token: Some({
                     serve::own_dir(serve::parent_dir(&file), false)?;
@@ -495,7 +522,7 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
     tracing::info!(
         socket = %unix.address(),
         tcp = tcp.as_ref().map(Listener::address).unwrap_or_default(),
-        version = %version,
+        version = version.as_str(),
         "agent listening"
     );
     let (stopped, _) = tokio::sync::watch::channel(false);

@@ -29,12 +29,6 @@ pub enum Error {
     Secrets(#[from] mlflow_secrets_auth::SecretError),
 }
 
-impl From<rustix::io::Errno> for Error {
-    fn from(errno: rustix::io::Errno) -> Self {
-        Self::Io(errno.into())
-    }
-}
-
 /// The servers' result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -22,7 +22,7 @@ mod serve;
 
 pub use agent::{Agent, AgentBuilder};
 pub use error::{Error, Result};
-pub use proxy::{MAX_REPLAY_BYTES, Proxy, ProxyBuilder, RunningProxy};
+pub use proxy::{Proxy, ProxyBuilder, RunningProxy};
 pub use serve::{default_socket, random_token, stop_signal};
 
 /// The README's examples, compiled as doctests.

@@ -28,7 +28,7 @@ use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, Stall, TcpAcces
 /// Request bodies up to this size are kept so the request can be resent
 /// after a 401/403 with a refetched credential; larger (or chunked) bodies
 /// stream through and a refusal goes back to the client as it is.
-pub const MAX_REPLAY_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_REPLAY_BYTES: u64 = 1 << 20;
 
 /// The longest wait for the next bytes from the upstream.
 const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -128,7 +128,6 @@ enum LocalToken {
 ///     .await
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct ProxyBuilder {
     auth: SecretsAuth,
     upstream: String,
@@ -138,6 +137,18 @@ pub struct ProxyBuilder {
     allow_uid: Vec<u32>,
     upstream_ca: Option<PathBuf>,
     limits: Limits,
+}
+
+impl std::fmt::Debug for ProxyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the upstream's text: unchecked, it may hold a password.
+        f.debug_struct("ProxyBuilder")
+            .field("serve", &self.serve)
+            .field("allow_remote", &self.allow_remote)
+            .field("allow_uid", &self.allow_uid)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The authenticating proxy ([`Proxy::builder`]).
@@ -272,6 +283,10 @@ impl ProxyBuilder {
     /// current runtime.
     pub async fn start(self) -> crate::Result<RunningProxy> {
         // Everything is decided before anything is written or bound.
+        self.limits.checked()?;
+        if let LocalToken::Given(token) = &self.local_token {
+            serve::checked_token(token.expose_secret(), "the local token")?;
+        }
         let upstream = Upstream::checked(&self.auth, &self.upstream, self.upstream_ca.as_ref())?;
         let no_local_auth = matches!(self.local_token, LocalToken::Off);
         if let Serve::Tcp(listen) = self.serve {
@@ -969,7 +984,9 @@ fn text(status: StatusCode, reason: &'static str) -> Response<Body> {
     response
 }
 
-/// A running proxy: its address, and how to stop it.
+/// A running proxy: its address, and how to stop it. Dropping it leaves
+/// the proxy serving (in its task) until a client posts `/-/quitquitquit`
+/// or the runtime ends; call [`RunningProxy::stop`] to stop it.
 #[derive(Debug)]
 pub struct RunningProxy {
     quit: tokio::sync::watch::Sender<bool>,
@@ -1044,6 +1061,47 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+
+    fn file_auth() -> SecretsAuth {
+        let vars = [
+            ("MLFLOW_SECRETS_AUTH_ENABLE", "file"),
+            ("MLFLOW_SECRETS_FILE_PATH", "/nonexistent/secret"),
+            ("MLFLOW_SECRETS_ALLOWED_HOSTS", "127.0.0.1"),
+        ];
+        SecretsAuth::from_source(&mlflow_secrets_auth::Env::new(&vars)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_weak_local_token_or_a_zero_timeout_is_refused_before_binding() {
+        let short = Proxy::builder(file_auth(), "http://127.0.0.1:9")
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .local_token(SecretString::from("short-token"))
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&short, crate::Error::Refused(m) if m == "the local token is shorter than 16 characters"),
+            "{short}"
+        );
+        let spaced = Proxy::builder(file_auth(), "http://127.0.0.1:9")
+            .local_token(SecretString::from("a token with spaces in it"))
+            .start()
+            .await
+            .unwrap_err();
+        assert!(spaced.to_string().contains("visible ASCII"), "{spaced}");
+        assert!(!spaced.to_string().contains("spaces in it"), "{spaced}");
+        let zero = Proxy::builder(file_auth(), "http://127.0.0.1:9")
+            .drain(Duration::ZERO)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(zero.to_string(), "the drain time must be longer than zero");
+        let debug = format!(
+            "{:?}",
+            Proxy::builder(file_auth(), "https://user:pw-in-url@127.0.0.1/")
+        );
+        assert!(!debug.contains("pw-in-url"), "{debug}");
+    }
 
     const PUBLIC: &str = "http://127.0.0.1:5000";
 

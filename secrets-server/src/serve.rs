@@ -95,6 +95,22 @@ pub(crate) struct Limits {
     pub(crate) drain: Duration,
 }
 
+impl Limits {
+    /// Refuses a zero timeout or drain: it would cut every client off.
+    pub(crate) fn checked(&self) -> crate::Result<()> {
+        for (value, what) in [
+            (self.header_timeout, "the read timeout"),
+            (self.send_timeout, "the send timeout"),
+            (self.drain, "the drain time"),
+        ] {
+            if value.is_zero() {
+                bail!("{what} must be longer than zero");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -240,11 +256,7 @@ impl Listener {
         addr: SocketAddr,
         remote_allowed: bool,
     ) -> crate::Result<TcpListener> {
-        if !addr.ip().is_loopback() && !remote_allowed {
-            bail!(
-                "--listen {addr}: only loopback addresses (127.0.0.0/8, ::1) are allowed; use a Unix socket to serve other containers of a pod"
-            );
-        }
+        loopback_only(addr, remote_allowed)?;
         TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))
@@ -857,7 +869,7 @@ pub(crate) fn own_dir(dir: &Path, shared: bool) -> crate::Result<()> {
             // its place since.
             let made = open_dir(rustix::fs::CWD, dir)
                 .with_context(|| format!("opening {}", dir.display()))?;
-            if rustix::fs::fstat(&made)?.st_uid != own_uid() {
+            if rustix::fs::fstat(&made).map_err(io::Error::from)?.st_uid != own_uid() {
                 bail!("{} was replaced right after it was made", dir.display());
             }
             rustix::fs::fchmod(&made, rustix::fs::Mode::from_raw_mode(mode))
@@ -920,27 +932,29 @@ fn bind_private(path: &Path, mode: u32) -> crate::Result<std::os::unix::net::Uni
     let name = path
         .file_name()
         .with_context(|| format!("{} names no file", path.display()))?;
-    let parent = open_dir(CWD, parent_dir(path))?;
+    let parent = open_dir(CWD, parent_dir(path)).map_err(io::Error::from)?;
     let staging = format!(".{}.{}", name.to_string_lossy(), &random_token()?[..16]);
-    rustix::fs::mkdirat(&parent, staging.as_str(), Mode::from_raw_mode(0o700))?;
+    rustix::fs::mkdirat(&parent, staging.as_str(), Mode::from_raw_mode(0o700))
+        .map_err(io::Error::from)?;
     let bound = match open_dir(&parent, Path::new(&staging)) {
         Ok(private) => {
             let bound = (|| {
-                let meta = rustix::fs::fstat(&private)?;
+                let meta = rustix::fs::fstat(&private).map_err(io::Error::from)?;
                 if meta.st_uid != own_uid() || meta.st_mode & 0o077 != 0 {
                     bail!("the private directory {staging} was replaced");
                 }
                 let inside = PathBuf::from(format!("/proc/self/fd/{}/s", private.as_raw_fd()));
                 let listener = std::os::unix::net::UnixListener::bind(inside)?;
-                rustix::fs::chmodat(&private, "s", Mode::from_raw_mode(mode), AtFlags::empty())?;
-                rustix::fs::renameat(&private, "s", &parent, name)?;
+                rustix::fs::chmodat(&private, "s", Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(io::Error::from)?;
+                rustix::fs::renameat(&private, "s", &parent, name).map_err(io::Error::from)?;
                 Ok(listener)
             })();
             // Gone already when it was renamed into place.
             let _ = rustix::fs::unlinkat(&private, "s", AtFlags::empty());
             bound
         }
-        Err(error) => Err(error.into()),
+        Err(error) => Err(io::Error::from(error).into()),
     };
     let _ = rustix::fs::unlinkat(&parent, staging.as_str(), AtFlags::REMOVEDIR);
     bound
@@ -995,12 +1009,7 @@ pub(crate) fn load_or_make_token(path: &Path) -> crate::Result<SecretString> {
                     path.display()
                 );
             }
-            if token.len() < 16 {
-                bail!(
-                    "the token in {} is shorter than 16 characters",
-                    path.display()
-                );
-            }
+            checked_token(token, &format!("the token in {}", path.display()))?;
             Ok(token.into())
         }
         Err(rustix::io::Errno::NOENT) => {
@@ -1023,6 +1032,32 @@ pub(crate) fn load_or_make_token(path: &Path) -> crate::Result<SecretString> {
         Err(e) => Err(io::Error::from(e))
             .with_context(|| format!("reading the token file {}", path.display())),
     }
+}
+
+/// `token` when it is one clients can send: 16 characters or more, within
+/// [`MAX_TOKEN_BYTES`], visible ASCII only (it travels in a header); else an
+/// error about `what` that never shows it.
+pub(crate) fn checked_token(token: &str, what: &str) -> crate::Result<()> {
+    if token.len() < 16 {
+        bail!("{what} is shorter than 16 characters");
+    }
+    if token.len() as u64 > MAX_TOKEN_BYTES {
+        bail!("{what} is longer than {MAX_TOKEN_BYTES} bytes");
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("{what} holds a character other than visible ASCII");
+    }
+    Ok(())
+}
+
+/// Refuses `addr` unless it is loopback or remote clients are allowed.
+pub(crate) fn loopback_only(addr: SocketAddr, remote_allowed: bool) -> crate::Result<()> {
+    if !addr.ip().is_loopback() && !remote_allowed {
+        bail!(
+            "--listen {addr}: only loopback addresses (127.0.0.0/8, ::1) are allowed; use a Unix socket to serve other containers of a pod"
+        );
+    }
+    Ok(())
 }
 
 /// A new random token: 32 bytes from the OS, as 64 hex characters.
