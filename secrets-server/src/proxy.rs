@@ -122,7 +122,7 @@ enum LocalToken {
 ///
 /// let auth = SecretsAuth::from_env()?;
 /// Proxy::builder(auth, "https://mlflow.example.com")
-///     .listen("127.0.0.1:5000".parse().unwrap())
+///     .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 5000)))
 ///     .local_token_file("/run/user/1000/mlflow-proxy.token")
 ///     .serve(mlflow_secrets_auth_server::stop_signal())
 ///     .await
