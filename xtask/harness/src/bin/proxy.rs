@@ -1,7 +1,9 @@
 //! The proxy's figures for BENCHMARKS.md, side by side in one run: a small
 //! GET through the proxy and directly (a trivial local upstream, then MLflow
 //! itself) under `wrk`, artifact upload and download through the proxy and
-//! directly (MLflow's Python client), and the proxy's memory. Prints Markdown.
+//! directly (MLflow's Python client), and the proxy's memory; nginx (Debian's, on the
+//! PATH) as the same credential-injecting proxy beside ours on the trivial
+//! upstream. Prints Markdown.
 //!
 //! `MSA_CLI`: the release `mlflow-secrets-auth`; `MSA_PYTHON`: a Python with
 //! MLflow; `wrk` on the PATH. With `MSA_PROXY_TRIVIAL_ONLY` set, only the
@@ -49,31 +51,46 @@ fn main() -> Result<()> {
     let (mut proxy, proxy_addr, token) = start_proxy(&cli, &dir, &upstream, &vars)?;
     let idle = memory_mb(proxy.id(), "VmRSS")?;
     let bearer = format!("Authorization: Bearer {token}");
-    let direct_url = format!("{upstream}{PATH}");
-    let proxy_url = format!("http://{proxy_addr}{PATH}");
+    let direct = Target::new("direct", format!("{upstream}{PATH}"), None);
+    let relay = Target::new(
+        "a plain TCP relay (bytes copied, no HTTP): the floor of one more hop",
+        format!("http://{}{PATH}", tcp_relay(trivial)?),
+        None,
+    );
+    let (mut nginx, nginx_addr, nginx_version) =
+        start_nginx(&dir, trivial, &basic("bench-user", "bench-password-7f3a"))?;
+    let nginx_target = Target::new(
+        &format!(
+            "nginx {nginx_version} (`proxy_set_header Authorization`, 1 worker, upstream keep-alive)"
+        ),
+        format!("http://{nginx_addr}{PATH}"),
+        None,
+    );
+    let ours = Target::new(
+        "the proxy",
+        format!("http://{proxy_addr}{PATH}"),
+        Some(bearer),
+    );
+    let mut trivial_rows = Vec::new();
     for connections in [1, 16] {
-        let (direct, through) =
-            side_by_side(&direct_url, None, &proxy_url, Some(&bearer), connections)?;
-        rows.push(row(
-            &format!("small GET, trivial local upstream ({connections} connection(s))"),
-            &direct,
-            &through,
-        ));
+        let mut targets = vec![&direct, &nginx_target, &ours];
+        if connections == 1 {
+            targets.insert(1, &relay);
+        }
+        let loads = alternating(&targets, connections)?;
+        let floor = loads[0].p50;
+        for (target, load) in targets.iter().zip(&loads) {
+            trivial_rows.push(trivial_row(&target.name, connections, load, floor));
+        }
     }
-    // What one more loopback hop costs on this machine whatever relays it.
-    let relay_url = format!("http://{}{PATH}", tcp_relay(trivial)?);
-    let (direct, relayed) = side_by_side(&direct_url, None, &relay_url, None, 1)?;
-    rows.push(row(
-        "the same, through a plain TCP relay instead of the proxy (bytes copied, no HTTP; 1 connection): the floor of one more hop",
-        &direct,
-        &relayed,
-    ));
+    let _ = nginx.kill();
+    let _ = nginx.wait();
 
     if std::env::var_os("MSA_PROXY_TRIVIAL_ONLY").is_some() {
         let _ = proxy.kill();
         let _ = proxy.wait();
         let _ = std::fs::remove_dir_all(&dir);
-        println!("{}", rows.join("\n"));
+        println!("{TRIVIAL_HEADER}\n{}", trivial_rows.join("\n"));
         return Ok(());
     }
 
@@ -121,6 +138,7 @@ fn main() -> Result<()> {
     let _ = proxy.wait();
     let _ = std::fs::remove_dir_all(&dir);
 
+    println!("{TRIVIAL_HEADER}\n{}\n", trivial_rows.join("\n"));
     println!(
         "| request | direct: p50 / p99, requests/s | through the proxy: p50 / p99, requests/s | p50 added |\n|---|---|---|---|"
     );
@@ -179,16 +197,154 @@ fn side_by_side(
     proxy_header: Option<&str>,
     connections: u32,
 ) -> Result<(Load, Load)> {
-    wrk(direct_url, direct_header, connections, 3)?;
-    wrk(proxy_url, proxy_header, connections, 3)?;
-    let direct_first = wrk(direct_url, direct_header, connections, 10)?;
-    let through_first = wrk(proxy_url, proxy_header, connections, 10)?;
-    let through_second = wrk(proxy_url, proxy_header, connections, 10)?;
-    let direct_second = wrk(direct_url, direct_header, connections, 10)?;
-    Ok((
-        better(direct_first, direct_second),
-        better(through_first, through_second),
-    ))
+    let direct = Target::new(
+        "direct",
+        direct_url.to_owned(),
+        direct_header.map(str::to_owned),
+    );
+    let through = Target::new(
+        "proxy",
+        proxy_url.to_owned(),
+        proxy_header.map(str::to_owned),
+    );
+    let mut loads = alternating(&[&direct, &through], connections)?.into_iter();
+    match (loads.next(), loads.next()) {
+        (Some(direct), Some(through)) => Ok((direct, through)),
+        _ => Err("wrk gave fewer loads than asked".into()),
+    }
+}
+
+/// Where `wrk` sends its load.
+struct Target {
+    name: String,
+    url: String,
+    header: Option<String>,
+}
+
+impl Target {
+    fn new(name: &str, url: String, header: Option<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            url,
+            header,
+        }
+    }
+
+    fn wrk(&self, connections: u32, seconds: u32) -> Result<Load> {
+        wrk(&self.url, self.header.as_deref(), connections, seconds)
+    }
+}
+
+/// The same load on each target after an unmeasured warm-up of each,
+/// measured twice (in order, then in reverse order), the better of each.
+fn alternating(targets: &[&Target], connections: u32) -> Result<Vec<Load>> {
+    for target in targets {
+        target.wrk(connections, 3)?;
+    }
+    let mut first = Vec::new();
+    for target in targets {
+        first.push(target.wrk(connections, 10)?);
+    }
+    let mut second = Vec::new();
+    for target in targets.iter().rev() {
+        second.push(target.wrk(connections, 10)?);
+    }
+    second.reverse();
+    Ok(first
+        .into_iter()
+        .zip(second)
+        .map(|(a, b)| better(a, b))
+        .collect())
+}
+
+const TRIVIAL_HEADER: &str = "| small GET, trivial local upstream | connections | p50 / p99 | requests/s | p50 added |\n|---|---|---|---|---|";
+
+fn trivial_row(what: &str, connections: u32, load: &Load, direct: Duration) -> String {
+    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    let added = if what == "direct" {
+        "—".to_owned()
+    } else {
+        load.p50
+            .checked_sub(direct)
+            .map_or_else(|| "none".to_owned(), us)
+    };
+    format!(
+        "| {what} | {connections} | {} / {} | {:.0} | {added} |",
+        us(load.p50),
+        us(load.p99),
+        load.per_second
+    )
+}
+
+/// nginx (Debian's) as a credential-injecting reverse proxy for `upstream`:
+/// one worker, kept upstream connections, the credential set by
+/// `proxy_set_header`. Its process, address and version.
+fn start_nginx(
+    dir: &Path,
+    upstream: SocketAddr,
+    authorization: &str,
+) -> Result<(Child, SocketAddr, String)> {
+    let version = Command::new("nginx").arg("-v").output()?;
+    let version = String::from_utf8_lossy(&version.stderr)
+        .trim()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix)?;
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream mlflow {{
+        server {upstream};
+        keepalive 32;
+    }}
+    server {{
+        listen {addr};
+        location / {{
+            proxy_pass http://mlflow;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Authorization \"{authorization}\";
+        }}
+    }}
+}}
+",
+            prefix = prefix.display()
+        ),
+    )?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("nginx did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, addr, version))
 }
 
 /// The run with the lower median.
