@@ -90,6 +90,25 @@ pub(crate) fn status(socket: Option<PathBuf>, as_json: bool) -> anyhow::Result<u
         "{}",
         line("ready", body["ready"].as_bool().unwrap_or(false))
     );
+    if let Some(tenant) = body["tenant"].as_str() {
+        let secret = body["secret"].as_str().unwrap_or("?");
+        println!("{}", line("tenant", format!("{tenant} (secret {secret})")));
+    }
+    if let Some(tenants) = body["tenants"].as_object() {
+        println!(
+            "{}",
+            line(
+                "tenants",
+                format!(
+                    "{} in {}, {} uids, {} caches",
+                    tenants["names"].as_array().map_or(0, Vec::len),
+                    tenants["file"].as_str().unwrap_or("?"),
+                    tenants["uids"].as_u64().unwrap_or(0),
+                    tenants["caches"].as_array().map_or(0, Vec::len)
+                )
+            )
+        );
+    }
     for provider in body["providers"].as_array().into_iter().flatten() {
         let name = provider["name"].as_str().unwrap_or("?");
         let circuit = provider["circuit"].as_str().unwrap_or("-");

@@ -39,6 +39,19 @@ pub(crate) struct AgentArgs {
     /// Seconds a client may take none of an answer before its connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     send_timeout: f64,
+    /// A TOML file mapping Unix users (uids, users, groups) to the secret each
+    /// is served ([[tenant]] tables; see docs/agent.md). Read again on SIGHUP.
+    #[arg(long, value_name = "FILE", conflicts_with = "listen")]
+    tenants: Option<PathBuf>,
+    /// Append one JSON line per hand-out and refusal to this file (0600).
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 10, requires = "audit_log")]
+    audit_log_max_mb: u64,
+    /// Rotated audit logs kept (PATH.1 … PATH.N).
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "audit_log")]
+    audit_log_keep: u32,
 }
 
 /// The proxy's options.
@@ -115,6 +128,15 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<u8> {
     }
     for uid in args.allow_uid {
         agent = agent.allow_uid(uid);
+    }
+    if let Some(file) = args.tenants {
+        agent = agent.tenants(file);
+    }
+    if let Some(path) = args.audit_log {
+        agent = agent.audit_log(path).audit_log_rotation(
+            args.audit_log_max_mb.saturating_mul(1024 * 1024),
+            args.audit_log_keep,
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -18,6 +18,9 @@ use secrets_testkit::fault::{Fault, FaultProxy};
 use secrets_testkit::moto::{self, MotoServer};
 use secrets_testkit::net::{answer, exchange, free_addr};
 
+#[path = "agent/tenants.rs"]
+mod tenants;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mlflow-secrets-auth");
 const USER: &str = "agent-user";
 const PASSWORD: &str = "pw-agent-test-77c1d2";

@@ -2,24 +2,28 @@
 //! node, served over a Unix socket (and optionally a loopback port), with
 //! status, health and Prometheus metrics. See `docs/agent.md`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use mlflow_secrets_auth::secrecy::ExposeSecret;
 use mlflow_secrets_auth::{
-    Credential, EntryState, Env, EnvSource, ErrorKind, SecretError, SecretsAuth, redact,
+    Credential, EntryState, Env, EnvSource, ErrorKind, ProviderKind, SecretError, SecretsAuth,
+    redact,
 };
 use mlflow_secrets_auth_agent::protocol::{self, SecretAnswer, WireCredential};
 
+use crate::audit::{AuditLog, Record, Rotation};
+use crate::error::bail;
 use crate::metrics::{Metrics, circuit_name};
-use crate::serve::{self, Body, Limits, Listener, Peer, TcpAccess, full, json};
+use crate::serve::{self, Admit, Body, Limits, Listener, Peer, TcpAccess, full, json};
+use crate::tenants::{Tenant, TenantMap, tenant_auth, tenant_provider};
 
 /// Builds and serves the node agent: one credential cache for every process
 /// of a machine, on a Unix socket (peer uids checked) and optionally a
@@ -45,6 +49,9 @@ pub struct AgentBuilder {
     allow_uid: Vec<u32>,
     limits: Limits,
     version: String,
+    tenants: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    rotation: Rotation,
 }
 
 impl AgentBuilder {
@@ -69,6 +76,43 @@ impl AgentBuilder {
     #[must_use]
     pub fn allow_uid(mut self, uid: u32) -> Self {
         self.allow_uid.push(uid);
+        self
+    }
+
+    /// Serves each Unix user the secret a tenants file maps them to (TOML
+    /// `[[tenant]]` tables of `uids`, `users` or `groups` and a `secret`
+    /// reference with `{user}` and `{uid}` substituted; see docs/agent.md).
+    /// Each tenant's configuration is the agent's process environment with
+    /// the provider's secret variable (and `auth_mode`, `ttl_sec`) replaced;
+    /// exactly one provider must be enabled. A uid the file maps may connect;
+    /// one it does not is refused unless it is the agent's own or allowed.
+    /// The file is read again on SIGHUP. Not with [`Self::listen`]: TCP has
+    /// no peer uid.
+    #[must_use]
+    pub fn tenants(mut self, file: impl Into<PathBuf>) -> Self {
+        self.tenants = Some(file.into());
+        self
+    }
+
+    /// Appends one JSON line per hand-out and refusal to `path` (created
+    /// 0600, opened `O_APPEND`, rotated at 10 MiB with 5 files kept unless
+    /// [`Self::audit_log_rotation`] says otherwise). Records never hold a
+    /// value, only its fingerprint; a record that cannot be written is
+    /// counted in the metrics and never holds a client up.
+    #[must_use]
+    pub fn audit_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+
+    /// When the audit log is rotated (`max_bytes`, at least 4 KiB) and how
+    /// many rotated files (`PATH.1` … `PATH.keep`) are kept.
+    #[must_use]
+    pub fn audit_log_rotation(mut self, max_bytes: u64, keep: u32) -> Self {
+        self.rotation = Rotation {
+            max_bytes: max_bytes.max(4096),
+            keep,
+        };
         self
     }
 
@@ -152,6 +196,9 @@ impl Agent {
                 ..Limits::default()
             },
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            tenants: None,
+            audit_log: None,
+            rotation: Rotation::default(),
         }
     }
 }
@@ -161,6 +208,68 @@ const OPEN_PATHS: &[&str] = &[protocol::HEALTH_PATH, protocol::READY_PATH];
 
 /// How many distinct client processes are remembered for the status.
 const MAX_CLIENTS_REMEMBERED: usize = 65_536;
+
+/// One tenant's cache: the agent's configuration with the tenant's secret.
+struct TenantEntry {
+    tenant: Tenant,
+    auth: SecretsAuth,
+    last_fetch_ok: Arc<AtomicBool>,
+}
+
+/// The tenants of a shared agent ([`AgentBuilder::tenants`]): the map read
+/// from the file (replaced on SIGHUP) and one cache per secret served.
+struct Tenancy {
+    kind: ProviderKind,
+    map: RwLock<Arc<TenantMap>>,
+    entries: Mutex<HashMap<Tenant, Arc<TenantEntry>>>,
+}
+
+impl Tenancy {
+    fn load(file: &std::path::Path, auth: &SecretsAuth) -> crate::Result<Self> {
+        let kind = tenant_provider(auth)?;
+        let map = TenantMap::load(file)?;
+        Ok(Self {
+            kind,
+            map: RwLock::new(Arc::new(map)),
+            entries: Mutex::default(),
+        })
+    }
+
+    fn map(&self) -> Arc<TenantMap> {
+        Arc::clone(&self.map.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the file again; on success the new map serves the next
+    /// request and the caches of secrets no longer mapped are dropped.
+    fn reload(&self) -> crate::Result<Arc<TenantMap>> {
+        let file = self.map().file.clone();
+        let map = Arc::new(TenantMap::load(&file)?);
+        let kept: HashSet<&Tenant> = map.tenants().collect();
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|tenant, _| kept.contains(tenant));
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&map);
+        Ok(map)
+    }
+
+    fn entries(&self) -> Vec<Arc<TenantEntry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whose configuration answers a request.
+enum Served {
+    /// The agent's own (its own uid, an allowed uid, a TCP caller).
+    Own,
+    /// A tenant's.
+    Tenant(Arc<TenantEntry>),
+}
 
 /// The agent's state, shared by every connection.
 pub(crate) struct AgentState {
@@ -174,15 +283,25 @@ pub(crate) struct AgentState {
     fingerprints: RandomState,
     /// The version the status reports.
     version: String,
+    tenancy: Option<Tenancy>,
+    audit: Option<AuditLog>,
 }
 
 impl AgentState {
     /// The agent for `auth`; its fetches are counted in the metrics.
-    pub(crate) fn new(auth: SecretsAuth, version: String) -> Arc<Self> {
+    fn new(
+        auth: SecretsAuth,
+        version: String,
+        tenancy: Option<Tenancy>,
+        audit: Option<(PathBuf, Rotation)>,
+    ) -> Arc<Self> {
         let metrics = Metrics::new(auth.clone());
         let last_fetch_ok = Arc::new(AtomicBool::new(false));
         let observed = metrics.fetch_observer(Arc::clone(&last_fetch_ok));
         auth.observe_fetches(observed);
+        let audit = audit.map(|(path, rotation)| {
+            AuditLog::start(path, rotation, metrics.audit_failures.clone())
+        });
         Arc::new(Self {
             auth,
             started: Instant::now(),
@@ -192,7 +311,105 @@ impl AgentState {
             clients: Mutex::new(HashSet::new()),
             fingerprints: RandomState::new(),
             version,
+            tenancy,
+            audit,
         })
+    }
+
+    /// Whose configuration serves `peer`: a mapped uid its tenant's (the
+    /// cache made at its first request), anyone else the agent's own.
+    fn served(&self, peer: Peer) -> Result<Served, Box<Response<Body>>> {
+        let (Some(tenancy), Peer::Unix { uid, .. }) = (&self.tenancy, peer) else {
+            return Ok(Served::Own);
+        };
+        let map = tenancy.map();
+        let Some(tenant) = map.get(uid) else {
+            return Ok(Served::Own);
+        };
+        let mut entries = tenancy.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get(tenant) {
+            return Ok(Served::Tenant(Arc::clone(entry)));
+        }
+        let auth = tenant_auth(&OwnEnv, tenancy.kind, tenant).map_err(|error| {
+            tracing::warn!(
+                tenant = &*tenant.name,
+                error = %redact(&error.to_string()),
+                "cannot configure a tenant's secret"
+            );
+            Box::new(fetch_failed(&error))
+        })?;
+        let last_fetch_ok = Arc::new(AtomicBool::new(false));
+        auth.observe_fetches(
+            self.metrics
+                .tenant_fetch_observer(&tenant.name, Arc::clone(&last_fetch_ok)),
+        );
+        let entry = Arc::new(TenantEntry {
+            tenant: tenant.clone(),
+            auth,
+            last_fetch_ok,
+        });
+        entries.insert(tenant.clone(), Arc::clone(&entry));
+        Ok(Served::Tenant(entry))
+    }
+
+    /// Whether `peer` sees the whole agent (status of every tenant, the
+    /// metrics, clearing every cache): without tenants anyone admitted,
+    /// with tenants the agent's own uid only.
+    fn is_admin(&self, peer: Peer) -> bool {
+        self.tenancy.is_none() || matches!(peer, Peer::Unix { uid, .. } if uid == serve::own_uid())
+    }
+
+    /// Records one hand-out or refusal in the audit log, if there is one.
+    fn audit(&self, peer: Peer, endpoint: &'static str, served: &Served, outcome: Outcome) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let (uid, pid) = match peer {
+            Peer::Unix { uid, pid } => (uid, pid),
+            Peer::Tcp => (serve::own_uid(), None),
+        };
+        let (tenant, secret) = match served {
+            Served::Own => (None, None),
+            Served::Tenant(entry) => (
+                Some(entry.tenant.name.to_string()),
+                Some(entry.tenant.secret.clone()),
+            ),
+        };
+        let (outcome, fingerprint, reason) = match outcome {
+            Outcome::Served(fingerprint) => ("served", Some(fingerprint), None),
+            Outcome::Cleared => ("cleared", None, None),
+            Outcome::Failed(kind) => ("failed", None, Some(kind.to_owned())),
+            Outcome::Refused(reason) => ("refused", None, Some(reason.to_owned())),
+        };
+        audit.record(Record {
+            uid,
+            pid,
+            endpoint,
+            tenant,
+            secret,
+            outcome,
+            fingerprint,
+            reason,
+        });
+    }
+
+    /// Whether a Unix peer of another uid is let in: an allowed uid or one
+    /// the tenants file maps. A refusal is audited.
+    fn admits(&self, allowed: &[u32], uid: u32, pid: Option<i32>) -> bool {
+        let mapped = self
+            .tenancy
+            .as_ref()
+            .is_some_and(|t| t.map().get(uid).is_some());
+        if allowed.contains(&uid) || mapped {
+            return true;
+        }
+        self.audit(
+            Peer::Unix { uid, pid },
+            "connect",
+            &Served::Own,
+            Outcome::Refused("this uid may not use this agent"),
+        );
+        false
     }
 
     /// Answers one request.
@@ -211,13 +428,13 @@ impl AgentState {
             protocol::INVALIDATE_PATH => (
                 protocol::INVALIDATE_PATH,
                 self.only(&method, Method::POST, || {
-                    self.invalidate(refused_param(request.uri().query()))
+                    self.invalidate(peer, refused_param(request.uri().query()))
                 })
                 .await,
             ),
             protocol::STATUS_PATH => (
                 protocol::STATUS_PATH,
-                self.only(&method, Method::GET, || async { self.status() })
+                self.only(&method, Method::GET, || async { self.status(peer) })
                     .await,
             ),
             protocol::HEALTH_PATH => (
@@ -234,7 +451,7 @@ impl AgentState {
             ),
             protocol::METRICS_PATH => (
                 protocol::METRICS_PATH,
-                self.only(&method, Method::GET, || async { self.metrics() })
+                self.only(&method, Method::GET, || async { self.metrics(peer) })
                     .await,
             ),
             _ => (
@@ -263,12 +480,35 @@ impl AgentState {
         }
     }
 
+    /// The configuration of `served`.
+    fn auth_of<'a>(&'a self, served: &'a Served) -> &'a SecretsAuth {
+        match served {
+            Served::Own => &self.auth,
+            Served::Tenant(entry) => &entry.auth,
+        }
+    }
+
     async fn secret(&self, peer: Peer) -> Response<Body> {
-        let lease = match self.auth.lease().await {
+        let served = match self.served(peer) {
+            Ok(served) => served,
+            Err(response) => return *response,
+        };
+        let lease = match self.auth_of(&served).lease().await {
             Ok(lease) => lease,
-            Err(error) => return fetch_failed(&error),
+            Err(error) => {
+                self.audit(
+                    peer,
+                    protocol::SECRET_PATH,
+                    &served,
+                    Outcome::Failed(error.kind().as_str()),
+                );
+                return fetch_failed(&error);
+            }
         };
         self.secrets_served.fetch_add(1, Ordering::Relaxed);
+        if let Served::Tenant(entry) = &served {
+            self.metrics.tenant_served(&entry.tenant.name);
+        }
         if let Peer::Unix {
             uid,
             pid: Some(pid),
@@ -286,12 +526,19 @@ impl AgentState {
         } else {
             lease.valid_for
         };
+        let fingerprint = fingerprint(&self.fingerprints, &lease.credential);
+        self.audit(
+            peer,
+            protocol::SECRET_PATH,
+            &served,
+            Outcome::Served(fingerprint.clone()),
+        );
         let answer = SecretAnswer {
             credential: WireCredential::from(&lease.credential),
             auth_mode: lease.auth_mode.as_str().to_owned(),
             valid_for_secs: valid_for.as_secs_f64(),
             provider: lease.provider.to_owned(),
-            fingerprint: Some(fingerprint(&self.fingerprints, &lease.credential)),
+            fingerprint: Some(fingerprint),
         };
         match serde_json::to_string(&answer) {
             Ok(body) => json(StatusCode::OK, body),
@@ -304,9 +551,16 @@ impl AgentState {
 
     /// Refetches under the bounded rule; when the client names the value it
     /// saw refused and another one is held already, answers without a fetch.
-    async fn invalidate(&self, refused: Option<String>) -> Response<Body> {
+    /// A tenant clears its own cache; with tenants, the agent's own uid
+    /// clears every tenant's too.
+    async fn invalidate(&self, peer: Peer, refused: Option<String>) -> Response<Body> {
+        let served = match self.served(peer) {
+            Ok(served) => served,
+            Err(response) => return *response,
+        };
+        let auth = self.auth_of(&served);
         if let Some(refused) = refused {
-            match self.auth.lease().await {
+            match auth.lease().await {
                 Ok(lease) if fingerprint(&self.fingerprints, &lease.credential) != refused => {
                     tracing::debug!(
                         "the value a client saw refused was replaced already: not fetching again"
@@ -317,7 +571,13 @@ impl AgentState {
                 Err(error) => return fetch_failed(&error),
             }
         }
-        match self.auth.refetch().await {
+        self.audit(peer, protocol::INVALIDATE_PATH, &served, Outcome::Cleared);
+        if let (Served::Own, Some(tenancy), true) = (&served, &self.tenancy, self.is_admin(peer)) {
+            for entry in tenancy.entries() {
+                entry.auth.invalidate();
+            }
+        }
+        match auth.refetch().await {
             Ok(changed) => json(
                 StatusCode::OK,
                 serde_json::json!({ "changed": changed }).to_string(),
@@ -329,11 +589,7 @@ impl AgentState {
     /// Whether a credential is cached (fresh or within the stale grace) or
     /// the last fetch succeeded.
     fn is_ready(&self) -> bool {
-        let cached = self
-            .auth
-            .entry()
-            .is_some_and(|e| e.state != EntryState::Expired);
-        cached || self.last_fetch_ok.load(Ordering::Relaxed)
+        cached_or_ok(&self.auth, &self.last_fetch_ok)
     }
 
     fn ready(&self) -> Response<Body> {
@@ -348,57 +604,81 @@ impl AgentState {
         }
     }
 
-    fn status(&self) -> Response<Body> {
-        let stats = self.auth.stats();
-        let providers: Vec<_> = self
-            .auth
-            .status()
-            .into_iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "configured": p.configured,
-                    "problem": p.problem.map(|m| redact(&m).into_owned()),
-                    "description": p.description.map(|d| d.to_string()),
-                    "circuit": p.circuit.map(circuit_name),
-                    "last_error": p.last_error.map(ErrorKind::as_str),
-                    "auth_mode": p.settings.map(|s| s.auth_mode.as_str()),
-                    "ttl_secs": p.settings.map(|s| s.ttl.as_secs_f64()),
-                })
-            })
-            .collect();
-        let entry = self.auth.entry().map(|e| {
-            serde_json::json!({
-                "age_secs": e.age.as_secs_f64(),
-                "remaining_secs": e.remaining.as_secs_f64(),
-                "state": entry_state_name(e.state),
-            })
-        });
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let body = serde_json::json!({
-            "version": self.version,
-            "uptime_secs": self.started.elapsed().as_secs_f64(),
-            "ready": self.is_ready(),
-            "providers": providers,
-            "entry": entry,
-            "counters": {
-                "hits": stats.hits,
-                "misses": stats.misses,
-                "coalesced": stats.coalesced,
-                "stale_served": stats.stale_served,
-                "fetches": stats.fetches,
-                "failures": stats.failures,
-                "refreshes": stats.refreshes,
-                "refresh_failures": stats.refresh_failures,
-            },
-            "fetch_errors": self.metrics.errors_by_kind(),
-            "secrets_served": self.secrets_served.load(Ordering::Relaxed),
-            "clients": clients,
-        });
+    /// The status: a tenant sees its own cache only; the agent's own uid
+    /// (anyone admitted, without tenants) sees everything.
+    fn status(&self, peer: Peer) -> Response<Body> {
+        let served = match self.served(peer) {
+            Ok(served) => served,
+            Err(response) => return *response,
+        };
+        let mut body = match &served {
+            Served::Tenant(entry) => {
+                let mut body = cache_status(&entry.auth);
+                body["ready"] = cached_or_ok(&entry.auth, &entry.last_fetch_ok).into();
+                body["tenant"] = (*entry.tenant.name).into();
+                body["secret"] = entry.tenant.secret.clone().into();
+                body
+            }
+            Served::Own => {
+                let mut body = cache_status(&self.auth);
+                body["ready"] = self.is_ready().into();
+                body["fetch_errors"] = serde_json::json!(self.metrics.errors_by_kind());
+                if self.is_admin(peer) {
+                    body["secrets_served"] = self.secrets_served.load(Ordering::Relaxed).into();
+                    body["clients"] = self
+                        .clients
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .len()
+                        .into();
+                    if let Some(tenancy) = &self.tenancy {
+                        body["tenants"] = self.tenants_status(tenancy);
+                    }
+                }
+                body
+            }
+        };
+        body["version"] = self.version.clone().into();
+        body["uptime_secs"] = self.started.elapsed().as_secs_f64().into();
         json(StatusCode::OK, body.to_string())
     }
 
-    fn metrics(&self) -> Response<Body> {
+    /// Every tenant's cache, for the agent's own uid.
+    fn tenants_status(&self, tenancy: &Tenancy) -> serde_json::Value {
+        let map = tenancy.map();
+        let caches: Vec<_> = tenancy
+            .entries()
+            .iter()
+            .map(|entry| {
+                serde_json::json!({
+                    "tenant": &*entry.tenant.name,
+                    "secret": entry.tenant.secret,
+                    "ready": cached_or_ok(&entry.auth, &entry.last_fetch_ok),
+                    "entry": entry_status(&entry.auth),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "file": map.file.display().to_string(),
+            "names": map.names.iter().map(|n| &**n).collect::<Vec<_>>(),
+            "uids": map.len(),
+            "caches": caches,
+        })
+    }
+
+    fn metrics(&self, peer: Peer) -> Response<Body> {
+        if !self.is_admin(peer) {
+            self.audit(
+                peer,
+                protocol::METRICS_PATH,
+                &Served::Own,
+                Outcome::Refused("the metrics are the agent's own user's"),
+            );
+            return serve::refusal(
+                StatusCode::FORBIDDEN,
+                "with tenants, only the agent's own user reads the metrics",
+            );
+        }
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).len();
         match self
             .metrics
@@ -420,6 +700,70 @@ impl AgentState {
             ),
         }
     }
+}
+
+/// What an audit record says happened.
+enum Outcome {
+    /// A credential handed out (its fingerprint).
+    Served(String),
+    /// A cache cleared at a client's request.
+    Cleared,
+    /// The chain could not produce the credential (the error's kind).
+    Failed(&'static str),
+    /// The request was refused (why).
+    Refused(&'static str),
+}
+
+/// Whether `auth` holds a usable credential or its last fetch succeeded.
+fn cached_or_ok(auth: &SecretsAuth, last_ok: &AtomicBool) -> bool {
+    let cached = auth.entry().is_some_and(|e| e.state != EntryState::Expired);
+    cached || last_ok.load(Ordering::Relaxed)
+}
+
+/// The cached entry of `auth`, for a status.
+fn entry_status(auth: &SecretsAuth) -> serde_json::Value {
+    auth.entry().map_or(serde_json::Value::Null, |e| {
+        serde_json::json!({
+            "age_secs": e.age.as_secs_f64(),
+            "remaining_secs": e.remaining.as_secs_f64(),
+            "state": entry_state_name(e.state),
+        })
+    })
+}
+
+/// The providers, entry and counters of one configuration.
+fn cache_status(auth: &SecretsAuth) -> serde_json::Value {
+    let stats = auth.stats();
+    let providers: Vec<_> = auth
+        .status()
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "configured": p.configured,
+                "problem": p.problem.map(|m| redact(&m).into_owned()),
+                "description": p.description.map(|d| d.to_string()),
+                "circuit": p.circuit.map(circuit_name),
+                "last_error": p.last_error.map(ErrorKind::as_str),
+                "auth_mode": p.settings.map(|s| s.auth_mode.as_str()),
+                "ttl_secs": p.settings.map(|s| s.ttl.as_secs_f64()),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "providers": providers,
+        "entry": entry_status(auth),
+        "counters": {
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "coalesced": stats.coalesced,
+            "stale_served": stats.stale_served,
+            "fetches": stats.fetches,
+            "failures": stats.failures,
+            "refreshes": stats.refreshes,
+            "refresh_failures": stats.refresh_failures,
+        },
+    })
 }
 
 /// The fingerprint of `credential`: a hash under `key` (random per agent
@@ -487,10 +831,20 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
         mut allow_uid,
         limits,
         version,
+        tenants,
+        audit_log,
+        rotation,
     } = builder;
     let socket = socket.unwrap_or_else(|| serve::default_socket("agent"));
     allow_uid.sort_unstable();
     allow_uid.dedup();
+    let tenancy = match &tenants {
+        Some(_) if tcp.is_some() => bail!(
+            "--tenants cannot be served on a TCP port (--listen): a TCP peer has no uid, so the agent could not tell which tenant asks; serve the Unix socket only"
+        ),
+        Some(file) => Some(Tenancy::load(file, &auth)?),
+        None => None,
+    };
     // TCP first: its checks fail before a socket file exists.
     let tcp = match tcp {
         Some((addr, file)) => {
@@ -508,17 +862,77 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
         }
         None => None,
     };
-    let unix = Listener::unix(&socket, allow_uid).await?;
-    let agent = AgentState::new(auth.clone(), version.clone());
+    let shared = !allow_uid.is_empty() || tenancy.is_some();
+    let agent = AgentState::new(
+        auth.clone(),
+        version.clone(),
+        tenancy,
+        audit_log.map(|path| (path, rotation)),
+    );
+    let admit = {
+        let agent = Arc::downgrade(&agent);
+        Admit(Arc::new(move |uid, pid| {
+            agent
+                .upgrade()
+                .is_some_and(|agent| agent.admits(&allow_uid, uid, pid))
+        }))
+    };
+    let unix = Listener::unix_admitting(&socket, shared, admit).await?;
     let tick = refresh_tick(&auth);
-    let refresher = tokio::spawn(async move {
-        loop {
-            if let Err(error) = auth.warm().await {
-                tracing::warn!(error = %redact(&error.to_string()), "fetch failed");
+    let refresher = {
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = auth.warm().await {
+                    tracing::warn!(error = %redact(&error.to_string()), "fetch failed");
+                }
+                // Each tenant's cache refreshed ahead of expiry too.
+                for entry in agent.tenancy.iter().flat_map(Tenancy::entries) {
+                    if let Err(error) = entry.auth.warm().await {
+                        tracing::warn!(
+                            tenant = &*entry.tenant.name,
+                            error = %redact(&error.to_string()),
+                            "fetch failed"
+                        );
+                    }
+                }
+                tokio::time::sleep(tick).await;
             }
-            tokio::time::sleep(tick).await;
+        })
+    };
+    let reloader = match &agent.tenancy {
+        Some(tenancy) => {
+            let names = tenancy.map().names.len();
+            tracing::info!(
+                file = %tenancy.map().file.display(),
+                tenants = names,
+                uids = tenancy.map().len(),
+                "serving tenants; SIGHUP reads the file again"
+            );
+            let mut hangups =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            let agent = Arc::clone(&agent);
+            Some(tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let Some(tenancy) = &agent.tenancy else {
+                        break;
+                    };
+                    match tenancy.reload() {
+                        Ok(map) => tracing::info!(
+                            tenants = map.names.len(),
+                            uids = map.len(),
+                            "tenants file read again: the new mapping applies"
+                        ),
+                        Err(error) => tracing::error!(
+                            %error,
+                            "the tenants file could not be read again: the previous mapping stays"
+                        ),
+                    }
+                }
+            }))
         }
-    });
+        None => None,
+    };
     tracing::info!(
         socket = %unix.address(),
         tcp = tcp.as_ref().map(Listener::address).unwrap_or_default(),
@@ -567,6 +981,9 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
     };
     let (unix_result, tcp_result, ()) = tokio::join!(unix_served, tcp_served, signal);
     refresher.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     unix_result.and(tcp_result)
 }
 

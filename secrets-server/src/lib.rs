@@ -15,10 +15,12 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod audit;
 mod error;
 mod metrics;
 mod proxy;
 mod serve;
+mod tenants;
 
 pub use agent::{Agent, AgentBuilder};
 pub use error::{Error, Result};

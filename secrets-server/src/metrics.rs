@@ -33,6 +33,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerLabels {
     provider: &'static str,
     state: &'static str,
@@ -48,6 +53,12 @@ pub(crate) struct Metrics {
     errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     /// Connections open now (the servers count them).
     pub(crate) open_connections: Gauge,
+    /// Hand-outs by tenant (the names in the tenants file).
+    tenant_served: Family<TenantLabels, Counter>,
+    /// Failed fetches by tenant.
+    tenant_fetch_errors: Family<TenantLabels, Counter>,
+    /// Audit records that could not be queued or written.
+    pub(crate) audit_failures: Counter,
 }
 
 const OPEN_CONNECTIONS_HELP: &str = "Client connections open now (a scrape counts its own)";
@@ -66,6 +77,37 @@ impl Metrics {
             fetch_errors: Family::default(),
             errors: Arc::default(),
             open_connections: Gauge::default(),
+            tenant_served: Family::default(),
+            tenant_fetch_errors: Family::default(),
+            audit_failures: Counter::default(),
+        }
+    }
+
+    /// Counts one hand-out to `tenant`.
+    pub(crate) fn tenant_served(&self, tenant: &str) {
+        self.tenant_served
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The observer of one tenant's fetches: errors counted under its name,
+    /// and whether the last one succeeded.
+    pub(crate) fn tenant_fetch_observer(
+        &self,
+        tenant: &str,
+        last_ok: Arc<AtomicBool>,
+    ) -> impl Fn(&FetchEvent) + Send + Sync + 'static {
+        let counted = self.tenant_fetch_errors.clone();
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        move |event: &FetchEvent| {
+            last_ok.store(event.error.is_none(), Ordering::Relaxed);
+            if event.error.is_some() {
+                counted.get_or_create(&labels).inc();
+            }
         }
     }
 
@@ -145,6 +187,21 @@ impl Metrics {
             "open_connections",
             OPEN_CONNECTIONS_HELP,
             self.open_connections.clone(),
+        );
+        registry.register(
+            "tenant_secrets_served",
+            "Credentials handed out, by tenant",
+            self.tenant_served.clone(),
+        );
+        registry.register(
+            "tenant_fetch_errors",
+            "Failed fetches of a tenant's secret, by tenant",
+            self.tenant_fetch_errors.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be queued or written (lost)",
+            self.audit_failures.clone(),
         );
         let stats = self.auth.stats();
         for (name, help, value) in [

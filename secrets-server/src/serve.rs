@@ -145,7 +145,8 @@ pub(crate) enum Listener {
     Unix {
         listener: UnixListener,
         path: PathBuf,
-        allowed_uids: Vec<u32>,
+        /// Whether a uid other than this process's own is served.
+        admit: Admit,
     },
     /// A loopback TCP port; every request must carry the token.
     Tcp {
@@ -159,6 +160,17 @@ pub(crate) enum Listener {
         /// See [`TcpAccess::challenge`].
         challenge: Option<&'static str>,
     },
+}
+
+/// Whether a Unix peer of another uid (its uid and pid) is served; it may
+/// record the refusals it decides.
+#[derive(Clone)]
+pub(crate) struct Admit(pub(crate) Arc<dyn Fn(u32, Option<i32>) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit(..)")
+    }
 }
 
 /// Who may use a TCP listener.
@@ -198,6 +210,18 @@ impl Listener {
     /// socket 0600. Shared: a new directory 0711 (an existing one as its
     /// owner set it), the socket 0666 — the peer uid check is the gate.
     pub(crate) async fn unix(path: &Path, allowed_uids: Vec<u32>) -> crate::Result<Self> {
+        let shared = !allowed_uids.is_empty();
+        let admit = Admit(Arc::new(move |uid, _| allowed_uids.contains(&uid)));
+        Self::unix_admitting(path, shared, admit).await
+    }
+
+    /// [`Self::unix`] serving the uids `admit` lets in; `shared`: others may
+    /// be let in (the directory 0711, the socket 0666).
+    pub(crate) async fn unix_admitting(
+        path: &Path,
+        shared: bool,
+        admit: Admit,
+    ) -> crate::Result<Self> {
         use std::os::unix::ffi::OsStrExt;
         // What a client can connect to: sun_path holds 108 bytes with the NUL.
         let raw = path.as_os_str().as_bytes();
@@ -212,7 +236,6 @@ impl Listener {
             bail!("the socket path {} names no file", path.display());
         }
         let dir = parent_dir(path);
-        let shared = !allowed_uids.is_empty();
         own_dir(dir, shared)?;
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
@@ -240,7 +263,7 @@ impl Listener {
         Ok(Self::Unix {
             listener,
             path: path.to_owned(),
-            allowed_uids,
+            admit,
         })
     }
 
@@ -357,10 +380,10 @@ impl Listener {
                     continue;
                 }
             };
-            if let Self::Unix { allowed_uids, .. } = &self
-                && let Peer::Unix { uid, .. } = peer
+            if let Self::Unix { admit, .. } = &self
+                && let Peer::Unix { uid, pid } = peer
                 && uid != own_uid()
-                && !allowed_uids.contains(&uid)
+                && !(admit.0)(uid, pid)
             {
                 if let Some(not_logged) = foreign_uid.due() {
                     tracing::warn!(
