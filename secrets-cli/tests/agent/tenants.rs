@@ -459,3 +459,86 @@ fn tenants_are_refused_on_tcp_and_a_schema_error_names_the_line() {
         "{stderr}"
     );
 }
+
+/// OpenBao, a path template for a whole group and per-user tables: each
+/// user gets their own secret, and 20 processes per user make one KV read
+/// per tenant's path — counted by the proxy in front of OpenBao.
+#[test]
+fn with_vault_a_path_template_serves_each_user_with_one_read_per_path() {
+    use secrets_testkit::openbao::{OpenBao, ROOT_TOKEN};
+
+    let Some(bao) = OpenBao::start("agent: tenants") else {
+        return;
+    };
+    for user in ["daemon", "bin", "nobody"] {
+        bao.admin(
+            "POST",
+            &format!("secret/data/mlflow/{user}"),
+            &format!(
+                r#"{{"data": {{"username": "{user}", "password": "{}"}}}}"#,
+                password_of(user)
+            ),
+        );
+    }
+    let proxy = FaultProxy::start(bao.addr());
+    let machine = Machine::new();
+    machine.write_tenants(
+        r#"
+[[tenant]]
+name = "team"
+users = ["daemon"]
+groups = ["bin"]
+secret = "secret/mlflow/{user}"
+
+[[tenant]]
+uids = [65534]
+secret = "secret/mlflow/nobody"
+"#,
+    );
+    let url = proxy.url();
+    let vars = [
+        ("MLFLOW_SECRETS_AUTH_ENABLE", "vault"),
+        ("VAULT_ADDR", url.as_str()),
+        ("VAULT_TOKEN", ROOT_TOKEN),
+        ("MLFLOW_VAULT_SECRET_PATH", "secret/mlflow/agent-own"),
+        ("MLFLOW_VAULT_AUTH_MODE", "basic"),
+    ];
+    let agent = Agent::start_at(
+        &machine.socket,
+        machine.dir.path(),
+        &vars,
+        &["--tenants", machine.tenants.to_str().unwrap()],
+    );
+    let address = machine.address();
+    let mut children = Vec::new();
+    for (uid, user) in [(DAEMON, "daemon"), (BIN_UID, "bin"), (NOBODY, "nobody")] {
+        for _ in 0..20 {
+            let child = as_user(uid, &address, &header_args())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            children.push((user, child));
+        }
+    }
+    for (user, child) in children {
+        let output = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{user}: {stderr}");
+        assert_eq!(
+            stdout.trim(),
+            basic_line(user, &password_of(user)),
+            "{user}"
+        );
+    }
+    for user in ["daemon", "bin", "nobody"] {
+        assert_eq!(
+            proxy.forwarded_to(&format!("/v1/secret/data/mlflow/{user}")),
+            1,
+            "{user}"
+        );
+    }
+    // The agent's own secret does not exist: its failing fetches never
+    // stood in any tenant's way.
+    drop(agent);
+}
