@@ -285,6 +285,8 @@ pub(crate) struct AgentState {
     version: String,
     tenancy: Option<Tenancy>,
     audit: Option<AuditLog>,
+    /// The uids besides the agent's own served its own configuration.
+    allow_uid: Vec<u32>,
 }
 
 impl AgentState {
@@ -294,6 +296,7 @@ impl AgentState {
         version: String,
         tenancy: Option<Tenancy>,
         audit: Option<(PathBuf, Rotation)>,
+        allow_uid: Vec<u32>,
     ) -> Arc<Self> {
         let metrics = Metrics::new(auth.clone());
         let last_fetch_ok = Arc::new(AtomicBool::new(false));
@@ -313,18 +316,33 @@ impl AgentState {
             version,
             tenancy,
             audit,
+            allow_uid,
         })
     }
 
     /// Whose configuration serves `peer`: a mapped uid its tenant's (the
-    /// cache made at its first request), anyone else the agent's own.
+    /// cache made at its first request), the agent's own uid and allowed
+    /// ones the agent's own. Asked at every request: a uid a reload took out
+    /// of the map is refused on a connection it opened before.
     fn served(&self, peer: Peer) -> Result<Served, Box<Response<Body>>> {
         let (Some(tenancy), Peer::Unix { uid, .. }) = (&self.tenancy, peer) else {
             return Ok(Served::Own);
         };
         let map = tenancy.map();
         let Some(tenant) = map.get(uid) else {
-            return Ok(Served::Own);
+            if uid == serve::own_uid() || self.allow_uid.contains(&uid) {
+                return Ok(Served::Own);
+            }
+            self.audit(
+                peer,
+                "request",
+                &Served::Own,
+                Outcome::Refused("this uid is in no tenant"),
+            );
+            return Err(Box::new(serve::refusal(
+                StatusCode::FORBIDDEN,
+                "this uid may not use this agent",
+            )));
         };
         let mut entries = tenancy.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = entries.get(tenant) {
@@ -395,12 +413,12 @@ impl AgentState {
 
     /// Whether a Unix peer of another uid is let in: an allowed uid or one
     /// the tenants file maps. A refusal is audited.
-    fn admits(&self, allowed: &[u32], uid: u32, pid: Option<i32>) -> bool {
+    fn admits(&self, uid: u32, pid: Option<i32>) -> bool {
         let mapped = self
             .tenancy
             .as_ref()
             .is_some_and(|t| t.map().get(uid).is_some());
-        if allowed.contains(&uid) || mapped {
+        if self.allow_uid.contains(&uid) || mapped {
             return true;
         }
         self.audit(
@@ -868,13 +886,12 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
         version.clone(),
         tenancy,
         audit_log.map(|path| (path, rotation)),
+        allow_uid,
     );
     let admit = {
         let agent = Arc::downgrade(&agent);
         Admit(Arc::new(move |uid, pid| {
-            agent
-                .upgrade()
-                .is_some_and(|agent| agent.admits(&allow_uid, uid, pid))
+            agent.upgrade().is_some_and(|agent| agent.admits(uid, pid))
         }))
     };
     let unix = Listener::unix_admitting(&socket, shared, admit).await?;

@@ -3,6 +3,8 @@
 //! SIGHUP. Other users are the system's own accounts (daemon, bin, sys,
 //! nobody) reached with `setpriv`; their clients are the CLI's processes.
 
+use std::io::BufRead as _;
+
 use super::*;
 
 /// The accounts the tests act as (Debian's base system has them).
@@ -234,12 +236,28 @@ fn an_unmapped_uid_is_refused_and_no_tenant_sees_another() {
         "{stdout}"
     );
 
+    // daemon's `cache clear` refetches daemon's secret only.
+    let output = as_user(DAEMON, &address, &["cache", "clear"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+    let (_, body) = curl_as(DAEMON, &machine.socket, "/v1/status");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["counters"]["fetches"], 2, "{body}");
+
     // The agent's own uid sees every tenant, and the metrics by tenant name.
     let (status, body) = get(&agent.socket, "/v1/status");
     assert_eq!(status, 200);
     let all: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(all["tenants"]["uids"], 3, "{body}");
     assert_eq!(all["tenants"]["names"].as_array().unwrap().len(), 3);
+    let caches = all["tenants"]["caches"].as_array().unwrap();
+    assert_eq!(caches.len(), 1, "daemon's only: {body}");
+    assert_eq!(caches[0]["tenant"], "daemon");
+    assert_eq!(
+        all["counters"]["fetches"], 1,
+        "the agent's own cache warmed at start, not refetched by daemon's clear: {body}"
+    );
     let (status, metrics) = get(&agent.socket, "/metrics");
     assert_eq!(status, 200);
     assert!(
@@ -375,10 +393,33 @@ fn sighup_applies_a_new_tenants_file_and_keeps_the_old_one_when_broken() {
             .unwrap();
         assert!(status.success());
     };
-    // A connection held open across the reload is not dropped.
+    // Connections held open across the reload are not dropped: the agent's
+    // own, and nobody's — which the new file no longer maps.
     let held = UnixStream::connect(&machine.socket).unwrap();
+    let go = machine.dir.path().join("go");
+    let mut nobody = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        // The system Python: an interpreter other users may run.
+        .args([
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            KEEP_ALIVE_CLIENT,
+        ])
+        .arg(&machine.socket)
+        .arg(&go)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3");
+    let mut answers = std::io::BufReader::new(nobody.stdout.take().unwrap()).lines();
+    assert_eq!(answers.next().unwrap().unwrap(), "200");
 
-    machine.write_tenants(&machine.tenants_text("cred-other"));
+    let daemon_and_bin = machine.tenants_text("cred-other");
+    let daemon_and_bin = &daemon_and_bin[..daemon_and_bin
+        .find("[[tenant]]\nname = \"nobody\"")
+        .unwrap()];
+    machine.write_tenants(daemon_and_bin);
     hangup();
     let deadline = Instant::now() + HANG_GUARD;
     while !agent.log_text().contains("tenants file read again") {
@@ -394,6 +435,12 @@ fn sighup_applies_a_new_tenants_file_and_keeps_the_old_one_when_broken() {
         b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(raw.status, 200);
+    // nobody's next request on its open connection is refused, never
+    // answered with the agent's own credential.
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(answers.next().unwrap().unwrap(), "403");
+    assert!(nobody.wait().unwrap().success());
+    assert_eq!(header_of(NOBODY), "", "a new connection is refused too");
 
     machine.write_tenants("[[tenant]]\nusers = [\"daemon\"]\nsecrett = \"x\"\n");
     hangup();
@@ -408,10 +455,36 @@ fn sighup_applies_a_new_tenants_file_and_keeps_the_old_one_when_broken() {
         basic_line("other", &password_of("other"))
     );
     assert_eq!(
-        header_of(NOBODY),
+        header_of(BIN_UID),
         basic_line("other", &password_of("other"))
     );
+    assert_eq!(header_of(NOBODY), "");
 }
+
+/// A client keeping one connection to the agent's socket (`argv[1]`): it
+/// prints the status of `GET /v1/secret`, waits for the file `argv[2]`, and
+/// prints the status of a second request on the same connection.
+const KEEP_ALIVE_CLIENT: &str = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(sys.argv[1])
+def ask():
+    s.sendall(b"GET /v1/secret HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+    while len(body) < length:
+        body += s.recv(65536)
+    return head.split(b" ")[1].decode()
+print(ask(), flush=True)
+deadline = time.time() + 60
+while not os.path.exists(sys.argv[2]) and time.time() < deadline:
+    time.sleep(0.02)
+print(ask(), flush=True)
+"#;
 
 #[test]
 fn tenants_are_refused_on_tcp_and_a_schema_error_names_the_line() {
