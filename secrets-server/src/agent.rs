@@ -900,19 +900,24 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
             loop {
+                // Each tenant's cache is refreshed ahead of expiry too, all
+                // at once: a backend slow for one never delays another.
+                let mut warming = tokio::task::JoinSet::new();
+                for entry in agent.tenancy.iter().flat_map(Tenancy::entries) {
+                    warming.spawn(async move {
+                        if let Err(error) = entry.auth.warm().await {
+                            tracing::warn!(
+                                tenant = &*entry.tenant.name,
+                                error = %redact(&error.to_string()),
+                                "fetch failed"
+                            );
+                        }
+                    });
+                }
                 if let Err(error) = auth.warm().await {
                     tracing::warn!(error = %redact(&error.to_string()), "fetch failed");
                 }
-                // Each tenant's cache refreshed ahead of expiry too.
-                for entry in agent.tenancy.iter().flat_map(Tenancy::entries) {
-                    if let Err(error) = entry.auth.warm().await {
-                        tracing::warn!(
-                            tenant = &*entry.tenant.name,
-                            error = %redact(&error.to_string()),
-                            "fetch failed"
-                        );
-                    }
-                }
+                warming.join_all().await;
                 tokio::time::sleep(tick).await;
             }
         })
