@@ -13,7 +13,8 @@
 //! Prints a Markdown report and fails (exit 1) on any call without the
 //! credential, on more backend requests in one TTL window than one fetch may
 //! make (1 + retries) for any cache, or on RSS growth over 20 % in any
-//! process. Run by `cargo xtask soak`, which passes `MSA_PYTHON` (a Python
+//! process (from after the first whole fault cycle in a run of two or
+//! more). Run by `cargo xtask soak`, which passes `MSA_PYTHON` (a Python
 //! with MLflow and the plugin installed) and `MSA_SOAK_CLIENT` (the client
 //! script).
 #![forbid(unsafe_code)]
@@ -46,6 +47,16 @@ const RETRIES: u64 = 3;
 const PAUSE: Duration = Duration::from_millis(1);
 /// Allowed RSS growth from the start of the run to its end.
 const RSS_GROWTH: f64 = 0.20;
+
+/// When the RSS baseline is read in a run of `length`.
+fn rss_baseline_at(length: Duration) -> Duration {
+    let cycle = Duration::from_secs(CYCLE.iter().map(|(_, s)| s).sum());
+    if length >= 2 * cycle {
+        cycle
+    } else {
+        Duration::from_secs(4).min(length / 4)
+    }
+}
 
 /// One step of the fault schedule, applied to every proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -441,8 +452,10 @@ fn main() -> Result<()> {
                 window_max[i] = window_max[i].max(count - last[i]);
                 last[i] = count;
             }
-            // After every process is up and busy: the RSS baseline.
-            if rss_start[0].is_none() && elapsed >= Duration::from_secs(4).min(deadline / 4) {
+            // After every process is up and busy, and in a run of two fault
+            // cycles or more after the first whole one (every fault's
+            // buffers and retries allocated once): the RSS baseline.
+            if rss_start[0].is_none() && elapsed >= rss_baseline_at(deadline) {
                 rss_start = pids.iter().map(|p| rss_kb(p)).collect();
             }
             rss_end = pids.iter().map(|p| rss_kb(p)).collect();
