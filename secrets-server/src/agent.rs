@@ -23,7 +23,7 @@ use crate::audit::{AuditLog, Record, Rotation};
 use crate::error::bail;
 use crate::metrics::{Metrics, circuit_name};
 use crate::serve::{self, Admit, Body, Limits, Listener, Peer, TcpAccess, full, json};
-use crate::tenants::{Tenant, TenantMap, tenant_auth, tenant_provider};
+use crate::tenants::{Tenant, TenantMap, check_file_reference, tenant_auth, tenant_provider};
 
 /// Builds and serves the node agent: one credential cache for every process
 /// of a machine, on a Unix socket (peer uids checked) and optionally a
@@ -214,7 +214,33 @@ struct TenantEntry {
     tenant: Tenant,
     auth: SecretsAuth,
     last_fetch_ok: Arc<AtomicBool>,
+    /// When it was last asked, in seconds since the agent started.
+    last_used: AtomicU64,
 }
+
+impl TenantEntry {
+    fn used(&self, started: Instant) {
+        self.last_used
+            .store(started.elapsed().as_secs(), Ordering::Relaxed);
+    }
+
+    /// Whether no one asked for it in [`TENANT_IDLE`].
+    fn idle(&self, started: Instant) -> bool {
+        started
+            .elapsed()
+            .as_secs()
+            .saturating_sub(self.last_used.load(Ordering::Relaxed))
+            > TENANT_IDLE.as_secs()
+    }
+}
+
+/// A tenant's cache no one asked for this long is dropped (and made again
+/// at its next request), so a user gone for good is not fetched for.
+const TENANT_IDLE: Duration = Duration::from_secs(3600);
+/// Refusals of one uid recorded at most once per this long.
+const REFUSALS_EVERY: Duration = Duration::from_secs(10);
+/// The uids whose refusals are tracked at once.
+const MAX_REFUSING_UIDS: usize = 4096;
 
 /// The tenants of a shared agent ([`AgentBuilder::tenants`]): the map read
 /// from the file (replaced on SIGHUP) and one cache per secret served.
@@ -228,6 +254,7 @@ impl Tenancy {
     fn load(file: &std::path::Path, auth: &SecretsAuth) -> crate::Result<Self> {
         let kind = tenant_provider(auth)?;
         let map = TenantMap::load(file)?;
+        checked(&map, kind, auth)?;
         Ok(Self {
             kind,
             map: RwLock::new(Arc::new(map)),
@@ -241,16 +268,25 @@ impl Tenancy {
 
     /// Reads the file again; on success the new map serves the next
     /// request and the caches of secrets no longer mapped are dropped.
-    fn reload(&self) -> crate::Result<Arc<TenantMap>> {
+    fn reload(&self, auth: &SecretsAuth) -> crate::Result<Arc<TenantMap>> {
         let file = self.map().file.clone();
-        let map = Arc::new(TenantMap::load(&file)?);
+        let map = TenantMap::load(&file)?;
+        checked(&map, self.kind, auth)?;
+        let map = Arc::new(map);
         let kept: HashSet<&Tenant> = map.tenants().collect();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|tenant, _| kept.contains(tenant));
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&map);
+        drop(entries);
+        Ok(map)
+    }
+
+    /// Drops the caches no one asked for in [`TENANT_IDLE`].
+    fn drop_idle(&self, started: Instant) {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|tenant, _| kept.contains(tenant));
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&map);
-        Ok(map)
+            .retain(|_, entry| !entry.idle(started));
     }
 
     fn entries(&self) -> Vec<Arc<TenantEntry>> {
@@ -261,6 +297,32 @@ impl Tenancy {
             .cloned()
             .collect()
     }
+}
+
+/// Refuses a map with a tenant whose configuration cannot be built (the
+/// agent's environment with its secret reference), that adds a warning of
+/// its own (a TTL out of range), or, for files, whose file another user
+/// could redirect ([`check_file_reference`]).
+fn checked(map: &TenantMap, kind: ProviderKind, agent: &SecretsAuth) -> crate::Result<()> {
+    let distinct: HashSet<&Tenant> = map.tenants().collect();
+    for tenant in distinct {
+        let at = || format!("{}: tenant `{}`", map.place(tenant), tenant.name);
+        if kind == ProviderKind::File {
+            check_file_reference(&tenant.secret)
+                .map_err(|why| crate::Error::Refused(format!("{}: {why}", at())))?;
+        }
+        let auth = tenant_auth(&OwnEnv, kind, tenant).map_err(|error| {
+            crate::Error::Refused(format!("{}: {}", at(), redact(&error.to_string())))
+        })?;
+        if let Some(warning) = auth
+            .warnings()
+            .iter()
+            .find(|w| !agent.warnings().iter().any(|a| a.message() == w.message()))
+        {
+            bail!("{}: {}", at(), redact(warning.message()));
+        }
+    }
+    Ok(())
 }
 
 /// Whose configuration answers a request.
@@ -287,6 +349,8 @@ pub(crate) struct AgentState {
     audit: Option<AuditLog>,
     /// The uids besides the agent's own served its own configuration.
     allow_uid: Vec<u32>,
+    /// When each refused uid was last recorded, and its refusals since.
+    refusals: Mutex<HashMap<u32, (Instant, u64)>>,
 }
 
 impl AgentState {
@@ -317,6 +381,7 @@ impl AgentState {
             tenancy,
             audit,
             allow_uid,
+            refusals: Mutex::default(),
         })
     }
 
@@ -328,31 +393,61 @@ impl AgentState {
         let (Some(tenancy), Peer::Unix { uid, .. }) = (&self.tenancy, peer) else {
             return Ok(Served::Own);
         };
-        let map = tenancy.map();
-        let Some(tenant) = map.get(uid) else {
-            if uid == serve::own_uid() || self.allow_uid.contains(&uid) {
-                return Ok(Served::Own);
+        // A reload swaps the map and prunes the caches under the caches'
+        // lock: a cache is found or added under it, for the map of now.
+        let mut built = None;
+        loop {
+            let mut entries = tenancy.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let map = tenancy.map();
+            let Some(tenant) = map.get(uid) else {
+                drop(entries);
+                if uid == serve::own_uid() || self.allow_uid.contains(&uid) {
+                    return Ok(Served::Own);
+                }
+                self.refused(peer, "request", "this uid is in no tenant");
+                return Err(Box::new(serve::refusal(
+                    StatusCode::FORBIDDEN,
+                    "this uid may not use this agent",
+                )));
+            };
+            if let Some(entry) = entries.get(tenant) {
+                entry.used(self.started);
+                return Ok(Served::Tenant(Arc::clone(entry)));
             }
-            self.audit(
-                peer,
-                "request",
-                &Served::Own,
-                Outcome::Refused("this uid is in no tenant"),
-            );
-            return Err(Box::new(serve::refusal(
-                StatusCode::FORBIDDEN,
-                "this uid may not use this agent",
-            )));
-        };
-        let mut entries = tenancy.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get(tenant) {
-            return Ok(Served::Tenant(Arc::clone(entry)));
+            if let Some(entry) = built
+                .take()
+                .filter(|e: &Arc<TenantEntry>| e.tenant == *tenant)
+            {
+                entries.insert(tenant.clone(), Arc::clone(&entry));
+                return Ok(Served::Tenant(entry));
+            }
+            // Made without the lock (a provider's setup may read files),
+            // then added if the map still says the same.
+            let tenant = tenant.clone();
+            drop(entries);
+            built = Some(self.tenant_entry(tenancy, tenant, peer)?);
         }
-        let auth = tenant_auth(&OwnEnv, tenancy.kind, tenant).map_err(|error| {
+    }
+
+    /// A new cache for `tenant`, its fetches counted under its name.
+    fn tenant_entry(
+        &self,
+        tenancy: &Tenancy,
+        tenant: Tenant,
+        peer: Peer,
+    ) -> Result<Arc<TenantEntry>, Box<Response<Body>>> {
+        let auth = tenant_auth(&OwnEnv, tenancy.kind, &tenant).map_err(|error| {
             tracing::warn!(
                 tenant = &*tenant.name,
                 error = %redact(&error.to_string()),
                 "cannot configure a tenant's secret"
+            );
+            let entry = Served::Own;
+            self.audit(
+                peer,
+                "request",
+                &entry,
+                Outcome::Failed(error.kind().as_str()),
             );
             Box::new(fetch_failed(&error))
         })?;
@@ -362,12 +457,55 @@ impl AgentState {
                 .tenant_fetch_observer(&tenant.name, Arc::clone(&last_fetch_ok)),
         );
         let entry = Arc::new(TenantEntry {
-            tenant: tenant.clone(),
+            tenant,
             auth,
             last_fetch_ok,
+            last_used: AtomicU64::new(0),
         });
-        entries.insert(tenant.clone(), Arc::clone(&entry));
-        Ok(Served::Tenant(entry))
+        entry.used(self.started);
+        Ok(entry)
+    }
+
+    /// Records a refusal of `peer`: one line per uid per [`REFUSALS_EVERY`],
+    /// the refusals in between counted on the next (a flood of refused
+    /// connections cannot rotate the hand-outs out of the log).
+    fn refused(&self, peer: Peer, endpoint: &'static str, why: &'static str) {
+        if self.audit.is_none() {
+            return;
+        }
+        let uid = match peer {
+            Peer::Unix { uid, .. } => uid,
+            Peer::Tcp => serve::own_uid(),
+        };
+        let suppressed = {
+            let mut last = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            if last.len() >= MAX_REFUSING_UIDS && !last.contains_key(&uid) {
+                last.retain(|_, (at, _)| at.elapsed() < REFUSALS_EVERY);
+            }
+            let now = Instant::now();
+            let room = last.len() < MAX_REFUSING_UIDS;
+            match last.get_mut(&uid) {
+                Some((at, held)) if now.duration_since(*at) < REFUSALS_EVERY => {
+                    *held += 1;
+                    return;
+                }
+                Some((at, held)) => {
+                    *at = now;
+                    std::mem::take(held)
+                }
+                None if room => {
+                    last.insert(uid, (now, 0));
+                    0
+                }
+                None => return,
+            }
+        };
+        self.audit(
+            peer,
+            endpoint,
+            &Served::Own,
+            Outcome::Refused(why, suppressed),
+        );
     }
 
     /// Whether `peer` sees the whole agent (status of every tenant, the
@@ -393,11 +531,13 @@ impl AgentState {
                 Some(entry.tenant.secret.clone()),
             ),
         };
-        let (outcome, fingerprint, reason) = match outcome {
-            Outcome::Served(fingerprint) => ("served", Some(fingerprint), None),
-            Outcome::Cleared => ("cleared", None, None),
-            Outcome::Failed(kind) => ("failed", None, Some(kind.to_owned())),
-            Outcome::Refused(reason) => ("refused", None, Some(reason.to_owned())),
+        let (outcome, fingerprint, reason, suppressed) = match outcome {
+            Outcome::Served(fingerprint) => ("served", Some(fingerprint), None, 0),
+            Outcome::Cleared => ("cleared", None, None, 0),
+            Outcome::Failed(kind) => ("failed", None, Some(kind.to_owned()), 0),
+            Outcome::Refused(reason, suppressed) => {
+                ("refused", None, Some(reason.to_owned()), suppressed)
+            }
         };
         audit.record(Record {
             uid,
@@ -408,6 +548,7 @@ impl AgentState {
             outcome,
             fingerprint,
             reason,
+            suppressed,
         });
     }
 
@@ -421,11 +562,10 @@ impl AgentState {
         if self.allow_uid.contains(&uid) || mapped {
             return true;
         }
-        self.audit(
+        self.refused(
             Peer::Unix { uid, pid },
             "connect",
-            &Served::Own,
-            Outcome::Refused("this uid may not use this agent"),
+            "this uid may not use this agent",
         );
         false
     }
@@ -577,30 +717,43 @@ impl AgentState {
             Err(response) => return *response,
         };
         let auth = self.auth_of(&served);
-        if let Some(refused) = refused {
-            match auth.lease().await {
-                Ok(lease) if fingerprint(&self.fingerprints, &lease.credential) != refused => {
+        let outcome = async {
+            if let Some(refused) = refused {
+                let lease = auth.lease().await?;
+                if fingerprint(&self.fingerprints, &lease.credential) != refused {
                     tracing::debug!(
                         "the value a client saw refused was replaced already: not fetching again"
                     );
-                    return json(StatusCode::OK, r#"{"changed":true}"#.to_owned());
+                    return Ok(true);
                 }
-                Ok(_) => {}
-                Err(error) => return fetch_failed(&error),
             }
-        }
-        self.audit(peer, protocol::INVALIDATE_PATH, &served, Outcome::Cleared);
-        if let (Served::Own, Some(tenancy), true) = (&served, &self.tenancy, self.is_admin(peer)) {
-            for entry in tenancy.entries() {
-                entry.auth.invalidate();
+            if let (Served::Own, Some(tenancy), true) =
+                (&served, &self.tenancy, self.is_admin(peer))
+            {
+                for entry in tenancy.entries() {
+                    entry.auth.invalidate();
+                }
             }
+            auth.refetch().await
         }
-        match auth.refetch().await {
-            Ok(changed) => json(
-                StatusCode::OK,
-                serde_json::json!({ "changed": changed }).to_string(),
-            ),
-            Err(error) => fetch_failed(&error),
+        .await;
+        match outcome {
+            Ok(changed) => {
+                self.audit(peer, protocol::INVALIDATE_PATH, &served, Outcome::Cleared);
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({ "changed": changed }).to_string(),
+                )
+            }
+            Err(error) => {
+                self.audit(
+                    peer,
+                    protocol::INVALIDATE_PATH,
+                    &served,
+                    Outcome::Failed(error.kind().as_str()),
+                );
+                fetch_failed(&error)
+            }
         }
     }
 
@@ -686,11 +839,10 @@ impl AgentState {
 
     fn metrics(&self, peer: Peer) -> Response<Body> {
         if !self.is_admin(peer) {
-            self.audit(
+            self.refused(
                 peer,
                 protocol::METRICS_PATH,
-                &Served::Own,
-                Outcome::Refused("the metrics are the agent's own user's"),
+                "the metrics are the agent's own user's",
             );
             return serve::refusal(
                 StatusCode::FORBIDDEN,
@@ -728,8 +880,9 @@ enum Outcome {
     Cleared,
     /// The chain could not produce the credential (the error's kind).
     Failed(&'static str),
-    /// The request was refused (why).
-    Refused(&'static str),
+    /// The request was refused (why; refusals of the uid not recorded since
+    /// its last record).
+    Refused(&'static str, u64),
 }
 
 /// Whether `auth` holds a usable credential or its last fetch succeeded.
@@ -903,6 +1056,9 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
                 // Each tenant's cache is refreshed ahead of expiry too, all
                 // at once: a backend slow for one never delays another.
                 let mut warming = tokio::task::JoinSet::new();
+                if let Some(tenancy) = &agent.tenancy {
+                    tenancy.drop_idle(agent.started);
+                }
                 for entry in agent.tenancy.iter().flat_map(Tenancy::entries) {
                     warming.spawn(async move {
                         if let Err(error) = entry.auth.warm().await {
@@ -939,7 +1095,7 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
                     let Some(tenancy) = &agent.tenancy else {
                         break;
                     };
-                    match tenancy.reload() {
+                    match tenancy.reload(&agent.auth) {
                         Ok(map) => tracing::info!(
                             tenants = map.names.len(),
                             uids = map.len(),

@@ -55,6 +55,8 @@ pub(crate) struct Record {
     pub(crate) fingerprint: Option<String>,
     /// Why, for a refusal or failure.
     pub(crate) reason: Option<String>,
+    /// Refusals of the same uid not recorded since its last record.
+    pub(crate) suppressed: u64,
 }
 
 /// The audit trail's writer. Cheap to share; dropping it ends the thread
@@ -151,11 +153,27 @@ impl Writer {
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or_default())
+            // Never through a symlink; never waiting on a FIFO put there.
+            .custom_flags(
+                i32::try_from((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits())
+                    .unwrap_or_default(),
+            )
             .open(&self.path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
+        }
+        // Another user's file (made before the agent's) would let them read
+        // and change the records; a second link, read them elsewhere.
+        let mine = rustix::process::getuid().as_raw();
+        if meta.uid() != mine {
+            return Err(io::Error::other(format!(
+                "the file belongs to uid {}, not to this user ({mine})",
+                meta.uid()
+            )));
+        }
+        if meta.nlink() != 1 {
+            return Err(io::Error::other("the file has more than one link"));
         }
         if meta.mode() & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -222,6 +240,7 @@ fn line(time: SystemTime, exe: Option<&Path>, user: Option<&str>, record: &Recor
         "outcome": record.outcome,
         "fingerprint": record.fingerprint,
         "reason": record.reason,
+        "suppressed": record.suppressed,
     })
     .to_string();
     text.push('\n');
@@ -308,6 +327,7 @@ mod tests {
             outcome,
             fingerprint: Some("00ff".to_owned()),
             reason: None,
+            suppressed: 0,
         }
     }
 
@@ -348,6 +368,38 @@ mod tests {
         }
         assert!(!dir.path().join("audit.jsonl.3").exists(), "two kept");
         assert!((4..12).contains(&lines), "{lines}: older ones rotated away");
+    }
+
+    #[test]
+    fn a_fifo_or_another_users_file_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.jsonl");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let failures = Counter::default();
+        // Returns at once: a FIFO is not waited on.
+        let _log = AuditLog::start(fifo, Rotation::default(), failures.clone());
+        assert_eq!(failures.get(), 1);
+        if rustix::process::getuid().is_root() {
+            let theirs = dir.path().join("theirs.jsonl");
+            std::fs::write(&theirs, "").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let failures = Counter::default();
+            let log = AuditLog::start(theirs.clone(), Rotation::default(), failures.clone());
+            log.record(record("served"));
+            drop(log);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while failures.get() < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(failures.get(), 2, "the open at start and the record");
+            assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "");
+        }
     }
 
     #[test]

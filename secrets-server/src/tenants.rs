@@ -62,6 +62,8 @@ pub(crate) struct TenantMap {
     by_uid: HashMap<u32, Tenant>,
     /// The tenants' names, in file order.
     pub(crate) names: Vec<Arc<str>>,
+    /// The line of each tenant's table.
+    lines: HashMap<Arc<str>, usize>,
 }
 
 impl TenantMap {
@@ -128,7 +130,7 @@ impl TenantMap {
                 );
             }
             check_template(&table.secret).map_err(|why| {
-                crate::Error::Refused(at(&format!("secret: {why} (tenant `{name}`)")))
+                crate::Error::Refused(at(&format!("field `secret` of tenant `{name}`: {why}")))
             })?;
             let auth_mode = match table.auth_mode.as_deref() {
                 None => None,
@@ -198,19 +200,31 @@ impl TenantMap {
                     continue;
                 }
                 let user = accounts.name_of(uid);
-                if table.secret.contains("{user}") && user.is_none() {
-                    bail!(
-                        "{}",
-                        at(&format!(
-                            "secret: uses {{user}}, and uid {uid} has no name in /etc/passwd (tenant `{name}`)"
-                        ))
-                    );
+                if table.secret.contains("{user}") {
+                    match user {
+                        None => bail!(
+                            "{}",
+                            at(&format!(
+                                "field `secret` of tenant `{name}` uses {{user}}, and uid {uid} has no name in /etc/passwd"
+                            ))
+                        ),
+                        // A name is substituted only when it reads as one name.
+                        Some(user) if !plain_name(user) => bail!(
+                            "{}",
+                            at(&format!(
+                                "field `secret` of tenant `{name}` uses {{user}}, and the name of uid {uid} (`{}`) is not a plain user name (letters, digits, `.`, `_`, `-`)",
+                                user.escape_debug()
+                            ))
+                        ),
+                        Some(_) => {}
+                    }
                 }
                 let secret = table
                     .secret
                     .replace("{uid}", &uid.to_string())
                     .replace("{user}", user.unwrap_or_default());
                 claimed.insert(uid, (Arc::clone(&name), index));
+                map.lines.insert(Arc::clone(&name), line);
                 map.by_uid.insert(
                     uid,
                     Tenant {
@@ -230,6 +244,15 @@ impl TenantMap {
         self.by_uid.get(&uid)
     }
 
+    /// Where `tenant`'s table is, for an error: `the tenants file F: line N`.
+    pub(crate) fn place(&self, tenant: &Tenant) -> String {
+        format!(
+            "the tenants file {}: line {}",
+            self.file.display(),
+            self.lines.get(&tenant.name).copied().unwrap_or_default()
+        )
+    }
+
     /// How many uids the file maps.
     pub(crate) fn len(&self) -> usize {
         self.by_uid.len()
@@ -245,7 +268,7 @@ impl TenantMap {
 /// `{uid}`, or a brace outside one.
 fn check_template(template: &str) -> Result<(), String> {
     if template.trim().is_empty() {
-        return Err("it is empty".to_owned());
+        return Err("the reference is empty".to_owned());
     }
     let rest = template.replace("{user}", "").replace("{uid}", "");
     if rest.contains('{') || rest.contains('}') {
@@ -254,9 +277,20 @@ fn check_template(template: &str) -> Result<(), String> {
         );
     }
     if rest.chars().any(char::is_control) {
-        return Err("it holds a control character".to_owned());
+        return Err("the reference holds a control character".to_owned());
     }
     Ok(())
+}
+
+/// Whether a user name can be put in a reference as it is: letters, digits,
+/// `.`, `_`, `-`, and not `.` or `..`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -268,17 +302,37 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// A regular file's text, at most [`MAX_FILE_BYTES`].
+/// A regular file's text, at most [`MAX_FILE_BYTES`]. It says who gets
+/// which credential, so it must be root's or this user's and writable by
+/// no one else. Opened without blocking (a FIFO put there cannot hold the
+/// agent up).
 fn read_bounded(file: &Path) -> crate::Result<String> {
     use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let shown = file.display();
-    let opened = std::fs::File::open(file)
-        .map_err(|e| crate::Error::Refused(format!("cannot read the tenants file {shown}: {e}")))?;
-    let meta = opened
-        .metadata()
-        .map_err(|e| crate::Error::Refused(format!("cannot read the tenants file {shown}: {e}")))?;
+    let unreadable = |e: std::io::Error| {
+        crate::Error::Refused(format!("cannot read the tenants file {shown}: {e}"))
+    };
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or_default())
+        .open(file)
+        .map_err(unreadable)?;
+    let meta = opened.metadata().map_err(unreadable)?;
     if !meta.is_file() {
         bail!("the tenants file {shown} is not a regular file");
+    }
+    let (owner, mine) = (meta.uid(), rustix::process::getuid().as_raw());
+    if owner != 0 && owner != mine {
+        bail!(
+            "the tenants file {shown} belongs to uid {owner}, not to root or this user ({mine}): whoever can change it chooses who gets which credential"
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "the tenants file {shown} (mode {:o}) may be changed by other users: whoever can change it chooses who gets which credential (chmod go-w)",
+            meta.mode() & 0o7777
+        );
     }
     let mut text = String::new();
     opened
@@ -361,6 +415,64 @@ impl Accounts {
         );
         Some(uids)
     }
+}
+
+/// Refuses a tenant's file reference that another user could redirect:
+/// after symlinks, every directory above the file, and the file when it
+/// exists, must be root's or this user's and writable by no one else (and
+/// the file a regular one with one link). Root then reads nothing a user
+/// put there.
+pub(crate) fn check_file_reference(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = Path::new(path);
+    if !path.is_absolute() {
+        return Err(format!("`{}` is not an absolute path", path.display()));
+    }
+    let mine = rustix::process::getuid().as_raw();
+    // `sticky_ok`: a directory higher up may be one like /tmp (others may
+    // add entries, never replace ours).
+    let trusted = |what: &Path, meta: &std::fs::Metadata, sticky_ok: bool| -> Result<(), String> {
+        let owner = meta.uid();
+        if owner != 0 && owner != mine {
+            return Err(format!(
+                "{} belongs to uid {owner}: its owner could put another file in the tenant's place; keep tenants' files where only root (or this user) can write",
+                what.display()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 && !(sticky_ok && meta.mode() & 0o1000 != 0) {
+            return Err(format!(
+                "{} (mode {:o}) may be changed by other users; keep tenants' files where only root (or this user) can write",
+                what.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) => {
+            let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+            if !meta.is_file() || meta.nlink() != 1 {
+                return Err(format!(
+                    "{} is not a regular file with one link",
+                    real.display()
+                ));
+            }
+            trusted(&real, &meta, false)?;
+            real
+        }
+        // Not there yet: its directory must be.
+        Err(_) => {
+            let parent = path.parent().unwrap_or(path);
+            std::fs::canonicalize(parent)
+                .map_err(|e| format!("the directory {}: {e}", parent.display()))?
+                .join("x")
+        }
+    };
+    for (n, dir) in real.ancestors().skip(1).enumerate() {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        trusted(dir, &meta, n > 0)?;
+    }
+    Ok(())
 }
 
 /// The variables holding the secret reference of `kind`: the first is set,
@@ -525,7 +637,7 @@ ttl_sec = 30
             ),
             (
                 "[[tenant]]\nuids = [1]\nsecret = \"a/{home}\"\n",
-                "secret: only {user} and {uid}",
+                "field `secret` of tenant `tenant-1`: only {user} and {uid}",
                 1,
             ),
             (
@@ -562,6 +674,103 @@ ttl_sec = 30
                 assert!(message.contains(&format!("line {line}")), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn errors_read_the_same_after_redaction() {
+        for text in [
+            "[[tenant]]\nuids = [1]\nsecret = \" \"\n",
+            "[[tenant]]\nuids = [1]\nsecret = \"a/{home}\"\n",
+            "[[tenant]]\nuids = [1]\nsecret = \"a\\u0007b\"\n",
+            "[[tenant]]\nuids = [4242]\nsecret = \"a/{user}\"\n",
+        ] {
+            let message = error(text);
+            assert_eq!(mlflow_secrets_auth::redact(&message), message);
+        }
+    }
+
+    #[test]
+    fn a_name_that_is_not_plain_is_never_substituted() {
+        let accounts =
+            Accounts::parse("dots:x:7:7::/:/bin/sh\n../cred-root:x:8:8::/:/bin/sh\n", "");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenants.toml");
+        std::fs::write(&file, "[[tenant]]\nuids = [8]\nsecret = \"/c/{user}\"\n").unwrap();
+        let message = TenantMap::load_with(&file, &accounts)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("not a plain user name"), "{message}");
+        std::fs::write(&file, "[[tenant]]\nuids = [8]\nsecret = \"/c/{uid}\"\n").unwrap();
+        assert_eq!(
+            TenantMap::load_with(&file, &accounts)
+                .unwrap()
+                .get(8)
+                .unwrap()
+                .secret,
+            "/c/8"
+        );
+        for bad in ["", ".", "..", "a/b", "a b", "é"] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+        assert!(plain_name("alice.smith-2_x"));
+    }
+
+    #[test]
+    fn a_tenants_file_others_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenants.toml");
+        std::fs::write(&file, "[[tenant]]\nuids = [1]\nsecret = \"s\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let message = TenantMap::load(&file).unwrap_err().to_string();
+        assert!(
+            message.contains("may be changed by other users"),
+            "{message}"
+        );
+        // A FIFO is refused without waiting for a writer.
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let message = TenantMap::load(&fifo).unwrap_err().to_string();
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+
+    #[test]
+    fn a_file_reference_others_could_redirect_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let safe = dir.path().join("creds");
+        std::fs::create_dir(&safe).unwrap();
+        std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cred = safe.join("alice");
+        std::fs::write(&cred, "alice:pw").unwrap();
+        check_file_reference(cred.to_str().unwrap()).unwrap();
+        // Not there yet, in a trusted directory: fine.
+        check_file_reference(safe.join("bob").to_str().unwrap()).unwrap();
+        // A directory others may write in.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let message = check_file_reference(open.join("x").to_str().unwrap()).unwrap_err();
+        assert!(
+            message.contains("may be changed by other users"),
+            "{message}"
+        );
+        // A symlink in a trusted place to a file in an open one.
+        std::fs::write(open.join("target"), "x").unwrap();
+        std::os::unix::fs::symlink(open.join("target"), safe.join("link")).unwrap();
+        let message = check_file_reference(safe.join("link").to_str().unwrap()).unwrap_err();
+        assert!(message.contains("open"), "{message}");
+        // A second link to a file.
+        std::fs::hard_link(&cred, safe.join("hard")).unwrap();
+        let message = check_file_reference(cred.to_str().unwrap()).unwrap_err();
+        assert!(message.contains("one link"), "{message}");
+        assert!(check_file_reference("relative/path").is_err());
     }
 
     #[test]

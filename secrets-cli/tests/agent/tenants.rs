@@ -351,6 +351,15 @@ fn the_audit_log_has_one_line_per_hand_out_and_refusal_and_never_a_secret() {
         assert!(!lines.contains(&password), "a value in the audit log");
     }
 
+    // A flood of refused connections from one uid is a line per 10 s with
+    // a count, never enough to rotate the hand-outs away.
+    for _ in 0..20 {
+        assert_eq!(curl_as(SYS, &machine.socket, "/v1/secret").0, 403);
+    }
+    let written = std::fs::read_to_string(&log).unwrap();
+    let from_sys = written.lines().filter(|l| l.contains(r#""uid":3,"#)).count();
+    assert!(from_sys < 21, "{from_sys} lines for 21 refusals");
+
     // An audit log that cannot be written does not stop service; its
     // failures are counted.
     drop(agent);
@@ -489,6 +498,35 @@ print(ask(), flush=True)
 #[test]
 fn tenants_are_refused_on_tcp_and_a_schema_error_names_the_line() {
     let machine = Machine::new();
+    // A tenant's file where its user could put another file (or a symlink
+    // to one root may read) in its place.
+    let home = machine.dir.path().join("home-nobody");
+    std::fs::create_dir(&home).unwrap();
+    chown_65534(&home);
+    machine.write_tenants(&format!(
+        "[[tenant]]\nuids = [65534]\nsecret = \"{}/cred\"\n",
+        home.display()
+    ));
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("MLFLOW_SECRETS_AUTH_ENABLE", "file")
+        .env(
+            "MLFLOW_SECRETS_FILE_PATH",
+            machine.dir.path().join("cred-root"),
+        )
+        .args(["agent", "--socket"])
+        .arg(&machine.socket)
+        .arg("--tenants")
+        .arg(&machine.tenants)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 1") && stderr.contains("belongs to uid 65534"),
+        "{stderr}"
+    );
+
     machine.write_tenants(
         "[[tenant]]\nusers = [\"daemon\"]\nsecret = \"x\"\n\n[[tenant]]\nuids = [1]\nsecret = \"y\"\nttl = 3\n",
     );
