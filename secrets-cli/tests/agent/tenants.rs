@@ -108,6 +108,32 @@ fn as_user(uid: u32, address: &str, args: &[&str]) -> Command {
     command
 }
 
+/// 20 `header` processes each as daemon, bin and nobody at once: each must
+/// print its own user's credential.
+fn twenty_clients_per_user_each_get_their_own(address: &str) {
+    let mut children = Vec::new();
+    for (uid, user) in [(DAEMON, "daemon"), (BIN_UID, "bin"), (NOBODY, "nobody")] {
+        for _ in 0..20 {
+            let child = as_user(uid, address, &header_args())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            children.push((user, child));
+        }
+    }
+    for (user, child) in children {
+        let output = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{user}: {stderr}");
+        assert_eq!(
+            stdout.trim(),
+            basic_line(user, &password_of(user)),
+            "{user}"
+        );
+    }
+}
+
 fn header_args() -> [&'static str; 3] {
     ["header", "--url", "http://127.0.0.1:5000/"]
 }
@@ -152,27 +178,7 @@ fn each_user_gets_its_own_credential_and_twenty_processes_make_one_fetch_per_ten
         0o666
     );
     let address = machine.address();
-    let mut children = Vec::new();
-    for (uid, user) in [(DAEMON, "daemon"), (BIN_UID, "bin"), (NOBODY, "nobody")] {
-        for _ in 0..20 {
-            let child = as_user(uid, &address, &header_args())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            children.push((user, child));
-        }
-    }
-    for (user, child) in children {
-        let output = child.wait_with_output().unwrap();
-        let (stdout, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(0), "{user}: {stderr}");
-        assert_eq!(
-            stdout.trim(),
-            basic_line(user, &password_of(user)),
-            "{user}"
-        );
-    }
+    twenty_clients_per_user_each_get_their_own(&address);
     // The agent's own uid keeps the agent's own configuration.
     let output = client(&[("MLFLOW_SECRETS_AGENT", &address)])
         .output()
@@ -357,7 +363,10 @@ fn the_audit_log_has_one_line_per_hand_out_and_refusal_and_never_a_secret() {
         assert_eq!(curl_as(SYS, &machine.socket, "/v1/secret").0, 403);
     }
     let written = std::fs::read_to_string(&log).unwrap();
-    let from_sys = written.lines().filter(|l| l.contains(r#""uid":3,"#)).count();
+    let from_sys = written
+        .lines()
+        .filter(|l| l.contains(r#""uid":3,"#))
+        .count();
     assert!(from_sys < 21, "{from_sys} lines for 21 refusals");
 
     // An audit log that cannot be written does not stop service; its
@@ -621,27 +630,7 @@ secret = "secret/mlflow/nobody"
         &["--tenants", machine.tenants.to_str().unwrap()],
     );
     let address = machine.address();
-    let mut children = Vec::new();
-    for (uid, user) in [(DAEMON, "daemon"), (BIN_UID, "bin"), (NOBODY, "nobody")] {
-        for _ in 0..20 {
-            let child = as_user(uid, &address, &header_args())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            children.push((user, child));
-        }
-    }
-    for (user, child) in children {
-        let output = child.wait_with_output().unwrap();
-        let (stdout, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(0), "{user}: {stderr}");
-        assert_eq!(
-            stdout.trim(),
-            basic_line(user, &password_of(user)),
-            "{user}"
-        );
-    }
+    twenty_clients_per_user_each_get_their_own(&address);
     for user in ["daemon", "bin", "nobody"] {
         assert_eq!(
             proxy.forwarded_to(&format!("/v1/secret/data/mlflow/{user}")),
