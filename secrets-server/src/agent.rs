@@ -23,7 +23,7 @@ use crate::audit::{AuditLog, Record, Rotation};
 use crate::error::bail;
 use crate::metrics::{Metrics, circuit_name};
 use crate::serve::{self, Admit, Body, Limits, Listener, Peer, TcpAccess, full, json};
-use crate::tenants::{Tenant, TenantMap, check_file_reference, tenant_auth, tenant_provider};
+use crate::tenants::{Tenant, TenantMap, check_secure_path, tenant_auth, tenant_provider};
 
 /// Builds and serves the node agent: one credential cache for every process
 /// of a machine, on a Unix socket (peer uids checked) and optionally a
@@ -237,10 +237,25 @@ impl TenantEntry {
 /// A tenant's cache no one asked for this long is dropped (and made again
 /// at its next request), so a user gone for good is not fetched for.
 const TENANT_IDLE: Duration = Duration::from_secs(3600);
-/// Refusals of one uid recorded at most once per this long.
-const REFUSALS_EVERY: Duration = Duration::from_secs(10);
-/// The uids whose refusals are tracked at once.
-const MAX_REFUSING_UIDS: usize = 4096;
+/// The audit records one uid may have written at once; then one per second.
+const AUDIT_BURST: f64 = 60.0;
+/// The uids whose audit budgets are kept at once.
+const MAX_AUDITED_UIDS: usize = 4096;
+
+/// One uid's audit records: a token bucket.
+struct Budget {
+    tokens: f64,
+    at: Instant,
+    /// Records held back since the last one written.
+    suppressed: u64,
+}
+
+impl Budget {
+    /// Its tokens at `now` (one more per second, up to the burst).
+    fn tokens(&self, now: Instant) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64()).min(AUDIT_BURST)
+    }
+}
 
 /// The tenants of a shared agent ([`AgentBuilder::tenants`]): the map read
 /// from the file (replaced on SIGHUP) and one cache per secret served.
@@ -254,7 +269,9 @@ impl Tenancy {
     fn load(file: &std::path::Path, auth: &SecretsAuth) -> crate::Result<Self> {
         let kind = tenant_provider(auth)?;
         let map = TenantMap::load(file)?;
-        checked(&map, kind, auth)?;
+        if let Some((_, why)) = refused_tenants(&map, kind, auth).into_iter().next() {
+            bail!("{why}");
+        }
         Ok(Self {
             kind,
             map: RwLock::new(Arc::new(map)),
@@ -270,8 +287,14 @@ impl Tenancy {
     /// request and the caches of secrets no longer mapped are dropped.
     fn reload(&self, auth: &SecretsAuth) -> crate::Result<Arc<TenantMap>> {
         let file = self.map().file.clone();
-        let map = TenantMap::load(&file)?;
-        checked(&map, self.kind, auth)?;
+        let mut map = TenantMap::load(&file)?;
+        // A tenant that cannot be served is left out, the others applied:
+        // a removal always takes effect.
+        let refused = refused_tenants(&map, self.kind, auth);
+        for (_, why) in &refused {
+            tracing::error!(error = %why, "a tenant cannot be served: its uids are refused");
+        }
+        map.without(&refused.into_iter().map(|(tenant, _)| tenant).collect());
         let map = Arc::new(map);
         let kept: HashSet<&Tenant> = map.tenants().collect();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -299,30 +322,39 @@ impl Tenancy {
     }
 }
 
-/// Refuses a map with a tenant whose configuration cannot be built (the
-/// agent's environment with its secret reference), that adds a warning of
-/// its own (a TTL out of range), or, for files, whose file another user
-/// could redirect ([`check_file_reference`]).
-fn checked(map: &TenantMap, kind: ProviderKind, agent: &SecretsAuth) -> crate::Result<()> {
+/// The tenants of `map` that cannot be served, and why: a configuration
+/// that cannot be built (the agent's environment with the tenant's secret
+/// reference), a warning of its own (a TTL out of range), or, for files, a
+/// file another user could redirect ([`check_secure_path`]).
+fn refused_tenants(
+    map: &TenantMap,
+    kind: ProviderKind,
+    agent: &SecretsAuth,
+) -> Vec<(Tenant, String)> {
     let distinct: HashSet<&Tenant> = map.tenants().collect();
+    let mut refused = Vec::new();
     for tenant in distinct {
-        let at = || format!("{}: tenant `{}`", map.place(tenant), tenant.name);
-        if kind == ProviderKind::File {
-            check_file_reference(&tenant.secret)
-                .map_err(|why| crate::Error::Refused(format!("{}: {why}", at())))?;
-        }
-        let auth = tenant_auth(&OwnEnv, kind, tenant).map_err(|error| {
-            crate::Error::Refused(format!("{}: {}", at(), redact(&error.to_string())))
-        })?;
-        if let Some(warning) = auth
-            .warnings()
-            .iter()
-            .find(|w| !agent.warnings().iter().any(|a| a.message() == w.message()))
-        {
-            bail!("{}: {}", at(), redact(warning.message()));
+        let at = format!("{}: tenant `{}`", map.place(tenant), tenant.name);
+        let why = (|| {
+            if kind == ProviderKind::File {
+                check_secure_path(std::path::Path::new(&tenant.secret))?;
+            }
+            let auth = tenant_auth(&OwnEnv, kind, tenant)
+                .map_err(|error| redact(&error.to_string()).into_owned())?;
+            match auth
+                .warnings()
+                .iter()
+                .find(|w| !agent.warnings().iter().any(|a| a.message() == w.message()))
+            {
+                Some(warning) => Err(redact(warning.message()).into_owned()),
+                None => Ok(()),
+            }
+        })();
+        if let Err(why) = why {
+            refused.push((tenant.clone(), format!("{at}: {why}")));
         }
     }
-    Ok(())
+    refused
 }
 
 /// Whose configuration answers a request.
@@ -349,8 +381,8 @@ pub(crate) struct AgentState {
     audit: Option<AuditLog>,
     /// The uids besides the agent's own served its own configuration.
     allow_uid: Vec<u32>,
-    /// When each refused uid was last recorded, and its refusals since.
-    refusals: Mutex<HashMap<u32, (Instant, u64)>>,
+    /// Each uid's audit budget.
+    audit_budgets: Mutex<HashMap<u32, Budget>>,
 }
 
 impl AgentState {
@@ -381,7 +413,7 @@ impl AgentState {
             tenancy,
             audit,
             allow_uid,
-            refusals: Mutex::default(),
+            audit_budgets: Mutex::default(),
         })
     }
 
@@ -466,46 +498,38 @@ impl AgentState {
         Ok(entry)
     }
 
-    /// Records a refusal of `peer`: one line per uid per [`REFUSALS_EVERY`],
-    /// the refusals in between counted on the next (a flood of refused
-    /// connections cannot rotate the hand-outs out of the log).
+    /// Records a refusal of `peer` ([`Self::audit`]).
     fn refused(&self, peer: Peer, endpoint: &'static str, why: &'static str) {
-        if self.audit.is_none() {
-            return;
+        self.audit(peer, endpoint, &Served::Own, Outcome::Refused(why));
+    }
+
+    /// Whether a record of `uid` may be written now, and how many of its
+    /// records were held back since its last: each uid has a burst of
+    /// [`AUDIT_BURST`] records, then one per second, so no one user's flood
+    /// (of refusals or of hand-outs) can rotate the others' records away.
+    fn audit_budget(&self, uid: u32) -> Option<u64> {
+        let mut budgets = self.audit_budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if budgets.len() >= MAX_AUDITED_UIDS && !budgets.contains_key(&uid) {
+            // Those full again and holding nothing back are forgotten.
+            budgets.retain(|_, b| b.suppressed > 0 || b.tokens(now) < AUDIT_BURST);
+            if budgets.len() >= MAX_AUDITED_UIDS {
+                return None;
+            }
         }
-        let uid = match peer {
-            Peer::Unix { uid, .. } => uid,
-            Peer::Tcp => serve::own_uid(),
-        };
-        let suppressed = {
-            let mut last = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-            if last.len() >= MAX_REFUSING_UIDS && !last.contains_key(&uid) {
-                last.retain(|_, (at, _)| at.elapsed() < REFUSALS_EVERY);
-            }
-            let now = Instant::now();
-            let room = last.len() < MAX_REFUSING_UIDS;
-            match last.get_mut(&uid) {
-                Some((at, held)) if now.duration_since(*at) < REFUSALS_EVERY => {
-                    *held += 1;
-                    return;
-                }
-                Some((at, held)) => {
-                    *at = now;
-                    std::mem::take(held)
-                }
-                None if room => {
-                    last.insert(uid, (now, 0));
-                    0
-                }
-                None => return,
-            }
-        };
-        self.audit(
-            peer,
-            endpoint,
-            &Served::Own,
-            Outcome::Refused(why, suppressed),
-        );
+        let budget = budgets.entry(uid).or_insert(Budget {
+            tokens: AUDIT_BURST,
+            at: now,
+            suppressed: 0,
+        });
+        budget.tokens = budget.tokens(now);
+        budget.at = now;
+        if budget.tokens < 1.0 {
+            budget.suppressed += 1;
+            return None;
+        }
+        budget.tokens -= 1.0;
+        Some(std::mem::take(&mut budget.suppressed))
     }
 
     /// Whether `peer` sees the whole agent (status of every tenant, the
@@ -524,6 +548,10 @@ impl AgentState {
             Peer::Unix { uid, pid } => (uid, pid),
             Peer::Tcp => (serve::own_uid(), None),
         };
+        let Some(suppressed) = self.audit_budget(uid) else {
+            self.metrics.audit_suppressed.inc();
+            return;
+        };
         let (tenant, secret) = match served {
             Served::Own => (None, None),
             Served::Tenant(entry) => (
@@ -531,13 +559,11 @@ impl AgentState {
                 Some(entry.tenant.secret.clone()),
             ),
         };
-        let (outcome, fingerprint, reason, suppressed) = match outcome {
-            Outcome::Served(fingerprint) => ("served", Some(fingerprint), None, 0),
-            Outcome::Cleared => ("cleared", None, None, 0),
-            Outcome::Failed(kind) => ("failed", None, Some(kind.to_owned()), 0),
-            Outcome::Refused(reason, suppressed) => {
-                ("refused", None, Some(reason.to_owned()), suppressed)
-            }
+        let (outcome, fingerprint, reason) = match outcome {
+            Outcome::Served(fingerprint) => ("served", Some(fingerprint), None),
+            Outcome::Cleared => ("cleared", None, None),
+            Outcome::Failed(kind) => ("failed", None, Some(kind.to_owned())),
+            Outcome::Refused(reason) => ("refused", None, Some(reason.to_owned())),
         };
         audit.record(Record {
             uid,
@@ -880,9 +906,8 @@ enum Outcome {
     Cleared,
     /// The chain could not produce the credential (the error's kind).
     Failed(&'static str),
-    /// The request was refused (why; refusals of the uid not recorded since
-    /// its last record).
-    Refused(&'static str, u64),
+    /// The request was refused (why).
+    Refused(&'static str),
 }
 
 /// Whether `auth` holds a usable credential or its last fetch succeeded.

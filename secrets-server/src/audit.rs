@@ -149,6 +149,9 @@ impl Writer {
 
     /// Opens (or creates, 0600) the file for appending; never through a symlink.
     fn open(&mut self) -> io::Result<()> {
+        // No one else may change the file or its directory (where the
+        // rotated files are renamed).
+        crate::tenants::check_secure_path(&self.path).map_err(io::Error::other)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -163,17 +166,13 @@ impl Writer {
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        // Another user's file (made before the agent's) would let them read
-        // and change the records; a second link, read them elsewhere.
+        // Root's file is not this user's to write.
         let mine = rustix::process::getuid().as_raw();
         if meta.uid() != mine {
             return Err(io::Error::other(format!(
                 "the file belongs to uid {}, not to this user ({mine})",
                 meta.uid()
             )));
-        }
-        if meta.nlink() != 1 {
-            return Err(io::Error::other("the file has more than one link"));
         }
         if meta.mode() & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;

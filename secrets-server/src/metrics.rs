@@ -59,6 +59,8 @@ pub(crate) struct Metrics {
     tenant_fetch_errors: Family<TenantLabels, Counter>,
     /// Audit records that could not be queued or written.
     pub(crate) audit_failures: Counter,
+    /// Audit records held back by a uid's budget (counted on its next).
+    pub(crate) audit_suppressed: Counter,
 }
 
 const OPEN_CONNECTIONS_HELP: &str = "Client connections open now (a scrape counts its own)";
@@ -80,6 +82,7 @@ impl Metrics {
             tenant_served: Family::default(),
             tenant_fetch_errors: Family::default(),
             audit_failures: Counter::default(),
+            audit_suppressed: Counter::default(),
         }
     }
 
@@ -202,6 +205,11 @@ impl Metrics {
             "audit_write_failures",
             "Audit records that could not be queued or written (lost)",
             self.audit_failures.clone(),
+        );
+        registry.register(
+            "audit_suppressed",
+            "Audit records held back (one user's burst used up), counted in that user's next record as `suppressed`",
+            self.audit_suppressed.clone(),
         );
         let stats = self.auth.stats();
         for (name, help, value) in [

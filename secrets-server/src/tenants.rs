@@ -253,6 +253,11 @@ impl TenantMap {
         )
     }
 
+    /// The map without `tenants` (refused when the file was read again).
+    pub(crate) fn without(&mut self, tenants: &std::collections::HashSet<Tenant>) {
+        self.by_uid.retain(|_, tenant| !tenants.contains(tenant));
+    }
+
     /// How many uids the file maps.
     pub(crate) fn len(&self) -> usize {
         self.by_uid.len()
@@ -308,31 +313,22 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// agent up).
 fn read_bounded(file: &Path) -> crate::Result<String> {
     use std::io::Read as _;
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     let shown = file.display();
     let unreadable = |e: std::io::Error| {
         crate::Error::Refused(format!("cannot read the tenants file {shown}: {e}"))
     };
+    // It says who gets which credential: no one but root (or this user)
+    // may change it or anything on its way.
+    check_secure_path(file)
+        .map_err(|why| crate::Error::Refused(format!("the tenants file {shown}: {why}")))?;
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or_default())
         .open(file)
         .map_err(unreadable)?;
-    let meta = opened.metadata().map_err(unreadable)?;
-    if !meta.is_file() {
+    if !opened.metadata().map_err(unreadable)?.is_file() {
         bail!("the tenants file {shown} is not a regular file");
-    }
-    let (owner, mine) = (meta.uid(), rustix::process::getuid().as_raw());
-    if owner != 0 && owner != mine {
-        bail!(
-            "the tenants file {shown} belongs to uid {owner}, not to root or this user ({mine}): whoever can change it chooses who gets which credential"
-        );
-    }
-    if meta.mode() & 0o022 != 0 {
-        bail!(
-            "the tenants file {shown} (mode {:o}) may be changed by other users: whoever can change it chooses who gets which credential (chmod go-w)",
-            meta.mode() & 0o7777
-        );
     }
     let mut text = String::new();
     opened
@@ -417,62 +413,114 @@ impl Accounts {
     }
 }
 
-/// Refuses a tenant's file reference that another user could redirect:
-/// after symlinks, every directory above the file, and the file when it
-/// exists, must be root's or this user's and writable by no one else (and
-/// the file a regular one with one link). Root then reads nothing a user
-/// put there.
-pub(crate) fn check_file_reference(path: &str) -> Result<(), String> {
+/// Refuses a path another user could redirect, so root never reads (or
+/// writes) what a user put there. The path is walked as the kernel resolves
+/// it: every directory passed and every symlink followed must be root's or
+/// this user's, and no directory writable by others (one higher up may be
+/// sticky, as `/tmp` is: others add entries there, never replace ours); the
+/// file's own directory is writable by no one else at all, and the file,
+/// when it exists, is a regular one of root's or this user's with one link
+/// and writable by no one else. Nothing on the way can then change but by
+/// root or this user.
+pub(crate) fn check_secure_path(path: &Path) -> Result<(), String> {
+    use std::collections::VecDeque;
     use std::os::unix::fs::MetadataExt as _;
-    let path = Path::new(path);
+    use std::path::Component;
+    /// Symlinks followed at most (the kernel's limit).
+    const MAX_HOPS: usize = 40;
     if !path.is_absolute() {
         return Err(format!("`{}` is not an absolute path", path.display()));
     }
     let mine = rustix::process::getuid().as_raw();
-    // `sticky_ok`: a directory higher up may be one like /tmp (others may
-    // add entries, never replace ours).
-    let trusted = |what: &Path, meta: &std::fs::Metadata, sticky_ok: bool| -> Result<(), String> {
+    let owned = |what: &Path, meta: &std::fs::Metadata| -> Result<(), String> {
         let owner = meta.uid();
         if owner != 0 && owner != mine {
             return Err(format!(
-                "{} belongs to uid {owner}: its owner could put another file in the tenant's place; keep tenants' files where only root (or this user) can write",
+                "{} belongs to uid {owner}: its owner could put another file in its place; keep it where only root (or this user) can write",
                 what.display()
             ));
         }
-        if meta.mode() & 0o022 != 0 && !(sticky_ok && meta.mode() & 0o1000 != 0) {
+        Ok(())
+    };
+    let unwritable = |what: &Path, meta: &std::fs::Metadata, sticky_ok: bool| {
+        let others = meta.mode() & 0o022 != 0;
+        if others && !(sticky_ok && meta.mode() & 0o1000 != 0) {
             return Err(format!(
-                "{} (mode {:o}) may be changed by other users; keep tenants' files where only root (or this user) can write",
+                "{} (mode {:o}) may be changed by other users; keep it where only root (or this user) can write",
                 what.display(),
                 meta.mode() & 0o7777
             ));
         }
         Ok(())
     };
-    let real = match std::fs::canonicalize(path) {
-        Ok(real) => {
-            let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-            if !meta.is_file() || meta.nlink() != 1 {
-                return Err(format!(
-                    "{} is not a regular file with one link",
-                    real.display()
-                ));
+    let mut pending: VecDeque<PathBuf> = path
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut current = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        let last = pending.is_empty();
+        match part.components().next() {
+            Some(Component::RootDir) => {
+                current = PathBuf::from("/");
+                let meta = std::fs::metadata(&current).map_err(|e| format!("/: {e}"))?;
+                owned(&current, &meta)?;
+                unwritable(&current, &meta, true)?;
+                continue;
             }
-            trusted(&real, &meta, false)?;
-            real
+            Some(Component::ParentDir) => {
+                current.pop();
+                continue;
+            }
+            Some(Component::Normal(_)) => {}
+            _ => continue,
         }
-        // Not there yet: its directory must be.
-        Err(_) => {
-            let parent = path.parent().unwrap_or(path);
-            std::fs::canonicalize(parent)
-                .map_err(|e| format!("the directory {}: {e}", parent.display()))?
-                .join("x")
+        let next = current.join(&part);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(meta) => meta,
+            // Not there yet: only its directory's owner could make it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && last => {
+                let dir = std::fs::metadata(&current)
+                    .map_err(|e| format!("{}: {e}", current.display()))?;
+                return unwritable(&current, &dir, false);
+            }
+            Err(e) => return Err(format!("{}: {e}", next.display())),
+        };
+        if meta.file_type().is_symlink() {
+            owned(&next, &meta)?;
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err(format!("{}: too many symlinks", path.display()));
+            }
+            let target =
+                std::fs::read_link(&next).map_err(|e| format!("{}: {e}", next.display()))?;
+            // The target's parts come next, relative to the link's directory.
+            for part in target.components().rev() {
+                pending.push_front(PathBuf::from(part.as_os_str()));
+            }
+            continue;
         }
-    };
-    for (n, dir) in real.ancestors().skip(1).enumerate() {
-        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        trusted(dir, &meta, n > 0)?;
+        owned(&next, &meta)?;
+        if meta.is_dir() {
+            unwritable(&next, &meta, !last)?;
+            current = next;
+            continue;
+        }
+        if !last {
+            return Err(format!("{} is not a directory", next.display()));
+        }
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(format!(
+                "{} is not a regular file with one link",
+                next.display()
+            ));
+        }
+        unwritable(&next, &meta, false)?;
+        let dir = std::fs::metadata(&current).map_err(|e| format!("{}: {e}", current.display()))?;
+        return unwritable(&current, &dir, false);
     }
-    Ok(())
+    Err(format!("{} names no file", path.display()))
 }
 
 /// The variables holding the secret reference of `kind`: the first is set,
@@ -741,7 +789,7 @@ ttl_sec = 30
     }
 
     #[test]
-    fn a_file_reference_others_could_redirect_is_refused() {
+    fn a_path_others_could_redirect_is_refused() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let safe = dir.path().join("creds");
@@ -749,14 +797,14 @@ ttl_sec = 30
         std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let cred = safe.join("alice");
         std::fs::write(&cred, "alice:pw").unwrap();
-        check_file_reference(cred.to_str().unwrap()).unwrap();
+        check_secure_path(&cred).unwrap();
         // Not there yet, in a trusted directory: fine.
-        check_file_reference(safe.join("bob").to_str().unwrap()).unwrap();
+        check_secure_path(&safe.join("bob")).unwrap();
         // A directory others may write in.
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let message = check_file_reference(open.join("x").to_str().unwrap()).unwrap_err();
+        let message = check_secure_path(&open.join("x")).unwrap_err();
         assert!(
             message.contains("may be changed by other users"),
             "{message}"
@@ -764,13 +812,34 @@ ttl_sec = 30
         // A symlink in a trusted place to a file in an open one.
         std::fs::write(open.join("target"), "x").unwrap();
         std::os::unix::fs::symlink(open.join("target"), safe.join("link")).unwrap();
-        let message = check_file_reference(safe.join("link").to_str().unwrap()).unwrap_err();
+        let message = check_secure_path(&safe.join("link")).unwrap_err();
         assert!(message.contains("open"), "{message}");
         // A second link to a file.
         std::fs::hard_link(&cred, safe.join("hard")).unwrap();
-        let message = check_file_reference(cred.to_str().unwrap()).unwrap_err();
+        let message = check_secure_path(&cred).unwrap_err();
         assert!(message.contains("one link"), "{message}");
-        assert!(check_file_reference("relative/path").is_err());
+        assert!(check_secure_path(Path::new("relative/path")).is_err());
+        // A symlink in a directory another user owns, pointing into a
+        // trusted place: refused (its owner could point it anywhere).
+        if rustix::process::getuid().is_root() {
+            let home = dir.path().join("home");
+            std::fs::create_dir(&home).unwrap();
+            std::os::unix::fs::symlink(&cred, home.join("cred")).unwrap();
+            std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+            let message = check_secure_path(&home.join("cred")).unwrap_err();
+            assert!(message.contains("belongs to uid 65534"), "{message}");
+            // A user's own symlink in a trusted directory: refused too.
+            let theirs = safe.join("theirs");
+            std::os::unix::fs::symlink(&cred, &theirs).unwrap();
+            std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+            let message = check_secure_path(&theirs).unwrap_err();
+            assert!(message.contains("belongs to uid 65534"), "{message}");
+        }
+        // Root's symlink in a trusted place to a trusted file: fine, `..` too.
+        std::os::unix::fs::symlink(&cred, safe.join("root-link")).unwrap();
+        std::fs::remove_file(safe.join("hard")).unwrap();
+        check_secure_path(&safe.join("root-link")).unwrap();
+        check_secure_path(&safe.join("../creds/alice")).unwrap();
     }
 
     #[test]
