@@ -237,13 +237,19 @@ impl TenantEntry {
 /// A tenant's cache no one asked for this long is dropped (and made again
 /// at its next request), so a user gone for good is not fetched for.
 const TENANT_IDLE: Duration = Duration::from_secs(3600);
-/// The audit records one uid may have written at once; then one per second.
-const AUDIT_BURST: f64 = 60.0;
+/// The hand-out records (served, failed, cleared) one uid may have written
+/// at once, and then per second.
+const AUDIT_BURST: (f64, f64) = (60.0, 1.0);
+/// The refusal records one uid may have written at once, and then per
+/// second (one per 10 s: a uid in no tenant floods the log no faster).
+const REFUSAL_BURST: (f64, f64) = (10.0, 0.1);
 /// The uids whose audit budgets are kept at once.
 const MAX_AUDITED_UIDS: usize = 4096;
 
-/// One uid's audit records: a token bucket.
+/// One uid's audit records of one kind: a token bucket.
 struct Budget {
+    /// The burst and the records per second after it.
+    rate: (f64, f64),
     tokens: f64,
     at: Instant,
     /// Records held back since the last one written.
@@ -251,9 +257,10 @@ struct Budget {
 }
 
 impl Budget {
-    /// Its tokens at `now` (one more per second, up to the burst).
+    /// Its tokens at `now`.
     fn tokens(&self, now: Instant) -> f64 {
-        (self.tokens + now.duration_since(self.at).as_secs_f64()).min(AUDIT_BURST)
+        let (burst, per_second) = self.rate;
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * per_second).min(burst)
     }
 }
 
@@ -302,6 +309,13 @@ impl Tenancy {
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&map);
         drop(entries);
         Ok(map)
+    }
+
+    /// Why `tenant`'s file (file provider) may not be read now, if so.
+    fn untrusted(&self, tenant: &Tenant) -> Option<String> {
+        (self.kind == ProviderKind::File)
+            .then(|| check_secure_path(std::path::Path::new(&tenant.secret)).err())
+            .flatten()
     }
 
     /// Drops the caches no one asked for in [`TENANT_IDLE`].
@@ -381,8 +395,8 @@ pub(crate) struct AgentState {
     audit: Option<AuditLog>,
     /// The uids besides the agent's own served its own configuration.
     allow_uid: Vec<u32>,
-    /// Each uid's audit budget.
-    audit_budgets: Mutex<HashMap<u32, Budget>>,
+    /// Each uid's audit budgets (hand-outs, refusals).
+    audit_budgets: Mutex<HashMap<(u32, bool), Budget>>,
 }
 
 impl AgentState {
@@ -444,20 +458,46 @@ impl AgentState {
             };
             if let Some(entry) = entries.get(tenant) {
                 entry.used(self.started);
-                return Ok(Served::Tenant(Arc::clone(entry)));
+                let entry = Arc::clone(entry);
+                drop(entries);
+                return self.still_trusted(tenancy, entry, peer);
             }
             if let Some(entry) = built
                 .take()
                 .filter(|e: &Arc<TenantEntry>| e.tenant == *tenant)
             {
                 entries.insert(tenant.clone(), Arc::clone(&entry));
-                return Ok(Served::Tenant(entry));
+                drop(entries);
+                return self.still_trusted(tenancy, entry, peer);
             }
             // Made without the lock (a provider's setup may read files),
             // then added if the map still says the same.
             let tenant = tenant.clone();
             drop(entries);
             built = Some(self.tenant_entry(tenancy, tenant, peer)?);
+        }
+    }
+
+    /// `entry`, unless its file (file provider) is no longer in a place
+    /// only root or the agent can change — checked at every request, as
+    /// something changed since the file was read would be read next.
+    fn still_trusted(
+        &self,
+        tenancy: &Tenancy,
+        entry: Arc<TenantEntry>,
+        peer: Peer,
+    ) -> Result<Served, Box<Response<Body>>> {
+        match tenancy.untrusted(&entry.tenant) {
+            None => Ok(Served::Tenant(entry)),
+            Some(why) => {
+                tracing::error!(tenant = &*entry.tenant.name, error = %why, "a tenant's file is not read");
+                let served = Served::Tenant(entry);
+                self.audit(peer, "request", &served, Outcome::Failed("config"));
+                Err(Box::new(serve::refusal(
+                    StatusCode::BAD_GATEWAY,
+                    "this tenant's secret file is in a place other users could change; the agent's log says which",
+                )))
+            }
         }
     }
 
@@ -504,21 +544,25 @@ impl AgentState {
     }
 
     /// Whether a record of `uid` may be written now, and how many of its
-    /// records were held back since its last: each uid has a burst of
-    /// [`AUDIT_BURST`] records, then one per second, so no one user's flood
-    /// (of refusals or of hand-outs) can rotate the others' records away.
-    fn audit_budget(&self, uid: u32) -> Option<u64> {
+    /// records of the kind were held back since its last: each uid has a
+    /// burst and a rate ([`AUDIT_BURST`], [`REFUSAL_BURST`]), so no one
+    /// user's flood (of refusals or of hand-outs) can rotate the others'
+    /// records away quickly.
+    fn audit_budget(&self, uid: u32, refusal: bool) -> Option<u64> {
+        let key = (uid, refusal);
+        let rate = if refusal { REFUSAL_BURST } else { AUDIT_BURST };
         let mut budgets = self.audit_budgets.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if budgets.len() >= MAX_AUDITED_UIDS && !budgets.contains_key(&uid) {
+        if budgets.len() >= MAX_AUDITED_UIDS && !budgets.contains_key(&key) {
             // Those full again and holding nothing back are forgotten.
-            budgets.retain(|_, b| b.suppressed > 0 || b.tokens(now) < AUDIT_BURST);
+            budgets.retain(|_, b| b.suppressed > 0 || b.tokens(now) < b.rate.0);
             if budgets.len() >= MAX_AUDITED_UIDS {
                 return None;
             }
         }
-        let budget = budgets.entry(uid).or_insert(Budget {
-            tokens: AUDIT_BURST,
+        let budget = budgets.entry(key).or_insert(Budget {
+            rate,
+            tokens: rate.0,
             at: now,
             suppressed: 0,
         });
@@ -548,7 +592,8 @@ impl AgentState {
             Peer::Unix { uid, pid } => (uid, pid),
             Peer::Tcp => (serve::own_uid(), None),
         };
-        let Some(suppressed) = self.audit_budget(uid) else {
+        let refusal = matches!(outcome, Outcome::Refused(_));
+        let Some(suppressed) = self.audit_budget(uid, refusal) else {
             self.metrics.audit_suppressed.inc();
             return;
         };
@@ -1085,6 +1130,14 @@ async fn serve_until(builder: AgentBuilder, stop: impl Future<Output = ()>) -> c
                     tenancy.drop_idle(agent.started);
                 }
                 for entry in agent.tenancy.iter().flat_map(Tenancy::entries) {
+                    if agent
+                        .tenancy
+                        .as_ref()
+                        .and_then(|t| t.untrusted(&entry.tenant))
+                        .is_some()
+                    {
+                        continue;
+                    }
                     warming.spawn(async move {
                         if let Err(error) = entry.auth.warm().await {
                             tracing::warn!(

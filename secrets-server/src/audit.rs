@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +63,7 @@ pub(crate) struct Record {
 /// once the queue is written.
 #[derive(Debug)]
 pub(crate) struct AuditLog {
-    queue: SyncSender<(SystemTime, Option<PathBuf>, Record)>,
+    queue: SyncSender<(SystemTime, Option<String>, Record)>,
     failures: Counter,
 }
 
@@ -97,7 +97,8 @@ impl AuditLog {
     pub(crate) fn record(&self, record: Record) {
         let exe = record
             .pid
-            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+            .map(|exe| bounded(&exe.to_string_lossy()));
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.queue.try_send((SystemTime::now(), exe, record))
         {
@@ -116,7 +117,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, records: &Receiver<(SystemTime, Option<PathBuf>, Record)>) {
+    fn run(mut self, records: &Receiver<(SystemTime, Option<String>, Record)>) {
         let mut users = Users::default();
         while let Ok((time, exe, record)) = records.recv() {
             let line = line(
@@ -225,14 +226,32 @@ impl Writer {
     }
 }
 
+/// The longest executable path recorded, in characters (a client chooses
+/// its path; a long one must not fill the log).
+const MAX_EXE_CHARS: usize = 256;
+
+/// `exe` cut to [`MAX_EXE_CHARS`] characters, control characters as `?`
+/// (each would be six in JSON).
+fn bounded(exe: &str) -> String {
+    let mut kept: String = exe
+        .chars()
+        .take(MAX_EXE_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if exe.chars().count() > MAX_EXE_CHARS {
+        kept.push('…');
+    }
+    kept
+}
+
 /// The JSON line of one record.
-fn line(time: SystemTime, exe: Option<&Path>, user: Option<&str>, record: &Record) -> String {
+fn line(time: SystemTime, exe: Option<&str>, user: Option<&str>, record: &Record) -> String {
     let mut text = serde_json::json!({
         "time": rfc3339(time),
         "uid": record.uid,
         "user": user,
         "pid": record.pid,
-        "exe": exe.map(|e| e.to_string_lossy()),
+        "exe": exe,
         "endpoint": record.endpoint,
         "tenant": record.tenant,
         "secret": record.secret,

@@ -275,6 +275,11 @@ fn check_template(template: &str) -> Result<(), String> {
     if template.trim().is_empty() {
         return Err("the reference is empty".to_owned());
     }
+    // The provider reads its variable trimmed: the reference checked must
+    // be the one used.
+    if template.trim() != template {
+        return Err("the reference starts or ends with a space".to_owned());
+    }
     let rest = template.replace("{user}", "").replace("{uid}", "");
     if rest.contains('{') || rest.contains('}') {
         return Err(
@@ -431,6 +436,16 @@ pub(crate) fn check_secure_path(path: &Path) -> Result<(), String> {
     if !path.is_absolute() {
         return Err(format!("`{}` is not an absolute path", path.display()));
     }
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = path.as_os_str().as_bytes();
+        if raw.ends_with(b"/") || raw.ends_with(b"/.") || raw.ends_with(b"/..") {
+            return Err(format!(
+                "`{}` names a directory, not a file",
+                path.display()
+            ));
+        }
+    }
     let mine = rustix::process::getuid().as_raw();
     let owned = |what: &Path, meta: &std::fs::Metadata| -> Result<(), String> {
         let owner = meta.uid();
@@ -503,6 +518,11 @@ pub(crate) fn check_secure_path(path: &Path) -> Result<(), String> {
         }
         owned(&next, &meta)?;
         if meta.is_dir() {
+            // A process's files (/proc/self/fd, /dev/fd) are links the
+            // kernel makes: their text is not where they lead.
+            if next.starts_with("/proc") {
+                return Err(format!("{} passes through /proc", path.display()));
+            }
             unwritable(&next, &meta, !last)?;
             current = next;
             continue;
@@ -731,6 +751,8 @@ ttl_sec = 30
             "[[tenant]]\nuids = [1]\nsecret = \"a/{home}\"\n",
             "[[tenant]]\nuids = [1]\nsecret = \"a\\u0007b\"\n",
             "[[tenant]]\nuids = [4242]\nsecret = \"a/{user}\"\n",
+            "[[tenant]]\nuids = [1]\nsecret = \"/a/{uid} \"\n",
+            "[[tenant]]\nuids = [1]\nsecret = \"/a/{uid}\u{a0}\"\n",
         ] {
             let message = error(text);
             assert_eq!(mlflow_secrets_auth::redact(&message), message);
@@ -819,6 +841,12 @@ ttl_sec = 30
         let message = check_secure_path(&cred).unwrap_err();
         assert!(message.contains("one link"), "{message}");
         assert!(check_secure_path(Path::new("relative/path")).is_err());
+        for bad in ["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"] {
+            let message = check_secure_path(Path::new(bad)).unwrap_err();
+            assert!(message.contains("/proc"), "{bad}: {message}");
+        }
+        let trailing = format!("{}/", cred.display());
+        assert!(check_secure_path(Path::new(&trailing)).is_err());
         // A symlink in a directory another user owns, pointing into a
         // trusted place: refused (its owner could point it anywhere).
         if rustix::process::getuid().is_root() {
