@@ -35,6 +35,7 @@ pub mod http;
 mod provider;
 pub mod proxy;
 mod redact;
+pub mod time;
 
 pub use allowlist::{HostAllowlist, InvalidHostPattern};
 pub use credential::{Credential, MAX_SECRET_BYTES};

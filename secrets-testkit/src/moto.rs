@@ -215,39 +215,10 @@ impl ContainerShared {
             "SecretAccessKey": "container-secret-access-key-test",
             "Token": "container-session-token-test",
             "AccountId": "123456789012",
-            "Expiration": rfc3339(expires),
+            "Expiration": mlflow_secrets_auth_core::time::rfc3339(
+                std::time::UNIX_EPOCH + Duration::from_secs(expires)
+            ),
         });
         crate::net::write_json(stream, 200, &answer.to_string())
-    }
-}
-
-/// `2026-12-02T17:00:00Z` for Unix seconds `at` (days to civil date after
-/// Howard Hinnant's algorithm).
-fn rfc3339(at: u64) -> String {
-    let (days, seconds) = ((at / 86_400) as i64, at % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_writes_utc_dates() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_796_229_000), "2026-12-02T16:30:00Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -91,6 +91,26 @@ auth_mode = "basic"
     fn address(&self) -> String {
         format!("unix:{}", self.socket.display())
     }
+
+    /// The agent with the tenants file, which must refuse to start: its stderr.
+    fn refused_at_start(&self) -> String {
+        let output = Command::new(BIN)
+            .env_clear()
+            .env("MLFLOW_SECRETS_AUTH_ENABLE", "file")
+            .env(
+                "MLFLOW_SECRETS_FILE_PATH",
+                self.dir.path().join("cred-root"),
+            )
+            .args(["agent", "--socket"])
+            .arg(&self.socket)
+            .arg("--tenants")
+            .arg(&self.tenants)
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        stderr
+    }
 }
 
 /// The CLI run as `uid` (and its gid), a client of the agent at `address`.
@@ -576,21 +596,7 @@ fn tenants_are_refused_on_tcp_and_a_schema_error_names_the_line() {
         "[[tenant]]\nuids = [65534]\nsecret = \"{}/cred\"\n",
         home.display()
     ));
-    let output = Command::new(BIN)
-        .env_clear()
-        .env("MLFLOW_SECRETS_AUTH_ENABLE", "file")
-        .env(
-            "MLFLOW_SECRETS_FILE_PATH",
-            machine.dir.path().join("cred-root"),
-        )
-        .args(["agent", "--socket"])
-        .arg(&machine.socket)
-        .arg("--tenants")
-        .arg(&machine.tenants)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = machine.refused_at_start();
     assert!(
         stderr.contains("line 1") && stderr.contains("belongs to uid 65534"),
         "{stderr}"
@@ -599,21 +605,7 @@ fn tenants_are_refused_on_tcp_and_a_schema_error_names_the_line() {
     machine.write_tenants(
         "[[tenant]]\nusers = [\"daemon\"]\nsecret = \"x\"\n\n[[tenant]]\nuids = [1]\nsecret = \"y\"\nttl = 3\n",
     );
-    let output = Command::new(BIN)
-        .env_clear()
-        .env("MLFLOW_SECRETS_AUTH_ENABLE", "file")
-        .env(
-            "MLFLOW_SECRETS_FILE_PATH",
-            machine.dir.path().join("cred-root"),
-        )
-        .args(["agent", "--socket"])
-        .arg(&machine.socket)
-        .arg("--tenants")
-        .arg(&machine.tenants)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = machine.refused_at_start();
     assert!(stderr.contains("tenants.toml"), "{stderr}");
     assert!(stderr.contains("line 8"), "{stderr}");
     assert!(stderr.contains("unknown field `ttl`"), "{stderr}");
