@@ -21,6 +21,7 @@ mod metrics;
 mod proxy;
 mod serve;
 mod tenants;
+mod upstream;
 
 pub use agent::{Agent, AgentBuilder};
 pub use error::{Error, Result};

@@ -13,17 +13,20 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::error::{Context as _, bail};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth::{
     AuthHeader, EntryState, SecretsAuth, checked_endpoint, plain_origin, redact,
 };
-use url::Url;
+use url::{Position, Url};
 
 use crate::metrics::ProxyMetrics;
 use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, Stall, TcpAccess, full};
+use crate::upstream::{Answer, Client, Outgoing};
 
 /// Request bodies up to this size are kept so the request can be resent
 /// after a 401/403 with a refetched credential; larger (or chunked) bodies
@@ -287,7 +290,12 @@ impl ProxyBuilder {
         if let LocalToken::Given(token) = &self.local_token {
             serve::checked_token(token.expose_secret(), "the local token")?;
         }
-        let upstream = Upstream::checked(&self.auth, &self.upstream, self.upstream_ca.as_ref())?;
+        let upstream = Upstream::checked(
+            &self.auth,
+            &self.upstream,
+            self.upstream_ca.as_deref(),
+            self.limits.max_connections,
+        )?;
         let no_local_auth = matches!(self.local_token, LocalToken::Off);
         if let Serve::Tcp(listen) = self.serve {
             if self.allow_remote && no_local_auth {
@@ -355,13 +363,18 @@ struct Upstream {
     base_is_plain: bool,
     /// The parsed base URL (for the origin comparison).
     url: Url,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl Upstream {
     /// The upstream `text`, refused unless its host may get the credential.
-    fn checked(auth: &SecretsAuth, text: &str, ca: Option<&PathBuf>) -> crate::Result<Self> {
-        let upstream = Self::new(text, ca)?;
+    fn checked(
+        auth: &SecretsAuth,
+        text: &str,
+        ca: Option<&std::path::Path>,
+        max_idle: usize,
+    ) -> crate::Result<Self> {
+        let upstream = Self::new(text, ca, max_idle)?;
         if !auth.permits(&upstream.url)? {
             bail!(
                 "--upstream host `{}` is not in MLFLOW_SECRETS_ALLOWED_HOSTS ({}); refusing to start",
@@ -372,7 +385,7 @@ impl Upstream {
         Ok(upstream)
     }
 
-    fn new(text: &str, ca: Option<&PathBuf>) -> crate::Result<Self> {
+    fn new(text: &str, ca: Option<&std::path::Path>, max_idle: usize) -> crate::Result<Self> {
         // The check of every address a person writes: it names the mistake
         // and never shows more of the text than scheme, host and port.
         let checked = checked_endpoint(
@@ -384,28 +397,7 @@ impl Upstream {
         let url = Url::parse(&checked).context("--upstream is not a URL")?;
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            // A half-open upstream cannot pin a connection forever.
-            .read_timeout(UPSTREAM_READ_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .referer(false);
-        if url.scheme() == "http" {
-            // Never through a proxy from HTTP_PROXY: it would read the
-            // credential (over https a proxy only tunnels).
-            builder = builder.no_proxy();
-        }
-        if let Some(path) = ca {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("reading --upstream-ca {}", path.display()))?;
-            for certificate in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!("--upstream-ca {}: not PEM certificates", path.display())
-            })? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let client = builder.build().context("building the upstream client")?;
+        let client = Client::new(&url, ca, UPSTREAM_READ_TIMEOUT, max_idle)?;
         Ok(Self {
             origin,
             base_is_plain: normalised_path(&base).as_deref() == Some(base.as_str()),
@@ -413,6 +405,26 @@ impl Upstream {
             url,
             client,
         })
+    }
+
+    /// The request target to send upstream for a client's `target` (origin
+    /// form, `uri` as parsed), or `None` when it would not be on the
+    /// upstream's origin or would leave its base path (fail closed). A
+    /// target that URL parsing leaves as it is ([`plain_target`]) goes as
+    /// received; any other goes as [`Self::target`] reads it.
+    fn request_target(&self, target: &str, uri: &Uri) -> Option<Uri> {
+        if plain_target(target) {
+            if self.base.is_empty() {
+                return Some(uri.clone());
+            }
+            let path = target.split_once('?').map_or(target, |(path, _)| path);
+            return self
+                .within_base(&format!("{}{path}", self.base))
+                .then(|| Uri::try_from(format!("{}{target}", self.base)).ok())
+                .flatten();
+        }
+        let url = self.target(target)?;
+        Uri::try_from(&url[Position::BeforePath..Position::AfterQuery]).ok()
     }
 
     /// The upstream URL of a request's path and query, or `None` when it
@@ -485,6 +497,25 @@ impl Upstream {
         }
         (plain_origin(&rewritten) == Some(public)).then_some(rewritten)
     }
+}
+
+/// Whether URL parsing leaves `target` (a path and query) as it is, so the
+/// target checked and the target sent are one text: only characters it
+/// never escapes, no empty, `.` or `..` segment, no `%`, `\\` or `;` in the
+/// path.
+fn plain_target(target: &str) -> bool {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&b))
+        && !path.contains("//")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+        && query
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b))
 }
 
 /// `path` as the most lenient server may read it: percent-escapes decoded
@@ -623,6 +654,8 @@ pub(crate) struct ProxyState {
     quit: tokio::sync::watch::Sender<bool>,
     /// The longest wait for the next bytes of a client's request body.
     body_timeout: Duration,
+    /// The credential's header name, never taken from a client.
+    configured: Option<HeaderName>,
 }
 
 impl ProxyState {
@@ -709,13 +742,14 @@ impl ProxyState {
             (None, None) => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             _ => "",
         };
-        let Some(url) = self.upstream.target(path_and_query) else {
+        let Some(uri) = self.upstream.request_target(path_and_query, &parts.uri) else {
             return text(
                 StatusCode::BAD_REQUEST,
                 "the request target is not a path on the upstream",
             );
         };
-        let header = match self.auth.header_for_url(&url).await {
+        // The allowlist judges the upstream's origin, the same for every path.
+        let header = match self.auth.header_for_url(&self.upstream.url).await {
             Ok(Some(header)) => header,
             Ok(None) => return text(StatusCode::FORBIDDEN, "the upstream is not an allowed host"),
             Err(error) => {
@@ -726,11 +760,7 @@ impl ProxyState {
                 );
             }
         };
-        let public = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map_or_else(|| "http://localhost".to_owned(), |h| format!("http://{h}"));
+        let host = parts.headers.get(header::HOST).cloned();
         let Some(headers) = authorised(self.forwarded_headers(&parts.headers), &header) else {
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -762,9 +792,9 @@ impl ProxyState {
                 let first = self
                     .send(
                         &parts.method,
-                        &url,
+                        &uri,
                         headers.clone(),
-                        reqwest::Body::from(bytes.clone()),
+                        Outgoing::Kept(Some(bytes.clone())),
                     )
                     .await;
                 match first {
@@ -777,7 +807,7 @@ impl ProxyState {
                                 tracing::info!(
                                     "upstream refused the credential: resending with the refetched one"
                                 );
-                                self.send(&parts.method, &url, again, reqwest::Body::from(bytes))
+                                self.send(&parts.method, &uri, again, Outgoing::Kept(Some(bytes)))
                                     .await
                             }
                             _ => Ok(answer),
@@ -789,16 +819,14 @@ impl ProxyState {
             Err(body) => {
                 let metrics = self.metrics.clone();
                 let counted = counting(body, move |n| metrics.bytes_in(n));
-                self.send(&parts.method, &url, headers, reqwest::Body::wrap(counted))
-                    .await
+                let streamed = Outgoing::Streamed(Box::pin(counted));
+                self.send(&parts.method, &uri, headers, streamed).await
             }
         };
         match response {
-            Ok(answer) => self.relay(answer, &public),
+            Ok(answer) => self.relay(answer, host.as_ref()),
             Err(error) => {
-                // reqwest's message carries the URL (and its query): not shown.
-                let error = error.without_url();
-                tracing::warn!(error = %redact(&error.to_string()), "upstream unreachable");
+                tracing::warn!(error = %redact(&causes(&*error)), "upstream unreachable");
                 text(
                     StatusCode::BAD_GATEWAY,
                     "the upstream MLflow server is unreachable",
@@ -811,8 +839,7 @@ impl ProxyState {
     /// (those named in `Connection` too), the client's credentials and the
     /// configured header.
     fn forwarded_headers(&self, incoming: &HeaderMap) -> HeaderMap {
-        let configured =
-            HeaderName::from_bytes(self.auth.config().header_name.as_str().as_bytes()).ok();
+        let configured = &self.configured;
         let listed = connection_listed(incoming);
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
@@ -832,27 +859,24 @@ impl ProxyState {
     async fn send(
         &self,
         method: &Method,
-        url: &Url,
+        uri: &Uri,
         headers: HeaderMap,
-        body: reqwest::Body,
-    ) -> reqwest::Result<reqwest::Response> {
+        body: Outgoing,
+    ) -> Result<Response<Answer>, BoxError> {
         let started = Instant::now();
-        let answer = self
-            .upstream
-            .client
-            .request(method.clone(), url.clone())
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers;
+        let answer = self.upstream.client.send(request).await;
         self.metrics.upstream_latency(started.elapsed());
         answer
     }
 
     /// The upstream's answer for the client: hop-by-hop headers dropped, a
-    /// `Location` on the upstream pointed at the proxy, the body streamed.
-    fn relay(&self, answer: reqwest::Response, public: &str) -> Response<Body> {
-        let answer: Response<reqwest::Body> = answer.into();
+    /// `Location` on the upstream pointed at the proxy (as the client's
+    /// `host` named it), the body streamed.
+    fn relay(&self, answer: Response<Answer>, host: Option<&HeaderValue>) -> Response<Body> {
         let (mut parts, body) = answer.into_parts();
         for name in connection_listed(&parts.headers) {
             parts.headers.remove(name);
@@ -865,7 +889,7 @@ impl ProxyState {
             .headers
             .get(header::LOCATION)
             .and_then(|l| l.to_str().ok())
-            && let Some(rewritten) = self.upstream.rewrite_location(location, public)
+            && let Some(rewritten) = self.upstream.rewrite_location(location, &public(host))
             && let Ok(value) = HeaderValue::from_str(&rewritten)
         {
             parts.headers.insert(header::LOCATION, value);
@@ -876,6 +900,24 @@ impl ProxyState {
             .boxed();
         Response::from_parts(parts, body)
     }
+}
+
+/// The proxy's own origin as a client named it in `host`.
+fn public(host: Option<&HeaderValue>) -> String {
+    host.and_then(|h| h.to_str().ok())
+        .map_or_else(|| "http://localhost".to_owned(), |h| format!("http://{h}"))
+}
+
+/// `error` and its causes, one after the other.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// `body`, telling `count` the length of each data frame as it passes.
@@ -1029,7 +1071,9 @@ async fn start(
         tracing::warn!(error = %redact(&error.to_string()), "no credential yet; requests will retry");
     }
     let (quit, mut quitting) = tokio::sync::watch::channel(false);
+    let configured = HeaderName::from_bytes(auth.config().header_name.as_str().as_bytes()).ok();
     let proxy = Arc::new(ProxyState {
+        configured,
         auth,
         upstream,
         metrics: ProxyMetrics::default(),
@@ -1106,7 +1150,7 @@ mod tests {
     const PUBLIC: &str = "http://127.0.0.1:5000";
 
     fn upstream(text: &str) -> Upstream {
-        Upstream::new(text, None).unwrap()
+        Upstream::new(text, None, 8).unwrap()
     }
 
     #[test]
@@ -1227,6 +1271,63 @@ mod tests {
         let plain = upstream("http://127.0.0.1:18081");
         assert_eq!(plain.target("/../x").unwrap().path(), "/x");
         assert!(plain.target("http://127.0.0.2/").is_none());
+    }
+
+    proptest::proptest! {
+        /// The oracle is the URL parser: a target taken as plain is the
+        /// target it would send.
+        #[test]
+        fn a_plain_target_reads_the_same_to_url_parsing(
+            target in "(/[a-zA-Z0-9._~!$&'()*+,=:@;%\\\\ \"<>{}|^`é-]{0,8}){1,5}(\\?[a-zA-Z0-9._~!$&()*+,;=:@/?%'#\"<> é-]{0,20})?",
+        ) {
+            if plain_target(&target) {
+                let url = Url::parse(&format!("http://127.0.0.1{target}")).unwrap();
+                proptest::prop_assert_eq!(&url[Position::BeforePath..Position::AfterQuery], target.as_str());
+            }
+        }
+
+        #[test]
+        fn plain_targets_are_the_usual_ones(
+            target in "(/[a-zA-Z0-9_~!$&'()*+,=:@-][a-zA-Z0-9._~!$&'()*+,=:@-]{0,8}){1,5}(\\?[a-zA-Z0-9._~!$&()*+,;=:@/?%-]{0,20})?",
+        ) {
+            proptest::prop_assert!(plain_target(&target), "{}", target);
+            let url = Url::parse(&format!("http://127.0.0.1{target}")).unwrap();
+            proptest::prop_assert_eq!(&url[Position::BeforePath..Position::AfterQuery], target.as_str());
+        }
+    }
+
+    #[test]
+    fn targets_go_as_received_when_plain_and_as_url_parsing_reads_them_otherwise() {
+        let plain = upstream("http://127.0.0.1:18081");
+        let based = upstream("http://127.0.0.1:18081/mlflow/");
+        for (upstream, target, sent) in [
+            (
+                &plain,
+                "/api/2.0/mlflow/runs/get?run_id=1",
+                Some("/api/2.0/mlflow/runs/get?run_id=1"),
+            ),
+            (
+                &based,
+                "/api/2.0/mlflow/runs/get?run_id=1",
+                Some("/mlflow/api/2.0/mlflow/runs/get?run_id=1"),
+            ),
+            (&plain, "/a/../b?c", Some("/b?c")),
+            (&based, "/a/./b", Some("/mlflow/a/b")),
+            (&plain, "/a b", Some("/a%20b")),
+            (&based, "/../admin", None),
+            (&based, "/%2e%2e/admin", None),
+            (&plain, "/caf\u{e9}", Some("/caf%C3%A9")),
+        ] {
+            let uri: Uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            assert_eq!(
+                upstream
+                    .request_target(target, &uri)
+                    .map(|u| u.to_string())
+                    .as_deref(),
+                sent,
+                "{target}"
+            );
+        }
     }
 
     /// A body of 10 bytes whose frames come when the test sends them.
