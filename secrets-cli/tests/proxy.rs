@@ -904,6 +904,80 @@ fn a_tls_upstream_is_trusted_through_upstream_ca_only() {
 }
 
 #[test]
+fn a_proxy_from_the_environment_only_ever_tunnels_to_an_https_upstream() {
+    let kit = HostileKit::start();
+    // Any request it receives in the clear would hand it the credential.
+    let middle = CaptureServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let middle_url = middle.url();
+    let via = [
+        ("HTTP_PROXY", middle_url.as_str()),
+        ("http_proxy", middle_url.as_str()),
+        ("HTTPS_PROXY", middle_url.as_str()),
+        ("ALL_PROXY", middle_url.as_str()),
+    ];
+    // Plain http: straight to the upstream, never through the proxy.
+    let mut vars = file_vars(&secret);
+    vars.extend(via);
+    let plain = Proxy::start(dir.path(), &kit.url("allowed"), &vars, &[]);
+    let bearer = plain.bearer();
+    let (status, _, body) = plain.get("/api/2.0/mlflow/runs/get", &[("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(kit.requests("allowed").len(), 1);
+    assert!(
+        middle.requests().is_empty(),
+        "plain http went through the proxy"
+    );
+
+    // https: only a CONNECT reaches the proxy, naming the upstream; the
+    // credential travels inside the tunnel or not at all.
+    vars.retain(|(name, _)| *name != "MLFLOW_SECRETS_ALLOWED_HOSTS");
+    vars.push(("MLFLOW_SECRETS_ALLOWED_HOSTS", "localhost"));
+    let ca = kit.ca_path().display().to_string();
+    let tls = kit.url("tls");
+    let tunnelled = Proxy::start(dir.path(), &tls, &vars, &["--upstream-ca", &ca]);
+    let bearer = tunnelled.bearer();
+    let _ = tunnelled.get("/api/2.0/mlflow/runs/get", &[("Authorization", &bearer)]);
+    let seen = middle.requests();
+    assert!(
+        !seen.is_empty(),
+        "the https upstream was not reached through the proxy"
+    );
+    let authority = tls.trim_start_matches("https://").trim_end_matches('/');
+    for request in &seen {
+        assert_eq!(request.method, "CONNECT", "{:?}", request.path);
+        assert_eq!(request.path, authority);
+    }
+    assert!(!middle.saw(TOKEN), "the credential reached the proxy");
+    drop(tunnelled);
+
+    // Any other kind of proxy for an https upstream: refused at start.
+    let output = Command::new(BIN)
+        .env_clear()
+        .envs(
+            vars.iter()
+                .copied()
+                .filter(|(name, _)| !name.ends_with("_PROXY") && !name.ends_with("_proxy")),
+        )
+        .env("ALL_PROXY", "socks5://127.0.0.1:1")
+        .args([
+            "proxy",
+            "--upstream",
+            &tls,
+            "--listen",
+            "127.0.0.1:0",
+            "--local-token-file",
+        ])
+        .arg(dir.path().join("socks.token"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not an http:// proxy"), "{stderr}");
+}
+
+#[test]
 fn a_refused_request_is_resent_once_only_when_its_body_was_kept() {
     let kit = HostileKit::start();
     let dir = tempfile::tempdir().unwrap();

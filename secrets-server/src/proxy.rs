@@ -660,24 +660,27 @@ pub(crate) struct ProxyState {
 
 impl ProxyState {
     async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let response = if path.starts_with(RESERVED) {
-            self.reserved(&method, &path)
+        // Never the query: presigned storage URLs carry signatures there.
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let method = request.method().clone();
+            (Instant::now(), method, request.uri().path().to_owned())
+        });
+        let response = if request.uri().path().starts_with(RESERVED) {
+            self.reserved(request.method(), request.uri().path())
         } else {
             self.forward(request).await
         };
         self.metrics.request(response.status());
-        // Never the query: presigned storage URLs carry signatures there.
-        tracing::debug!(
-            %method,
-            path = %path,
-            status = response.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            peer = ?peer,
-            "request"
-        );
+        if let Some((started, method, path)) = logged {
+            tracing::debug!(
+                %method,
+                path = %path,
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                peer = ?peer,
+                "request"
+            );
+        }
         response
     }
 
@@ -878,13 +881,20 @@ impl ProxyState {
     /// `host` named it), the body streamed.
     fn relay(&self, answer: Response<Answer>, host: Option<&HeaderValue>) -> Response<Body> {
         let (mut parts, body) = answer.into_parts();
-        for name in connection_listed(&parts.headers) {
-            parts.headers.remove(name);
+        // One pass over the names first: most answers hold no hop-by-hop header.
+        if parts
+            .headers
+            .keys()
+            .any(|name| DROPPED_RESPONSE.contains(name) || name == "keep-alive")
+        {
+            for name in connection_listed(&parts.headers) {
+                parts.headers.remove(name);
+            }
+            for name in DROPPED_RESPONSE {
+                parts.headers.remove(name);
+            }
+            parts.headers.remove("keep-alive");
         }
-        for name in DROPPED_RESPONSE {
-            parts.headers.remove(name);
-        }
-        parts.headers.remove("keep-alive");
         if let Some(location) = parts
             .headers
             .get(header::LOCATION)

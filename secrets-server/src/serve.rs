@@ -523,17 +523,11 @@ impl Stream {
 
     /// `poll` as it is, except that a write pending for the send timeout fails.
     fn bound<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if poll.is_ready() {
-            self.stall.progress();
-            return poll;
-        }
-        if self.stall.poll_expired(cx) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read none of the response within the send timeout",
-            )));
-        }
-        Poll::Pending
+        self.stall.bound(
+            cx,
+            poll,
+            "the client read none of the response within the send timeout",
+        )
     }
 }
 
@@ -565,15 +559,36 @@ impl Stall {
     /// The operation is waiting: `true` once this pause has lasted `limit`
     /// (else `cx` is woken when it will have).
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = tokio::time::Instant::now() + self.limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
-            timer.as_mut().reset(deadline);
+            // The clock is read once a pause, not at every poll.
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
             self.armed = true;
         }
-        timer.as_mut().poll(cx).is_ready()
+        self.timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+    }
+
+    /// An I/O `poll` as it is, except that once it has been pending for the
+    /// limit it fails with `TimedOut` and `what`.
+    pub(crate) fn bound<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+        what: &'static str,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.progress();
+            return poll;
+        }
+        if self.poll_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+        }
+        Poll::Pending
     }
 }
 

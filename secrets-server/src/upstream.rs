@@ -10,7 +10,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, header};
@@ -31,9 +31,6 @@ use crate::serve::{BoxError, Stall};
 /// The longest wait for a connection to the upstream (TCP, a proxy's
 /// tunnel and the TLS handshake together).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A kept connection unused for this long is not used again.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request body for the upstream: kept whole (small enough to resend) or
 /// streamed from the client.
@@ -104,7 +101,9 @@ struct Shared {
     /// The longest silence of an upstream connection.
     read_timeout: Duration,
     /// Kept connections ready for a request, the most recently used last.
-    idle: Mutex<Vec<(SendRequest<Outgoing>, Instant)>>,
+    /// One idle for the read timeout ends itself (its read fails), so none
+    /// is kept longer.
+    idle: Mutex<Vec<SendRequest<Outgoing>>>,
     max_idle: usize,
 }
 
@@ -263,8 +262,8 @@ impl Shared {
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some((sender, since)) = idle.pop() {
-            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+        while let Some(sender) = idle.pop() {
+            if sender.is_ready() {
                 return Some(sender);
             }
         }
@@ -278,7 +277,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < self.max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push(sender);
         }
     }
 
@@ -398,17 +397,11 @@ struct Timed {
 
 impl Timed {
     fn timed<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if poll.is_ready() {
-            self.stall.progress();
-            return poll;
-        }
-        if self.stall.poll_expired(cx) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the upstream sent and took nothing for the read timeout",
-            )));
-        }
-        Poll::Pending
+        self.stall.bound(
+            cx,
+            poll,
+            "the upstream sent and took nothing for the read timeout",
+        )
     }
 }
 
