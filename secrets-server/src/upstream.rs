@@ -21,7 +21,6 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tower_service::Service as _;
 use url::{Host, Url};
 
@@ -299,9 +298,29 @@ impl Shared {
 
     /// A new connection, its hyper task spawned.
     async fn connect(&self) -> Result<SendRequest<Outgoing>, BoxError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.dial())
-            .await
-            .map_err(|_| "connecting to the upstream timed out")??;
+        tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let tcp = match &self.dial {
+                Dial::Direct(connector) => connector.clone().call(self.address.clone()).await?,
+                Dial::Tunnel(tunnel) => tunnel.clone().call(self.address.clone()).await?,
+            }
+            .into_inner();
+            match &self.tls {
+                None => self.handshake(tcp).await,
+                Some((connector, name)) => {
+                    let tls = connector.connect(name.clone(), tcp).await?;
+                    self.handshake(tls).await
+                }
+            }
+        })
+        .await
+        .map_err(|_| "connecting to the upstream timed out")?
+    }
+
+    /// HTTP/1.1 on `stream`, its connection driven by a task of its own.
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Outgoing>, BoxError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let io = TokioIo::new(Timed {
             stream,
             stall: Stall::new(self.read_timeout),
@@ -315,20 +334,6 @@ impl Shared {
             }
         });
         Ok(sender)
-    }
-
-    async fn dial(&self) -> Result<Stream, BoxError> {
-        let tcp = match &self.dial {
-            Dial::Direct(connector) => connector.clone().call(self.address.clone()).await?,
-            Dial::Tunnel(tunnel) => tunnel.clone().call(self.address.clone()).await?,
-        }
-        .into_inner();
-        Ok(match &self.tls {
-            None => Stream::Plain(tcp),
-            Some((connector, name)) => {
-                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
-            }
-        })
     }
 }
 
@@ -382,20 +387,14 @@ impl Drop for Answer {
     }
 }
 
-/// A connection to the upstream, plain or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-/// A connection that fails once the upstream has neither sent nor taken a
-/// byte for the read timeout while it is waited for.
-struct Timed {
-    stream: Stream,
+/// A connection to the upstream that fails once the upstream has neither
+/// sent nor taken a byte for the read timeout while it is waited for.
+struct Timed<S> {
+    stream: S,
     stall: Stall,
 }
 
-impl Timed {
+impl<S> Timed<S> {
     fn timed<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.stall.bound(
             cx,
@@ -405,32 +404,26 @@ impl Timed {
     }
 }
 
-impl AsyncRead for Timed {
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = match &mut this.stream {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        };
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
         this.timed(cx, poll)
     }
 }
 
-impl AsyncWrite for Timed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = match &mut this.stream {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        };
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
         this.timed(cx, poll)
     }
 
@@ -440,31 +433,19 @@ impl AsyncWrite for Timed {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = match &mut this.stream {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        };
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         this.timed(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.stream {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
