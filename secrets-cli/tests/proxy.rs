@@ -903,6 +903,94 @@ fn a_tls_upstream_is_trusted_through_upstream_ca_only() {
     assert_eq!(kit.requests("tls").len(), 1);
 }
 
+/// A keep-alive upstream on 127.0.0.1: answers every request `200` with its
+/// connection's number and the request's number on it, and says
+/// `Connection: close` (then closes) with every third answer of a
+/// connection. Returns its URL and the requests' heads as received.
+fn counting_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&heads);
+    std::thread::spawn(move || {
+        for (connection, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                for n in 1.. {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(head);
+                    let body = format!("connection {connection} request {n}");
+                    let close = if n % 3 == 0 {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{close}\r\n{body}",
+                        body.len()
+                    );
+                    if writer.write_all(answer.as_bytes()).is_err() || n % 3 == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+#[test]
+fn upstream_connections_are_kept_until_the_upstream_closes_them() {
+    let (url, heads) = counting_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let proxy = Proxy::start(dir.path(), &url, &file_vars(&secret), &[]);
+    let bearer = proxy.bearer();
+    let mut bodies = Vec::new();
+    for _ in 0..7 {
+        let (status, _, body) =
+            proxy.get("/api/2.0/mlflow/runs/get", &[("Authorization", &bearer)]);
+        assert_eq!(status, 200, "{body}");
+        bodies.push(body);
+    }
+    // Three requests a connection, each on the connection kept from the one
+    // before, a new one only after the upstream said it closes.
+    let expected: Vec<String> = (0..7)
+        .map(|i| format!("connection {} request {}", i / 3, i % 3 + 1))
+        .collect();
+    assert_eq!(bodies, expected);
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 7);
+    let authority = url.trim_start_matches("http://");
+    for head in heads.iter() {
+        assert!(
+            head.starts_with("GET /api/2.0/mlflow/runs/get HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("host: {authority}\r\n")),
+            "{head}"
+        );
+        assert!(head.contains(&format!("Bearer {TOKEN}")), "{head}");
+        assert!(!head.contains(&proxy.token), "{head}");
+    }
+}
+
 #[test]
 fn a_proxy_from_the_environment_only_ever_tunnels_to_an_https_upstream() {
     let kit = HostileKit::start();
