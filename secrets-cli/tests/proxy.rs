@@ -334,13 +334,54 @@ fn a_configured_custom_header_sent_by_the_client_is_replaced() {
         &[
             ("Authorization", &bearer),
             ("X-MLflow-Auth", "forged-by-client"),
+            // What a CGI-style server reads as the same header.
+            ("X_MLflow_Auth", "forged-with-underscores"),
+            ("Proxy_Authorization", "forged-proxy-credential"),
         ],
     );
     assert_eq!(status, 200);
     let seen = upstream.requests();
     assert_eq!(seen[0].header("x-mlflow-auth"), Some(TOKEN));
     assert_eq!(seen[0].header("authorization"), None);
-    assert!(!upstream.saw("forged-by-client") && !upstream.saw(&proxy.token));
+    for forged in [
+        "forged-by-client",
+        "forged-with-underscores",
+        "forged-proxy-credential",
+        &proxy.token,
+    ] {
+        assert!(!upstream.saw(forged), "{forged}");
+    }
+}
+
+#[test]
+fn an_answer_framed_by_transfer_encoding_loses_its_content_length() {
+    // Both framings at once: the chunked body is the answer (RFC 9112 6.3).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let proxy = Proxy::start(dir.path(), &url, &file_vars(&secret), &[]);
+    let bearer = proxy.bearer();
+    let (status, head, body) = proxy.get("/x", &[("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{head}");
+    // Passed on chunked, whole, with no length to cut it short.
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n", "{head}");
 }
 
 #[test]

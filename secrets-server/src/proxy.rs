@@ -524,7 +524,7 @@ fn plain_target(target: &str) -> bool {
 /// spellings of `.`, `/` and `\\` read as those; `\\` read as `/`; path
 /// parameters dropped (`..;x` is `..` to servlet containers); empty
 /// segments merged (`//` is `/` to nginx); a segment of dots with trailing
-/// spaces or NULs read as its dots (`..%20`); then dot segments removed (RFC
+/// spaces or control characters read as its dots (`..%20`); then dot segments removed (RFC
 /// 3986 5.2.4). `None` when the escapes do not settle within a few rounds
 /// (fail closed).
 fn normalised_path(path: &str) -> Option<String> {
@@ -584,7 +584,7 @@ fn normalised_path(path: &str) -> Option<String> {
     let parts: Vec<&str> = decoded
         .split('/')
         .map(|segment| segment.split(';').next().unwrap_or_default())
-        .map(|segment| segment.trim_end_matches([' ', '\0', '\t']))
+        .map(|segment| segment.trim_end_matches(|c: char| c == ' ' || c.is_ascii_control()))
         .collect();
     let last = parts.len().saturating_sub(1);
     for (i, segment) in parts.iter().enumerate() {
@@ -846,8 +846,13 @@ impl ProxyState {
         let listed = connection_listed(incoming);
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
-            let dropped = DROPPED_REQUEST.contains(name)
-                || configured.as_ref() == Some(name)
+            // Compared as CGI-style servers read names too (`_` as `-`).
+            let dropped = DROPPED_REQUEST
+                .iter()
+                .any(|d| d == name || serve::same_header(name.as_str(), d.as_str()))
+                || configured
+                    .as_ref()
+                    .is_some_and(|c| serve::same_header(name.as_str(), c.as_str()))
                 || OVERRIDES
                     .iter()
                     .any(|wanted| serve::same_header(name.as_str(), wanted))
@@ -889,6 +894,11 @@ impl ProxyState {
         {
             for name in connection_listed(&parts.headers) {
                 parts.headers.remove(name);
+            }
+            // Framed by Transfer-Encoding, an answer's Content-Length is
+            // not its length (RFC 9112, section 6.3): never passed on.
+            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+                parts.headers.remove(header::CONTENT_LENGTH);
             }
             for name in DROPPED_RESPONSE {
                 parts.headers.remove(name);
@@ -1258,6 +1268,11 @@ mod tests {
             "/%ef%bc%8e%ef%bc%8e/admin",
             "/..%20/admin",
             "/..%00/admin",
+            "/..%0a/admin",
+            "/..%0d/admin",
+            "/..%0b/admin",
+            "/..%0c/admin",
+            "/..%7f/admin",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }

@@ -523,11 +523,17 @@ impl Stream {
 
     /// `poll` as it is, except that a write pending for the send timeout fails.
     fn bound<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.stall.bound(
-            cx,
-            poll,
-            "the client read none of the response within the send timeout",
-        )
+        if poll.is_ready() {
+            self.stall.progress();
+            return poll;
+        }
+        if self.stall.poll_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read none of the response within the send timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -571,24 +577,6 @@ impl Stall {
         self.timer
             .as_mut()
             .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
-    }
-
-    /// An I/O `poll` as it is, except that once it has been pending for the
-    /// limit it fails with `TimedOut` and `what`.
-    pub(crate) fn bound<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        poll: Poll<io::Result<T>>,
-        what: &'static str,
-    ) -> Poll<io::Result<T>> {
-        if poll.is_ready() {
-            self.progress();
-            return poll;
-        }
-        if self.poll_expired(cx) {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
-        }
-        Poll::Pending
     }
 }
 

@@ -25,7 +25,7 @@ use tower_service::Service as _;
 use url::{Host, Url};
 
 use crate::error::{Context as _, bail};
-use crate::serve::{BoxError, Stall};
+use crate::serve::BoxError;
 
 /// The longest wait for a connection to the upstream (TCP, a proxy's
 /// tunnel and the TLS handshake together).
@@ -321,10 +321,7 @@ impl Shared {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let io = TokioIo::new(Timed {
-            stream,
-            stall: Stall::new(self.read_timeout),
-        });
+        let io = TokioIo::new(Timed::new(stream, self.read_timeout));
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
@@ -388,19 +385,52 @@ impl Drop for Answer {
 }
 
 /// A connection to the upstream that fails once the upstream has neither
-/// sent nor taken a byte for the read timeout while it is waited for.
+/// sent nor taken a byte for `limit` while it is waited for: the silence is
+/// counted from the last byte either way, so a request written on a kept
+/// connection starts it again even when nothing polls the read in between.
 struct Timed<S> {
     stream: S,
-    stall: Stall,
+    limit: Duration,
+    /// When a byte last went either way.
+    last: tokio::time::Instant,
+    /// Made on the first wait, reset after that.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Timed<S> {
+    fn new(stream: S, limit: Duration) -> Self {
+        Self {
+            stream,
+            limit,
+            last: tokio::time::Instant::now(),
+            timer: None,
+        }
+    }
+
     fn timed<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.stall.bound(
-            cx,
-            poll,
-            "the upstream sent and took nothing for the read timeout",
-        )
+        if poll.is_ready() {
+            self.last = tokio::time::Instant::now();
+            return poll;
+        }
+        let deadline = self.last + self.limit;
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the upstream sent and took nothing for the read timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -447,5 +477,43 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_counted_from_the_last_byte_either_way() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let started = Instant::now();
+        let (mut reader, mut writer) = tokio::io::split(Timed::new(ours, Duration::from_secs(120)));
+        let read = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            let first = reader.read(&mut byte).await.map_err(|e| e.kind());
+            let second = reader.read(&mut byte).await.map_err(|e| e.kind());
+            (first, second, Instant::now())
+        });
+        // A byte in after 90 s, one out after 150 s: neither pause is the limit.
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        theirs.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        writer.write_all(b"y").await.unwrap();
+        let (first, second, at) = read.await.unwrap();
+        assert_eq!(first, Ok(1));
+        assert_eq!(second, Err(io::ErrorKind::TimedOut));
+        // 120 s after the last byte (the write), not after the read began.
+        let silent = at - started;
+        assert!(
+            silent >= Duration::from_secs(270) && silent < Duration::from_secs(271),
+            "{silent:?}"
+        );
+        let mut out = [0u8; 1];
+        theirs.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out, b"y");
     }
 }
