@@ -336,6 +336,7 @@ fn a_configured_custom_header_sent_by_the_client_is_replaced() {
             ("X-MLflow-Auth", "forged-by-client"),
             // What a CGI-style server reads as the same header.
             ("X_MLflow_Auth", "forged-with-underscores"),
+            ("X.MLflow+Auth", "forged-with-punctuation"),
             ("Proxy_Authorization", "forged-proxy-credential"),
         ],
     );
@@ -346,6 +347,7 @@ fn a_configured_custom_header_sent_by_the_client_is_replaced() {
     for forged in [
         "forged-by-client",
         "forged-with-underscores",
+        "forged-with-punctuation",
         "forged-proxy-credential",
         &proxy.token,
     ] {
@@ -367,7 +369,8 @@ fn an_answer_framed_by_transfer_encoding_loses_its_content_length() {
                 head.push(byte[0]);
             }
             let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                // `Connection` naming it must not hide it from the check.
+                b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             );
         }
     });

@@ -438,8 +438,9 @@ impl Upstream {
         (url.origin() == self.url.origin() && self.within_base(url.path())).then_some(url)
     }
 
-    /// Whether `path` stays under the base path as the most lenient server
-    /// may read it ([`normalised_path`]).
+    /// Whether `path` stays under the base path as a strict server reads it
+    /// (as written) and as the most lenient server may ([`normalised_path`]):
+    /// a reading that merges or trims more must not let another reading out.
     fn within_base(&self, path: &str) -> bool {
         fn under(path: &str, base: &str) -> bool {
             path.strip_prefix(base)
@@ -460,10 +461,11 @@ impl Upstream {
         if plain && self.base_is_plain {
             return under(path, &self.base);
         }
-        match (normalised_path(path), normalised_path(&self.base)) {
-            (Some(path), Some(base)) => under(&path, &base),
-            _ => false,
-        }
+        under(path, &self.base)
+            && match (normalised_path(path), normalised_path(&self.base)) {
+                (Some(path), Some(base)) => under(&path, &base),
+                _ => false,
+            }
     }
 
     /// `location` rewritten to point at the proxy (`public`, `http://host:port`)
@@ -581,15 +583,27 @@ fn normalised_path(path: &str) -> Option<String> {
     }
     let decoded = String::from_utf8_lossy(&decoded).into_owned();
     let mut segments: Vec<&str> = Vec::new();
-    let parts: Vec<&str> = decoded
+    // Tab, CR and LF are dropped wherever they are (WHATWG URL parsing,
+    // Python's urlsplit); whitespace and controls at either end are
+    // trimmed (`strip()`).
+    let parts: Vec<String> = decoded
         .split('/')
-        .map(|segment| segment.split(';').next().unwrap_or_default())
-        .map(|segment| segment.trim_end_matches(|c: char| c == ' ' || c.is_ascii_control()))
+        .map(|segment| {
+            let kept: String = segment
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !matches!(c, '\t' | '\r' | '\n'))
+                .collect();
+            kept.trim_matches(|c: char| c.is_whitespace() || c.is_control())
+                .to_owned()
+        })
         .collect();
     let last = parts.len().saturating_sub(1);
-    for (i, segment) in parts.iter().enumerate() {
+    for (i, segment) in parts.iter().map(String::as_str).enumerate() {
         let dots = !segment.is_empty() && segment.bytes().all(|b| b == b'.');
-        match *segment {
+        match segment {
             "" | "." => {}
             _ if dots && segment.len() >= 2 => {
                 segments.pop();
@@ -849,7 +863,7 @@ impl ProxyState {
             // Compared as CGI-style servers read names too (`_` as `-`).
             let dropped = DROPPED_REQUEST
                 .iter()
-                .any(|d| d == name || serve::same_header(name.as_str(), d.as_str()))
+                .any(|d| serve::same_header(name.as_str(), d.as_str()))
                 || configured
                     .as_ref()
                     .is_some_and(|c| serve::same_header(name.as_str(), c.as_str()))
@@ -892,13 +906,14 @@ impl ProxyState {
             .keys()
             .any(|name| DROPPED_RESPONSE.contains(name) || name == "keep-alive")
         {
-            for name in connection_listed(&parts.headers) {
-                parts.headers.remove(name);
-            }
             // Framed by Transfer-Encoding, an answer's Content-Length is
-            // not its length (RFC 9112, section 6.3): never passed on.
+            // not its length (RFC 9112, section 6.3): never passed on. Read
+            // before the names `Connection` lists go, which may include it.
             if parts.headers.contains_key(header::TRANSFER_ENCODING) {
                 parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            for name in connection_listed(&parts.headers) {
+                parts.headers.remove(name);
             }
             for name in DROPPED_RESPONSE {
                 parts.headers.remove(name);
@@ -1273,6 +1288,15 @@ mod tests {
             "/..%0b/admin",
             "/..%0c/admin",
             "/..%7f/admin",
+            "/.%09./admin",
+            "/.%0a./admin",
+            "/%0d../admin",
+            "/..%c2%85/admin",
+            "/..%c2%a0/admin",
+            "/..%e3%80%80/admin",
+            "/%20../admin",
+            "/../mlflow%20/x",
+            "/../mlflow%09/x",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }

@@ -798,14 +798,14 @@ impl Checks {
     }
 }
 
-/// Whether the header name `name` is `wanted` (lower case) with any `-`
-/// written as `_`, as CGI-style servers read header names.
+/// Whether the header names `name` and `wanted` (lower case) are one name
+/// as CGI-style servers read them: any byte but a letter or digit read as
+/// `_` (lighttpd maps `.`, `+` and `:` so; most map `-`).
 pub(crate) fn same_header(name: &str, wanted: &str) -> bool {
     name.len() == wanted.len()
-        && name
-            .bytes()
-            .zip(wanted.bytes())
-            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        && name.bytes().zip(wanted.bytes()).all(|(a, b)| {
+            a.eq_ignore_ascii_case(&b) || (!a.is_ascii_alphanumeric() && !b.is_ascii_alphanumeric())
+        })
 }
 
 /// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`), any port.
