@@ -525,10 +525,10 @@ fn plain_target(target: &str) -> bool {
 /// server that decodes twice); the overlong UTF-8, `%u` and look-alike
 /// spellings of `.`, `/` and `\\` read as those; `\\` read as `/`; path
 /// parameters dropped (`..;x` is `..` to servlet containers); empty
-/// segments merged (`//` is `/` to nginx); a segment of dots with trailing
-/// spaces or control characters read as its dots (`..%20`); then dot segments removed (RFC
-/// 3986 5.2.4). `None` when the escapes do not settle within a few rounds
-/// (fail closed).
+/// segments merged (`//` is `/` to nginx); tab, CR and LF dropped anywhere
+/// in a segment and whitespace and controls trimmed at its ends (`..%20`,
+/// `.%09.` are `..`); then dot segments removed (RFC 3986 5.2.4). `None`
+/// when the escapes do not settle within a few rounds (fail closed).
 fn normalised_path(path: &str) -> Option<String> {
     // Byte spellings a lenient decoder reads as `.`, `/` or `\\`.
     const SPELLINGS: [(&[u8], u8); 18] = [
@@ -860,7 +860,7 @@ impl ProxyState {
         let listed = connection_listed(incoming);
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
-            // Compared as CGI-style servers read names too (`_` as `-`).
+            // Compared as CGI-style servers read names too (`_` for `-`).
             let dropped = DROPPED_REQUEST
                 .iter()
                 .any(|d| serve::same_header(name.as_str(), d.as_str()))
