@@ -68,7 +68,8 @@ const FORWARDED_METHODS: [Method; 7] = [
 /// Request headers never forwarded either: two more hop-by-hop ones, and
 /// those some servers and frameworks read as the real path or method, which
 /// would make the upstream act on a path or method the proxy never checked.
-/// Compared with `_` read as `-`, as CGI-style servers read header names.
+/// Compared with any punctuation read alike, as CGI-style servers read
+/// header names.
 const OVERRIDES: [&str; 14] = [
     "keep-alive",
     "proxy-connection",
@@ -397,6 +398,11 @@ impl Upstream {
         let url = Url::parse(&checked).context("--upstream is not a URL")?;
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
+        if normalised_path(&base).is_none() {
+            bail!(
+                "--upstream's base path has an encoded or look-alike slash or escapes that do not settle: servers read it differently"
+            );
+        }
         let client = Client::new(&url, ca, UPSTREAM_READ_TIMEOUT, max_idle)?;
         Ok(Self {
             origin,
@@ -528,7 +534,8 @@ fn plain_target(target: &str) -> bool {
 /// segments merged (`//` is `/` to nginx); tab, CR and LF dropped anywhere
 /// in a segment and whitespace and controls trimmed at its ends (`..%20`,
 /// `.%09.` are `..`); then dot segments removed (RFC 3986 5.2.4). `None`
-/// when the escapes do not settle within a few rounds (fail closed).
+/// when the escapes do not settle within a few rounds, or when decoding
+/// makes a slash the text does not have (fail closed).
 fn normalised_path(path: &str) -> Option<String> {
     // Byte spellings a lenient decoder reads as `.`, `/` or `\\`.
     const SPELLINGS: [(&[u8], u8); 18] = [
@@ -578,7 +585,11 @@ fn normalised_path(path: &str) -> Option<String> {
         }
         decoded = next;
     }
-    if !settled {
+    // A slash that only decoding makes (`%2f`, `%c0%af`, U+FF0F, `\\`) is
+    // a segment boundary to some servers and not to others, and the two
+    // then disagree about what a later `..` removes: fail closed.
+    let slashes = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'/').count();
+    if !settled || slashes(&decoded) != slashes(path.as_bytes()) {
         return None;
     }
     let decoded = String::from_utf8_lossy(&decoded).into_owned();
@@ -860,7 +871,7 @@ impl ProxyState {
         let listed = connection_listed(incoming);
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
-            // Compared as CGI-style servers read names too (`_` for `-`).
+            // Compared as CGI-style servers read names too (punctuation alike).
             let dropped = DROPPED_REQUEST
                 .iter()
                 .any(|d| serve::same_header(name.as_str(), d.as_str()))
@@ -1297,6 +1308,10 @@ mod tests {
             "/%20../admin",
             "/../mlflow%20/x",
             "/../mlflow%09/x",
+            "/a%EF%BC%8Fb/..;/..;/x",
+            "/a%2fb/..;/..;/x",
+            "/a%5cb/..;/..;/x",
+            "/a%252fb/..;/..;/x",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }
