@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth::{
-    AuthHeader, EntryState, SecretsAuth, checked_endpoint, plain_origin, redact,
+    AuthHeader, EntryState, SecretsAuth, checked_endpoint, plain_origin, redact, source_chain,
 };
 use url::{Position, Url};
 
@@ -854,7 +854,7 @@ impl ProxyState {
         match response {
             Ok(answer) => self.relay(answer, host.as_ref()),
             Err(error) => {
-                tracing::warn!(error = %redact(&causes(&*error)), "upstream unreachable");
+                tracing::warn!(error = %redact(&source_chain(&*error)), "upstream unreachable");
                 text(
                     StatusCode::BAD_GATEWAY,
                     "the upstream MLflow server is unreachable",
@@ -952,18 +952,6 @@ impl ProxyState {
 fn public(host: Option<&HeaderValue>) -> String {
     host.and_then(|h| h.to_str().ok())
         .map_or_else(|| "http://localhost".to_owned(), |h| format!("http://{h}"))
-}
-
-/// `error` and its causes, one after the other.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 /// `body`, telling `count` the length of each data frame as it passes.

@@ -254,8 +254,8 @@ fn tls_config(ca: Option<&std::path::Path>) -> crate::Result<rustls::ClientConfi
 }
 
 impl Shared {
-    /// A kept connection ready for a request; those closed, busy or idle
-    /// too long are let go.
+    /// A kept connection ready for a request; those closed or not ready
+    /// are let go.
     fn checkout(&self) -> Option<SendRequest<Outgoing>> {
         let mut idle = self
             .idle
