@@ -1036,6 +1036,60 @@ fn upstream_connections_are_kept_until_the_upstream_closes_them() {
 }
 
 #[test]
+fn an_upstream_connection_outlives_the_client_connection_that_used_it() {
+    let (url, heads) = counting_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = token_file(dir.path());
+    let proxy = Proxy::start(dir.path(), &url, &file_vars(&secret), &[]);
+    let get = format!(
+        "GET /api/2.0/mlflow/runs/get HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+        proxy.addr,
+        proxy.bearer()
+    );
+    let mut bodies = Vec::new();
+    let mut first = TcpStream::connect(proxy.addr).unwrap();
+    for _ in 0..2 {
+        bodies.push(answer(&mut first, get.as_bytes()).body);
+    }
+    drop(first);
+    // Once the first client's connection is gone (a scrape then counts only
+    // its own), its upstream connection waits in the pool.
+    let deadline = Instant::now() + HANG_GUARD;
+    while !proxy
+        .get("/-/metrics", &[])
+        .2
+        .contains("mlflow_secrets_proxy_open_connections 1\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first client's connection never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = TcpStream::connect(proxy.addr).unwrap();
+    for _ in 0..2 {
+        bodies.push(answer(&mut second, get.as_bytes()).body);
+    }
+    assert_eq!(
+        bodies,
+        [
+            "connection 0 request 1",
+            "connection 0 request 2",
+            // The next client gets the kept connection…
+            "connection 0 request 3",
+            // …and a new one after the upstream closed that one.
+            "connection 1 request 1",
+        ]
+    );
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 4);
+    for head in heads.iter() {
+        assert!(head.contains(&format!("Bearer {TOKEN}")), "{head}");
+        assert!(!head.contains(&proxy.token), "{head}");
+    }
+}
+
+#[test]
 fn a_proxy_from_the_environment_only_ever_tunnels_to_an_https_upstream() {
     let kit = HostileKit::start();
     // Any request it receives in the clear would hand it the credential.

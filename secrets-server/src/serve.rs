@@ -365,9 +365,23 @@ impl Listener {
             },
         });
         tokio::pin!(stop);
+        // A timer always due sooner than any header timeout hyper starts.
+        // The runtime parks until its earliest timer, and a timer started
+        // due before that wakes it through a system call. Each answered
+        // request starts the next request's header timeout, due sooner than
+        // anything pending while a request ran (an upstream's silence
+        // limit): without this floor, one more write to the runtime's
+        // eventfd and one more wake-up per request.
+        let floor_period = (limits.header_timeout / 2).max(Duration::from_millis(1));
+        let floor = tokio::time::sleep(floor_period);
+        tokio::pin!(floor);
         loop {
             let accepted = tokio::select! {
                 () = &mut stop => break,
+                () = &mut floor => {
+                    floor.as_mut().reset(tokio::time::Instant::now() + floor_period);
+                    continue;
+                }
                 accepted = self.accept(limits.send_timeout) => accepted,
             };
             let (stream, peer) = match accepted {
