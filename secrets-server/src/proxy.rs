@@ -531,40 +531,52 @@ fn plain_target(target: &str) -> bool {
 /// server that decodes twice); the overlong UTF-8, `%u` and look-alike
 /// spellings of `.`, `/` and `\\` read as those; `\\` read as `/`; path
 /// parameters dropped (`..;x` is `..` to servlet containers); empty
-/// segments merged (`//` is `/` to nginx); tab, CR and LF dropped anywhere
-/// in a segment and whitespace and controls trimmed at its ends (`..%20`,
-/// `.%09.` are `..`); then dot segments removed (RFC 3986 5.2.4). `None`
+/// segments merged (`//` is `/` to nginx); controls and invisible format
+/// characters dropped anywhere in a segment and whitespace trimmed at its
+/// ends (`..%20`, `.%09.`, `.%00.` are `..`); `‥` and `…` read as dots;
+/// then dot segments removed (RFC 3986 5.2.4). `None`
 /// when the escapes do not settle within a few rounds, or when decoding
 /// makes a slash the text does not have (fail closed).
 fn normalised_path(path: &str) -> Option<String> {
-    // Byte spellings a lenient decoder reads as `.`, `/` or `\\`.
-    const SPELLINGS: [(&[u8], u8); 18] = [
-        (b"\xc0\xae", b'.'),
-        (b"\xe0\x80\xae", b'.'),
-        (b"\xf0\x80\x80\xae", b'.'),
-        (b"\xef\xbc\x8e", b'.'), // U+FF0E fullwidth full stop
-        (b"\xe2\x80\xa4", b'.'), // U+2024 one dot leader
-        (b"\xef\xb9\x92", b'.'), // U+FE52 small full stop
-        (b"\xc0\xaf", b'/'),
-        (b"\xe0\x80\xaf", b'/'),
-        (b"\xf0\x80\x80\xaf", b'/'),
-        (b"\xef\xbc\x8f", b'/'), // U+FF0F fullwidth solidus
-        (b"\xe2\x88\x95", b'/'), // U+2215 division slash
-        (b"\xe2\x81\x84", b'/'), // U+2044 fraction slash
-        (b"\xc1\x9c", b'/'),
-        (b"\xe0\x81\x9c", b'/'),
-        (b"\xf0\x80\x81\x9c", b'/'),
-        (b"\xef\xbc\xbc", b'/'), // U+FF3C fullwidth reverse solidus
-        (b"\xe2\x88\x96", b'/'), // U+2216 set minus
-        (b"\\", b'/'),
+    // Byte spellings a lenient decoder (or Unicode normalisation) reads as
+    // `.`, `..`, `...` or `/`.
+    const SPELLINGS: [(&[u8], &[u8]); 20] = [
+        (b"\xc0\xae", b"."),
+        (b"\xe0\x80\xae", b"."),
+        (b"\xf0\x80\x80\xae", b"."),
+        (b"\xef\xbc\x8e", b"."),   // U+FF0E fullwidth full stop
+        (b"\xe2\x80\xa4", b"."),   // U+2024 one dot leader
+        (b"\xe2\x80\xa5", b".."),  // U+2025 two dot leader
+        (b"\xe2\x80\xa6", b"..."), // U+2026 horizontal ellipsis
+        (b"\xef\xb9\x92", b"."),   // U+FE52 small full stop
+        (b"\xc0\xaf", b"/"),
+        (b"\xe0\x80\xaf", b"/"),
+        (b"\xf0\x80\x80\xaf", b"/"),
+        (b"\xef\xbc\x8f", b"/"), // U+FF0F fullwidth solidus
+        (b"\xe2\x88\x95", b"/"), // U+2215 division slash
+        (b"\xe2\x81\x84", b"/"), // U+2044 fraction slash
+        (b"\xc1\x9c", b"/"),
+        (b"\xe0\x81\x9c", b"/"),
+        (b"\xf0\x80\x81\x9c", b"/"),
+        (b"\xef\xbc\xbc", b"/"), // U+FF3C fullwidth reverse solidus
+        (b"\xe2\x88\x96", b"/"), // U+2216 set minus
+        (b"\\", b"/"),
     ];
-    const WIDE: [(&str, u8); 6] = [
-        ("%u002e", b'.'),
-        ("%uff0e", b'.'),
-        ("%u002f", b'/'),
-        ("%uff0f", b'/'),
-        ("%u2215", b'/'),
-        ("%u005c", b'/'),
+    // IIS's `%u` escapes of the same characters.
+    const WIDE: [(&str, &[u8]); 13] = [
+        ("%u002e", b"."),
+        ("%uff0e", b"."),
+        ("%u2024", b"."),
+        ("%u2025", b".."),
+        ("%u2026", b"..."),
+        ("%ufe52", b"."),
+        ("%u002f", b"/"),
+        ("%uff0f", b"/"),
+        ("%u2215", b"/"),
+        ("%u2044", b"/"),
+        ("%u005c", b"/"),
+        ("%uff3c", b"/"),
+        ("%u2216", b"/"),
     ];
     let mut decoded = path.as_bytes().to_vec();
     let mut settled = false;
@@ -594,9 +606,10 @@ fn normalised_path(path: &str) -> Option<String> {
     }
     let decoded = String::from_utf8_lossy(&decoded).into_owned();
     let mut segments: Vec<&str> = Vec::new();
-    // Tab, CR and LF are dropped wherever they are (WHATWG URL parsing,
-    // Python's urlsplit); whitespace and controls at either end are
-    // trimmed (`strip()`).
+    // Controls are dropped wherever they are (tab, CR and LF by WHATWG URL
+    // parsing and Python's urlsplit, NUL by C strings), and so are
+    // invisible format characters; whitespace at either end is trimmed
+    // (`strip()`).
     let parts: Vec<String> = decoded
         .split('/')
         .map(|segment| {
@@ -605,10 +618,9 @@ fn normalised_path(path: &str) -> Option<String> {
                 .next()
                 .unwrap_or_default()
                 .chars()
-                .filter(|c| !matches!(c, '\t' | '\r' | '\n'))
+                .filter(|&c| !c.is_control() && !invisible(c))
                 .collect();
-            kept.trim_matches(|c: char| c.is_whitespace() || c.is_control())
-                .to_owned()
+            kept.trim_matches(char::is_whitespace).to_owned()
         })
         .collect();
     let last = parts.len().saturating_sub(1);
@@ -627,6 +639,12 @@ fn normalised_path(path: &str) -> Option<String> {
         }
     }
     Some(format!("/{}", segments.join("/")))
+}
+
+/// A character some servers drop without a trace: soft hyphen, the zero
+/// widths, word joiner, byte order mark.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
 /// `bytes` with every `%` and two hex digits replaced by that byte.
@@ -652,8 +670,8 @@ fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// `bytes` with every `pattern` (its ASCII letters in lower case) replaced
-/// by the byte `with`, whatever the case of its letters in `bytes`.
-fn replace_ignoring_case(bytes: &[u8], pattern: &[u8], with: u8) -> Vec<u8> {
+/// by `with`, whatever the case of its letters in `bytes`.
+fn replace_ignoring_case(bytes: &[u8], pattern: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -661,7 +679,7 @@ fn replace_ignoring_case(bytes: &[u8], pattern: &[u8], with: u8) -> Vec<u8> {
             .get(i..i + pattern.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(pattern))
         {
-            out.push(with);
+            out.extend_from_slice(with);
             i += pattern.len();
         } else {
             out.push(bytes[i]);
@@ -1300,6 +1318,17 @@ mod tests {
             "/a%2fb/..;/..;/x",
             "/a%5cb/..;/..;/x",
             "/a%252fb/..;/..;/x",
+            "/%e2%80%a5/admin",
+            "/%e2%80%a6/admin",
+            "/%u2025/admin",
+            "/%u2026/admin",
+            "/%u2024%u2024/admin",
+            "/%ufe52%ufe52/admin",
+            "/..%uff3cadmin",
+            "/.%00./admin",
+            "/.%e2%80%8b./admin",
+            "/.%ef%bb%bf./admin",
+            "/.%c2%ad./admin",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }
