@@ -699,6 +699,8 @@ pub(crate) struct ProxyState {
     body_timeout: Duration,
     /// The credential's header name, never taken from a client.
     configured: Option<HeaderName>,
+    /// The last credential sent, and its header as sent.
+    last_header: std::sync::Mutex<Option<(AuthHeader, HeaderName, HeaderValue)>>,
 }
 
 impl ProxyState {
@@ -807,7 +809,7 @@ impl ProxyState {
             }
         };
         let host = parts.headers.get(header::HOST).cloned();
-        let Some(headers) = authorised(self.forwarded_headers(&parts.headers), &header) else {
+        let Some(headers) = self.authorised(self.forwarded_headers(&parts.headers), &header) else {
             return text(
                 StatusCode::BAD_GATEWAY,
                 "the credential is not a valid header value",
@@ -839,7 +841,7 @@ impl ProxyState {
                     .send(
                         &parts.method,
                         &uri,
-                        headers.clone(),
+                        headers,
                         Outgoing::Kept(Some(bytes.clone())),
                     )
                     .await;
@@ -847,7 +849,12 @@ impl ProxyState {
                     Ok(answer) if refused(answer.status()) => {
                         let refetched = self.auth.refused(header.value().expose_secret()).await;
                         // The refetched value replaces the refused one.
-                        match refetched.map(|fresh| fresh.and_then(|f| authorised(headers, &f))) {
+                        let again = refetched.map(|fresh| {
+                            fresh.and_then(|f| {
+                                self.authorised(self.forwarded_headers(&parts.headers), &f)
+                            })
+                        });
+                        match again {
                             Ok(Some(again)) => {
                                 self.metrics.refetch();
                                 tracing::info!(
@@ -879,6 +886,35 @@ impl ProxyState {
                 )
             }
         }
+    }
+
+    /// `headers` with the credential set, replacing any value of that name
+    /// (marked sensitive, so it is never shown by a `Debug` of the request);
+    /// `None` when it is no header value. The last credential's header is
+    /// kept ready for the next request.
+    fn authorised(&self, mut headers: HeaderMap, credential: &AuthHeader) -> Option<HeaderMap> {
+        let mut last = self
+            .last_header
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ready = match &*last {
+            Some((kept, name, value))
+                if kept.name() == credential.name()
+                    && kept.value().expose_secret() == credential.value().expose_secret() =>
+            {
+                (name.clone(), value.clone())
+            }
+            _ => {
+                let name = HeaderName::from_bytes(credential.name().as_str().as_bytes()).ok()?;
+                let mut value = HeaderValue::from_str(credential.value().expose_secret()).ok()?;
+                value.set_sensitive(true);
+                *last = Some((credential.clone(), name.clone(), value.clone()));
+                (name, value)
+            }
+        };
+        drop(last);
+        headers.insert(ready.0, ready.1);
+        Some(headers)
     }
 
     /// The client's headers for the upstream: without hop-by-hop ones
@@ -1040,17 +1076,6 @@ where
     }
 }
 
-/// `headers` with the credential set, replacing any value of that name
-/// (marked sensitive, so it is never shown by a `Debug` of the request);
-/// `None` when it is no header value.
-fn authorised(mut headers: HeaderMap, credential: &AuthHeader) -> Option<HeaderMap> {
-    let name = HeaderName::from_bytes(credential.name().as_str().as_bytes()).ok()?;
-    let mut value = HeaderValue::from_str(credential.value().expose_secret()).ok()?;
-    value.set_sensitive(true);
-    headers.insert(name, value);
-    Some(headers)
-}
-
 /// The header names a `Connection` header lists: hop-by-hop for this
 /// connection only, never forwarded (RFC 9110, section 7.6.1).
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -1131,6 +1156,7 @@ async fn start(
         metrics: ProxyMetrics::default(),
         quit: quit.clone(),
         body_timeout: limits.header_timeout,
+        last_header: std::sync::Mutex::new(None),
     });
     let address = listener.address();
     let local_addr = listener.local_addr();
