@@ -398,7 +398,10 @@ impl Upstream {
         let url = Url::parse(&checked).context("--upstream is not a URL")?;
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
-        if normalised_path(&base).is_none() {
+        let slashes = |path: &str| path.matches('/').count();
+        if !base.is_empty()
+            && normalised_path(&base, 0).is_none_or(|read| slashes(&read) != slashes(&base))
+        {
             bail!(
                 "--upstream's base path has an encoded or look-alike slash or escapes that do not settle: servers read it differently"
             );
@@ -406,7 +409,7 @@ impl Upstream {
         let client = Client::new(&url, ca, UPSTREAM_READ_TIMEOUT, max_idle)?;
         Ok(Self {
             origin,
-            base_is_plain: normalised_path(&base).as_deref() == Some(base.as_str()),
+            base_is_plain: normalised_path(&base, 0).as_deref() == Some(base.as_str()),
             base,
             url,
             client,
@@ -467,11 +470,13 @@ impl Upstream {
         if plain && self.base_is_plain {
             return under(path, &self.base);
         }
+        // No `..` may take the lenient reading into the base, let alone
+        // out of it: the base's segments are its floor.
         under(path, &self.base)
-            && match (normalised_path(path), normalised_path(&self.base)) {
-                (Some(path), Some(base)) => under(&path, &base),
-                _ => false,
-            }
+            && normalised_path(&self.base, 0).is_some_and(|base| {
+                let floor = base.split('/').filter(|s| !s.is_empty()).count();
+                normalised_path(path, floor).is_some_and(|path| under(&path, &base))
+            })
     }
 
     /// `location` rewritten to point at the proxy (`public`, `http://host:port`)
@@ -526,70 +531,35 @@ fn plain_target(target: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b))
 }
 
-/// `path` as the most lenient server may read it: percent-escapes decoded
-/// again and again until nothing changes (`%252e`, `%%32%65` are `.` to a
-/// server that decodes twice); the overlong UTF-8, `%u` and look-alike
-/// spellings of `.`, `/` and `\\` read as those; `\\` read as `/`; path
-/// parameters dropped (`..;x` is `..` to servlet containers); empty
-/// segments merged (`//` is `/` to nginx); controls and invisible format
+/// `path` as the most lenient server may read it: percent-escapes
+/// (`%XX` and IIS's `%uXXXX`) decoded again and again until nothing changes
+/// (`%252e`, `%%32%65` are `.` to a server that decodes twice); overlong
+/// UTF-8 and look-alike spellings of `.`, `/` and `\\` read as those, and
+/// the text put in Unicode NFKC form (`‥`, `︰` are `..`); `\\` read as `/`;
+/// path parameters dropped (`..;x` is `..` to servlet containers); empty
+/// segments merged (`//` is `/` to nginx); controls and invisible
 /// characters dropped anywhere in a segment and whitespace trimmed at its
-/// ends (`..%20`, `.%09.`, `.%00.` are `..`); `‥` and `…` read as dots;
-/// then dot segments removed (RFC 3986 5.2.4). `None`
-/// when the escapes do not settle within a few rounds, or when decoding
-/// makes a slash the text does not have (fail closed).
-fn normalised_path(path: &str) -> Option<String> {
-    // Byte spellings a lenient decoder (or Unicode normalisation) reads as
-    // `.`, `..`, `...` or `/`.
-    const SPELLINGS: [(&[u8], &[u8]); 20] = [
-        (b"\xc0\xae", b"."),
-        (b"\xe0\x80\xae", b"."),
-        (b"\xf0\x80\x80\xae", b"."),
-        (b"\xef\xbc\x8e", b"."),   // U+FF0E fullwidth full stop
-        (b"\xe2\x80\xa4", b"."),   // U+2024 one dot leader
-        (b"\xe2\x80\xa5", b".."),  // U+2025 two dot leader
-        (b"\xe2\x80\xa6", b"..."), // U+2026 horizontal ellipsis
-        (b"\xef\xb9\x92", b"."),   // U+FE52 small full stop
-        (b"\xc0\xaf", b"/"),
-        (b"\xe0\x80\xaf", b"/"),
-        (b"\xf0\x80\x80\xaf", b"/"),
-        (b"\xef\xbc\x8f", b"/"), // U+FF0F fullwidth solidus
-        (b"\xe2\x88\x95", b"/"), // U+2215 division slash
-        (b"\xe2\x81\x84", b"/"), // U+2044 fraction slash
-        (b"\xc1\x9c", b"/"),
-        (b"\xe0\x81\x9c", b"/"),
-        (b"\xf0\x80\x81\x9c", b"/"),
-        (b"\xef\xbc\xbc", b"/"), // U+FF3C fullwidth reverse solidus
-        (b"\xe2\x88\x96", b"/"), // U+2216 set minus
-        (b"\\", b"/"),
-    ];
-    // IIS's `%u` escapes of the same characters.
-    const WIDE: [(&str, &[u8]); 13] = [
-        ("%u002e", b"."),
-        ("%uff0e", b"."),
-        ("%u2024", b"."),
-        ("%u2025", b".."),
-        ("%u2026", b"..."),
-        ("%ufe52", b"."),
-        ("%u002f", b"/"),
-        ("%uff0f", b"/"),
-        ("%u2215", b"/"),
-        ("%u2044", b"/"),
-        ("%u005c", b"/"),
-        ("%uff3c", b"/"),
-        ("%u2216", b"/"),
-    ];
+/// ends (`..%20`, `.%09.`, `.%00.` are `..`); then dot segments removed
+/// (RFC 3986 5.2.4). `None` (fail closed) when the escapes do not settle
+/// within a few rounds; when the decoded text is not UTF-8 or has a NUL,
+/// `?` or `#` (a server may end the path there); when a `..` would remove
+/// one of the first `floor` segments (readings that disagree about which
+/// segments are empty disagree about what a `..` removes, so a path may
+/// leave the base and come back in for one reading only); and when
+/// decoding makes a slash the text does not have and a `..` follows (a
+/// segment boundary to some servers and not to others).
+fn normalised_path(path: &str, floor: usize) -> Option<String> {
     let mut decoded = path.as_bytes().to_vec();
     let mut settled = false;
     // Bytes all along: a partial UTF-8 sequence left by one round may be
     // completed by the next.
     for _ in 0..8 {
-        let mut next = decoded.clone();
-        for (spelling, meaning) in WIDE {
-            next = replace_ignoring_case(&next, spelling.as_bytes(), meaning);
-        }
-        let mut next = percent_decoded(&next);
-        for (spelling, meaning) in SPELLINGS {
-            next = replace_ignoring_case(&next, spelling, meaning);
+        let mut next = spelled(&percent_decoded(&decoded));
+        if let Ok(text) = std::str::from_utf8(&next)
+            && !text.is_ascii()
+        {
+            use unicode_normalization::UnicodeNormalization as _;
+            next = text.nfkc().collect::<String>().into_bytes();
         }
         if next == decoded {
             settled = true;
@@ -597,19 +567,19 @@ fn normalised_path(path: &str) -> Option<String> {
         }
         decoded = next;
     }
-    // A slash that only decoding makes (`%2f`, `%c0%af`, U+FF0F, `\\`) is
-    // a segment boundary to some servers and not to others, and the two
-    // then disagree about what a later `..` removes: fail closed.
     let slashes = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'/').count();
-    if !settled || slashes(&decoded) != slashes(path.as_bytes()) {
+    let split_by_decoding = slashes(&decoded) != slashes(path.as_bytes());
+    if !settled {
         return None;
     }
-    let decoded = String::from_utf8_lossy(&decoded).into_owned();
+    let decoded = String::from_utf8(decoded).ok()?;
+    if decoded.contains(['\0', '?', '#']) {
+        return None;
+    }
     let mut segments: Vec<&str> = Vec::new();
     // Controls are dropped wherever they are (tab, CR and LF by WHATWG URL
     // parsing and Python's urlsplit, NUL by C strings), and so are
-    // invisible format characters; whitespace at either end is trimmed
-    // (`strip()`).
+    // invisible characters; whitespace at either end is trimmed (`strip()`).
     let parts: Vec<String> = decoded
         .split('/')
         .map(|segment| {
@@ -629,6 +599,9 @@ fn normalised_path(path: &str) -> Option<String> {
         match segment {
             "" | "." => {}
             _ if dots && segment.len() >= 2 => {
+                if split_by_decoding || segments.len() <= floor {
+                    return None;
+                }
                 segments.pop();
             }
             other => segments.push(other),
@@ -641,50 +614,93 @@ fn normalised_path(path: &str) -> Option<String> {
     Some(format!("/{}", segments.join("/")))
 }
 
-/// A character some servers drop without a trace: soft hyphen, the zero
-/// widths, word joiner, byte order mark.
-fn invisible(c: char) -> bool {
-    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
-}
-
-/// `bytes` with every `%` and two hex digits replaced by that byte.
-fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| char::from(b).to_digit(16);
+/// `bytes` with the overlong UTF-8 and look-alike spellings of `.`, `..`,
+/// `...`, `/` and `\\` that NFKC leaves alone replaced, and `\\` read as `/`.
+fn spelled(bytes: &[u8]) -> Vec<u8> {
+    const SPELLINGS: [(&[u8], &[u8]); 13] = [
+        (b"\xc0\xae", b"."),
+        (b"\xe0\x80\xae", b"."),
+        (b"\xf0\x80\x80\xae", b"."),
+        (b"\xc0\xaf", b"/"),
+        (b"\xe0\x80\xaf", b"/"),
+        (b"\xf0\x80\x80\xaf", b"/"),
+        (b"\xe2\x88\x95", b"/"), // U+2215 division slash
+        (b"\xe2\x81\x84", b"/"), // U+2044 fraction slash
+        (b"\xc1\x9c", b"/"),
+        (b"\xe0\x81\x9c", b"/"),
+        (b"\xf0\x80\x81\x9c", b"/"),
+        (b"\xe2\x88\x96", b"/"), // U+2216 set minus
+        (b"\\", b"/"),
+    ];
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(high), Some(low)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let byte = bytes[i];
+        let found = (byte >= 0x80 || byte == b'\\')
+            .then(|| {
+                SPELLINGS
+                    .iter()
+                    .find(|(spelling, _)| bytes[i..].starts_with(spelling))
+            })
+            .flatten();
+        match found {
+            Some((spelling, meaning)) => {
+                out.extend_from_slice(meaning);
+                i += spelling.len();
+            }
+            None => {
+                out.push(byte);
+                i += 1;
+            }
         }
     }
     out
 }
 
-/// `bytes` with every `pattern` (its ASCII letters in lower case) replaced
-/// by `with`, whatever the case of its letters in `bytes`.
-fn replace_ignoring_case(bytes: &[u8], pattern: &[u8], with: &[u8]) -> Vec<u8> {
+/// A character some servers drop without a trace: a format character or
+/// one Unicode says to ignore by default (soft hyphen, zero widths, joiners,
+/// bidi controls, variation selectors, fillers, byte order mark, tags).
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}'..='\u{1160}' | '\u{17b4}'..='\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{600}'..='\u{605}' | '\u{6dd}' | '\u{70f}'
+        | '\u{890}'..='\u{891}' | '\u{8e2}' | '\u{110bd}' | '\u{110cd}'
+        | '\u{13430}'..='\u{1343f}' | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// `bytes` with every `%` and two hex digits replaced by that byte, and
+/// every `%u` and four hex digits by that character in UTF-8 (a lone
+/// surrogate by a byte no UTF-8 text has).
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes
-            .get(i..i + pattern.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(pattern))
-        {
-            out.extend_from_slice(with);
-            i += pattern.len();
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        if bytes[i] == b'%' {
+            if let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                i += 3;
+                continue;
+            }
+            if matches!(bytes.get(i + 1), Some(b'u' | b'U'))
+                && let (Some(a), Some(b), Some(c), Some(d)) =
+                    (hex(i + 2), hex(i + 3), hex(i + 4), hex(i + 5))
+            {
+                match char::from_u32(a << 12 | b << 8 | c << 4 | d) {
+                    Some(wide) => {
+                        out.extend_from_slice(wide.encode_utf8(&mut [0; 4]).as_bytes());
+                    }
+                    None => out.push(0xff),
+                }
+                i += 6;
+                continue;
+            }
         }
+        out.push(bytes[i]);
+        i += 1;
     }
     out
 }
@@ -1355,6 +1371,40 @@ mod tests {
             "/.%e2%80%8b./admin",
             "/.%ef%bb%bf./admin",
             "/.%c2%ad./admin",
+            // Out of the base and back in, for a reading that keeps (or
+            // drops) a segment another drops (or keeps).
+            "/..;/admin/%20/..;/mlflow/x",
+            "/..;/manager/html/%20/%20/..;/..;/mlflow/x",
+            "/..%20/admin/%e2%80%8b/..%20/mlflow/x",
+            "/%252e%252e/admin/;x/%252e%252e/mlflow/x",
+            "/..;/mlflow%20/admin",
+            // What NFKC makes dots or a backslash of.
+            "/%ef%b8%b0/admin",
+            "/%ufe30/admin",
+            "/%ef%b8%99/admin",
+            "/..%ef%b9%a8admin",
+            // Any %u escape.
+            "/..%u0020/admin",
+            "/.%u0000./admin",
+            "/.%u200b./admin",
+            "/..%u00a0/admin",
+            "/.%uD800./admin",
+            // Invisible characters.
+            "/.%e2%80%ae./admin",
+            "/.%cd%8f./admin",
+            "/.%ef%b8%8f./admin",
+            "/.%f3%a0%80%81./admin",
+            // Not UTF-8.
+            "/..%a0/admin",
+            "/..%85/admin",
+            "/.%ad./admin",
+            "/%c0%ee%c0%ee/admin",
+            "/..%c1%1cadmin",
+            // Where a server may end the path.
+            "/..%00x",
+            "/..%3fx",
+            "/..%23x",
+            "/..%253fx",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }
@@ -1369,6 +1419,25 @@ mod tests {
             ("/a%20b", "/mlflow/a%20b"),
             ("/a//b", "/mlflow/a//b"),
             ("/caf%C3%A9/x", "/mlflow/caf%C3%A9/x"),
+            // Slashes only decoding makes, with no `..` after them.
+            (
+                "/artifacts/1%E2%81%842%20report.pdf",
+                "/mlflow/artifacts/1%E2%81%842%20report.pdf",
+            ),
+            (
+                "/artifacts/%E5%A3%B2%E4%B8%8A%EF%BC%8F%E5%88%A9.csv",
+                "/mlflow/artifacts/%E5%A3%B2%E4%B8%8A%EF%BC%8F%E5%88%A9.csv",
+            ),
+            (
+                "/artifacts/C:%5Ctmp%5Cx.txt",
+                "/mlflow/artifacts/C:%5Ctmp%5Cx.txt",
+            ),
+            ("/artifacts/a%252F.txt", "/mlflow/artifacts/a%252F.txt"),
+            (
+                "/artifacts/%E2%80%A6.txt",
+                "/mlflow/artifacts/%E2%80%A6.txt",
+            ),
+            ("/a/b/../../c", "/mlflow/c"),
         ] {
             assert_eq!(
                 based.target(target).map(|u| u.path().to_owned()).as_deref(),
