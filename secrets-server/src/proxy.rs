@@ -537,12 +537,13 @@ fn plain_target(target: &str) -> bool {
 /// UTF-8 and look-alike spellings of `.`, `/` and `\\` read as those, and
 /// the text put in Unicode NFKC form (`‥`, `︰` are `..`); `\\` read as `/`;
 /// path parameters dropped (`..;x` is `..` to servlet containers); empty
-/// segments merged (`//` is `/` to nginx); controls and invisible
-/// characters dropped anywhere in a segment and whitespace trimmed at its
-/// ends (`..%20`, `.%09.`, `.%00.` are `..`); then dot segments removed
-/// (RFC 3986 5.2.4). `None` (fail closed) when the escapes do not settle
-/// within a few rounds; when the decoded text is not UTF-8 or has a NUL,
-/// `?` or `#` (a server may end the path there); when a `..` would remove
+/// segments merged (`//` is `/` to nginx); invisible characters dropped
+/// anywhere in a segment and whitespace trimmed at its ends (`..%20`,
+/// `.%e2%80%8b.` are `..`); then dot segments removed (RFC 3986 5.2.4),
+/// also of the text before a space, `?` or `#` (where some servers end the
+/// path). `None` (fail closed) when the escapes do not settle within a few
+/// rounds; when the decoded text is not UTF-8, has a control, or a `%`
+/// before a digit only a Unicode-minded decoder reads; when a `..` would remove
 /// one of the first `floor` segments (readings that disagree about which
 /// segments are empty disagree about what a `..` removes, so a path may
 /// leave the base and come back in for one reading only); and when
@@ -573,14 +574,37 @@ fn normalised_path(path: &str, floor: usize) -> Option<String> {
         return None;
     }
     let decoded = String::from_utf8(decoded).ok()?;
-    if decoded.contains(['\0', '?', '#']) {
+    // A control (NUL ends a C string; CR and LF split a request line a
+    // later hop writes) or an escape whose digits only a Unicode-minded
+    // decoder reads (`%٢e` is `.` to Java's and Python's): fail closed.
+    let odd_digit = |c: char| {
+        !c.is_ascii()
+            && (c.is_numeric() || matches!(c, '\u{ff21}'..='\u{ff26}' | '\u{ff41}'..='\u{ff46}'))
+    };
+    if decoded.chars().any(char::is_control)
+        || decoded
+            .match_indices('%')
+            .any(|(at, _)| decoded[at + 1..].chars().take(2).any(odd_digit))
+    {
         return None;
     }
+    let whole = dot_segments_removed(&decoded, floor, split_by_decoding)?;
+    // Some servers end the path at a space, `?` or `#`: that reading too.
+    if let Some(end) = decoded.find([' ', '?', '#']) {
+        dot_segments_removed(&decoded[..end], floor, split_by_decoding)?;
+    }
+    Some(whole)
+}
+
+/// The decoded `path` with parameters dropped, invisible characters
+/// dropped, whitespace trimmed and dot segments removed; `None` when a
+/// `..` would remove one of the first `floor` segments, or follows a slash
+/// only decoding made (`split_by_decoding`).
+fn dot_segments_removed(path: &str, floor: usize, split_by_decoding: bool) -> Option<String> {
     let mut segments: Vec<&str> = Vec::new();
-    // Controls are dropped wherever they are (tab, CR and LF by WHATWG URL
-    // parsing and Python's urlsplit, NUL by C strings), and so are
-    // invisible characters; whitespace at either end is trimmed (`strip()`).
-    let parts: Vec<String> = decoded
+    // Invisible characters are dropped wherever they are; whitespace at
+    // either end is trimmed (`strip()`).
+    let parts: Vec<String> = path
         .split('/')
         .map(|segment| {
             let kept: String = segment
@@ -588,7 +612,7 @@ fn normalised_path(path: &str, floor: usize) -> Option<String> {
                 .next()
                 .unwrap_or_default()
                 .chars()
-                .filter(|&c| !c.is_control() && !invisible(c))
+                .filter(|&c| !invisible(c))
                 .collect();
             kept.trim_matches(char::is_whitespace).to_owned()
         })
@@ -1405,6 +1429,15 @@ mod tests {
             "/..%3fx",
             "/..%23x",
             "/..%253fx",
+            "/..%20x",
+            "/..%ef%bc%9fx",
+            // Controls: a hop that writes the path into a request line.
+            "/%2e%2e%0ax/admin",
+            "/x%20HTTP/1.1%0d%0aHost:%20a%0d%0a%0d%0aGET%20/admin%20HTTP/1.1%0d%0aX:%20",
+            "/a%09b",
+            // Digits only a Unicode-minded decoder reads.
+            "/%25%D9%A2e%25%D9%A2e/admin",
+            "/x/%25%D9%A2e%25%D9%A2e/%25%D9%A2e%25%D9%A2e/admin/users",
         ] {
             assert!(based.target(target).is_none(), "{target}");
         }
@@ -1438,6 +1471,22 @@ mod tests {
                 "/mlflow/artifacts/%E2%80%A6.txt",
             ),
             ("/a/b/../../c", "/mlflow/c"),
+            (
+                "/artifacts/%E4%B8%BA%E4%BB%80%E4%B9%88%EF%BC%9F.txt",
+                "/mlflow/artifacts/%E4%B8%BA%E4%BB%80%E4%B9%88%EF%BC%9F.txt",
+            ),
+            (
+                "/artifacts/%EF%BC%831.png",
+                "/mlflow/artifacts/%EF%BC%831.png",
+            ),
+            (
+                "/artifacts/a%3Fb%23c.txt",
+                "/mlflow/artifacts/a%3Fb%23c.txt",
+            ),
+            (
+                "/artifacts/50%25%20off.txt",
+                "/mlflow/artifacts/50%25%20off.txt",
+            ),
         ] {
             assert_eq!(
                 based.target(target).map(|u| u.path().to_owned()).as_deref(),
