@@ -399,11 +399,14 @@ impl Upstream {
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
         let slashes = |path: &str| path.matches('/').count();
+        let ends_early = String::from_utf8_lossy(&percent_decoded(base.as_bytes()))
+            .contains(|c: char| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control());
         if !base.is_empty()
-            && normalised_path(&base, 0).is_none_or(|read| slashes(&read) != slashes(&base))
+            && (ends_early
+                || normalised_path(&base, 0).is_none_or(|read| slashes(&read) != slashes(&base)))
         {
             bail!(
-                "--upstream's base path has an encoded or look-alike slash or escapes that do not settle: servers read it differently"
+                "--upstream's base path has an encoded or look-alike slash, an encoded space, control, `?` or `#`, or escapes that do not settle: servers read it differently"
             );
         }
         let client = Client::new(&url, ca, UPSTREAM_READ_TIMEOUT, max_idle)?;
@@ -574,51 +577,50 @@ fn normalised_path(path: &str, floor: usize) -> Option<String> {
         return None;
     }
     let decoded = String::from_utf8(decoded).ok()?;
-    // A control (NUL ends a C string; CR and LF split a request line a
-    // later hop writes) or an escape whose digits only a Unicode-minded
+    // NUL (the end of a C string), CR or LF (they split a request line a
+    // later hop writes), or an escape whose digits only a Unicode-minded
     // decoder reads (`%٢e` is `.` to Java's and Python's): fail closed.
-    let odd_digit = |c: char| {
-        !c.is_ascii()
-            && (c.is_numeric() || matches!(c, '\u{ff21}'..='\u{ff26}' | '\u{ff41}'..='\u{ff46}'))
-    };
-    if decoded.chars().any(char::is_control)
+    let odd_digit = |c: char| !c.is_ascii() && c.is_numeric();
+    if decoded.contains(['\0', '\r', '\n'])
         || decoded
             .match_indices('%')
             .any(|(at, _)| decoded[at + 1..].chars().take(2).any(odd_digit))
     {
         return None;
     }
-    let whole = dot_segments_removed(&decoded, floor, split_by_decoding)?;
-    // Some servers end the path at a space, `?` or `#`: that reading too.
-    if let Some(end) = decoded.find([' ', '?', '#']) {
-        dot_segments_removed(&decoded[..end], floor, split_by_decoding)?;
-    }
-    Some(whole)
+    dot_segments_removed(&decoded, floor, split_by_decoding)
 }
 
-/// The decoded `path` with parameters dropped, invisible characters
-/// dropped, whitespace trimmed and dot segments removed; `None` when a
-/// `..` would remove one of the first `floor` segments, or follows a slash
-/// only decoding made (`split_by_decoding`).
+/// The decoded `path` with parameters dropped, controls and invisible
+/// characters dropped, whitespace trimmed and dot segments removed; `None`
+/// when a `..` would remove one of the first `floor` segments, or follows a
+/// slash only decoding made (`split_by_decoding`) — also in the reading of
+/// a server that ends the path at a space, control, `?` or `#`.
 fn dot_segments_removed(path: &str, floor: usize, split_by_decoding: bool) -> Option<String> {
     let mut segments: Vec<&str> = Vec::new();
-    // Invisible characters are dropped wherever they are; whitespace at
-    // either end is trimmed (`strip()`).
-    let parts: Vec<String> = path
-        .split('/')
+    let raw: Vec<&str> = path.split('/').collect();
+    // Controls and invisible characters are dropped wherever they are;
+    // whitespace at either end is trimmed (`strip()`).
+    let parts: Vec<String> = raw
+        .iter()
         .map(|segment| {
             let kept: String = segment
                 .split(';')
                 .next()
                 .unwrap_or_default()
                 .chars()
-                .filter(|&c| !invisible(c))
+                .filter(|&c| !c.is_control() && !invisible(c))
                 .collect();
             kept.trim_matches(char::is_whitespace).to_owned()
         })
         .collect();
     let last = parts.len().saturating_sub(1);
     for (i, segment) in parts.iter().map(String::as_str).enumerate() {
+        // A server that ends the path inside this segment, at a `..`,
+        // removes a segment there too.
+        if ends_in_dots(raw[i]) && (split_by_decoding || segments.len() <= floor) {
+            return None;
+        }
         let dots = !segment.is_empty() && segment.bytes().all(|b| b == b'.');
         match segment {
             "" | "." => {}
@@ -636,6 +638,35 @@ fn dot_segments_removed(path: &str, floor: usize, split_by_decoding: bool) -> Op
         }
     }
     Some(format!("/{}", segments.join("/")))
+}
+
+/// Whether `segment` cut at one of its spaces, controls, `?` or `#` (where
+/// some servers end the path) reads as `..`: dots, and nothing but
+/// whitespace and invisible characters around them, before the cut. One
+/// pass, whatever the number of cuts.
+fn ends_in_dots(segment: &str) -> bool {
+    let mut dots = 0;
+    let mut after_dots = false;
+    for c in segment.chars() {
+        if matches!(c, '?' | '#') || c.is_whitespace() || c.is_control() {
+            if dots >= 2 {
+                return true;
+            }
+            if dots > 0 {
+                after_dots = true;
+            }
+            continue;
+        }
+        match c {
+            _ if invisible(c) => {}
+            '.' if !after_dots => dots += 1,
+            // A parameter or any other character: no later cut reads as
+            // dots alone (a cut after `;` reads as the parameter-free
+            // segment, which the whole reading checks).
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// `bytes` with the overlong UTF-8 and look-alike spellings of `.`, `..`,
@@ -1434,7 +1465,14 @@ mod tests {
             // Controls: a hop that writes the path into a request line.
             "/%2e%2e%0ax/admin",
             "/x%20HTTP/1.1%0d%0aHost:%20a%0d%0a%0d%0aGET%20/admin%20HTTP/1.1%0d%0aX:%20",
-            "/a%09b",
+            "/%20..%3fx",
+            "/%c2%a0..%3fx",
+            "/%20..%23x",
+            "/a%20b/..;x/..%3fx",
+            "/a%20b/%252e%252e/..%3fx",
+            "/x/..%20/..%3fy",
+            "/%2e%2e%e2%80%a8x/admin",
+            "/..%0bx",
             // Digits only a Unicode-minded decoder reads.
             "/%25%D9%A2e%25%D9%A2e/admin",
             "/x/%25%D9%A2e%25%D9%A2e/%25%D9%A2e%25%D9%A2e/admin/users",
@@ -1487,6 +1525,9 @@ mod tests {
                 "/artifacts/50%25%20off.txt",
                 "/mlflow/artifacts/50%25%20off.txt",
             ),
+            ("/artifacts/top%2510.csv", "/mlflow/artifacts/top%2510.csv"),
+            ("/artifacts/a%09b.txt", "/mlflow/artifacts/a%09b.txt"),
+            ("/artifacts/..a%3F%20b", "/mlflow/artifacts/..a%3F%20b"),
         ] {
             assert_eq!(
                 based.target(target).map(|u| u.path().to_owned()).as_deref(),
