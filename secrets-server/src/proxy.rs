@@ -540,13 +540,13 @@ fn plain_target(target: &str) -> bool {
 /// UTF-8 and look-alike spellings of `.`, `/` and `\\` read as those, and
 /// the text put in Unicode NFKC form (`‥`, `︰` are `..`); `\\` read as `/`;
 /// path parameters dropped (`..;x` is `..` to servlet containers); empty
-/// segments merged (`//` is `/` to nginx); invisible characters dropped
-/// anywhere in a segment and whitespace trimmed at its ends (`..%20`,
-/// `.%e2%80%8b.` are `..`); then dot segments removed (RFC 3986 5.2.4),
-/// also of the text before a space, `?` or `#` (where some servers end the
-/// path). `None` (fail closed) when the escapes do not settle within a few
-/// rounds; when the decoded text is not UTF-8, has a control, or a `%`
-/// before a digit only a Unicode-minded decoder reads; when a `..` would remove
+/// segments merged (`//` is `/` to nginx); controls and invisible
+/// characters dropped anywhere in a segment and whitespace trimmed at its
+/// ends (`..%20`, `.%09.`, `.%e2%80%8b.` are `..`); then dot segments removed
+/// (RFC 3986 5.2.4), also for a server that ends the path at any space,
+/// control, `?` or `#`. `None` (fail closed) when the escapes do not settle
+/// within a few rounds; when the decoded text is not UTF-8, has a NUL, CR or
+/// LF, or a `%` before a digit only a Unicode-minded decoder reads; when a `..` would remove
 /// one of the first `floor` segments (readings that disagree about which
 /// segments are empty disagree about what a `..` removes, so a path may
 /// leave the base and come back in for one reading only); and when
