@@ -399,7 +399,8 @@ impl Upstream {
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
         let slashes = |path: &str| path.matches('/').count();
-        let ends_early = String::from_utf8_lossy(&percent_decoded(base.as_bytes()))
+        let decoded = (0..8).fold(base.as_bytes().to_vec(), |text, _| percent_decoded(&text));
+        let ends_early = String::from_utf8_lossy(&decoded)
             .contains(|c: char| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control());
         if !base.is_empty()
             && (ends_early
@@ -652,7 +653,9 @@ fn ends_in_dots(segment: &str) -> bool {
             if dots >= 2 {
                 return true;
             }
-            if dots > 0 {
+            // A control between dots may be dropped rather than end the
+            // path (`.%09.` is `..` too).
+            if dots > 0 && !c.is_control() {
                 after_dots = true;
             }
             continue;
@@ -1303,6 +1306,34 @@ mod tests {
     }
 
     #[test]
+    fn base_paths_servers_read_differently_are_refused_at_start() {
+        for base in [
+            "/ml%2fflow",
+            "/ml%252fflow",
+            "/ml%EF%BC%8Fflow",
+            "/ml%20flow",
+            "/ml%2520flow",
+            "/ml%3fflow",
+            "/ml%253fflow",
+            "/ml%23flow",
+            "/ml%09flow",
+            "/%20/mlflow",
+        ] {
+            let refused = Upstream::new(&format!("http://127.0.0.1:18081{base}"), None, 8);
+            let Err(error) = refused else {
+                panic!("{base} was taken as a base path");
+            };
+            assert!(error.to_string().contains("base path"), "{base}: {error}");
+        }
+        for base in ["/mlflow", "/a/b-c_d.e~f", "/caf%C3%A9", ""] {
+            assert!(
+                Upstream::new(&format!("http://127.0.0.1:18081{base}"), None, 8).is_ok(),
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
     fn locations_on_the_upstream_are_rebuilt_from_their_parts() {
         let plain = upstream("http://127.0.0.1:18081");
         let based = upstream("http://127.0.0.1:18081/mlflow/");
@@ -1473,6 +1504,10 @@ mod tests {
             "/x/..%20/..%3fy",
             "/%2e%2e%e2%80%a8x/admin",
             "/..%0bx",
+            "/.%09.%3fx",
+            "/.%01.%3fx",
+            "/.%7f.%23x",
+            "/%2e%09%2e%20..",
             // Digits only a Unicode-minded decoder reads.
             "/%25%D9%A2e%25%D9%A2e/admin",
             "/x/%25%D9%A2e%25%D9%A2e/%25%D9%A2e%25%D9%A2e/admin/users",
