@@ -399,9 +399,9 @@ impl Upstream {
         let origin = url.origin().ascii_serialization();
         let base = url.path().trim_end_matches('/').to_owned();
         let slashes = |path: &str| path.matches('/').count();
-        let decoded = (0..8).fold(base.as_bytes().to_vec(), |text, _| percent_decoded(&text));
-        let ends_early = String::from_utf8_lossy(&decoded)
-            .contains(|c: char| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control());
+        let ends_early = decoded_until_settled(&base).is_none_or(|text| {
+            text.contains(|c: char| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
+        });
         if !base.is_empty()
             && (ends_early
                 || normalised_path(&base, 0).is_none_or(|read| slashes(&read) != slashes(&base)))
@@ -554,30 +554,9 @@ fn plain_target(target: &str) -> bool {
 /// decoding makes a slash the text does not have and a `..` follows (a
 /// segment boundary to some servers and not to others).
 fn normalised_path(path: &str, floor: usize) -> Option<String> {
-    let mut decoded = path.as_bytes().to_vec();
-    let mut settled = false;
-    // Bytes all along: a partial UTF-8 sequence left by one round may be
-    // completed by the next.
-    for _ in 0..8 {
-        let mut next = spelled(&percent_decoded(&decoded));
-        if let Ok(text) = std::str::from_utf8(&next)
-            && !text.is_ascii()
-        {
-            use unicode_normalization::UnicodeNormalization as _;
-            next = text.nfkc().collect::<String>().into_bytes();
-        }
-        if next == decoded {
-            settled = true;
-            break;
-        }
-        decoded = next;
-    }
-    let slashes = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'/').count();
-    let split_by_decoding = slashes(&decoded) != slashes(path.as_bytes());
-    if !settled {
-        return None;
-    }
-    let decoded = String::from_utf8(decoded).ok()?;
+    let decoded = decoded_until_settled(path)?;
+    let slashes = |text: &str| text.matches('/').count();
+    let split_by_decoding = slashes(&decoded) != slashes(path);
     // NUL (the end of a C string), CR or LF (they split a request line a
     // later hop writes), or an escape whose digits only a Unicode-minded
     // decoder reads (`%٢e` is `.` to Java's and Python's): fail closed.
@@ -590,6 +569,30 @@ fn normalised_path(path: &str, floor: usize) -> Option<String> {
         return None;
     }
     dot_segments_removed(&decoded, floor, split_by_decoding)
+}
+
+/// `path` decoded as the most lenient server may: escapes (`%XX`, `%uXXXX`)
+/// decoded, overlong UTF-8 and look-alikes replaced and the text put in
+/// NFKC form, again and again until nothing changes; `None` when that takes
+/// more than a few rounds or the text is then not UTF-8.
+fn decoded_until_settled(path: &str) -> Option<String> {
+    let mut decoded = path.as_bytes().to_vec();
+    // Bytes all along: a partial UTF-8 sequence left by one round may be
+    // completed by the next.
+    for _ in 0..8 {
+        let mut next = spelled(&percent_decoded(&decoded));
+        if let Ok(text) = std::str::from_utf8(&next)
+            && !text.is_ascii()
+        {
+            use unicode_normalization::UnicodeNormalization as _;
+            next = text.nfkc().collect::<String>().into_bytes();
+        }
+        if next == decoded {
+            return String::from_utf8(decoded).ok();
+        }
+        decoded = next;
+    }
+    None
 }
 
 /// The decoded `path` with parameters dropped, controls and invisible
@@ -1318,6 +1321,9 @@ mod tests {
             "/ml%23flow",
             "/ml%09flow",
             "/%20/mlflow",
+            "/ml%EF%BC%9Fflow",
+            "/ml%EF%BC%83flow",
+            "/ml%EF%BC%8520x",
         ] {
             let refused = Upstream::new(&format!("http://127.0.0.1:18081{base}"), None, 8);
             let Err(error) = refused else {
