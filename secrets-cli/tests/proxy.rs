@@ -1635,16 +1635,30 @@ fn requests_that_leave_the_base_path_are_refused() {
         "/%2e%2e;x/admin",
         "/%252e%252e/admin",
         "/%c0%ae%c0%ae/admin",
+        // Out of the base and back in (Tomcat keeps the %20 segment).
+        "/..;/admin/%20/..;/mlflow/x",
+        "/%ef%b8%b0/admin",
+        "/%25%D9%A2e%25%D9%A2e/admin",
+        "/%20..%3fx",
+        "/.%09.%3fx",
+        "/x%20HTTP/1.1%0d%0aHost:%20a%0d%0a%0d%0aGET%20/admin",
     ] {
         assert_eq!(curl(path), "400", "{path}");
     }
     assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
     assert_eq!(curl("/api/2.0/mlflow/experiments/search"), "200");
     assert_eq!(curl("/a/../api/x"), "200");
+    assert_eq!(curl("/artifacts/1%E2%81%842%20report.pdf"), "200");
+    assert_eq!(curl("/artifacts/top%2510%EF%BC%9F.csv"), "200");
     let targets: Vec<String> = upstream.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(
         targets,
-        ["/mlflow/api/2.0/mlflow/experiments/search", "/mlflow/api/x"]
+        [
+            "/mlflow/api/2.0/mlflow/experiments/search",
+            "/mlflow/api/x",
+            "/mlflow/artifacts/1%E2%81%842%20report.pdf",
+            "/mlflow/artifacts/top%2510%EF%BC%9F.csv",
+        ]
     );
 }
 
