@@ -360,8 +360,10 @@ struct Upstream {
     origin: String,
     /// The base path without a trailing `/` (`""` or `/mlflow`).
     base: String,
-    /// Whether the base reads the same however it is normalised.
-    base_is_plain: bool,
+    /// The base as the most lenient server reads it ([`normalised_path`]).
+    base_read: String,
+    /// The number of segments of `base_read`: no `..` may remove one.
+    floor: usize,
     /// The parsed base URL (for the origin comparison).
     url: Url,
     client: Client,
@@ -402,18 +404,23 @@ impl Upstream {
         let ends_early = decoded_until_settled(&base).is_none_or(|text| {
             text.contains(|c: char| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
         });
+        let base_read = normalised_path(&base, 0);
         if !base.is_empty()
             && (ends_early
-                || normalised_path(&base, 0).is_none_or(|read| slashes(&read) != slashes(&base)))
+                || base_read
+                    .as_ref()
+                    .is_none_or(|read| slashes(read) != slashes(&base)))
         {
             bail!(
                 "--upstream's base path has an encoded or look-alike slash, an encoded space, control, `?` or `#`, or escapes that do not settle: servers read it differently"
             );
         }
         let client = Client::new(&url, ca, UPSTREAM_READ_TIMEOUT, max_idle)?;
+        let base_read = base_read.unwrap_or_default();
         Ok(Self {
             origin,
-            base_is_plain: normalised_path(&base, 0).as_deref() == Some(base.as_str()),
+            floor: base_read.split('/').filter(|s| !s.is_empty()).count(),
+            base_read,
             base,
             url,
             client,
@@ -471,16 +478,13 @@ impl Upstream {
             && !path
                 .split('/')
                 .any(|segment| !segment.is_empty() && segment.bytes().all(|b| b == b'.'));
-        if plain && self.base_is_plain {
+        if plain && self.base_read == self.base {
             return under(path, &self.base);
         }
         // No `..` may take the lenient reading into the base, let alone
         // out of it: the base's segments are its floor.
         under(path, &self.base)
-            && normalised_path(&self.base, 0).is_some_and(|base| {
-                let floor = base.split('/').filter(|s| !s.is_empty()).count();
-                normalised_path(path, floor).is_some_and(|path| under(&path, &base))
-            })
+            && normalised_path(path, self.floor).is_some_and(|path| under(&path, &self.base_read))
     }
 
     /// `location` rewritten to point at the proxy (`public`, `http://host:port`)
