@@ -953,7 +953,7 @@ impl ProxyState {
             Err(body) => {
                 let metrics = self.metrics.clone();
                 let counted = counting(body, move |n| metrics.bytes_in(n));
-                let streamed = Outgoing::Streamed(Box::pin(counted));
+                let streamed = Outgoing::Streamed(Box::pin(counted), length);
                 self.send(&parts.method, &uri, headers, streamed).await
             }
         };

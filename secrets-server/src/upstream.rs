@@ -1,10 +1,11 @@
 //! The proxy's HTTP/1.1 client for its one upstream: a pool of kept
-//! connections, each a hyper connection driven by a task of its own, with
-//! `TCP_NODELAY`, a connect timeout, and a timeout on upstream silence.
-//! Requests go out exactly as the proxy built them: the path it checked,
-//! the headers it chose, `Host` set here. Nothing is followed, retried or
-//! rewritten, but a request a kept connection never took (it closed in
-//! between) is sent on a new one.
+//! connections with `TCP_NODELAY`, a connect timeout and a timeout on
+//! upstream silence. A request is written and its answer read in the task
+//! of the client's request, with no task or channel in between. Requests go
+//! out exactly as the proxy built them: the path it checked, the headers it
+//! chose, `Host` and the body's framing written here. Nothing is followed,
+//! retried or rewritten; a kept connection is used only when it is open and
+//! has sent nothing since its last answer.
 
 use std::io;
 use std::pin::Pin;
@@ -12,20 +13,20 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_service::Service as _;
 use url::{Host, Url};
 
 use crate::error::{Context as _, bail};
 use crate::serve::BoxError;
+
+mod h1;
 
 /// The longest wait for a connection to the upstream (TCP, a proxy's
 /// tunnel and the TLS handshake together).
@@ -36,8 +37,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Outgoing {
     /// The whole body (`None` once sent).
     Kept(Option<Bytes>),
-    /// A body passed on as it arrives.
-    Streamed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>),
+    /// A body passed on as it arrives, and its length when the client
+    /// said it (else it goes chunked).
+    Streamed(
+        Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>,
+        Option<u64>,
+    ),
 }
 
 impl Body for Outgoing {
@@ -55,21 +60,22 @@ impl Body for Outgoing {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            Self::Streamed(body) => body.as_mut().poll_frame(cx),
+            Self::Streamed(body, _) => body.as_mut().poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Kept(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-            Self::Streamed(body) => body.is_end_stream(),
+            Self::Streamed(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Kept(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Streamed(body) => body.size_hint(),
+            Self::Streamed(_, Some(length)) => SizeHint::with_exact(*length),
+            Self::Streamed(body, None) => body.size_hint(),
         }
     }
 }
@@ -100,10 +106,42 @@ struct Shared {
     /// The longest silence of an upstream connection.
     read_timeout: Duration,
     /// Kept connections ready for a request, the most recently used last.
-    /// One idle for the read timeout ends itself (its read fails), so none
-    /// is kept longer.
-    idle: Mutex<Vec<SendRequest<Outgoing>>>,
+    /// One found closed, or silent for the read timeout, when taken is let go.
+    idle: Mutex<Vec<Conn>>,
     max_idle: usize,
+}
+
+/// A stream to the upstream: TCP, or TLS over TCP or a proxy's tunnel.
+trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
+
+/// One connection to the upstream, and what was read from it but not yet
+/// used.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+}
+
+/// Room made in a connection's read buffer before a read.
+const READ_SIZE: usize = 64 * 1024;
+
+impl Conn {
+    /// Reads more into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 16 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Whether a kept connection is open, within its read timeout and has
+    /// sent nothing since its last answer (an answer nobody asked for is a
+    /// desynchronised or hostile upstream). Costs no system call while
+    /// nothing has arrived.
+    fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_fill(&mut cx).is_pending() && self.buf.is_empty()
+    }
 }
 
 impl Client {
@@ -162,42 +200,184 @@ impl Client {
         })
     }
 
-    /// Sends `request` (origin-form URI) with `Host` set, on a kept
-    /// connection when one is ready, else on a new one.
+    /// Sends `request` (its path and query; `Host` and the body's framing
+    /// are written here) on a kept connection when one is usable, else on a
+    /// new one, and reads the answer's head. The request is written and the
+    /// answer read in the caller's task: no task, channel or wake-up in
+    /// between.
     pub(crate) async fn send(
         &self,
-        mut request: Request<Outgoing>,
+        request: Request<Outgoing>,
     ) -> Result<Response<Answer>, BoxError> {
-        request
-            .headers_mut()
-            .insert(header::HOST, self.shared.host.clone());
-        if let Some(mut sender) = self.shared.checkout() {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.answer(response, sender)),
-                // Never taken by the connection (it closed in between):
-                // nothing reached the upstream, so it goes on a new one.
-                Err(mut error) => match error.take_message() {
-                    Some(untaken) => request = untaken,
-                    None => return Err(error.into_error().into()),
-                },
-            }
-        }
-        let mut sender = self.shared.connect().await?;
-        let response = sender.send_request(request).await?;
-        Ok(self.answer(response, sender))
-    }
-
-    fn answer(
-        &self,
-        response: Response<Incoming>,
-        sender: SendRequest<Outgoing>,
-    ) -> Response<Answer> {
-        response.map(|body| Answer {
-            body,
-            home: Some((Arc::clone(&self.shared), sender)),
-        })
+        let (parts, body) = request.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let sent = h1::Sent::of(&parts.method, body.size_hint().exact());
+        let head = h1::request_head(
+            &parts.method,
+            target,
+            &self.shared.host,
+            &parts.headers,
+            sent,
+        );
+        let mut conn = match self.shared.checkout() {
+            Some(conn) => conn,
+            None => self.shared.connect().await?,
+        };
+        let whole = write_request(&mut conn, head, body, sent).await?;
+        let head = read_head(&mut conn, &parts.method).await?;
+        let state = match head.framing {
+            h1::Framing::Empty | h1::Framing::Length(0) => State::Done,
+            h1::Framing::Length(n) => State::Length(n),
+            h1::Framing::Chunked => State::Chunked(h1::Chunked::default()),
+            h1::Framing::Close => State::Close,
+        };
+        let mut answer = Response::new(Answer {
+            conn: Some(conn),
+            state,
+            // A request cut short by an early answer leaves the upstream
+            // reading a body that never ends.
+            reusable: head.reusable && whole,
+            shared: Arc::clone(&self.shared),
+        });
+        *answer.status_mut() = head.status;
+        *answer.headers_mut() = head.headers;
+        Ok(answer)
     }
 }
+
+/// Writes the request head and body; `false` when the upstream answered
+/// before all of it went (the rest is not sent).
+async fn write_request(
+    conn: &mut Conn,
+    mut head: Vec<u8>,
+    body: Outgoing,
+    sent: h1::Sent,
+) -> Result<bool, BoxError> {
+    // A small kept body goes in the same write as the head.
+    let mut body = match body {
+        Outgoing::Kept(Some(bytes)) if bytes.len() <= READ_SIZE / 4 => {
+            head.extend_from_slice(&bytes);
+            None
+        }
+        other => Some(other),
+    };
+    let chunked = sent == h1::Sent::Chunked;
+    let mut owed = match sent {
+        h1::Sent::Length(n) => n,
+        _ => 0,
+    };
+    let mut queue = std::collections::VecDeque::from([Bytes::from(head)]);
+    std::future::poll_fn(|cx| {
+        loop {
+            while let Some(front) = queue.front_mut() {
+                match Pin::new(&mut conn.io).poll_write(cx, front) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        front.advance(n);
+                        if front.is_empty() {
+                            queue.pop_front();
+                        }
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                    Poll::Pending => return answered_early(conn, cx),
+                }
+            }
+            let Some(frames) = body.as_mut() else {
+                return match Pin::new(&mut conn.io).poll_flush(cx) {
+                    Poll::Ready(result) => Poll::Ready(result.map(|()| true).map_err(Into::into)),
+                    Poll::Pending => answered_early(conn, cx),
+                };
+            };
+            match Pin::new(frames).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not passed on.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if chunked {
+                        queue.push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                        queue.push_back(data);
+                        queue.push_back(Bytes::from_static(b"\r\n"));
+                    } else {
+                        let Some(rest) = owed.checked_sub(data.len() as u64) else {
+                            return Poll::Ready(Err(
+                                "the request body is longer than its length".into()
+                            ));
+                        };
+                        owed = rest;
+                        queue.push_back(data);
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                Poll::Ready(None) => {
+                    body = None;
+                    if chunked {
+                        queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    } else if owed != 0 {
+                        return Poll::Ready(Err(
+                            "the request body is shorter than its length".into()
+                        ));
+                    }
+                }
+                Poll::Pending => return answered_early(conn, cx),
+            }
+        }
+    })
+    .await
+}
+
+/// While the request waits (the upstream takes no more, or the client
+/// sends no more): whether the upstream has begun to answer.
+fn answered_early(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<bool, BoxError>> {
+    match ready!(conn.poll_fill(cx)) {
+        Ok(0) => Poll::Ready(Err(CLOSED_BEFORE_ANSWER.into())),
+        Ok(_) => Poll::Ready(Ok(false)),
+        Err(error) => Poll::Ready(Err(error.into())),
+    }
+}
+
+const CLOSED_BEFORE_ANSWER: &str = "the upstream closed the connection before answering";
+
+/// Reads the final answer's head, skipping interim (1xx) ones.
+async fn read_head(conn: &mut Conn, method: &http::Method) -> Result<h1::Head, BoxError> {
+    let mut interim = 0;
+    let mut complete = !conn.buf.is_empty();
+    loop {
+        // A head can only be whole once a line has ended since the last try.
+        if complete {
+            match h1::parse_answer(&conn.buf, method)
+                .map_err(|e| format!("the upstream sent {e}"))?
+            {
+                h1::Parsed::Final(length, head) => {
+                    conn.buf.advance(length);
+                    return Ok(head);
+                }
+                h1::Parsed::Interim(length) => {
+                    conn.buf.advance(length);
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err("the upstream sent too many interim answers".into());
+                    }
+                    continue;
+                }
+                h1::Parsed::Partial => {}
+            }
+        }
+        let before = conn.buf.len();
+        if std::future::poll_fn(|cx| conn.poll_fill(cx)).await? == 0 {
+            return Err(CLOSED_BEFORE_ANSWER.into());
+        }
+        complete = conn.buf[before..].contains(&b'\n');
+    }
+}
+
+/// Interim (1xx) answers skipped before the final one.
+const MAX_INTERIM: usize = 16;
 
 /// The tunnel through the proxy the environment names for `address`, or a
 /// direct connection when it names none.
@@ -254,131 +434,180 @@ fn tls_config(ca: Option<&std::path::Path>) -> crate::Result<rustls::ClientConfi
 }
 
 impl Shared {
-    /// A kept connection ready for a request; those closed or not ready
-    /// are let go.
-    fn checkout(&self) -> Option<SendRequest<Outgoing>> {
+    /// A kept connection that is still usable; the others are let go.
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+        while let Some(mut conn) = idle.pop() {
+            if conn.usable() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Keeps `sender` for the next request, when there is room.
-    fn keep(&self, sender: SendRequest<Outgoing>) {
+    /// Keeps `conn` for the next request, when there is room.
+    fn keep(&self, conn: Conn) {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < self.max_idle {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    /// Kept once the connection has finished its last exchange; dropped
-    /// (so closed) when it cannot take another.
-    fn give_back(self: Arc<Self>, mut sender: SendRequest<Outgoing>) {
-        if sender.is_ready() {
-            self.keep(sender);
-        } else if !sender.is_closed()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move {
-                if sender.ready().await.is_ok() {
-                    self.keep(sender);
-                }
-            });
-        }
-    }
-
-    /// A new connection, its hyper task spawned.
-    async fn connect(&self) -> Result<SendRequest<Outgoing>, BoxError> {
+    /// A new connection.
+    async fn connect(&self) -> Result<Conn, BoxError> {
         tokio::time::timeout(CONNECT_TIMEOUT, async {
             let tcp = match &self.dial {
                 Dial::Direct(connector) => connector.clone().call(self.address.clone()).await?,
                 Dial::Tunnel(tunnel) => tunnel.clone().call(self.address.clone()).await?,
             }
             .into_inner();
-            match &self.tls {
-                None => self.handshake(tcp).await,
+            let io: Box<dyn Io> = match &self.tls {
+                None => Box::new(Timed::new(tcp, self.read_timeout)),
                 Some((connector, name)) => {
                     let tls = connector.connect(name.clone(), tcp).await?;
-                    self.handshake(tls).await
+                    Box::new(Timed::new(tls, self.read_timeout))
                 }
-            }
+            };
+            Ok(Conn {
+                io,
+                buf: BytesMut::new(),
+            })
         })
         .await
         .map_err(|_| "connecting to the upstream timed out")?
     }
-
-    /// HTTP/1.1 on `stream`, its connection driven by a task of its own.
-    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Outgoing>, BoxError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let io = TokioIo::new(Timed::new(stream, self.read_timeout));
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
-    }
 }
 
-/// The upstream's response body. At its end the connection goes back to the
-/// pool; dropped before its end, the connection closes with it.
+/// Where an answer's body stands.
+enum State {
+    /// This many bytes to come.
+    Length(u64),
+    Chunked(h1::Chunked),
+    /// Until the upstream closes.
+    Close,
+    /// Ended.
+    Done,
+}
+
+/// The upstream's answer body, read from its connection as the client's
+/// side asks for it. At its end the connection goes back to the pool when
+/// it can carry another request; dropped before its end, or failed, the
+/// connection closes with it.
 pub(crate) struct Answer {
-    body: Incoming,
-    home: Option<(Arc<Shared>, SendRequest<Outgoing>)>,
+    conn: Option<Conn>,
+    state: State,
+    reusable: bool,
+    shared: Arc<Shared>,
 }
 
 impl Answer {
+    /// Keeps the connection when the answer ended exactly where its
+    /// framing said (nothing after it) and may be followed by another.
     fn ended(&mut self) {
-        if let Some((shared, sender)) = self.home.take() {
-            shared.give_back(sender);
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            self.shared.keep(conn);
         }
+    }
+
+    fn failed(&mut self, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+        self.conn = None;
+        io::Error::new(io::ErrorKind::InvalidData, error)
     }
 }
 
 impl Body for Answer {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        match &frame {
-            None => self.ended(),
-            Some(Err(_)) => self.home = None,
-            Some(Ok(_)) => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.state {
+                State::Done => {
+                    this.ended();
+                    return Poll::Ready(None);
+                }
+                State::Length(left) if !conn.buf.is_empty() => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(conn.buf.len());
+                    *left -= n as u64;
+                    if *left == 0 {
+                        this.state = State::Done;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(h1::take(&mut conn.buf, n)))));
+                }
+                State::Chunked(decoder) => match decoder.step(&mut conn.buf) {
+                    Ok(h1::Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(h1::Step::End) => {
+                        this.state = State::Done;
+                        continue;
+                    }
+                    Ok(h1::Step::More) => {}
+                    Err(error) => {
+                        return Poll::Ready(Some(Err(
+                            this.failed(format!("the upstream sent {error}"))
+                        )));
+                    }
+                },
+                State::Close if !conn.buf.is_empty() => {
+                    let n = conn.buf.len();
+                    return Poll::Ready(Some(Ok(Frame::data(h1::take(&mut conn.buf, n)))));
+                }
+                State::Length(_) | State::Close => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::Close) => {
+                    this.reusable = false;
+                    this.state = State::Done;
+                }
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(this.failed(
+                        "the upstream closed the connection in the middle of an answer",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        matches!(self.state, State::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            State::Chunked(_) | State::Close => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        // A body never polled because it was empty (HEAD, 204, length 0).
-        if self.body.is_end_stream() {
+        // Never polled to its end because it had ended (HEAD, 204, length
+        // 0, the last frame taken).
+        if self.is_end_stream() {
             self.ended();
         }
     }
