@@ -26,7 +26,7 @@ use url::{Position, Url};
 
 use crate::metrics::ProxyMetrics;
 use crate::serve::{self, Body, BoxError, Limits, Listener, Peer, Stall, TcpAccess, full};
-use crate::upstream::{Answer, Client, Outgoing};
+use crate::upstream::{Answer, Client, ClientBody, Outgoing};
 
 /// Request bodies up to this size are kept so the request can be resent
 /// after a 401/403 with a refetched credential; larger (or chunked) bodies
@@ -959,6 +959,13 @@ impl ProxyState {
         };
         match response {
             Ok(answer) => self.relay(answer, host.as_ref()),
+            Err(error) if error.is::<ClientBody>() => {
+                tracing::info!(error = %redact(&source_chain(&*error)), "request not forwarded");
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            }
             Err(error) => {
                 tracing::warn!(error = %redact(&source_chain(&*error)), "upstream unreachable");
                 text(
@@ -1077,7 +1084,11 @@ impl ProxyState {
         }
         let metrics = self.metrics.clone();
         let body = counting(body, move |n| metrics.bytes_out(n))
-            .map_err(|e| Box::new(e) as BoxError)
+            .map_err(|error| {
+                // The client only sees its answer cut short.
+                tracing::warn!(error = %redact(&error.to_string()), "the upstream's answer failed");
+                Box::new(error) as BoxError
+            })
             .boxed();
         Response::from_parts(parts, body)
     }

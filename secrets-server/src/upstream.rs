@@ -223,8 +223,9 @@ impl Client {
             Some(conn) => conn,
             None => self.shared.connect().await?,
         };
-        let whole = write_request(&mut conn, head, body, sent).await?;
-        let head = read_head(&mut conn, &parts.method).await?;
+        let mut interim = 0;
+        let whole = write_request(&mut conn, head, body, sent, &parts.method, &mut interim).await?;
+        let head = read_head(&mut conn, &parts.method, interim).await?;
         let state = match head.framing {
             h1::Framing::Empty | h1::Framing::Length(0) => State::Done,
             h1::Framing::Length(n) => State::Length(n),
@@ -245,13 +246,16 @@ impl Client {
     }
 }
 
-/// Writes the request head and body; `false` when the upstream answered
-/// before all of it went (the rest is not sent).
+/// Writes the request head and body; `false` when the upstream began its
+/// final answer before all of it went (the rest is not sent). Interim
+/// answers skipped on the way are counted in `interim`.
 async fn write_request(
     conn: &mut Conn,
     mut head: Vec<u8>,
     body: Outgoing,
     sent: h1::Sent,
+    method: &http::Method,
+    interim: &mut usize,
 ) -> Result<bool, BoxError> {
     // A small kept body goes in the same write as the head.
     let mut body = match body {
@@ -281,13 +285,13 @@ async fn write_request(
                         }
                     }
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                    Poll::Pending => return answered_early(conn, cx),
+                    Poll::Pending => return answered_early(conn, cx, method, interim),
                 }
             }
             let Some(frames) = body.as_mut() else {
                 return match Pin::new(&mut conn.io).poll_flush(cx) {
                     Poll::Ready(result) => Poll::Ready(result.map(|()| true).map_err(Into::into)),
-                    Poll::Pending => answered_early(conn, cx),
+                    Poll::Pending => answered_early(conn, cx, method, interim),
                 };
             };
             match Pin::new(frames).poll_frame(cx) {
@@ -305,68 +309,105 @@ async fn write_request(
                         queue.push_back(Bytes::from_static(b"\r\n"));
                     } else {
                         let Some(rest) = owed.checked_sub(data.len() as u64) else {
-                            return Poll::Ready(Err(
-                                "the request body is longer than its length".into()
-                            ));
+                            return Poll::Ready(Err(Box::new(ClientBody(
+                                "it is longer than its length".into(),
+                            ))));
                         };
                         owed = rest;
                         queue.push_back(data);
                     }
                 }
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Err(Box::new(ClientBody(error))));
+                }
                 Poll::Ready(None) => {
                     body = None;
                     if chunked {
                         queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
                     } else if owed != 0 {
-                        return Poll::Ready(Err(
-                            "the request body is shorter than its length".into()
-                        ));
+                        return Poll::Ready(Err(Box::new(ClientBody(
+                            "it is shorter than its length".into(),
+                        ))));
                     }
                 }
-                Poll::Pending => return answered_early(conn, cx),
+                Poll::Pending => return answered_early(conn, cx, method, interim),
             }
         }
     })
     .await
 }
 
+/// The client's request body failed, or did not match its length: the
+/// client's doing, not the upstream's.
+#[derive(Debug)]
+pub(crate) struct ClientBody(BoxError);
+
+impl std::fmt::Display for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBody {}
+
 /// While the request waits (the upstream takes no more, or the client
-/// sends no more): whether the upstream has begun to answer.
-fn answered_early(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<bool, BoxError>> {
-    match ready!(conn.poll_fill(cx)) {
-        Ok(0) => Poll::Ready(Err(CLOSED_BEFORE_ANSWER.into())),
-        Ok(_) => Poll::Ready(Ok(false)),
-        Err(error) => Poll::Ready(Err(error.into())),
+/// sends no more): whether the upstream has begun its final answer.
+/// Interim (1xx) answers, which a server may send unasked, are skipped and
+/// the request goes on.
+fn answered_early(
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+    method: &http::Method,
+    interim: &mut usize,
+) -> Poll<Result<bool, BoxError>> {
+    loop {
+        let before = conn.buf.len();
+        match ready!(conn.poll_fill(cx)) {
+            Ok(0) => return Poll::Ready(Err(CLOSED_BEFORE_ANSWER.into())),
+            Ok(_) => {}
+            Err(error) => return Poll::Ready(Err(error.into())),
+        }
+        if conn.buf.len() >= h1::MAX_HEAD {
+            return Poll::Ready(Ok(false));
+        }
+        // A head can only be whole once a line has ended.
+        if !conn.buf[before..].contains(&b'\n') {
+            continue;
+        }
+        // A final head (or one `read_head` refuses) stays in the buffer.
+        loop {
+            match h1::parse_answer(&conn.buf, method) {
+                Ok(h1::Parsed::Interim(length)) => {
+                    conn.buf.advance(length);
+                    *interim += 1;
+                    if *interim > MAX_INTERIM {
+                        return Poll::Ready(Err(TOO_MANY_INTERIM.into()));
+                    }
+                }
+                Ok(h1::Parsed::Partial) => break,
+                Ok(h1::Parsed::Final(..)) | Err(_) => return Poll::Ready(Ok(false)),
+            }
+        }
     }
 }
 
 const CLOSED_BEFORE_ANSWER: &str = "the upstream closed the connection before answering";
 
-/// Reads the final answer's head, skipping interim (1xx) ones.
-async fn read_head(conn: &mut Conn, method: &http::Method) -> Result<h1::Head, BoxError> {
-    let mut interim = 0;
+/// Reads the final answer's head, skipping interim (1xx) ones (`interim`
+/// of them skipped already).
+async fn read_head(
+    conn: &mut Conn,
+    method: &http::Method,
+    mut interim: usize,
+) -> Result<h1::Head, BoxError> {
     let mut complete = !conn.buf.is_empty();
     loop {
         // A head can only be whole once a line has ended since the last try.
-        if complete {
-            match h1::parse_answer(&conn.buf, method)
-                .map_err(|e| format!("the upstream sent {e}"))?
-            {
-                h1::Parsed::Final(length, head) => {
-                    conn.buf.advance(length);
-                    return Ok(head);
-                }
-                h1::Parsed::Interim(length) => {
-                    conn.buf.advance(length);
-                    interim += 1;
-                    if interim > MAX_INTERIM {
-                        return Err("the upstream sent too many interim answers".into());
-                    }
-                    continue;
-                }
-                h1::Parsed::Partial => {}
-            }
+        if complete && let Some(head) = parsed(conn, method, &mut interim)? {
+            return Ok(head);
+        }
+        if conn.buf.len() >= h1::MAX_HEAD {
+            return Err(HEAD_TOO_LONG.into());
         }
         let before = conn.buf.len();
         if std::future::poll_fn(|cx| conn.poll_fill(cx)).await? == 0 {
@@ -375,6 +416,35 @@ async fn read_head(conn: &mut Conn, method: &http::Method) -> Result<h1::Head, B
         complete = conn.buf[before..].contains(&b'\n');
     }
 }
+
+/// The final answer's head at the start of the buffer, taken out of it,
+/// after the interim answers before it (counted in `interim`); `None`
+/// while it is not whole.
+fn parsed(
+    conn: &mut Conn,
+    method: &http::Method,
+    interim: &mut usize,
+) -> Result<Option<h1::Head>, BoxError> {
+    loop {
+        match h1::parse_answer(&conn.buf, method).map_err(|e| format!("the upstream sent {e}"))? {
+            h1::Parsed::Final(length, head) => {
+                conn.buf.advance(length);
+                return Ok(Some(head));
+            }
+            h1::Parsed::Interim(length) => {
+                conn.buf.advance(length);
+                *interim += 1;
+                if *interim > MAX_INTERIM {
+                    return Err(TOO_MANY_INTERIM.into());
+                }
+            }
+            h1::Parsed::Partial => return Ok(None),
+        }
+    }
+}
+
+const TOO_MANY_INTERIM: &str = "the upstream sent too many interim answers";
+const HEAD_TOO_LONG: &str = "the upstream sent an answer head longer than 64 KiB";
 
 /// Interim (1xx) answers skipped before the final one.
 const MAX_INTERIM: usize = 16;
@@ -715,6 +785,128 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+
+    /// A connection over an in-memory pipe, and the upstream's end of it.
+    fn piped() -> (Conn, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let conn = Conn {
+            io: Box::new(ours),
+            buf: BytesMut::new(),
+        };
+        (conn, theirs)
+    }
+
+    /// A request body whose frames come when the test sends them.
+    struct Later(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Later {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|next| next.map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    /// Reads from `theirs` until `end` has arrived; all it read.
+    async fn read_until(theirs: &mut tokio::io::DuplexStream, end: &[u8]) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(end) {
+            assert_eq!(theirs.read(&mut byte).await.unwrap(), 1, "{seen:?}");
+            seen.push(byte[0]);
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn an_answer_head_without_line_ends_is_cut_off_at_its_limit() {
+        let (mut conn, mut theirs) = piped();
+        let upstream = tokio::spawn(async move {
+            theirs.write_all(b"HTTP/1.1 200 OK\r\nx: ").await.unwrap();
+            // Never a line end: only the limit ends this head.
+            let endless = vec![b'a'; 16 * 1024];
+            while theirs.write_all(&endless).await.is_ok() {}
+        });
+        let error = read_head(&mut conn, &http::Method::GET, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), HEAD_TOO_LONG);
+        assert!(
+            conn.buf.len() < h1::MAX_HEAD + READ_SIZE,
+            "{}",
+            conn.buf.len()
+        );
+        drop(conn);
+        upstream.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn interim_answers_while_the_body_streams_are_skipped_and_the_body_goes_on() {
+        let (mut conn, mut theirs) = piped();
+        let (more, frames) = tokio::sync::mpsc::channel(1);
+        let (sent_interim, interim_sent) = tokio::sync::oneshot::channel();
+        let upstream = tokio::spawn(async move {
+            let head = read_until(&mut theirs, b"\r\n\r\n").await;
+            let first = read_until(&mut theirs, b"hello\r\n").await;
+            // Unasked, while the body is still to come.
+            theirs
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .unwrap();
+            theirs
+                .write_all(b"HTTP/1.1 102 Processing\r\n\r\n")
+                .await
+                .unwrap();
+            sent_interim.send(()).unwrap();
+            let rest = read_until(&mut theirs, b"0\r\n\r\n").await;
+            theirs
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            (head, [first, rest].concat())
+        });
+        let client = tokio::spawn(async move {
+            more.send(Bytes::from("hello")).await.unwrap();
+            interim_sent.await.unwrap();
+            more.send(Bytes::from(", world")).await.unwrap();
+        });
+        let head = h1::request_head(
+            &http::Method::PUT,
+            "/artifact",
+            &HeaderValue::from_static("up"),
+            &http::HeaderMap::new(),
+            h1::Sent::Chunked,
+        );
+        let body = Outgoing::Streamed(Box::pin(Later(frames)), None);
+        let mut interim = 0;
+        let whole = write_request(
+            &mut conn,
+            head,
+            body,
+            h1::Sent::Chunked,
+            &http::Method::PUT,
+            &mut interim,
+        )
+        .await
+        .unwrap();
+        assert!(whole, "the whole body went");
+        let answer = read_head(&mut conn, &http::Method::PUT, interim)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, http::StatusCode::CREATED);
+        assert_eq!(answer.framing, h1::Framing::Length(2));
+        assert_eq!(&conn.buf[..], b"ok");
+        client.await.unwrap();
+        let (head, body) = upstream.await.unwrap();
+        assert!(head.starts_with(b"PUT /artifact HTTP/1.1\r\nhost: up\r\n"));
+        assert_eq!(body, b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn silence_is_counted_from_the_last_byte_either_way() {

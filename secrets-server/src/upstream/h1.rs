@@ -200,7 +200,10 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
             Framing::Close
         }
     } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers).ok_or("an invalid Content-Length")?)
+        let length = content_length(&headers).ok_or("an invalid Content-Length")?;
+        // Agreeing values (`3, 3`) pass on as the one value they agree on.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        Framing::Length(length)
     } else {
         reusable = false;
         Framing::Close
@@ -471,6 +474,14 @@ mod tests {
                 (framing, reusable),
                 "{text}"
             );
+            if let Framing::Length(n) = framing {
+                let lengths: Vec<_> = parsed
+                    .headers
+                    .get_all(header::CONTENT_LENGTH)
+                    .iter()
+                    .collect();
+                assert_eq!(lengths, [&HeaderValue::from(n)], "{text}");
+            }
         }
         let parsed = head(
             "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
