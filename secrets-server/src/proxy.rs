@@ -899,6 +899,7 @@ impl ProxyState {
         // Small bodies are kept for a resend; others stream through.
         let length = body.size_hint().exact();
         let kept = match length {
+            Some(0) => Ok(bytes::Bytes::new()),
             Some(n) if n <= MAX_REPLAY_BYTES => {
                 match Limited::new(body, MAX_REPLAY_BYTES as usize)
                     .collect()

@@ -162,12 +162,21 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
     if status.is_informational() {
         return Ok(Parsed::Interim(length));
     }
+    // One copy of the head; the values are slices of it.
+    let copied = Bytes::copy_from_slice(&buf[..length]);
     let mut headers = HeaderMap::with_capacity(answer.headers.len());
     for field in answer.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| "a malformed answer header name")?;
+        // The parser's values lie within `buf`.
+        let start = (field.value.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        let value = copied
+            .get(start..start.saturating_add(field.value.len()))
+            .filter(|slice| *slice == field.value)
+            .map(|_| copied.slice(start..start + field.value.len()))
+            .ok_or("a malformed answer header value")?;
         let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| "a malformed answer header value")?;
+            HeaderValue::from_maybe_shared(value).map_err(|_| "a malformed answer header value")?;
         headers.append(name, value);
     }
     let closes = headers
@@ -200,9 +209,11 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
             Framing::Close
         }
     } else if headers.contains_key(header::CONTENT_LENGTH) {
-        let length = content_length(&headers).ok_or("an invalid Content-Length")?;
+        let (length, single) = content_length(&headers).ok_or("an invalid Content-Length")?;
         // Agreeing values (`3, 3`) pass on as the one value they agree on.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if !single {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         Framing::Length(length)
     } else {
         reusable = false;
@@ -219,9 +230,11 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
     ))
 }
 
-/// The one length all `Content-Length` values (and list members) agree on.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// The one length all `Content-Length` values (and list members) agree
+/// on, and whether it was written once only.
+fn content_length(headers: &HeaderMap) -> Option<(u64, bool)> {
     let mut agreed = None;
+    let mut members = 0;
     for member in headers
         .get_all(header::CONTENT_LENGTH)
         .iter()
@@ -236,8 +249,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
             return None;
         }
         agreed = Some(length);
+        members += 1;
     }
-    agreed
+    agreed.map(|length| (length, members == 1))
 }
 
 /// The first `n` bytes of `buf`, taken out of it.
