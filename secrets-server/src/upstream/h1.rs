@@ -189,6 +189,19 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
+        // No body follows, but a Content-Length still goes to the client:
+        // as one value, or not at all.
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            match content_length(&headers) {
+                Some((_, true)) => {}
+                Some((length, false)) => {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                }
+                None => {
+                    headers.remove(header::CONTENT_LENGTH);
+                }
+            }
+        }
         Framing::Empty
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
         // Framed two ways (or by a coding this reader cannot end): the
@@ -503,6 +516,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parsed.framing, Framing::Empty);
+        for (text, length) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 18, 18\r\n\r\n",
+                Some("18"),
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 18, 19\r\n\r\n", None),
+            ("HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n", None),
+        ] {
+            let parsed = head(text, &Method::HEAD).unwrap();
+            let sent = parsed
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!((parsed.framing, sent), (Framing::Empty, length), "{text}");
+        }
         for bad in [
             "HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
