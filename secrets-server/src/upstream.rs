@@ -696,7 +696,8 @@ struct Timed<S> {
     limit: Duration,
     /// When a byte last went either way.
     last: tokio::time::Instant,
-    /// Made on the first wait, reset after that.
+    /// Made on the first wait; moved later only when it fires before the
+    /// deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -716,22 +717,20 @@ impl<S> Timed<S> {
             return poll;
         }
         let deadline = self.last + self.limit;
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                timer
+        // The timer is left where it was while bytes move (the deadline only
+        // ever moves later) and moved when it fires early: no timer-wheel
+        // work on every wait.
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= deadline {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the upstream sent and took nothing for the read timeout",
+                )));
             }
-            None => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the upstream sent and took nothing for the read timeout",
-            )));
+            timer.as_mut().reset(deadline);
         }
         Poll::Pending
     }
