@@ -42,10 +42,13 @@ const RESERVED: &str = "/-/";
 const OPEN_PATHS: &[&str] = &["/-/healthz", "/-/readyz", "/-/metrics"];
 
 /// Request headers never forwarded: hop-by-hop ones, the client's own
-/// credentials (the local token) and `Host` (set for the upstream).
-const DROPPED_REQUEST: [HeaderName; 8] = [
+/// credentials (the local token), and `Host`, the body's framing and
+/// `Expect` (written for the upstream by its client).
+const DROPPED_REQUEST: [HeaderName; 10] = [
     header::CONNECTION,
     header::HOST,
+    header::CONTENT_LENGTH,
+    header::EXPECT,
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
     header::TE,
