@@ -84,10 +84,10 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// Time a client has to send a request's headers (also the keep-alive idle time).
     pub(crate) header_timeout: Duration,
-    /// The largest request head, in bytes.
+    /// The largest request head, in bytes (and at most 100 headers,
+    /// hyper's own limit: naming another makes hyper fill and move a header
+    /// array on every request).
     pub(crate) max_head_bytes: usize,
-    /// The most request headers.
-    pub(crate) max_headers: usize,
     /// Time a client may take none of a response before its connection is
     /// closed (nginx's `send_timeout`).
     pub(crate) send_timeout: Duration,
@@ -117,7 +117,6 @@ impl Default for Limits {
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             max_head_bytes: 16 * 1024,
-            max_headers: 64,
             send_timeout: Duration::from_secs(60),
             drain: Duration::from_secs(10),
         }
@@ -456,7 +455,6 @@ impl Listener {
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_head_bytes)
-                .max_headers(limits.max_headers)
                 .serve_connection(stream, service);
             let connection = graceful.watch(connection);
             let held = Held::new(slot, &open);
