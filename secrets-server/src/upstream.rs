@@ -221,7 +221,10 @@ impl Client {
         );
         let mut conn = match self.shared.checkout() {
             Some(conn) => conn,
-            None => self.shared.connect().await?,
+            // Boxed: dialling (a tunnel, a TLS handshake) is a large future,
+            // and every request's future would carry its size, moved on
+            // each call, for a path a kept connection never takes.
+            None => Box::pin(self.shared.connect()).await?,
         };
         let mut interim = 0;
         let whole = write_request(&mut conn, head, body, sent, &parts.method, &mut interim).await?;
