@@ -57,7 +57,7 @@ fn main() -> Result<()> {
         format!("http://{}{PATH}", tcp_relay(trivial)?),
         None,
     );
-    let (mut nginx, nginx_addr, nginx_version) =
+    let (nginx, nginx_addr, nginx_version) =
         start_nginx(&dir, trivial, &basic("bench-user", "bench-password-7f3a"))?;
     let nginx_target = Target::new(
         &format!(
@@ -83,8 +83,7 @@ fn main() -> Result<()> {
             trivial_rows.push(trivial_row(&target.name, connections, load, floor));
         }
     }
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    drop(nginx);
 
     if std::env::var_os("MSA_PROXY_TRIVIAL_ONLY").is_some() {
         let _ = proxy.kill();
@@ -283,7 +282,7 @@ fn start_nginx(
     dir: &Path,
     upstream: SocketAddr,
     authorization: &str,
-) -> Result<(Child, SocketAddr, String)> {
+) -> Result<(Nginx, SocketAddr, String)> {
     let version = Command::new("nginx").arg("-v").output()?;
     let version = String::from_utf8_lossy(&version.stderr)
         .trim()
@@ -328,15 +327,17 @@ http {{
             prefix = prefix.display()
         ),
     )?;
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-e")
-        .arg(prefix.join("error.log"))
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .spawn()?;
+    let child = Nginx(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
     let started = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         if started.elapsed() > Duration::from_secs(30) {
@@ -345,6 +346,28 @@ http {{
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((child, addr, version))
+}
+
+/// A running nginx, stopped when dropped (on an early return too) through
+/// its master (SIGTERM), which ends its worker: a SIGKILL to the master
+/// would leave the worker behind, orphaned.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The run with the lower median.
