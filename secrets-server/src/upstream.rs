@@ -374,22 +374,15 @@ fn answered_early(
             Ok(_) => {}
             Err(error) => return Poll::Ready(Err(error.into())),
         }
-        // A head can only be whole once a line has ended.
-        if conn.buf[before..].contains(&b'\n') {
-            // A final head (or one `read_head` refuses) stays in the buffer.
-            loop {
-                match h1::parse_answer(&conn.buf, method) {
-                    Ok(h1::Parsed::Interim(length)) => {
-                        conn.buf.advance(length);
-                        *interim += 1;
-                        if *interim > MAX_INTERIM {
-                            return Poll::Ready(Err(TOO_MANY_INTERIM.into()));
-                        }
-                    }
-                    Ok(h1::Parsed::Partial) => break,
-                    Ok(h1::Parsed::Final(..)) | Err(_) => return Poll::Ready(Ok(false)),
-                }
-            }
+        // A head can only be whole once a line has ended. A final head (or
+        // one `read_head` refuses) stays in the buffer for it.
+        if conn.buf[before..].contains(&b'\n')
+            && !matches!(
+                after_interim(conn, method, interim)?,
+                Ok(h1::Parsed::Partial)
+            )
+        {
+            return Poll::Ready(Ok(false));
         }
         // What is left of a head too long for `read_head`, which refuses it.
         if conn.buf.len() >= h1::MAX_HEAD {
@@ -432,20 +425,35 @@ fn parsed(
     method: &http::Method,
     interim: &mut usize,
 ) -> Result<Option<h1::Head>, BoxError> {
+    match after_interim(conn, method, interim)?.map_err(|e| format!("the upstream sent {e}"))? {
+        h1::Parsed::Final(length, head) => {
+            conn.buf.advance(length);
+            Ok(Some(head))
+        }
+        // Never an interim one: `after_interim` took those.
+        h1::Parsed::Partial | h1::Parsed::Interim(_) => Ok(None),
+    }
+}
+
+/// Takes the interim (1xx) answers at the start of the buffer out of it,
+/// counted in `interim` (an error past [`MAX_INTERIM`]), and parses what
+/// follows them: a final head (left in the buffer), one not whole yet, or
+/// no answer.
+fn after_interim(
+    conn: &mut Conn,
+    method: &http::Method,
+    interim: &mut usize,
+) -> Result<Result<h1::Parsed, &'static str>, BoxError> {
     loop {
-        match h1::parse_answer(&conn.buf, method).map_err(|e| format!("the upstream sent {e}"))? {
-            h1::Parsed::Final(length, head) => {
-                conn.buf.advance(length);
-                return Ok(Some(head));
-            }
-            h1::Parsed::Interim(length) => {
+        match h1::parse_answer(&conn.buf, method) {
+            Ok(h1::Parsed::Interim(length)) => {
                 conn.buf.advance(length);
                 *interim += 1;
                 if *interim > MAX_INTERIM {
                     return Err(TOO_MANY_INTERIM.into());
                 }
             }
-            h1::Parsed::Partial => return Ok(None),
+            other => return Ok(other),
         }
     }
 }
