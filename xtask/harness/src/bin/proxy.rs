@@ -72,15 +72,30 @@ fn main() -> Result<()> {
         Some(bearer),
     );
     let mut trivial_rows = Vec::new();
-    for connections in [1, 16] {
+    // 1 connection twice: as the scheduler places the processes, then with
+    // every process of the chain on one CPU. Free, each hop may wake an idle
+    // CPU (tens of µs on a VM) or not, as the scheduler happens to place
+    // the processes: a figure of the placement more than of the proxy.
+    let pinned = [std::process::id(), proxy.id(), nginx.0.id()];
+    for (connections, one_cpu) in [(1, false), (1, true), (16, false)] {
         let mut targets = vec![&direct, &nginx_target, &ours];
         if connections == 1 {
             targets.insert(1, &relay);
         }
-        let loads = alternating(&targets, connections)?;
+        let cpu = if one_cpu {
+            Some(OneCpu::pin(&pinned)?)
+        } else {
+            None
+        };
+        let loads = alternating(&targets, connections, cpu.as_ref())?;
+        let placed = if one_cpu {
+            "1, one CPU"
+        } else {
+            &connections.to_string()
+        };
         let floor = loads[0].p50;
         for (target, load) in targets.iter().zip(&loads) {
-            trivial_rows.push(trivial_row(&target.name, connections, load, floor));
+            trivial_rows.push(trivial_row(&target.name, placed, load, floor));
         }
     }
     drop(nginx);
@@ -206,7 +221,7 @@ fn side_by_side(
         proxy_url.to_owned(),
         proxy_header.map(str::to_owned),
     );
-    let mut loads = alternating(&[&direct, &through], connections)?.into_iter();
+    let mut loads = alternating(&[&direct, &through], connections, None)?.into_iter();
     match (loads.next(), loads.next()) {
         (Some(direct), Some(through)) => Ok((direct, through)),
         _ => Err("wrk gave fewer loads than asked".into()),
@@ -229,24 +244,108 @@ impl Target {
         }
     }
 
-    fn wrk(&self, connections: u32, seconds: u32) -> Result<Load> {
-        wrk(&self.url, self.header.as_deref(), connections, seconds)
+    fn wrk(&self, connections: u32, seconds: u32, cpu: Option<&OneCpu>) -> Result<Load> {
+        wrk(&self.url, self.header.as_deref(), connections, seconds, cpu)
     }
+}
+
+/// Every process of a chain (and their threads) held on one CPU, the last
+/// one this process may use, until dropped; `wrk` is started on it too.
+struct OneCpu {
+    cpu: String,
+    all: String,
+    pids: Vec<u32>,
+}
+
+impl OneCpu {
+    /// `pids`, their threads and their child processes (nginx's worker) on one CPU.
+    fn pin(pids: &[u32]) -> Result<Self> {
+        let all = affinity(std::process::id())?;
+        let cpu = all
+            .rsplit([',', '-'])
+            .next()
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| format!("cannot read the CPU list {all:?}"))?
+            .to_owned();
+        let mut pinned = Self {
+            cpu,
+            all,
+            pids: Vec::new(),
+        };
+        for &pid in pids {
+            for pid in std::iter::once(pid).chain(children(pid)) {
+                set_affinity(pid, &pinned.cpu)?;
+                pinned.pids.push(pid);
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            let _ = set_affinity(pid, &self.all);
+        }
+    }
+}
+
+/// The CPUs `pid` may run on, as `taskset` lists them (`0-1`, `0,2`).
+fn affinity(pid: u32) -> Result<String> {
+    let output = Command::new("taskset")
+        .args(["-p", "-c", &pid.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match text.rsplit_once(':') {
+        Some((_, list)) if output.status.success() => Ok(list.trim().to_owned()),
+        _ => Err(format!("taskset cannot read the CPUs of {pid}: {text}").into()),
+    }
+}
+
+/// Holds every thread of `pid` on `cpus`.
+fn set_affinity(pid: u32, cpus: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset cannot set the CPUs of {pid}").into())
+    }
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // The parent is the second field after the command's `)`.
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }
 
 /// The same load on each target after an unmeasured warm-up of each,
 /// measured twice (in order, then in reverse order), the better of each.
-fn alternating(targets: &[&Target], connections: u32) -> Result<Vec<Load>> {
+fn alternating(targets: &[&Target], connections: u32, cpu: Option<&OneCpu>) -> Result<Vec<Load>> {
     for target in targets {
-        target.wrk(connections, 3)?;
+        target.wrk(connections, 3, cpu)?;
     }
     let mut first = Vec::new();
     for target in targets {
-        first.push(target.wrk(connections, 10)?);
+        first.push(target.wrk(connections, 10, cpu)?);
     }
     let mut second = Vec::new();
     for target in targets.iter().rev() {
-        second.push(target.wrk(connections, 10)?);
+        second.push(target.wrk(connections, 10, cpu)?);
     }
     second.reverse();
     Ok(first
@@ -258,7 +357,7 @@ fn alternating(targets: &[&Target], connections: u32) -> Result<Vec<Load>> {
 
 const TRIVIAL_HEADER: &str = "| small GET, trivial local upstream | connections | p50 / p99 | requests/s | p50 added |\n|---|---|---|---|---|";
 
-fn trivial_row(what: &str, connections: u32, load: &Load, direct: Duration) -> String {
+fn trivial_row(what: &str, connections: &str, load: &Load, direct: Duration) -> String {
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
     let added = if what == "direct" {
         "—".to_owned()
@@ -375,9 +474,23 @@ fn better(a: Load, b: Load) -> Load {
     if a.p50 <= b.p50 { a } else { b }
 }
 
-/// `wrk -d<seconds>s --latency` with `connections` (over 1 or 2 threads), parsed.
-fn wrk(url: &str, header: Option<&str>, connections: u32, seconds: u32) -> Result<Load> {
-    let mut command = Command::new("wrk");
+/// `wrk -d<seconds>s --latency` with `connections` (over 1 or 2 threads),
+/// on `cpu` if given, parsed.
+fn wrk(
+    url: &str,
+    header: Option<&str>,
+    connections: u32,
+    seconds: u32,
+    cpu: Option<&OneCpu>,
+) -> Result<Load> {
+    let mut command = match cpu {
+        Some(one) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", &one.cpu, "wrk"]);
+            taskset
+        }
+        None => Command::new("wrk"),
+    };
     command
         .arg(format!("-t{}", connections.min(2)))
         .arg(format!("-d{seconds}s"))
