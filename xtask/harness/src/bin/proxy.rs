@@ -76,17 +76,12 @@ fn main() -> Result<()> {
     // every process of the chain on one CPU. Free, each hop may wake an idle
     // CPU (tens of µs on a VM) or not, as the scheduler happens to place
     // the processes: a figure of the placement more than of the proxy.
-    let pinned = [std::process::id(), proxy.id(), nginx.0.id()];
     for (connections, one_cpu) in [(1, false), (1, true), (16, false)] {
         let mut targets = vec![&direct, &nginx_target, &ours];
         if connections == 1 {
             targets.insert(1, &relay);
         }
-        let cpu = if one_cpu {
-            Some(OneCpu::pin(&pinned)?)
-        } else {
-            None
-        };
+        let cpu = if one_cpu { Some(OneCpu::pin()?) } else { None };
         let loads = alternating(&targets, connections, cpu.as_ref())?;
         let placed = if one_cpu {
             "1, one CPU"
@@ -249,8 +244,9 @@ impl Target {
     }
 }
 
-/// Every process of a chain (and their threads) held on one CPU, the last
-/// one this process may use, until dropped; `wrk` is started on it too.
+/// This process and every process it started (the proxy, nginx and its
+/// worker), all their threads, held on one CPU, the last one this process
+/// may use, until dropped; `wrk` is started on it too.
 struct OneCpu {
     cpu: String,
     all: String,
@@ -258,8 +254,7 @@ struct OneCpu {
 }
 
 impl OneCpu {
-    /// `pids`, their threads and their child processes (nginx's worker) on one CPU.
-    fn pin(pids: &[u32]) -> Result<Self> {
+    fn pin() -> Result<Self> {
         let all = affinity(std::process::id())?;
         let cpu = all
             .rsplit([',', '-'])
@@ -272,11 +267,11 @@ impl OneCpu {
             all,
             pids: Vec::new(),
         };
-        for &pid in pids {
-            for pid in std::iter::once(pid).chain(children(pid)) {
-                set_affinity(pid, &pinned.cpu)?;
-                pinned.pids.push(pid);
-            }
+        let mut pending = vec![std::process::id()];
+        while let Some(pid) = pending.pop() {
+            set_affinity(pid, &pinned.cpu)?;
+            pinned.pids.push(pid);
+            pending.extend(children(pid));
         }
         Ok(pinned)
     }
