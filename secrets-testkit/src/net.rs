@@ -221,12 +221,24 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// A free port on 127.0.0.1 at the time of the call.
+/// A free port on 127.0.0.1 at the time of the call, never one this
+/// process was given before: tests run side by side, and two servers started
+/// on one port would find the other's server answering and share it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A free address on 127.0.0.1 at the time of the call (for a server to
@@ -362,6 +374,15 @@ impl Drop for Serving {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_never_given_twice_in_one_process() {
+        let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was given twice");
+    }
 
     #[test]
     fn blackhole_accepts_and_never_answers() {
