@@ -317,6 +317,8 @@ struct StatusLabels {
 #[derive(Clone)]
 pub(crate) struct ProxyMetrics {
     requests: Family<StatusLabels, Counter>,
+    /// The counter of `200` answers (most of them), looked up once.
+    ok: Arc<std::sync::OnceLock<Counter>>,
     upstream_seconds: Histogram,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -329,6 +331,7 @@ impl Default for ProxyMetrics {
     fn default() -> Self {
         Self {
             requests: Family::default(),
+            ok: Arc::default(),
             upstream_seconds: latency_histogram(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
@@ -341,6 +344,16 @@ impl Default for ProxyMetrics {
 impl ProxyMetrics {
     /// Counts one answered request.
     pub(crate) fn request(&self, status: StatusCode) {
+        if status == StatusCode::OK {
+            self.ok
+                .get_or_init(|| {
+                    self.requests
+                        .get_or_create(&StatusLabels { status: 200 })
+                        .clone()
+                })
+                .inc();
+            return;
+        }
         self.requests
             .get_or_create(&StatusLabels {
                 status: status.as_u16(),

@@ -1290,7 +1290,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_weak_local_token_or_a_zero_timeout_is_refused_before_binding() {
+    async fn a_weak_local_token_a_zero_timeout_or_a_huge_cap_is_refused_before_binding() {
         let short = Proxy::builder(file_auth(), "http://127.0.0.1:9")
             .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .local_token(SecretString::from("short-token"))
@@ -1314,6 +1314,15 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(zero.to_string(), "the drain time must be longer than zero");
+        let huge = Proxy::builder(file_auth(), "http://127.0.0.1:9")
+            .max_connections(usize::MAX)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            huge.to_string(),
+            "the connection cap must be at most 1048576"
+        );
         let debug = format!(
             "{:?}",
             Proxy::builder(file_auth(), "https://user:pw-in-url@127.0.0.1/")

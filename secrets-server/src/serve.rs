@@ -4,6 +4,8 @@
 //! on TCP), a cap on connections, timeouts against slow clients, and a
 //! graceful stop on SIGTERM/SIGINT.
 
+mod connection;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Read as _};
@@ -22,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use mlflow_secrets_auth::secrecy::{ExposeSecret, SecretString};
 use mlflow_secrets_auth_agent::protocol;
 use prometheus_client::metrics::gauge::Gauge;
@@ -77,6 +79,10 @@ impl Drop for Held {
     }
 }
 
+/// The largest connection cap (a file descriptor each; far above any
+/// process's descriptor limit).
+const MAX_CONNECTIONS: usize = 1 << 20;
+
 /// Limits of a server.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -96,8 +102,12 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// Refuses a zero timeout or drain: it would cut every client off.
+    /// Refuses a zero timeout or drain (it would cut every client off) and
+    /// a connection cap above [`MAX_CONNECTIONS`].
     pub(crate) fn checked(&self) -> crate::Result<()> {
+        if self.max_connections > MAX_CONNECTIONS {
+            bail!("the connection cap must be at most {MAX_CONNECTIONS}");
+        }
         for (value, what) in [
             (self.header_timeout, "the read timeout"),
             (self.send_timeout, "the send timeout"),
@@ -336,7 +346,7 @@ impl Listener {
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let (mut over_cap, mut foreign_uid, mut accept_failed) =
             (Quiet::default(), Quiet::default(), Quiet::default());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let stopping = Arc::new(connection::Stopping::default());
         let checks = Arc::new(match &self {
             Self::Tcp {
                 token,
@@ -353,6 +363,13 @@ impl Listener {
                     .local_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default(),
+                usual_hosts: listener
+                    .local_addr()
+                    .map(|a| vec![a.to_string(), format!("localhost:{}", a.port())])
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|host| loopback_name(host))
+                    .collect(),
             },
             Self::Unix { .. } => Checks {
                 tcp: false,
@@ -361,6 +378,7 @@ impl Listener {
                 open_paths,
                 challenge: None,
                 addr: String::new(),
+                usual_hosts: Vec::new(),
             },
         });
         tokio::pin!(stop);
@@ -452,14 +470,23 @@ impl Listener {
                 }
             });
             let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
+                .timer(connection::HeadTimer::default())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_head_bytes)
                 .serve_connection(stream, service);
-            let connection = graceful.watch(connection);
+            let stop = stopping.wait();
             let held = Held::new(slot, &open);
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                let mut connection = std::pin::pin!(connection);
+                let ended = tokio::select! {
+                    biased;
+                    ended = connection.as_mut() => ended,
+                    () = stop => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = ended {
                     tracing::debug!(%error, "connection ended early");
                 }
                 drop(held);
@@ -473,8 +500,11 @@ impl Listener {
         if let Some(path) = &path {
             let _ = std::fs::remove_file(path);
         }
+        stopping.stop();
+        // Every connection holds a slot until it ends.
+        let every_slot = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!(%address, "stopped: every request finished"),
+            _ = slots.acquire_many(every_slot) => tracing::info!(%address, "stopped: every request finished"),
             () = tokio::time::sleep(limits.drain) => {
                 tracing::warn!(%address, drain_s = limits.drain.as_secs_f64(), "stopped: requests still running after the drain time were cut");
             }
@@ -745,6 +775,9 @@ struct Checks {
     challenge: Option<&'static str>,
     /// The address served (what a signed request names), on TCP.
     addr: String,
+    /// `Host` values clients usually send for `addr` that [`loopback_name`]
+    /// passes: matched byte for byte before it parses anything.
+    usual_hosts: Vec<String>,
 }
 
 impl Checks {
@@ -770,7 +803,7 @@ impl Checks {
         if !self.tcp {
             return None;
         }
-        if self.loopback_host && !loopback_host(headers) {
+        if self.loopback_host && !loopback_host(headers, &self.usual_hosts) {
             return Some(refusal(
                 StatusCode::FORBIDDEN,
                 "the Host header must name a loopback address",
@@ -820,11 +853,17 @@ pub(crate) fn same_header(name: &str, wanted: &str) -> bool {
         })
 }
 
-/// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`), any port.
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+/// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`),
+/// any port: one of `usual` (each such a name) or parsed.
+fn loopback_host(headers: &HeaderMap, usual: &[String]) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
         return false;
     };
+    usual.iter().any(|u| u.as_bytes() == host.as_bytes()) || host.to_str().is_ok_and(loopback_name)
+}
+
+/// Whether `host` (a `Host` value) names a loopback address, any port.
+fn loopback_name(host: &str) -> bool {
     let Ok(authority) = host.parse::<http::uri::Authority>() else {
         return false;
     };
@@ -870,7 +909,7 @@ fn signed(
         request.method().as_str(),
         target,
     );
-    given.ct_eq(expected.as_bytes()).into()
+    same_secret(given, expected.as_bytes())
 }
 
 /// Whether the request carries `Authorization: Bearer <token>` (compared in
@@ -887,7 +926,18 @@ fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
     else {
         return false;
     };
-    given.ct_eq(token.expose_secret().as_bytes()).into()
+    same_secret(given, token.expose_secret().as_bytes())
+}
+
+/// Whether `given` is `secret`, in a time that depends on their lengths
+/// only: the differences of every byte pair are folded together (no branch
+/// on a byte) and the fold is judged once, in constant time.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let differences = given
+        .iter()
+        .zip(secret)
+        .fold(0u8, |folded, (a, b)| folded | (a ^ b));
+    given.len() == secret.len() && bool::from(differences.ct_eq(&0))
 }
 
 /// Makes the directory of a socket or token file, or checks an existing one
@@ -1145,7 +1195,7 @@ mod tests {
             "[::1]:9",
             "127.1.2.3",
         ] {
-            assert!(loopback_host(&headers(&[("host", good)])), "{good}");
+            assert!(loopback_host(&headers(&[("host", good)]), &[]), "{good}");
         }
         for bad in [
             "evil.example:8765",
@@ -1155,9 +1205,11 @@ mod tests {
             "[::2]:1",
             "localhost.evil",
         ] {
-            assert!(!loopback_host(&headers(&[("host", bad)])), "{bad}");
+            for usual in [&[][..], &["127.0.0.1:8765".into(), "localhost:8765".into()]] {
+                assert!(!loopback_host(&headers(&[("host", bad)]), usual), "{bad}");
+            }
         }
-        assert!(!loopback_host(&HeaderMap::new()));
+        assert!(!loopback_host(&HeaderMap::new(), &[]));
     }
 
     #[test]
