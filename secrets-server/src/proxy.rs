@@ -1314,6 +1314,15 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(zero.to_string(), "the drain time must be longer than zero");
+        let endless = Proxy::builder(file_auth(), "http://127.0.0.1:9")
+            .read_timeout(Duration::from_secs_f64(1.7e19))
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            endless.to_string(),
+            "the read timeout must be at most 86400 s"
+        );
         let huge = Proxy::builder(file_auth(), "http://127.0.0.1:9")
             .max_connections(usize::MAX)
             .start()

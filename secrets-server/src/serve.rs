@@ -83,6 +83,9 @@ impl Drop for Held {
 /// process's descriptor limit).
 const MAX_CONNECTIONS: usize = 1 << 20;
 
+/// The longest timeout or drain: a day.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Limits of a server.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -102,8 +105,9 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// Refuses a zero timeout or drain (it would cut every client off) and
-    /// a connection cap above [`MAX_CONNECTIONS`].
+    /// Refuses a zero timeout or drain (it would cut every client off), one
+    /// above [`MAX_WAIT`] (a deadline past what the clock holds panics) and a
+    /// connection cap above [`MAX_CONNECTIONS`].
     pub(crate) fn checked(&self) -> crate::Result<()> {
         if self.max_connections > MAX_CONNECTIONS {
             bail!("the connection cap must be at most {MAX_CONNECTIONS}");
@@ -115,6 +119,9 @@ impl Limits {
         ] {
             if value.is_zero() {
                 bail!("{what} must be longer than zero");
+            }
+            if value > MAX_WAIT {
+                bail!("{what} must be at most {} s", MAX_WAIT.as_secs());
             }
         }
         Ok(())
