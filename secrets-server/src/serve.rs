@@ -360,24 +360,18 @@ impl Listener {
                 loopback_host,
                 challenge,
                 listener,
-            } => Checks {
-                tcp: true,
-                token: token.clone(),
-                loopback_host: *loopback_host,
-                open_paths,
-                challenge: *challenge,
-                addr: listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
-                usual_hosts: listener
-                    .local_addr()
-                    .map(|a| vec![a.to_string(), format!("localhost:{}", a.port())])
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|host| loopback_name(host))
-                    .collect(),
-            },
+            } => {
+                let local = listener.local_addr().ok();
+                Checks {
+                    tcp: true,
+                    token: token.clone(),
+                    loopback_host: *loopback_host,
+                    open_paths,
+                    challenge: *challenge,
+                    addr: local.map(|a| a.to_string()).unwrap_or_default(),
+                    usual_hosts: local.map(usual_hosts).unwrap_or_default(),
+                }
+            }
             Self::Unix { .. } => Checks {
                 tcp: false,
                 token: None,
@@ -869,6 +863,15 @@ fn loopback_host(headers: &HeaderMap, usual: &[String]) -> bool {
     usual.iter().any(|u| u.as_bytes() == host.as_bytes()) || host.to_str().is_ok_and(loopback_name)
 }
 
+/// The `Host` values clients usually send for a listener at `addr`, those
+/// of them [`loopback_name`] passes.
+fn usual_hosts(addr: SocketAddr) -> Vec<String> {
+    [addr.to_string(), format!("localhost:{}", addr.port())]
+        .into_iter()
+        .filter(|host| loopback_name(host))
+        .collect()
+}
+
 /// Whether `host` (a `Host` value) names a loopback address, any port.
 fn loopback_name(host: &str) -> bool {
     let Ok(authority) = host.parse::<http::uri::Authority>() else {
@@ -1217,6 +1220,15 @@ mod tests {
             }
         }
         assert!(!loopback_host(&HeaderMap::new(), &[]));
+        // Only loopback names are matched byte for byte.
+        let usual = |addr: &str| usual_hosts(addr.parse().unwrap());
+        assert_eq!(
+            usual("127.0.0.1:8765"),
+            ["127.0.0.1:8765", "localhost:8765"]
+        );
+        assert_eq!(usual("[::1]:9"), ["[::1]:9", "localhost:9"]);
+        assert_eq!(usual("0.0.0.0:8765"), ["localhost:8765"]);
+        assert_eq!(usual("10.0.0.1:80"), ["localhost:80"]);
     }
 
     #[test]
