@@ -45,7 +45,14 @@ pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
             &root().join("xtask/test-env-constraints.txt"),
         )?;
         maturin
-            .args(["--release", "--zig", "--compatibility", "manylinux2014"])
+            // The `wheel` profile: release without the whole-program step.
+            .args([
+                "--profile",
+                "wheel",
+                "--zig",
+                "--compatibility",
+                "manylinux2014",
+            ])
             .env("PATH", with_venv_on_path()?)
             .env("CARGO_TARGET_DIR", root().join("target/manylinux2014"));
     }
