@@ -45,7 +45,7 @@ pub(crate) fn wheel(release: bool) -> Result<PathBuf> {
             &root().join("xtask/test-env-constraints.txt"),
         )?;
         maturin
-            // The `wheel` profile: release without the whole-program step.
+            // Cargo.toml's `wheel` profile says why it is not `--release`.
             .args([
                 "--profile",
                 "wheel",
