@@ -99,6 +99,8 @@ const DROPPED_RESPONSE: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+const CONNECTION_AT: usize = 0;
+const TRANSFER_ENCODING_AT: usize = 4;
 
 /// Where the proxy serves: a TCP address or a Unix socket.
 #[derive(Debug, Clone)]
@@ -528,19 +530,59 @@ impl Upstream {
 /// never escapes, no empty, `.` or `..` segment, no `%`, `\\` or `;` in the
 /// path.
 fn plain_target(target: &str) -> bool {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    path.starts_with('/')
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&b))
-        && !path.contains("//")
-        && !path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
-        && query
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b))
+    // One pass: the path's bytes, then its segments, then the query's bytes.
+    let is = |b: u8, class: u8| PLAIN_BYTES[usize::from(b)] & class != 0;
+    let dot_segment = |length: usize, dots: usize| (1..=2).contains(&length) && dots == length;
+    let Some((b'/', path)) = target.as_bytes().split_first() else {
+        return false;
+    };
+    // The segment read so far: its length and how many of its bytes are `.`.
+    let (mut length, mut dots) = (0, 0);
+    for (at, &b) in path.iter().enumerate() {
+        match b {
+            b'/' if length == 0 || dot_segment(length, dots) => return false,
+            b'/' => (length, dots) = (0, 0),
+            b'?' => {
+                return !dot_segment(length, dots)
+                    && path[at + 1..].iter().all(|&b| is(b, IN_QUERY));
+            }
+            _ if is(b, IN_PATH) => {
+                length += 1;
+                dots += usize::from(b == b'.');
+            }
+            _ => return false,
+        }
+    }
+    !dot_segment(length, dots)
 }
+
+/// The bytes a plain target holds as they are: [`IN_PATH`] in a path segment
+/// (letters, digits and `-._~!$&'()*+,=:@`), [`IN_QUERY`] in the query (letters,
+/// digits and `-._~!$&()*+,;=:@/?%`).
+const PLAIN_BYTES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 128 {
+        if (b as u8).is_ascii_alphanumeric() {
+            table[b] = IN_PATH | IN_QUERY;
+        }
+        b += 1;
+    }
+    let (path, query) = (b"-._~!$&'()*+,=:@", b"-._~!$&()*+,;=:@/?%");
+    let mut i = 0;
+    while i < path.len() {
+        table[path[i] as usize] |= IN_PATH;
+        i += 1;
+    }
+    i = 0;
+    while i < query.len() {
+        table[query[i] as usize] |= IN_QUERY;
+        i += 1;
+    }
+    table
+};
+const IN_PATH: u8 = 1;
+const IN_QUERY: u8 = 2;
 
 /// `path` as the most lenient server may read it: percent-escapes
 /// (`%XX` and IIS's `%uXXXX`) decoded again and again until nothing changes
@@ -1018,15 +1060,16 @@ impl ProxyState {
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
             // Compared as CGI-style servers read names too (punctuation alike).
+            let text = name.as_str();
             let dropped = DROPPED_REQUEST
                 .iter()
-                .any(|d| serve::same_header(name.as_str(), d.as_str()))
+                .any(|d| serve::same_header(text, d.as_str()))
                 || configured
                     .as_ref()
-                    .is_some_and(|c| serve::same_header(name.as_str(), c.as_str()))
+                    .is_some_and(|c| serve::same_header(text, c.as_str()))
                 || OVERRIDES
                     .iter()
-                    .any(|wanted| serve::same_header(name.as_str(), wanted))
+                    .any(|wanted| serve::same_header(text, wanted))
                 || listed.contains(name);
             if !dropped {
                 headers.append(name.clone(), value.clone());
@@ -1057,26 +1100,7 @@ impl ProxyState {
     /// `host` named it), the body streamed.
     fn relay(&self, answer: Response<Answer>, host: Option<&HeaderValue>) -> Response<Body> {
         let (mut parts, body) = answer.into_parts();
-        // One pass over the names first: most answers hold no hop-by-hop header.
-        if parts
-            .headers
-            .keys()
-            .any(|name| DROPPED_RESPONSE.contains(name) || name == "keep-alive")
-        {
-            // Framed by Transfer-Encoding, an answer's Content-Length is
-            // not its length (RFC 9112, section 6.3): never passed on. Read
-            // before the names `Connection` lists go, which may include it.
-            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-                parts.headers.remove(header::CONTENT_LENGTH);
-            }
-            for name in connection_listed(&parts.headers) {
-                parts.headers.remove(name);
-            }
-            for name in DROPPED_RESPONSE {
-                parts.headers.remove(name);
-            }
-            parts.headers.remove("keep-alive");
-        }
+        drop_hop_by_hop(&mut parts.headers);
         if let Some(location) = parts
             .headers
             .get(header::LOCATION)
@@ -1095,6 +1119,51 @@ impl ProxyState {
             })
             .boxed();
         Response::from_parts(parts, body)
+    }
+}
+
+/// Drops an answer's hop-by-hop headers: those of [`DROPPED_RESPONSE`],
+/// `Keep-Alive` and the names `Connection` lists; and, when it is framed by
+/// `Transfer-Encoding`, its `Content-Length`, which is not its length (RFC
+/// 9112, section 6.3).
+fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: which of them the answer holds (most
+    // hold `Connection` at most); only those are looked up again.
+    let (mut held, mut keep_alive) = (0u8, false);
+    for name in headers.keys() {
+        match DROPPED_RESPONSE.iter().position(|dropped| dropped == name) {
+            Some(at) => held |= 1 << at,
+            None => keep_alive |= name == "keep-alive",
+        }
+    }
+    if held == 0 && !keep_alive {
+        return;
+    }
+    // Read before the names `Connection` lists go, which may include it.
+    if held & 1 << TRANSFER_ENCODING_AT != 0 {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if held & 1 << CONNECTION_AT != 0 {
+        let listed: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for name in listed
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+        {
+            headers.remove(name.trim());
+        }
+    }
+    for (at, name) in DROPPED_RESPONSE.iter().enumerate() {
+        if held & 1 << at != 0 {
+            headers.remove(name);
+        }
+    }
+    if keep_alive {
+        headers.remove("keep-alive");
     }
 }
 
@@ -1617,6 +1686,63 @@ mod tests {
         assert!(plain.target("http://127.0.0.2/").is_none());
     }
 
+    /// [`drop_hop_by_hop`] as it was first written: the reference the
+    /// one-pass reading is checked against.
+    fn drop_hop_by_hop_by_rules(headers: &mut HeaderMap) {
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        for name in connection_listed(headers) {
+            headers.remove(name);
+        }
+        for name in DROPPED_RESPONSE {
+            headers.remove(name);
+        }
+        headers.remove("keep-alive");
+    }
+
+    #[test]
+    fn the_hop_by_hop_positions_name_their_headers() {
+        assert_eq!(DROPPED_RESPONSE[CONNECTION_AT], header::CONNECTION);
+        assert_eq!(
+            DROPPED_RESPONSE[TRANSFER_ENCODING_AT],
+            header::TRANSFER_ENCODING
+        );
+    }
+
+    /// `plain_target` as it was first written, one rule per line: the
+    /// reference the one-pass reading is checked against.
+    fn plain_target_by_rules(target: &str) -> bool {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&b))
+            && !path.contains("//")
+            && !path
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+            && query
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b))
+    }
+
+    /// Header names an answer may hold, hop-by-hop or not, in any case.
+    const NAMES: [&str; 12] = [
+        "Connection",
+        "keep-alive",
+        "Keep-Alive",
+        "transfer-encoding",
+        "content-length",
+        "TE",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "x-a",
+        "X-B",
+        "content-type",
+    ];
+
     proptest::proptest! {
         /// The oracle is the URL parser: a target taken as plain is the
         /// target it would send.
@@ -1628,6 +1754,40 @@ mod tests {
                 let url = Url::parse(&format!("http://127.0.0.1{target}")).unwrap();
                 proptest::prop_assert_eq!(&url[Position::BeforePath..Position::AfterQuery], target.as_str());
             }
+        }
+
+        #[test]
+        fn plain_target_reads_as_its_rules(
+            target in "(/[.a;%]{0,3}){1,4}/?(\\?[a.?/%]{0,3})?|[/.a?\\\\ ]{0,10}|(/[a-zA-Z0-9._~!$&'()*+,=:@;%\\\\ \"<>{}|^`é-]{0,8}){1,5}(\\?[a-zA-Z0-9._~!$&()*+,;=:@/?%'#\"<> é-]{0,20})?",
+            byte in proptest::num::u8::ANY,
+        ) {
+            proptest::prop_assert_eq!(plain_target(&target), plain_target_by_rules(&target), "{:?}", target);
+            let one = format!("/a{}b?{}", char::from(byte), char::from(byte));
+            proptest::prop_assert_eq!(plain_target(&one), plain_target_by_rules(&one), "{:?}", one);
+        }
+
+        #[test]
+        fn an_answer_loses_the_headers_its_rules_drop(
+            fields in proptest::collection::vec((0..NAMES.len(), proptest::collection::vec(0..NAMES.len() + 2, 0..4)), 0..8),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, tokens) in &fields {
+                // A value of listed names (some unknown, some spaced or cased
+                // otherwise) for any field: `Connection`'s are read as names.
+                let value = tokens
+                    .iter()
+                    .map(|&t| NAMES.get(t).map_or(if t % 2 == 0 { " " } else { "X-Other ,," }, |n| *n))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                headers.append(
+                    HeaderName::from_bytes(NAMES[*name].as_bytes()).unwrap(),
+                    HeaderValue::from_str(&value).unwrap(),
+                );
+            }
+            let mut expected = headers.clone();
+            drop_hop_by_hop_by_rules(&mut expected);
+            drop_hop_by_hop(&mut headers);
+            proptest::prop_assert_eq!(headers, expected);
         }
 
         #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::error::{Context as _, bail};
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -793,9 +793,11 @@ impl Checks {
         nonce: &std::sync::Mutex<Option<String>>,
     ) -> Option<Response<Body>> {
         let headers = request.headers();
-        if headers.keys().any(|name| {
-            same_header(name.as_str(), "x-forwarded-for") || same_header(name.as_str(), "forwarded")
-        }) {
+        if headers
+            .keys()
+            .map(HeaderName::as_str)
+            .any(|name| same_header(name, "x-forwarded-for") || same_header(name, "forwarded"))
+        {
             return Some(refusal(
                 StatusCode::BAD_REQUEST,
                 "forwarded requests are refused: call this server directly",
