@@ -974,7 +974,11 @@ impl ProxyState {
                     .await;
                 match first {
                     Ok(answer) if refused(answer.status()) => {
-                        let refetched = self.auth.refused(header.value().expose_secret()).await;
+                        // Boxed: a refetch is a large future, and every
+                        // request's future would carry its size (moved on each
+                        // call) for a path only a refused request takes.
+                        let refetched =
+                            Box::pin(self.auth.refused(header.value().expose_secret())).await;
                         // The refetched value replaces the refused one.
                         let again = refetched.map(|fresh| {
                             fresh.and_then(|f| {
@@ -1056,7 +1060,7 @@ impl ProxyState {
     /// configured header.
     fn forwarded_headers(&self, incoming: &HeaderMap) -> HeaderMap {
         let configured = &self.configured;
-        let listed = connection_listed(incoming);
+        let connection = incoming.get_all(header::CONNECTION);
         let mut headers = HeaderMap::with_capacity(incoming.len());
         for (name, value) in incoming {
             // Compared as CGI-style servers read names too (punctuation alike).
@@ -1070,7 +1074,7 @@ impl ProxyState {
                 || OVERRIDES
                     .iter()
                     .any(|wanted| serve::same_header(text, wanted))
-                || listed.contains(name);
+                || connection_lists(&connection, text);
             if !dropped {
                 headers.append(name.clone(), value.clone());
             }
@@ -1241,16 +1245,15 @@ where
     }
 }
 
-/// The header names a `Connection` header lists: hop-by-hop for this
-/// connection only, never forwarded (RFC 9110, section 7.6.1).
-fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
+/// Whether the `Connection` values list `name` (a header name, lower case):
+/// hop-by-hop for this connection only, never forwarded (RFC 9110, section
+/// 7.6.1).
+fn connection_lists(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect()
+        .any(|token| token.trim().eq_ignore_ascii_case(name))
 }
 
 fn refused(status: StatusCode) -> bool {
@@ -1686,6 +1689,18 @@ mod tests {
         assert!(plain.target("http://127.0.0.2/").is_none());
     }
 
+    /// The header names a `Connection` header lists, as first read: the
+    /// reference for [`connection_lists`] and [`drop_hop_by_hop`].
+    fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect()
+    }
+
     /// [`drop_hop_by_hop`] as it was first written: the reference the
     /// one-pass reading is checked against.
     fn drop_hop_by_hop_by_rules(headers: &mut HeaderMap) {
@@ -1788,6 +1803,27 @@ mod tests {
             drop_hop_by_hop_by_rules(&mut expected);
             drop_hop_by_hop(&mut headers);
             proptest::prop_assert_eq!(headers, expected);
+        }
+
+        #[test]
+        fn a_name_is_listed_in_connection_as_its_rules_read(
+            tokens in proptest::collection::vec(0..NAMES.len() + 3, 0..5),
+            name in 0..NAMES.len(),
+        ) {
+            let value = tokens
+                .iter()
+                .map(|&t| NAMES.get(t).copied().unwrap_or_else(|| [" ", "X-A ,", "x-a\t"][t - NAMES.len()]))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut headers = HeaderMap::new();
+            headers.append(header::CONNECTION, HeaderValue::from_str(&value).unwrap());
+            headers.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            let name = HeaderName::from_bytes(NAMES[name].as_bytes()).unwrap();
+            proptest::prop_assert_eq!(
+                connection_lists(&headers.get_all(header::CONNECTION), name.as_str()),
+                connection_listed(&headers).contains(&name),
+                "{:?} {}", value, name
+            );
         }
 
         #[test]

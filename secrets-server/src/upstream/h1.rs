@@ -165,9 +165,15 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
     // One copy of the head; the values are slices of it.
     let copied = Bytes::copy_from_slice(&buf[..length]);
     let mut headers = HeaderMap::with_capacity(answer.headers.len());
+    // Which of the headers that frame the answer it holds: only those are
+    // looked up again.
+    let (mut connection, mut transfer_encoding, mut content_length_held) = (false, false, false);
     for field in answer.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| "a malformed answer header name")?;
+        connection |= name == header::CONNECTION;
+        transfer_encoding |= name == header::TRANSFER_ENCODING;
+        content_length_held |= name == header::CONTENT_LENGTH;
         // The parser's values lie within `buf`.
         let start = (field.value.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
         let value = copied
@@ -179,11 +185,12 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
             HeaderValue::from_maybe_shared(value).map_err(|_| "a malformed answer header value")?;
         headers.append(name, value);
     }
-    let closes = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+    let closes = connection
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
     let mut reusable = answer.version == Some(1) && !closes;
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -191,7 +198,7 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
     {
         // No body follows, but a Content-Length still goes to the client:
         // as one value, or not at all.
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if content_length_held {
             match content_length(&headers) {
                 Some((_, true)) => {}
                 Some((length, false)) => {
@@ -203,10 +210,10 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
             }
         }
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if transfer_encoding {
         // Framed two ways (or by a coding this reader cannot end): the
         // connection is not trusted with another request.
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if content_length_held {
             reusable = false;
         }
         let last = headers
@@ -221,7 +228,7 @@ pub(crate) fn parse_answer(buf: &[u8], method: &Method) -> Result<Parsed, &'stat
             reusable = false;
             Framing::Close
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
+    } else if content_length_held {
         let (length, single) = content_length(&headers).ok_or("an invalid Content-Length")?;
         // Agreeing values (`3, 3`) pass on as the one value they agree on.
         if !single {
@@ -257,7 +264,10 @@ fn content_length(headers: &HeaderMap) -> Option<(u64, bool)> {
         if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let length: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        // At most 19 digits: below `u64::MAX`.
+        let length = digits
+            .iter()
+            .fold(0u64, |length, digit| length * 10 + u64::from(digit - b'0'));
         if agreed.is_some_and(|a| a != length) {
             return None;
         }
@@ -493,6 +503,11 @@ mod tests {
                 Framing::Length(1),
                 false,
             ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9999999999999999999\r\n\r\n",
+                Framing::Length(9_999_999_999_999_999_999),
+                true,
+            ),
         ];
         for (text, framing, reusable) in cases {
             let parsed = head(text, &get).unwrap();
@@ -510,6 +525,9 @@ mod tests {
                 assert_eq!(lengths, [&HeaderValue::from(n)], "{text}");
             }
         }
+        // Leading zeros read as decimal; the one value passes on as written.
+        let parsed = head("HTTP/1.1 200 OK\r\ncontent-length: 007\r\n\r\n", &get).unwrap();
+        assert_eq!(parsed.framing, Framing::Length(7));
         let parsed = head(
             "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
             &Method::HEAD,
