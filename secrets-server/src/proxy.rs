@@ -1153,12 +1153,8 @@ fn drop_hop_by_hop(headers: &mut HeaderMap) {
             .iter()
             .cloned()
             .collect();
-        for name in listed
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-        {
-            headers.remove(name.trim());
+        for name in connection_tokens(&listed) {
+            headers.remove(name);
         }
     }
     for (at, name) in DROPPED_RESPONSE.iter().enumerate() {
@@ -1249,11 +1245,20 @@ where
 /// hop-by-hop for this connection only, never forwarded (RFC 9110, section
 /// 7.6.1).
 fn connection_lists(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
-    connection
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case(name))
+    connection_tokens(connection).any(|token| token.eq_ignore_ascii_case(name))
+}
+
+/// The tokens of `Connection` values, each read on its own: a byte no
+/// header name holds spoils its own token only, never the rest of the value
+/// (the names listed are dropped: fail closed).
+fn connection_tokens<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = &'a str> {
+    values
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|token| std::str::from_utf8(token).ok())
+        .map(str::trim)
 }
 
 fn refused(status: StatusCode) -> bool {
@@ -1695,10 +1700,29 @@ mod tests {
         headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .filter_map(|token| std::str::from_utf8(token).ok())
             .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
             .collect()
+    }
+
+    #[test]
+    fn a_byte_no_name_holds_spoils_only_its_own_token_of_connection() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-a\xff, X-B ,x-\xc3\xa9").unwrap(),
+        );
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-b", HeaderValue::from_static("2"));
+        headers.append("x-c", HeaderValue::from_static("3"));
+        let connection = headers.get_all(header::CONNECTION);
+        assert!(connection_lists(&connection, "x-b"));
+        assert!(!connection_lists(&connection, "x-a"));
+        drop_hop_by_hop(&mut headers);
+        assert_eq!(headers.get("x-b"), None);
+        assert!(headers.contains_key("x-a") && headers.contains_key("x-c"));
+        assert!(!headers.contains_key(header::CONNECTION));
     }
 
     /// [`drop_hop_by_hop`] as it was first written: the reference the
@@ -1807,12 +1831,12 @@ mod tests {
 
         #[test]
         fn a_name_is_listed_in_connection_as_its_rules_read(
-            tokens in proptest::collection::vec(0..NAMES.len() + 3, 0..5),
+            tokens in proptest::collection::vec(0..NAMES.len() + 4, 0..5),
             name in 0..NAMES.len(),
         ) {
             let value = tokens
                 .iter()
-                .map(|&t| NAMES.get(t).copied().unwrap_or_else(|| [" ", "X-A ,", "x-a\t"][t - NAMES.len()]))
+                .map(|&t| NAMES.get(t).copied().unwrap_or_else(|| [" ", "X-A ,", "x-a\t", "x-b\u{ff}"][t - NAMES.len()]))
                 .collect::<Vec<_>>()
                 .join(",");
             let mut headers = HeaderMap::new();
