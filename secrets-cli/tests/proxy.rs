@@ -1357,6 +1357,40 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
             );
         }
         assert!(!kit.saw("tls", &proxy.token) && !kit.saw("thief", rotated));
+
+        // `Connection` naming headers beside a token spoiled by a byte no
+        // name holds (and the credential's own name): each side's listed
+        // header stays on its hop, the credential still goes.
+        kit.script(
+            "tls",
+            "/hop",
+            vec![
+                Answer::status(200)
+                    .header("Connection", "x-b\u{ff}, X-Upstream-Hop")
+                    .header("X-Upstream-Hop", "upstream-only"),
+            ],
+        );
+        let listing = format!("x-a\u{ff}, X-Client-Hop, {name}");
+        let (status, head, _) = proxy.get(
+            "/hop",
+            &[
+                ("Authorization", &bearer),
+                ("Connection", &listing),
+                ("X-Client-Hop", "client-only"),
+            ],
+        );
+        assert_eq!(status, 200, "{case}: {head}");
+        assert!(!head.contains("upstream-only"), "{case}: {head}");
+        let hop = kit
+            .requests("tls")
+            .into_iter()
+            .find(|r| r.target == "/hop")
+            .expect("the request went upstream");
+        assert!(
+            !kit.saw("tls", "client-only"),
+            "{case}: a listed header went upstream"
+        );
+        assert_eq!(hop.header(name), Some(resent.as_str()), "{case}");
         if let Some(agent) = &mut agent {
             let log = agent.stop();
             assert_eq!(
