@@ -443,16 +443,15 @@ pub fn text_agrees(text: &str, url: &Url) -> bool {
             && same_port)
 }
 
-/// Whether `url`'s host is a loopback address or a `localhost` name.
+/// Whether `url`'s host is a loopback address, or `localhost` itself (which
+/// the hosts file answers). Not another `*.localhost` name, nor `localhost.`:
+/// a resolver may send those to DNS, and its answer may be anywhere.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(Host::Domain(domain)) => {
-            let domain = domain.trim_end_matches('.');
-            domain.eq_ignore_ascii_case("localhost")
-                || domain.to_ascii_lowercase().ends_with(".localhost")
-        }
+        // The `url` crate writes names in lower case.
+        Some(Host::Domain(domain)) => domain == "localhost",
         None => false,
     }
 }
@@ -598,7 +597,14 @@ mod tests {
         let p = HopPolicy::new(HostAllowlist::allow_all(), true);
         assert!(p.permits(&url("http://mlflow.example.com/")).is_err());
         assert_eq!(p.permits(&url("http://127.0.0.1/")).unwrap(), Ok(()));
-        assert_eq!(p.permits(&url("http://x.localhost/")).unwrap(), Ok(()));
+        assert_eq!(p.permits(&url("http://LocalHost:5000/")).unwrap(), Ok(()));
+        for resolved in [
+            "http://x.localhost/",
+            "http://localhost./",
+            "http://127.0.0.1.nip.io/",
+        ] {
+            assert!(p.permits(&url(resolved)).is_err(), "{resolved}");
+        }
         assert_eq!(
             p.permits(&url("https://mlflow.example.com/")).unwrap(),
             Ok(())

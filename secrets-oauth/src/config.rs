@@ -143,23 +143,12 @@ impl OAuthConfig {
     }
 }
 
-/// Whether `url`'s host is a loopback address, or `localhost` itself (which
-/// the hosts file answers) — not another `*.localhost` name, which a
-/// resolver may send to DNS.
-fn loopback_by_address(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(_) => is_loopback(url),
-        None => false,
-    }
-}
-
 /// `text` as an endpoint: the usual address checks, then `https`, or
 /// `http` on a loopback address only — the client secret travels to it.
 pub fn endpoint_url(text: &str, variable: &str, example: &str) -> Result<Url> {
     let checked = checked_endpoint(text, variable, &["http", "https"], example)?;
     let url = Url::parse(&checked).map_err(|e| SecretError::config(variable, e))?;
-    if url.scheme() == "http" && !loopback_by_address(&url) {
+    if url.scheme() == "http" && !is_loopback(&url) {
         return Err(SecretError::config(
             variable,
             format!(
