@@ -1361,15 +1361,17 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
         // `Connection` naming headers beside a token spoiled by a byte no
         // name holds (and the credential's own name): each side's listed
         // header stays on its hop, the credential still goes.
-        kit.script(
-            "tls",
-            "/hop",
-            vec![
-                Answer::status(200)
-                    .header("Connection", "x-b\u{ff}, X-Upstream-Hop")
-                    .header("X-Upstream-Hop", "upstream-only"),
-            ],
-        );
+        // It also echoes the credential in the headers a credential travels
+        // in (the configured one in another spelling): none reaches the client.
+        let mut hop = Answer::status(200)
+            .header("Connection", "x-b\u{ff}, X-Upstream-Hop")
+            .header("X-Upstream-Hop", "upstream-only")
+            .header("Authorization", &resent)
+            .header("Proxy-Authorization", &resent);
+        if custom {
+            hop = hop.header("X_MLflow.Auth", &resent);
+        }
+        kit.script("tls", "/hop", vec![hop]);
         let listing = format!("x-a\u{ff}, X-Client-Hop, {name}");
         let (status, head, _) = proxy.get(
             "/hop",
@@ -1381,6 +1383,10 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
         );
         assert_eq!(status, 200, "{case}: {head}");
         assert!(!head.contains("upstream-only"), "{case}: {head}");
+        assert!(
+            !head.contains(rotated),
+            "{case}: the credential came back: {head}"
+        );
         let hop = kit
             .requests("tls")
             .into_iter()

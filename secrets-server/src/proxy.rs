@@ -1103,6 +1103,7 @@ impl ProxyState {
     fn relay(&self, answer: Response<Answer>, host: Option<&HeaderValue>) -> Response<Body> {
         let (mut parts, body) = answer.into_parts();
         drop_hop_by_hop(&mut parts.headers);
+        drop_credential_headers(&mut parts.headers, self.configured.as_ref());
         if let Some(location) = parts
             .headers
             .get(header::LOCATION)
@@ -1167,6 +1168,28 @@ fn drop_hop_by_hop(headers: &mut HeaderMap) {
     }
     if keep_alive {
         headers.remove("keep-alive");
+    }
+}
+
+/// Drops from an answer the headers a credential travels in:
+/// `Authorization`, `Proxy-Authorization` and the configured header, also
+/// written with other punctuation. An upstream, or a gateway before it, that
+/// echoes a request's headers into its answer's would otherwise hand the
+/// credential to the client, which holds only the local token.
+fn drop_credential_headers(headers: &mut HeaderMap, configured: Option<&HeaderName>) {
+    let credential = |name: &HeaderName| {
+        let text = name.as_str();
+        [header::AUTHORIZATION, header::PROXY_AUTHORIZATION]
+            .iter()
+            .chain(configured)
+            .any(|c| serve::same_header(text, c.as_str()))
+    };
+    if !headers.keys().any(credential) {
+        return;
+    }
+    let echoed: Vec<HeaderName> = headers.keys().filter(|n| credential(n)).cloned().collect();
+    for name in echoed {
+        headers.remove(name);
     }
 }
 
@@ -1727,6 +1750,40 @@ mod tests {
         assert_eq!(headers.get("x-b"), None);
         assert!(headers.contains_key("x-a") && headers.contains_key("x-c"));
         assert!(!headers.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn an_answer_never_carries_a_credential_header_back() {
+        let configured = HeaderName::from_static("x-mlflow-auth");
+        let mut headers = HeaderMap::new();
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "x-mlflow-auth",
+            "x_mlflow.auth",
+            "proxy_authorization",
+        ] {
+            headers.append(name, HeaderValue::from_static("echoed"));
+        }
+        headers.append("authorization", HeaderValue::from_static("twice"));
+        // Names a credential does not travel in stay.
+        for name in ["www-authenticate", "x-mlflow-auth-hint", "x-authorization"] {
+            headers.append(name, HeaderValue::from_static("kept"));
+        }
+        let mut default = headers.clone();
+        drop_credential_headers(&mut headers, Some(&configured));
+        let mut kept: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            ["www-authenticate", "x-authorization", "x-mlflow-auth-hint"]
+        );
+        // Without a configured name only the two standard ones go.
+        drop_credential_headers(&mut default, None);
+        assert!(default.contains_key("x-mlflow-auth") && default.contains_key("x_mlflow.auth"));
+        assert!(
+            !default.contains_key("authorization") && !default.contains_key("proxy_authorization")
+        );
     }
 
     /// [`drop_hop_by_hop`] as it was first written: the reference the
