@@ -874,12 +874,23 @@ fn usual_hosts(addr: SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// Whether `host` (a `Host` value) names a loopback address, any port.
+/// Whether `host` (a `Host` value) names a loopback address, any port
+/// written as digits.
 fn loopback_name(host: &str) -> bool {
     let Ok(authority) = host.parse::<http::uri::Authority>() else {
         return false;
     };
     let name = authority.host();
+    // Nothing but a port may follow the name (`127.0.0.1:1,evil` has none).
+    let port_only = host.strip_prefix(name).is_some_and(|rest| {
+        rest.is_empty()
+            || rest.strip_prefix(':').is_some_and(|port| {
+                (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit())
+            })
+    });
+    if !port_only {
+        return false;
+    }
     let name = name
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
@@ -1216,6 +1227,12 @@ mod tests {
             "",
             "[::2]:1",
             "localhost.evil",
+            "127.0.0.1:1,evil",
+            "localhost:+80",
+            "localhost:",
+            "localhost:123456",
+            "user@localhost",
+            "[::1]x",
         ] {
             for usual in [&[][..], &["127.0.0.1:8765".into(), "localhost:8765".into()]] {
                 assert!(!loopback_host(&headers(&[("host", bad)]), usual), "{bad}");
