@@ -57,14 +57,22 @@ fn main() -> Result<()> {
         format!("http://{}{PATH}", tcp_relay(trivial)?),
         None,
     );
-    let (nginx, nginx_addr, nginx_version) =
-        start_nginx(&dir, trivial, &basic("bench-user", "bench-password-7f3a"))?;
+    let credential = basic("bench-user", "bench-password-7f3a");
+    let (nginx, nginx_addr, nginx_version) = start_nginx(&dir, trivial, &credential, None)?;
     let nginx_target = Target::new(
         &format!(
             "nginx {nginx_version} (`proxy_set_header Authorization`, 1 worker, upstream keep-alive)"
         ),
         format!("http://{nginx_addr}{PATH}"),
         None,
+    );
+    // The same nginx asking for the proxy's local token as well: both sides
+    // then read and check the same request.
+    let (nginx_token, nginx_token_addr, _) = start_nginx(&dir, trivial, &credential, Some(&token))?;
+    let nginx_token_target = Target::new(
+        "the same nginx, also requiring the proxy's local token (`if ($http_authorization != …) { return 401; }`)",
+        format!("http://{nginx_token_addr}{PATH}"),
+        Some(bearer.clone()),
     );
     let ours = Target::new(
         "the proxy",
@@ -77,7 +85,7 @@ fn main() -> Result<()> {
     // CPU (tens of µs on a VM) or not, as the scheduler happens to place
     // the processes: a figure of the placement more than of the proxy.
     for (connections, one_cpu) in [(1, false), (1, true), (16, false)] {
-        let mut targets = vec![&direct, &nginx_target, &ours];
+        let mut targets = vec![&direct, &nginx_target, &nginx_token_target, &ours];
         if connections == 1 {
             targets.insert(1, &relay);
         }
@@ -93,7 +101,7 @@ fn main() -> Result<()> {
             trivial_rows.push(trivial_row(&target.name, placed, load, floor));
         }
     }
-    drop(nginx);
+    drop((nginx, nginx_token));
 
     if std::env::var_os("MSA_PROXY_TRIVIAL_ONLY").is_some() {
         let _ = proxy.kill();
@@ -371,11 +379,14 @@ fn trivial_row(what: &str, connections: &str, load: &Load, direct: Duration) -> 
 
 /// nginx (Debian's) as a credential-injecting reverse proxy for `upstream`:
 /// one worker, kept upstream connections, the credential set by
-/// `proxy_set_header`. Its process, address and version.
+/// `proxy_set_header`; with `token`, a request without
+/// `Authorization: Bearer <token>` is refused (401). Its process, address
+/// and version.
 fn start_nginx(
     dir: &Path,
     upstream: SocketAddr,
     authorization: &str,
+    token: Option<&str>,
 ) -> Result<(Nginx, SocketAddr, String)> {
     let version = Command::new("nginx").arg("-v").output()?;
     let version = String::from_utf8_lossy(&version.stderr)
@@ -385,7 +396,10 @@ fn start_nginx(
         .unwrap_or_default()
         .to_owned();
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let prefix = dir.join("nginx");
+    let prefix = dir.join(format!("nginx-{}", addr.port()));
+    let check = token.map_or_else(String::new, |token| {
+        format!("if ($http_authorization != \"Bearer {token}\") {{ return 401; }}")
+    });
     std::fs::create_dir_all(&prefix)?;
     let conf = prefix.join("nginx.conf");
     std::fs::write(
@@ -410,6 +424,7 @@ http {{
     server {{
         listen {addr};
         location / {{
+            {check}
             proxy_pass http://mlflow;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
