@@ -444,8 +444,9 @@ pub fn text_agrees(text: &str, url: &Url) -> bool {
 }
 
 /// Whether `url`'s host is a loopback address, or `localhost` itself (which
-/// the hosts file answers). Not another `*.localhost` name, nor `localhost.`:
-/// a resolver may send those to DNS, and its answer may be anywhere.
+/// the hosts file answers where the system looks there first, as usual).
+/// Not another `*.localhost` name, nor `localhost.`: a resolver may send
+/// those to DNS, and its answer may be anywhere.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
