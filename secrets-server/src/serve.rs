@@ -809,7 +809,7 @@ impl Checks {
         if self.loopback_host && !loopback_host(headers, &self.usual_hosts) {
             return Some(refusal(
                 StatusCode::FORBIDDEN,
-                "the Host header must name a loopback address",
+                "one Host header, naming a loopback address, is required",
             ));
         }
         let mut nonce = nonce
@@ -856,10 +856,13 @@ pub(crate) fn same_header(name: &str, wanted: &str) -> bool {
         })
 }
 
-/// Whether `Host` names a loopback address (`127.x`, `[::1]`, `localhost`),
-/// any port: one of `usual` (each such a name) or parsed.
+/// Whether the one `Host` names a loopback address (`127.x`, `[::1]`,
+/// `localhost`), any port: one of `usual` (each such a name) or parsed. Two
+/// `Host` headers never pass (RFC 9112, section 3.2): a reader of the
+/// second would see another host.
 fn loopback_host(headers: &HeaderMap, usual: &[String]) -> bool {
-    let Some(host) = headers.get(header::HOST) else {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return false;
     };
     usual.iter().any(|u| u.as_bytes() == host.as_bytes()) || host.to_str().is_ok_and(loopback_name)
@@ -1239,6 +1242,12 @@ mod tests {
             }
         }
         assert!(!loopback_host(&HeaderMap::new(), &[]));
+        // Two Host headers, loopback first or both: refused.
+        for second in ["evil.example", "localhost"] {
+            let mut two = headers(&[("host", "localhost")]);
+            two.append(header::HOST, http::HeaderValue::from_static(second));
+            assert!(!loopback_host(&two, &["localhost".into()]), "{second}");
+        }
         // Only loopback names are matched byte for byte.
         let usual = |addr: &str| usual_hosts(addr.parse().unwrap());
         assert_eq!(
