@@ -41,16 +41,14 @@ const RESERVED: &str = "/-/";
 /// What a TCP caller may ask without the local token.
 const OPEN_PATHS: &[&str] = &["/-/healthz", "/-/readyz", "/-/metrics"];
 
-/// Request headers never forwarded: hop-by-hop ones, the client's own
-/// credentials (the local token), and `Host`, the body's framing and
-/// `Expect` (written for the upstream by its client).
-const DROPPED_REQUEST: [HeaderName; 10] = [
+/// Request headers never forwarded besides those a credential travels in
+/// ([`carries_credential`]): hop-by-hop ones, and `Host`, the body's framing
+/// and `Expect` (written for the upstream by its client).
+const DROPPED_REQUEST: [HeaderName; 8] = [
     header::CONNECTION,
     header::HOST,
     header::CONTENT_LENGTH,
     header::EXPECT,
-    header::AUTHORIZATION,
-    header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
@@ -1066,9 +1064,7 @@ impl ProxyState {
             let dropped = DROPPED_REQUEST
                 .iter()
                 .any(|d| serve::same_header(text, d.as_str()))
-                || configured
-                    .as_ref()
-                    .is_some_and(|c| serve::same_header(text, c.as_str()))
+                || carries_credential(text, configured.as_ref())
                 || OVERRIDES
                     .iter()
                     .any(|wanted| serve::same_header(text, wanted))
@@ -1171,23 +1167,28 @@ fn drop_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Drops from an answer the headers a credential travels in:
-/// `Authorization`, `Proxy-Authorization` and the configured header, also
-/// written with other punctuation. An upstream, or a gateway before it, that
-/// echoes a request's headers into its answer's would otherwise hand the
-/// credential to the client, which holds only the local token.
+/// Whether `name` is one a credential travels in: `Authorization`,
+/// `Proxy-Authorization` or the configured header, also written with other
+/// punctuation (as CGI-style servers read names). The client's (its local
+/// token) never go upstream, and the upstream's never come back.
+fn carries_credential(name: &str, configured: Option<&HeaderName>) -> bool {
+    [header::AUTHORIZATION, header::PROXY_AUTHORIZATION]
+        .iter()
+        .chain(configured)
+        .any(|c| serve::same_header(name, c.as_str()))
+}
+
+/// Drops from an answer the headers a credential travels in: an upstream,
+/// or a gateway before it, that echoes a request's headers into its
+/// answer's would otherwise hand the credential to the client, which holds
+/// only the local token.
 fn drop_credential_headers(headers: &mut HeaderMap, configured: Option<&HeaderName>) {
-    let credential = |name: &HeaderName| {
-        let text = name.as_str();
-        [header::AUTHORIZATION, header::PROXY_AUTHORIZATION]
-            .iter()
-            .chain(configured)
-            .any(|c| serve::same_header(text, c.as_str()))
-    };
-    if !headers.keys().any(credential) {
-        return;
-    }
-    let echoed: Vec<HeaderName> = headers.keys().filter(|n| credential(n)).cloned().collect();
+    // Empty (no allocation) unless the answer holds one.
+    let echoed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| carries_credential(name.as_str(), configured))
+        .cloned()
+        .collect();
     for name in echoed {
         headers.remove(name);
     }
