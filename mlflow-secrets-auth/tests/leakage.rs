@@ -204,3 +204,58 @@ async fn plain_http_to_a_remote_host_is_refused_under_require_tls() {
             .is_some()
     );
 }
+
+/// Under REQUIRE_TLS, plain http carries the credential to `localhost`
+/// itself, never to another `*.localhost` name: a resolver may send that to
+/// DNS. The client resolves every name here to a loopback server itself, so
+/// a name wrongly taken as loopback would hand the server the credential.
+#[tokio::test]
+async fn under_require_tls_only_localhost_itself_is_loopback() {
+    for header in HEADERS {
+        let mut config = Config::default();
+        config.require_tls = true;
+        config.allowlist = HostAllowlist::parse("127.0.0.1, localhost, *.localhost").unwrap();
+        config.header_name = HeaderName::new(header).unwrap();
+        let (auth, _dir) = file_auth(config);
+        let allowed = CaptureServer::start_on("127.0.0.1:0");
+        let named = CaptureServer::start_on("127.0.0.2:0");
+        // Port 0: the URL's port is used.
+        let named_addr: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+        let builder = reqwest::Client::builder()
+            .resolve("localhost", named_addr)
+            .resolve("x.localhost", named_addr);
+        let client = mlflow_secrets_auth::middleware::client_from(builder, auth).unwrap();
+        let port = named.port();
+
+        // `localhost` itself: plain http is fine.
+        let response = client
+            .get(format!("http://localhost:{port}/itself"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(named.saw(TOKEN), "{header}: localhost got no credential");
+
+        // Another `*.localhost` name: refused before anything is sent.
+        let before = named.requests().len();
+        let err = client
+            .get(format!("http://x.localhost:{port}/direct"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("MLFLOW_SECRETS_REQUIRE_TLS"),
+            "{err:?}"
+        );
+        // A redirect there from an allowed loopback address: not followed
+        // with the credential either.
+        let target = format!("http://x.localhost:{port}/landing");
+        allowed.route("/start", 302, &[("Location", &target)], "");
+        let _ = client.get(format!("{}/start", allowed.url())).send().await;
+        let after: Vec<_> = named.requests().into_iter().skip(before).collect();
+        assert!(
+            after.iter().all(|r| r.header(header).is_none()),
+            "{header}: x.localhost got the credential: {after:?}"
+        );
+    }
+}

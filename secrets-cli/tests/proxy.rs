@@ -1309,12 +1309,28 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
         let proxy = Proxy::start(dir.path(), &kit.url("tls"), &vars, &["--upstream-ca", &ca]);
         let bearer = proxy.bearer();
 
+        // The credential's header as an upstream may echo it back, in
+        // another spelling when it is the configured one: never relayed.
+        let echo = if custom {
+            "X_MLflow.Auth"
+        } else {
+            "Authorization"
+        };
+
         // https → http on another host: passed back, never followed.
         let thief = format!("{}/steal", kit.url("thief"));
-        kit.script("tls", "/down", vec![Answer::redirect(302, &thief)]);
+        kit.script(
+            "tls",
+            "/down",
+            vec![Answer::redirect(302, &thief).header(echo, &value)],
+        );
         let (status, head, _) = proxy.get("/down", &[("Authorization", &bearer)]);
         assert_eq!(status, 302, "{case}");
         assert!(head.contains(&format!("location: {thief}")), "{head}");
+        assert!(
+            !head.contains(TOKEN),
+            "{case}: the credential came back: {head}"
+        );
         assert!(
             kit.requests("thief").is_empty(),
             "{case}: the thief got a request"
@@ -1323,13 +1339,21 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
 
         // A refusal with a rotated backend value: one resend, new value, same style.
         let rotated = "tok-rotated-in-hostile-kit-77aa";
+        let resent = if custom {
+            rotated.to_owned()
+        } else {
+            format!("Bearer {rotated}")
+        };
         kit.script(
             "tls",
             "/refuse",
-            vec![Answer::status(401), Answer::status(200)],
+            vec![
+                Answer::status(401).header(echo, &value),
+                Answer::status(200).header(echo, &resent),
+            ],
         );
         std::fs::write(&secret, rotated).unwrap();
-        let (status, _, _) = call(
+        let (status, head, _) = call(
             proxy.addr,
             "POST",
             "/refuse",
@@ -1337,6 +1361,10 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
             b"{\"k\":1}",
         );
         assert_eq!(status, 200, "{case}");
+        assert!(
+            !head.contains(rotated) && !head.contains(TOKEN),
+            "{case}: the credential came back: {head}"
+        );
         let seen: Vec<_> = kit
             .requests("tls")
             .into_iter()
@@ -1344,11 +1372,6 @@ fn hostile_upstream_downgrades_and_resends_in_both_header_styles() {
             .collect();
         assert_eq!(seen.len(), 2, "{case}");
         assert_eq!(seen[0].header(name), Some(value.as_str()));
-        let resent = if custom {
-            rotated.to_owned()
-        } else {
-            format!("Bearer {rotated}")
-        };
         assert_eq!(seen[1].header(name), Some(resent.as_str()));
         if custom {
             assert!(
